@@ -1,0 +1,318 @@
+//! Types shared by the XDP program (lb-ebpf) and the daemon (lb-userspace).
+//!
+//! Every map key and value is `#[repr(C)]`, has explicit padding and a
+//! compile-time size check. Addresses are stored as 16-byte arrays in network
+//! order (IPv4 uses the first four bytes, the rest is zero); ports are stored
+//! in network order exactly as they appear on the wire.
+#![no_std]
+
+/// Address families as stored in keys.
+pub const AF_INET: u8 = 4;
+pub const AF_INET6: u8 = 6;
+
+/// IP protocol numbers.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Size of one scheduling table ("ring"). Prime, as Maglev requires; the same
+/// size as the kernel's ip_vs_mh default (CONFIG_IP_VS_MH_TAB_INDEX=12).
+pub const RING_SIZE: usize = 4093;
+
+/// Default map sizes (overridable by the daemon at load time).
+pub const DEFAULT_MAX_SERVICES: u32 = 256;
+pub const DEFAULT_MAX_REALS: u32 = 4096;
+pub const DEFAULT_MAX_CONNS: u32 = 1 << 20;
+
+/// Scheduler identifiers as stored in [`ServiceValue::sched`].
+pub mod sched {
+    /// Round robin: walk the ring in order (per-CPU cursor).
+    pub const RR: u8 = 1;
+    /// Weighted round robin: walk the precomputed IPVS wrr sequence.
+    pub const WRR: u8 = 2;
+    /// Maglev hashing of the client address (and port with MH_PORT).
+    pub const MH: u8 = 3;
+}
+
+/// Service flags ([`ServiceValue::flags`]).
+pub mod svc_flags {
+    /// mh-port: add the client port to the hash.
+    pub const MH_PORT: u32 = 1 << 0;
+    /// mh-fallback: accepted and recorded; the published ring already holds
+    /// only available real servers, so lookups never land on an unavailable one.
+    pub const MH_FALLBACK: u32 = 1 << 1;
+    /// persistent service (-p); port-0 services are always persistent.
+    pub const PERSISTENT: u32 = 1 << 2;
+}
+
+/// Real server flags ([`RealServer::flags`]).
+pub mod rs_flags {
+    /// The slot is allocated to a real server.
+    pub const IN_USE: u16 = 1 << 0;
+    /// The MAC address has been resolved through the neighbour table.
+    pub const MAC_VALID: u16 = 1 << 1;
+    /// The real server was removed from its service: established connections
+    /// continue (IPVS expire_nodest_conn=0), no new connection is scheduled.
+    pub const REMOVED: u16 = 1 << 2;
+}
+
+/// TCP connection states (IPVS numbering, `ip_vs_tcp_state_name`).
+pub mod tcp_state {
+    pub const NONE: u8 = 0;
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT: u8 = 4;
+    pub const TIME_WAIT: u8 = 5;
+    pub const CLOSE: u8 = 6;
+    pub const CLOSE_WAIT: u8 = 7;
+    pub const LAST_ACK: u8 = 8;
+    pub const LISTEN: u8 = 9;
+    pub const SYNACK: u8 = 10;
+    pub const COUNT: usize = 11;
+    /// The state used for UDP entries.
+    pub const UDP: u8 = 11;
+
+    pub const NAMES: [&str; 12] = [
+        "NONE",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "SYNACK",
+        "UDP",
+    ];
+
+    // IPVS tcp_states_dos-free input-only table (net/netfilter/ipvs/ip_vs_proto_tcp.c,
+    // tcp_states "INPUT-ONLY"), columns indexed by the current state NO..SA.
+    const S_ES: u8 = ESTABLISHED;
+    const S_SS: u8 = SYN_SENT;
+    const S_SR: u8 = SYN_RECV;
+    const S_FW: u8 = FIN_WAIT;
+    const S_TW: u8 = TIME_WAIT;
+    const S_CL: u8 = CLOSE;
+    const S_CW: u8 = CLOSE_WAIT;
+    const S_LA: u8 = LAST_ACK;
+    const S_LI: u8 = LISTEN;
+    const SYN: [u8; COUNT] = [S_SR, S_ES, S_ES, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR];
+    const FIN: [u8; COUNT] = [S_CL, S_FW, S_SS, S_TW, S_FW, S_TW, S_CL, S_CW, S_LA, S_LI, S_TW];
+    const ACK: [u8; COUNT] = [S_CL, S_ES, S_SS, S_ES, S_FW, S_TW, S_CL, S_CW, S_CL, S_LI, S_ES];
+    const RST: [u8; COUNT] = [S_CL, S_CL, S_CL, S_SR, S_CL, S_CL, S_CL, S_CL, S_LA, S_LI, S_CL];
+
+    /// TCP flag bits as in the header's 14th byte.
+    pub const F_FIN: u8 = 0x01;
+    pub const F_SYN: u8 = 0x02;
+    pub const F_RST: u8 = 0x04;
+    pub const F_ACK: u8 = 0x10;
+
+    /// Next state for a client-to-server packet (flag priority rst > syn > fin > ack).
+    /// Packets with none of these flags leave the state unchanged.
+    #[inline(always)]
+    pub fn next(current: u8, flags: u8) -> u8 {
+        let i = current as usize;
+        if i >= COUNT {
+            return current;
+        }
+        if flags & F_RST != 0 {
+            RST[i]
+        } else if flags & F_SYN != 0 {
+            SYN[i]
+        } else if flags & F_FIN != 0 {
+            FIN[i]
+        } else if flags & F_ACK != 0 {
+            ACK[i]
+        } else {
+            current
+        }
+    }
+
+    /// Default timeouts in seconds, indexed by state (IPVS defaults), then UDP.
+    pub const DEFAULT_TIMEOUTS: [u32; 12] = [2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120, 300];
+}
+
+/// Key of the SERVICES map: (protocol, VIP, port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServiceKey {
+    pub addr: [u8; 16],
+    /// Port in network order; 0 = every port of the VIP.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+
+/// Value of the SERVICES map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceValue {
+    /// Index into RINGS (times two, plus `gen`), SVC_STATS and CURSORS.
+    pub id: u32,
+    /// Number of valid entries in the active ring; 0 = no real server available.
+    pub ring_len: u32,
+    /// Flags from [`svc_flags`].
+    pub flags: u32,
+    /// Persistence timeout in seconds (0 = not persistent).
+    pub persist_timeout: u32,
+    /// Scheduler from [`sched`].
+    pub sched: u8,
+    /// Which of the service's two rings is live (0 or 1).
+    pub gen: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
+
+/// One scheduling table: real-server ids. Entry `i < ring_len` is valid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ring {
+    pub reals: [u32; RING_SIZE],
+}
+const _: () = assert!(core::mem::size_of::<Ring>() == RING_SIZE * 4);
+
+/// Value of the REALS array (indexed by real-server id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealServer {
+    pub addr: [u8; 16],
+    pub mac: [u8; 6],
+    pub flags: u16,
+    /// Service id this real server belongs to.
+    pub svc_id: u32,
+    /// Port in network order (DR: same as the virtual port).
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+    pub weight: u32,
+}
+const _: () = assert!(core::mem::size_of::<RealServer>() == 36);
+
+/// Key of the CONNS map: the connection's 5-tuple as seen from the client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ConnKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
+
+/// Value of the CONNS map: a connection entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnValue {
+    pub real_id: u32,
+    pub svc_id: u32,
+    /// bpf_ktime_get_ns() of the last packet.
+    pub last_seen_ns: u64,
+    /// Connection state ([`tcp_state`]; UDP entries hold `tcp_state::UDP`).
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<ConnValue>() == 24);
+
+/// Per-CPU traffic counters per service and per real server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub conns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Stats>() == 24);
+
+/// Director-wide settings (CONFIG array, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DirectorConfig {
+    /// MAC of the director's NIC, used as the source MAC of forwarded frames.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<DirectorConfig>() == 8);
+
+/// Global counters (per-CPU array GLOBAL_STATS, indexed by these constants).
+pub mod counter {
+    /// Frames passed to the kernel because they are not for a virtual service.
+    pub const PASS_NOT_VIP: u32 = 0;
+    /// Frames passed because the ethertype is neither IPv4 nor IPv6 (ARP, LLDP...).
+    pub const PASS_NOT_IP: u32 = 1;
+    /// Frames dropped because a header is truncated or invalid.
+    pub const DROP_MALFORMED: u32 = 2;
+    /// IPv4 fragments passed to the kernel.
+    pub const PASS_FRAGMENT: u32 = 3;
+    /// IPv6 packets with extension headers (or a non TCP/UDP next header) passed.
+    pub const PASS_IPV6_EXT: u32 = 4;
+    /// VIP packets dropped because no real server is available.
+    pub const DROP_NO_REAL: u32 = 5;
+    /// VIP packets dropped because the chosen real server's MAC is unresolved.
+    pub const DROP_UNRESOLVED: u32 = 6;
+    /// Frames forwarded with XDP_TX.
+    pub const TX: u32 = 7;
+    /// New connection entries created.
+    pub const CONN_NEW: u32 = 8;
+    /// Connection entry insert failures (map full / error).
+    pub const CONN_INSERT_FAIL: u32 = 9;
+    /// A SYN hit a closed entry and started a new connection (port reuse).
+    pub const CONN_REUSE: u32 = 10;
+    /// Number of counters.
+    pub const COUNT: u32 = 16;
+
+    pub const NAMES: [&str; 11] = [
+        "pass_not_vip",
+        "pass_not_ip",
+        "drop_malformed",
+        "pass_fragment",
+        "pass_ipv6_ext",
+        "drop_no_real",
+        "drop_unresolved",
+        "tx",
+        "conn_new",
+        "conn_insert_fail",
+        "conn_reuse",
+    ];
+}
+
+/// The hash used for Maglev lookups, shared by the XDP program and the
+/// daemon's simulator: a murmur3-style mix of the client address and port.
+#[inline(always)]
+pub fn flow_hash(addr: &[u8; 16], port: u16) -> u32 {
+    let mut h: u32 = 0x9747_b28c;
+    let mut i = 0;
+    while i < 4 {
+        let w = u32::from_ne_bytes([addr[i * 4], addr[i * 4 + 1], addr[i * 4 + 2], addr[i * 4 + 3]]);
+        let mut k = w.wrapping_mul(0xcc9e_2d51);
+        k = k.rotate_left(15).wrapping_mul(0x1b87_3593);
+        h ^= k;
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        i += 1;
+    }
+    h ^= port as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for Ring {}
+    unsafe impl aya::Pod for RealServer {}
+    unsafe impl aya::Pod for ConnKey {}
+    unsafe impl aya::Pod for ConnValue {}
+    unsafe impl aya::Pod for Stats {}
+    unsafe impl aya::Pod for DirectorConfig {}
+}

@@ -1,0 +1,373 @@
+//! The director's XDP program: LVS direct routing.
+//!
+//! For a frame to a virtual service (protocol, VIP, port) it finds or creates
+//! the connection entry, picks a real server with the service's scheduler,
+//! rewrites the destination MAC (to the real server's) and the source MAC (to
+//! the director's) and returns XDP_TX. The IP packet is never modified.
+//! Everything else goes to the kernel (XDP_PASS); malformed frames are dropped.
+//! Every verdict other than a plain forward is counted in GLOBAL_STATS.
+//!
+//! Every stage returns `Result<_, u32>` whose error side is the final action.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::{
+    counter, flow_hash, rs_flags, sched, svc_flags, tcp_state, ConnKey, ConnValue,
+    DirectorConfig, RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6,
+    DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+// ---------------------------------------------------------------- maps ----
+// All maps are pinned by name in the instance's bpffs directory so that a
+// daemon restart reuses them (and the connection table survives).
+
+#[map]
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(DEFAULT_MAX_SERVICES, 0);
+/// Two rings per service: index = service id * 2 + generation.
+#[map]
+static RINGS: Array<Ring> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
+#[map]
+static REALS: Array<RealServer> = Array::pinned(DEFAULT_MAX_REALS, 0);
+#[map]
+static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::pinned(DEFAULT_MAX_CONNS, 0);
+/// Round-robin cursor per service (per CPU).
+#[map]
+static CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+#[map]
+static SVC_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+#[map]
+static RS_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_REALS, 0);
+#[map]
+static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+#[map]
+static CONFIG: Array<DirectorConfig> = Array::pinned(1, 0);
+
+// ------------------------------------------------------------- entries ----
+
+#[xdp]
+pub fn lb(ctx: XdpContext) -> u32 {
+    match process(&ctx) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// The XDP_PASS program the lab attaches to veth peers so that XDP_TX frames
+/// are received there (a veth requirement in native mode).
+#[xdp]
+pub fn lb_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+// -------------------------------------------------------------- helpers ----
+
+const ETH_HLEN: usize = EthHdr::LEN;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPV6_HLEN: usize = Ipv6Hdr::LEN;
+
+#[inline(always)]
+fn count(idx: u32) {
+    if let Some(p) = GLOBAL_STATS.get_ptr_mut(idx) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Pointer to `len` bytes at `off`, or the "malformed" verdict.
+#[inline(always)]
+fn ptr_at(ctx: &XdpContext, off: usize, len: usize) -> Result<*mut u8, u32> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + len > end {
+        count(counter::DROP_MALFORMED);
+        return Err(XDP_DROP);
+    }
+    Ok((start + off) as *mut u8)
+}
+
+#[inline(always)]
+fn be16(p: *const u8) -> u16 {
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+#[inline(always)]
+fn pass<T>(counter_idx: u32) -> Result<T, u32> {
+    count(counter_idx);
+    Err(XDP_PASS)
+}
+
+/// What the parser extracts from a frame.
+struct Flow {
+    key: ConnKey,
+    /// TCP flags (0 for UDP).
+    tcp_flags: u8,
+    /// Length of the IP packet (what IPVS counts as bytes).
+    ip_len: u64,
+}
+
+// --------------------------------------------------------------- parse ----
+
+#[inline(always)]
+fn parse(ctx: &XdpContext) -> Result<Flow, u32> {
+    let eth = ptr_at(ctx, 0, ETH_HLEN)?;
+    let mut ethertype = be16(unsafe { eth.add(12) });
+    let mut l3 = ETH_HLEN;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let tag = ptr_at(ctx, ETH_HLEN, 4)?;
+        ethertype = be16(unsafe { tag.add(2) });
+        l3 = ETH_HLEN + 4;
+    }
+    let mut key = ConnKey::default();
+    let l4;
+    match ethertype {
+        ETH_P_IP => {
+            let ip = ptr_at(ctx, l3, Ipv4Hdr::LEN)?;
+            let vihl = unsafe { *ip };
+            let ihl = ((vihl & 0x0f) as usize) * 4;
+            if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+                count(counter::DROP_MALFORMED);
+                return Err(XDP_DROP);
+            }
+            // The options must be present too.
+            ptr_at(ctx, l3, ihl)?;
+            let frag = be16(unsafe { ip.add(6) });
+            let proto = unsafe { *ip.add(9) };
+            if proto != PROTO_TCP && proto != PROTO_UDP {
+                return pass(counter::PASS_NOT_VIP);
+            }
+            if frag & 0x3fff != 0 {
+                return pass(counter::PASS_FRAGMENT);
+            }
+            unsafe {
+                core::ptr::copy_nonoverlapping(ip.add(12), key.saddr.as_mut_ptr(), 4);
+                core::ptr::copy_nonoverlapping(ip.add(16), key.daddr.as_mut_ptr(), 4);
+            }
+            key.proto = proto;
+            key.family = AF_INET;
+            l4 = l3 + ihl;
+        }
+        ETH_P_IPV6 => {
+            let ip = ptr_at(ctx, l3, IPV6_HLEN)?;
+            if unsafe { *ip } >> 4 != 6 {
+                count(counter::DROP_MALFORMED);
+                return Err(XDP_DROP);
+            }
+            let next = unsafe { *ip.add(6) };
+            if next != PROTO_TCP && next != PROTO_UDP {
+                // Hop-by-hop, routing, fragment, ESP, AH, destination options,
+                // mobility, HIP, shim6: extension headers, left to the kernel.
+                if matches!(next, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140) {
+                    return pass(counter::PASS_IPV6_EXT);
+                }
+                return pass(counter::PASS_NOT_VIP);
+            }
+            unsafe {
+                core::ptr::copy_nonoverlapping(ip.add(8), key.saddr.as_mut_ptr(), 16);
+                core::ptr::copy_nonoverlapping(ip.add(24), key.daddr.as_mut_ptr(), 16);
+            }
+            key.proto = next;
+            key.family = AF_INET6;
+            l4 = l3 + IPV6_HLEN;
+        }
+        _ => return pass(counter::PASS_NOT_IP),
+    }
+    let mut tcp_flags = 0;
+    if key.proto == PROTO_TCP {
+        let th = ptr_at(ctx, l4, TcpHdr::LEN)?;
+        tcp_flags = unsafe { *th.add(13) };
+        key.sport = unsafe { core::ptr::read_unaligned(th as *const u16) };
+        key.dport = unsafe { core::ptr::read_unaligned(th.add(2) as *const u16) };
+    } else {
+        let uh = ptr_at(ctx, l4, UdpHdr::LEN)?;
+        key.sport = unsafe { core::ptr::read_unaligned(uh as *const u16) };
+        key.dport = unsafe { core::ptr::read_unaligned(uh.add(2) as *const u16) };
+    }
+    let ip_len = (ctx.data_end() - ctx.data() - l3) as u64;
+    Ok(Flow {
+        key,
+        tcp_flags,
+        ip_len,
+    })
+}
+
+// --------------------------------------------------------------- lookup ----
+
+#[inline(always)]
+fn lookup_service(key: &ConnKey) -> Result<ServiceValue, u32> {
+    let mut sk = ServiceKey {
+        addr: key.daddr,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
+    if let Some(v) = unsafe { SERVICES.get(&sk) } {
+        return Ok(*v);
+    }
+    // A port-0 service matches every port of the VIP.
+    sk.port = 0;
+    match unsafe { SERVICES.get(&sk) } {
+        Some(v) => Ok(*v),
+        None => {
+            count(counter::PASS_NOT_VIP);
+            Err(XDP_PASS)
+        }
+    }
+}
+
+/// Scheduler: pick a real server id for a new connection of `svc`.
+#[inline(always)]
+fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
+    let n = svc.ring_len;
+    if n == 0 || n as usize > RING_SIZE {
+        count(counter::DROP_NO_REAL);
+        return Err(XDP_DROP);
+    }
+    let slot = svc.id * 2 + (svc.gen as u32 & 1);
+    let ring = match RINGS.get_ptr(slot) {
+        Some(r) => r,
+        None => {
+            count(counter::DROP_NO_REAL);
+            return Err(XDP_DROP);
+        }
+    };
+    let idx = match svc.sched {
+        sched::MH => {
+            let port = if svc.flags & svc_flags::MH_PORT != 0 {
+                key.sport
+            } else {
+                0
+            };
+            flow_hash(&key.saddr, port) % n
+        }
+        // rr and wrr walk the published sequence with a per-CPU cursor.
+        _ => match CURSORS.get_ptr_mut(svc.id) {
+            Some(c) => unsafe {
+                let i = *c % n;
+                *c = i + 1;
+                i
+            },
+            None => 0,
+        },
+    } as usize;
+    if idx >= RING_SIZE {
+        count(counter::DROP_NO_REAL);
+        return Err(XDP_DROP);
+    }
+    Ok(unsafe { *(*ring).reals.as_ptr().add(idx) })
+}
+
+#[inline(always)]
+fn add_stats(map: &PerCpuArray<Stats>, idx: u32, new_conn: bool, bytes: u64) {
+    if let Some(s) = map.get_ptr_mut(idx) {
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += bytes;
+            if new_conn {
+                (*s).conns += 1;
+            }
+        }
+    }
+}
+
+// -------------------------------------------------------------- process ----
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Result<u32, u32> {
+    let flow = parse(ctx)?;
+    let svc = lookup_service(&flow.key)?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let is_tcp = flow.key.proto == PROTO_TCP;
+
+    let mut real_id = 0;
+    let mut new_conn = true;
+    if let Some(entry) = CONNS.get_ptr_mut(&flow.key) {
+        let e = unsafe { &mut *entry };
+        let closed = e.state == tcp_state::CLOSE || e.state == tcp_state::TIME_WAIT;
+        let syn_only = flow.tcp_flags & (tcp_state::F_SYN | tcp_state::F_ACK) == tcp_state::F_SYN;
+        if is_tcp && closed && syn_only {
+            // Port reuse: a new SYN on a closed entry starts a new connection.
+            count(counter::CONN_REUSE);
+        } else {
+            new_conn = false;
+            real_id = e.real_id;
+            e.last_seen_ns = now;
+            if is_tcp {
+                e.state = tcp_state::next(e.state, flow.tcp_flags);
+            }
+        }
+    }
+    if new_conn {
+        real_id = schedule(&svc, &flow.key)?;
+    }
+
+    let rs = match REALS.get(real_id) {
+        Some(rs) if rs.flags & rs_flags::MAC_VALID != 0 && rs.flags & rs_flags::IN_USE != 0 => *rs,
+        _ => {
+            count(counter::DROP_UNRESOLVED);
+            return Err(XDP_DROP);
+        }
+    };
+
+    if new_conn {
+        let state = if !is_tcp {
+            tcp_state::UDP
+        } else if flow.tcp_flags & (tcp_state::F_SYN | tcp_state::F_FIN | tcp_state::F_RST) == 0 {
+            // Mid-stream pick-up (no SYN seen): treat as established.
+            tcp_state::ESTABLISHED
+        } else {
+            tcp_state::next(tcp_state::NONE, flow.tcp_flags)
+        };
+        let value = ConnValue {
+            real_id,
+            svc_id: svc.id,
+            last_seen_ns: now,
+            state,
+            _pad: [0; 7],
+        };
+        if CONNS.insert(&flow.key, &value, 0).is_err() {
+            count(counter::CONN_INSERT_FAIL);
+        } else {
+            count(counter::CONN_NEW);
+        }
+    }
+
+    add_stats(&SVC_STATS, svc.id, new_conn, flow.ip_len);
+    add_stats(&RS_STATS, real_id, new_conn, flow.ip_len);
+
+    // Rewrite the MACs only: destination = real server, source = director.
+    let eth = ptr_at(ctx, 0, ETH_HLEN)?;
+    let src = match CONFIG.get(0) {
+        Some(c) => c.mac,
+        None => [0; 6],
+    };
+    unsafe {
+        core::ptr::copy_nonoverlapping(rs.mac.as_ptr(), eth, 6);
+        core::ptr::copy_nonoverlapping(src.as_ptr(), eth.add(6), 6);
+    }
+    count(counter::TX);
+    Ok(XDP_TX)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,122 @@
+//! lbadm: ipvsadm-compatible CLI for lbd, and the real-server helper.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lb_userspace::{
+    control::{self, Request, Response},
+    format,
+    ipvsadm::{Action, Cli, RsAction, Sub},
+    realserver,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lbadm: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.sub {
+        Some(Sub::Realserver { action }) => return realserver_cmd(action),
+        Some(Sub::Counters) => {
+            return match control::call(&cli.socket, Request::Counters)? {
+                Response::Counters { counters } => {
+                    for (k, v) in counters {
+                        println!("{k:<20} {v}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        None => {}
+    }
+    let action = match cli.action() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lbadm: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match action {
+        Action::Version => {
+            println!("lbadm {} (ipvsadm v1.31 compatible)", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::List => match control::call(&cli.socket, Request::List)? {
+            Response::Listing { listing } => {
+                if cli.output == "json" {
+                    println!("{}", serde_json::to_string_pretty(&listing)?);
+                } else {
+                    print!("{}", format::list(&listing));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            other => fail(other),
+        },
+        Action::Send(req) => match control::call(&cli.socket, req)? {
+            Response::Ok => Ok(ExitCode::SUCCESS),
+            other => fail(other),
+        },
+    }
+}
+
+fn fail(r: Response) -> anyhow::Result<ExitCode> {
+    match r {
+        Response::Error { message } => eprintln!("lbadm: {message}"),
+        other => eprintln!("lbadm: unexpected response {other:?}"),
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let root = std::path::Path::new("/proc/sys");
+    rt.block_on(async {
+        let (args, kind) = match action {
+            RsAction::Up(a) => (a, 0),
+            RsAction::Down(a) => (a, 1),
+            RsAction::Check(a) => (a, 2),
+        };
+        let nics = if args.nic.is_empty() {
+            realserver::default_nics(root)?
+        } else {
+            args.nic.clone()
+        };
+        match kind {
+            0 | 1 => {
+                realserver::require_root()?;
+                let done = if kind == 0 {
+                    realserver::up(root, args.vip, &args.dev, &nics).await?
+                } else {
+                    realserver::down(root, args.vip, &args.dev, &nics).await?
+                };
+                for d in &done {
+                    println!("{d}");
+                }
+                if done.is_empty() {
+                    println!("nothing to do");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => {
+                let missing = realserver::check(root, args.vip, &args.dev, &nics).await?;
+                if missing.is_empty() {
+                    println!("ok: {} is set up for direct routing", args.vip);
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    for m in &missing {
+                        println!("missing: {m}");
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,292 @@
+//! The YAML configuration (schema documented in docs/config.md, example in
+//! deploy/lbd.yaml). Parsing rejects unknown keys and ill-typed values with
+//! the file's line and column; semantic checks name the offending field.
+//! Nothing is applied unless the whole file is valid.
+
+use std::{net::IpAddr, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Forward, ModelError, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec,
+    Table, DEFAULT_PERSISTENCE,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {msg}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
+    #[error("{file}: {field}: {msg}")]
+    Invalid {
+        file: String,
+        field: String,
+        msg: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeCfg {
+    /// Native (driver) mode, falling back to generic with a warning.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_max_services")]
+    pub max_services: u32,
+    #[serde(default = "default_max_reals")]
+    pub max_reals: u32,
+    #[serde(default = "default_max_conns")]
+    pub max_conns: u32,
+}
+
+fn default_max_services() -> u32 {
+    lb_common::DEFAULT_MAX_SERVICES
+}
+fn default_max_reals() -> u32 {
+    lb_common::DEFAULT_MAX_REALS
+}
+fn default_max_conns() -> u32 {
+    lb_common::DEFAULT_MAX_CONNS
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_services: default_max_services(),
+            max_reals: default_max_reals(),
+            max_conns: default_max_conns(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealCfg {
+    pub address: IpAddr,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Forwarding method; only `route` (direct routing) exists.
+    #[serde(default)]
+    pub forward: Forward,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCfg {
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    /// Scheduler flags, as ipvsadm's -b: mh-port, mh-fallback.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Persistence timeout in seconds; `true` means ipvsadm's default (360).
+    #[serde(default)]
+    pub persistent: Option<Persistence>,
+    #[serde(default)]
+    pub real_servers: Vec<RealCfg>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Persistence {
+    Enabled(bool),
+    Seconds(u32),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The NIC to attach to (the `--interface` flag overrides it).
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub xdp_mode: XdpModeCfg,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub services: Vec<ServiceCfg>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            ConfigError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                msg: e.to_string(),
+            }
+        })?;
+        // Build the table once to run every semantic check.
+        cfg.table(file)?;
+        let l = &cfg.limits;
+        let invalid = |field: &str, msg: String| ConfigError::Invalid {
+            file: file.to_string(),
+            field: field.to_string(),
+            msg,
+        };
+        if l.max_services == 0 || l.max_reals == 0 || l.max_conns == 0 {
+            return Err(invalid("limits", "limits must be greater than 0".into()));
+        }
+        if cfg.services.len() as u32 > l.max_services {
+            return Err(invalid(
+                "services",
+                format!("{} services exceed limits.max_services={}", cfg.services.len(), l.max_services),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// The service table this configuration declares.
+    pub fn table(&self, file: &str) -> Result<Table, ConfigError> {
+        let mut t = Table::default();
+        for (i, s) in self.services.iter().enumerate() {
+            let field = format!("services[{i}]");
+            let invalid = |f: String, e: String| ConfigError::Invalid {
+                file: file.to_string(),
+                field: f,
+                msg: e,
+            };
+            let flags = SchedFlags::parse(&s.flags.join(","))
+                .map_err(|e| invalid(format!("{field}.flags"), e))?;
+            let persistent = match s.persistent {
+                None | Some(Persistence::Enabled(false)) => None,
+                Some(Persistence::Enabled(true)) => Some(DEFAULT_PERSISTENCE),
+                Some(Persistence::Seconds(n)) => Some(n),
+            };
+            let spec = ServiceSpec {
+                addr: ServiceAddr {
+                    protocol: s.protocol,
+                    address: s.address,
+                    port: s.port,
+                },
+                scheduler: s.scheduler,
+                flags,
+                persistent,
+            };
+            t.add_service(spec.clone()).map_err(|e| match e {
+                ModelError::ServiceExists => invalid(
+                    field.clone(),
+                    format!("duplicate service {}", spec.addr),
+                ),
+                e => invalid(field.clone(), e.to_string()),
+            })?;
+            for (j, r) in s.real_servers.iter().enumerate() {
+                let rs = RealSpec {
+                    address: r.address,
+                    port: s.port,
+                    weight: r.weight,
+                    forward: r.forward,
+                };
+                t.add_real(&spec.addr, rs).map_err(|e| {
+                    let f = format!("{field}.real_servers[{j}]");
+                    match e {
+                        ModelError::Weight(_) => invalid(format!("{f}.weight"), e.to_string()),
+                        ModelError::RealExists => {
+                            invalid(f, format!("duplicate real server {}", r.address))
+                        }
+                        e => invalid(f, e.to_string()),
+                    }
+                })?;
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+interface: eth0
+services:
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 80
+    scheduler: wrr
+    real_servers:
+      - address: 192.0.2.11
+        weight: 3
+      - address: 192.0.2.12
+  - protocol: udp
+    address: 2001:db8::100
+    port: 53
+    scheduler: mh
+    flags: [mh-port]
+    real_servers:
+      - address: 2001:db8::11
+"#;
+
+    #[test]
+    fn parses_the_example() {
+        let c = Config::parse(GOOD, "t.yaml").unwrap();
+        let t = c.table("t.yaml").unwrap();
+        assert_eq!(t.services.len(), 2);
+        let web = t.services.values().next().unwrap();
+        assert_eq!(web.spec.scheduler, Scheduler::Wrr);
+        let weights: Vec<u32> = web.reals.values().map(|r| r.weight).collect();
+        assert_eq!(weights, vec![3, 1]);
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/lbd.yaml");
+        let c = Config::load(&p).unwrap();
+        assert!(!c.services.is_empty());
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_position_or_field() {
+        let e = err("services:\n  - protocol: tcp\n    address: 192.0.2.100\n    port: 80\n    colour: red\n");
+        assert!(e.starts_with("t.yaml:5:5: ") && e.contains("unknown field `colour`"), "{e}");
+        let e = err("services:\n  - protocol: tcp\n    address: 192.0.2.300\n    port: 80\n");
+        assert!(e.starts_with("t.yaml:3:") && e.contains("invalid IP address"), "{e}");
+        let e = err("services:\n  - protocol: tcp\n    address: 192.0.2.1\n    port: 80\n    scheduler: xyz\n");
+        assert!(e.starts_with("t.yaml:5:") && e.contains("unknown variant `xyz`"), "{e}");
+        let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, real_servers: [{address: 192.0.2.11, weight: 70000}]}\n");
+        assert_eq!(e, "t.yaml: services[0].real_servers[0].weight: weight 70000 out of range (0..=65535)");
+        let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n");
+        assert_eq!(e, "t.yaml: services[1]: duplicate service tcp 192.0.2.1:80");
+        let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 0}\n");
+        assert!(e.contains("services[0]: port 0 is only allowed"), "{e}");
+        let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, scheduler: rr, flags: [mh-port]}\n");
+        assert!(e.contains("services[0]: scheduler flag mh-port"), "{e}");
+    }
+}

@@ -1,0 +1,158 @@
+//! The control protocol between `lbd` and its clients (`lbadm`, or any tool).
+//!
+//! Transport: a Unix stream socket, mode 0600 (root only). Framing: one JSON
+//! object per line, both ways; one request, one response, per line. Every
+//! request carries `"version": 1`; a request with another version, a line
+//! longer than [`MAX_REQUEST`] bytes or malformed JSON gets an error response
+//! and the connection is closed. Documented in docs/control-protocol.md.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{RealSpec, ServiceAddr, ServiceSpec};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest accepted request line.
+pub const MAX_REQUEST: usize = 1 << 20;
+pub const DEFAULT_SOCKET: &str = "/run/lbd/lbd.sock";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    AddService { service: ServiceSpec },
+    EditService { service: ServiceSpec },
+    DelService { service: ServiceAddr },
+    Clear,
+    AddReal { service: ServiceAddr, real: RealSpec },
+    EditReal { service: ServiceAddr, real: RealSpec },
+    DelReal { service: ServiceAddr, address: std::net::IpAddr },
+    /// The table with counters and connection counts.
+    List,
+    /// Director-wide counters (verdicts of the XDP program).
+    Counters,
+    /// Daemon and protocol version.
+    Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub conns: u64,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealView {
+    pub spec: RealSpec,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    pub stats: StatsView,
+    /// MAC address from the neighbour table, if resolved.
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub spec: ServiceSpec,
+    pub stats: StatsView,
+    pub reals: Vec<RealView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Size of the connection table (ipvsadm's "size=").
+    pub conn_table_size: u32,
+    pub services: Vec<ServiceView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Listing { listing: Listing },
+    Counters { counters: Vec<(String, u64)> },
+    Version { daemon: String, protocol: u32 },
+    Error { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to lbd at {path}: {source} (is lbd running? see --socket / LB_SOCKET)")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("control socket I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad response from lbd: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// One request, one response, synchronously (for lbadm).
+pub fn call(socket: &Path, request: Request) -> Result<Response, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_string(&Envelope {
+        version: PROTOCOL_VERSION,
+        request,
+    })?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut resp = String::new();
+    reader.read_line(&mut resp)?;
+    Ok(serde_json::from_str(&resp)?)
+}
+
+/// Decodes one request line (server side): version and shape checked.
+pub fn decode_request(line: &str) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    match v.get("version").and_then(|v| v.as_u64()) {
+        Some(n) if n == PROTOCOL_VERSION as u64 => {}
+        Some(n) => return Err(format!("unsupported protocol version {n} (this lbd speaks {PROTOCOL_VERSION})")),
+        None => return Err("request has no \"version\"".into()),
+    }
+    let env: Envelope =
+        serde_json::from_value(v).map_err(|e| format!("malformed request: {e}"))?;
+    Ok(env.request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_are_refused() {
+        let line = r#"{"version":1,"op":"del_service","service":{"protocol":"tcp","address":"192.0.2.100","port":80}}"#;
+        let r = decode_request(line).unwrap();
+        assert!(matches!(r, Request::DelService { .. }));
+        let back = serde_json::to_string(&Envelope { version: 1, request: r }).unwrap();
+        assert_eq!(back, line);
+        assert!(decode_request(r#"{"version":2,"op":"list"}"#).unwrap_err().contains("version 2"));
+        assert!(decode_request(r#"{"op":"list"}"#).unwrap_err().contains("no \"version\""));
+        assert!(decode_request(r#"{"version":1,"op":"explode"}"#).unwrap_err().contains("malformed"));
+        assert!(decode_request("{{{").unwrap_err().contains("malformed"));
+        let big = format!(r#"{{"version":1,"op":"list","x":"{}"}}"#, "a".repeat(MAX_REQUEST));
+        assert!(decode_request(&big).unwrap_err().contains("longer"));
+    }
+}

@@ -1,0 +1,226 @@
+//! The daemon's event loop: one task owns the [`Director`] (and so every map
+//! handle) and serves control requests, neighbour refreshes, connection-table
+//! sweeps and signals in turn.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot},
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::Config,
+    control::{self, Request, Response, MAX_REQUEST},
+    director::Director,
+    model::Table,
+    neigh::Resolver,
+};
+
+pub struct Daemon {
+    pub director: Director,
+    pub resolver: Resolver,
+    pub config_path: Option<PathBuf>,
+}
+
+type Job = (Request, oneshot::Sender<Response>);
+
+/// Applies one control request to the director.
+pub fn handle(director: &mut Director, req: Request) -> Response {
+    let mut t: Table = director.table.clone();
+    let r = match req {
+        Request::List => {
+            return Response::Listing {
+                listing: director.listing(),
+            }
+        }
+        Request::Counters => {
+            return Response::Counters {
+                counters: director.dp.global_counters(),
+            }
+        }
+        Request::Version => {
+            return Response::Version {
+                daemon: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: control::PROTOCOL_VERSION,
+            }
+        }
+        Request::AddService { service } => t.add_service(service),
+        Request::EditService { service } => t.edit_service(service),
+        Request::DelService { service } => t.del_service(&service),
+        Request::Clear => {
+            t.clear();
+            Ok(())
+        }
+        Request::AddReal { service, real } => t.add_real(&service, real),
+        Request::EditReal { service, real } => t.edit_real(&service, real),
+        Request::DelReal { service, address } => t.del_real(&service, address),
+    };
+    if let Err(e) = r {
+        return Response::Error {
+            message: e.to_string(),
+        };
+    }
+    match director.apply(t) {
+        Ok(()) => Response::Ok,
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
+async fn serve_conn(stream: UnixStream, jobs: mpsc::Sender<Job>) {
+    let (r, mut w) = stream.into_split();
+    let mut reader = BufReader::new(r.take(MAX_REQUEST as u64 + 2));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                let resp = Response::Error {
+                    message: format!("unreadable request: {e}"),
+                };
+                let _ = write_resp(&mut w, &resp).await;
+                return;
+            }
+        }
+        let too_long = !line.ends_with('\n') && line.len() > MAX_REQUEST;
+        let resp = match control::decode_request(line.trim_end()) {
+            Ok(req) => {
+                let (tx, rx) = oneshot::channel();
+                if jobs.send((req, tx)).await.is_err() {
+                    return;
+                }
+                rx.await.unwrap_or(Response::Error {
+                    message: "daemon is shutting down".into(),
+                })
+            }
+            Err(message) => Response::Error { message },
+        };
+        let failed = matches!(resp, Response::Error { .. });
+        if write_resp(&mut w, &resp).await.is_err() || too_long || (failed && !line.ends_with('\n')) {
+            return;
+        }
+        reader.get_mut().set_limit(MAX_REQUEST as u64 + 2);
+    }
+}
+
+async fn write_resp(w: &mut tokio::net::unix::OwnedWriteHalf, resp: &Response) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(resp).unwrap_or_else(|e| format!(r#"{{"result":"error","message":"{e}"}}"#));
+    s.push('\n');
+    w.write_all(s.as_bytes()).await
+}
+
+/// Creates the control socket: parent directory 0700, socket 0600.
+pub fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ok();
+    }
+    if path.exists() {
+        // A stale socket from a previous run; refuse if someone is listening.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use by a running lbd", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(l)
+}
+
+impl Daemon {
+    async fn refresh_neighbours(&mut self) {
+        let wanted = self.director.wanted_addresses();
+        if wanted.is_empty() {
+            return;
+        }
+        match self.resolver.resolve(&wanted).await {
+            Ok(updates) => {
+                if let Err(e) = self.director.update_macs(&updates) {
+                    error!("applying resolved MACs: {e}");
+                }
+            }
+            Err(e) => warn!("neighbour table dump failed: {e}"),
+        }
+    }
+
+    fn reload(&mut self) {
+        let Some(p) = self.config_path.clone() else {
+            warn!("SIGHUP without --config: nothing to reload");
+            return;
+        };
+        let res = Config::load(&p)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(c.table(&p.display().to_string())?))
+            .and_then(|t| Ok(self.director.apply(t)?));
+        match res {
+            Ok(()) => info!(config = %p.display(), "configuration reloaded"),
+            Err(e) => error!("reload refused, running state unchanged: {e:#}"),
+        }
+    }
+
+    /// Runs until SIGINT/SIGTERM. The XDP program and its maps stay pinned
+    /// after exit, so forwarding continues while the daemon is down.
+    pub async fn run(mut self, listener: UnixListener) -> Result<()> {
+        let (tx, mut rx) = mpsc::channel::<Job>(64);
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((s, _)) => {
+                        tokio::spawn(serve_conn(s, tx.clone()));
+                    }
+                    Err(e) => {
+                        error!("control socket accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut sweep_tick = tokio::time::interval(Duration::from_secs(10));
+        let mut resolved_rounds = 0u32;
+        loop {
+            tokio::select! {
+                Some((req, reply)) = rx.recv() => {
+                    let changes = !matches!(req, Request::List | Request::Counters | Request::Version);
+                    let resp = handle(&mut self.director, req);
+                    let _ = reply.send(resp);
+                    if changes {
+                        // New real servers need their MACs now, not at the next tick.
+                        self.refresh_neighbours().await;
+                    }
+                }
+                _ = neigh_tick.tick() => {
+                    // Every second while something is unresolved, else every 5 s.
+                    let wanted = self.director.wanted_addresses();
+                    let all = wanted.iter().all(|a| self.director.mac(a).is_some());
+                    resolved_rounds = if all { resolved_rounds + 1 } else { 0 };
+                    if !all || resolved_rounds % 5 == 0 {
+                        self.refresh_neighbours().await;
+                    }
+                }
+                _ = sweep_tick.tick() => { self.director.sweep(true); }
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        info!("lbd stopping; the XDP program keeps forwarding from the pinned link");
+        Ok(())
+    }
+}

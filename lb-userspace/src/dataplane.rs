@@ -1,0 +1,278 @@
+//! Loading, attaching and pinning the XDP program, and typed access to its
+//! maps. Everything is pinned under one per-instance bpffs directory:
+//! `<bpffs>/lb/<instance>/{SERVICES,RINGS,REALS,CONNS,...,link}`. A restart
+//! of the daemon reuses the pinned maps (the connection table survives) and
+//! swaps the program inside the pinned link atomically, so traffic never
+//! stops while the daemon is down.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    ConnKey, ConnValue, DirectorConfig, RealServer, Ring, ServiceKey, ServiceValue, Stats,
+};
+use tracing::{info, warn};
+
+use crate::config::{Limits, XdpModeCfg};
+
+/// The compiled XDP object, built by build.rs through aya-build.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("bpffs directory {path}: {source}")]
+    PinDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("XDP program: {0}")]
+    Program(#[from] ProgramError),
+    #[error("BPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
+    #[error("BPF map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("pinned link {path}: {msg}")]
+    Link { path: String, msg: String },
+    #[error("attaching to {iface} in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        source: ProgramError,
+    },
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+/// Where the instance's pins live.
+pub fn instance_dir(bpffs: &Path, instance: &str) -> PathBuf {
+    bpffs.join("lb").join(instance)
+}
+
+/// Which mode the program ended up attached in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Generic,
+    /// Reused an existing pinned link (mode as it was attached originally).
+    PinnedLink,
+}
+
+pub struct Dataplane {
+    // Kept alive: dropping it would unload the program if nothing else holds it.
+    _ebpf: Ebpf,
+    pub dir: PathBuf,
+    pub limits: Limits,
+    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub rings: Array<MapData, Ring>,
+    pub reals: Array<MapData, RealServer>,
+    pub conns: HashMap<MapData, ConnKey, ConnValue>,
+    pub svc_stats: PerCpuArray<MapData, Stats>,
+    pub rs_stats: PerCpuArray<MapData, Stats>,
+    pub global_stats: PerCpuArray<MapData, u64>,
+    pub cursors: PerCpuArray<MapData, u32>,
+    pub config: Array<MapData, DirectorConfig>,
+    program_name: &'static str,
+}
+
+impl Dataplane {
+    /// Loads the object, reusing the maps pinned in `dir` if present (pinning
+    /// them there otherwise). Does not attach.
+    pub fn load(dir: &Path, limits: &Limits) -> Result<Dataplane> {
+        fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut loader = EbpfLoader::new();
+        loader
+            .default_map_pin_directory(dir)
+            .map_max_entries("SERVICES", limits.max_services)
+            .map_max_entries("RINGS", limits.max_services * 2)
+            .map_max_entries("CURSORS", limits.max_services)
+            .map_max_entries("SVC_STATS", limits.max_services)
+            .map_max_entries("REALS", limits.max_reals)
+            .map_max_entries("RS_STATS", limits.max_reals)
+            .map_max_entries("CONNS", limits.max_conns);
+        let mut ebpf = loader.load(OBJECT)?;
+        let program_name = "lb";
+        {
+            let prog: &mut Xdp = ebpf
+                .program_mut(program_name)
+                .ok_or(DataplaneError::MissingMap("program lb"))?
+                .try_into()?;
+            prog.load()?;
+        }
+        macro_rules! take {
+            ($name:literal) => {{
+                let m = ebpf
+                    .take_map($name)
+                    .ok_or(DataplaneError::MissingMap($name))?;
+                m.try_into().map_err(map_err($name))?
+            }};
+        }
+        Ok(Dataplane {
+            services: take!("SERVICES"),
+            rings: take!("RINGS"),
+            reals: take!("REALS"),
+            conns: take!("CONNS"),
+            svc_stats: take!("SVC_STATS"),
+            rs_stats: take!("RS_STATS"),
+            global_stats: take!("GLOBAL_STATS"),
+            cursors: take!("CURSORS"),
+            config: take!("CONFIG"),
+            _ebpf: ebpf,
+            dir: dir.to_path_buf(),
+            limits: limits.clone(),
+            program_name,
+        })
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            ._ebpf
+            .program_mut(self.program_name)
+            .ok_or(DataplaneError::MissingMap("program lb"))?
+            .try_into()?)
+    }
+
+    /// Attaches to `iface`, or, when a pinned link exists in the instance
+    /// directory, atomically replaces the program inside it.
+    pub fn attach(&mut self, iface: &str, mode: XdpModeCfg) -> Result<Attached> {
+        let link_path = self.dir.join("link");
+        if link_path.exists() {
+            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Link {
+                path: link_path.display().to_string(),
+                msg: e.to_string(),
+            })?;
+            let fd_link: FdLink = pinned.into();
+            let xdp_link = fd_link.try_into().map_err(|e: aya::programs::links::LinkError| {
+                DataplaneError::Link {
+                    path: link_path.display().to_string(),
+                    msg: e.to_string(),
+                }
+            })?;
+            let prog = self.program()?;
+            let id = prog.attach_to_link(xdp_link)?;
+            // Keep the link alive beyond this process: it stays pinned.
+            let link = prog.take_link(id)?;
+            std::mem::forget(link);
+            info!(link = %link_path.display(), "replaced the program in the pinned XDP link");
+            return Ok(Attached::PinnedLink);
+        }
+        let tries: &[(XdpMode, &'static str, Attached)] = match mode {
+            XdpModeCfg::Native => &[(XdpMode::Driver, "native", Attached::Native)],
+            XdpModeCfg::Generic => &[(XdpMode::Skb, "generic", Attached::Generic)],
+            XdpModeCfg::Auto => &[
+                (XdpMode::Driver, "native", Attached::Native),
+                (XdpMode::Skb, "generic", Attached::Generic),
+            ],
+        };
+        let mut last = None;
+        for (i, (m, name, kind)) in tries.iter().enumerate() {
+            let prog = self.program()?;
+            match prog.attach(iface, *m) {
+                Ok(id) => {
+                    if i > 0 {
+                        warn!(iface, "native XDP unavailable, attached in generic (SKB) mode: slower");
+                    }
+                    let link = prog.take_link(id)?;
+                    let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
+                        DataplaneError::Link {
+                            path: link_path.display().to_string(),
+                            msg: format!("attachment is not a bpf_link: {e}"),
+                        }
+                    })?;
+                    let pinned = fd_link.pin(&link_path).map_err(|e| DataplaneError::Link {
+                        path: link_path.display().to_string(),
+                        msg: e.to_string(),
+                    })?;
+                    std::mem::forget(pinned);
+                    info!(iface, mode = name, "attached XDP program");
+                    return Ok(*kind);
+                }
+                Err(source) => {
+                    last = Some(DataplaneError::Attach {
+                        iface: iface.to_string(),
+                        mode: name,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last.expect("at least one attach mode"))
+    }
+
+    /// Runs the program once on `frame` (BPF_PROG_TEST_RUN). Returns the
+    /// action and the output frame.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.program()?;
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    pub fn set_director_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        self.config
+            .set(0, DirectorConfig { mac, _pad: [0; 2] }, 0)
+            .map_err(map_err("CONFIG"))
+    }
+
+    pub fn sum_stats(map: &PerCpuArray<MapData, Stats>, idx: u32) -> Stats {
+        let mut s = Stats::default();
+        if let Ok(v) = map.get(&idx, 0) {
+            for c in v.iter() {
+                s.conns += c.conns;
+                s.packets += c.packets;
+                s.bytes += c.bytes;
+            }
+        }
+        s
+    }
+
+    pub fn global_counters(&self) -> Vec<(String, u64)> {
+        lb_common::counter::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let v = self
+                    .global_stats
+                    .get(&(i as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
+                (name.to_string(), v)
+            })
+            .collect()
+    }
+}
+
+/// Removes an instance's pins: the pinned link (detaching the program once
+/// nothing else holds it) and the maps (forgetting every connection).
+pub fn unload(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    Ok(())
+}

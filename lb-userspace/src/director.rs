@@ -1,0 +1,509 @@
+//! Keeps the BPF maps in step with the service table.
+//!
+//! The director owns the [`Dataplane`] (one owner, no locks). `apply` makes
+//! the maps match a new [`Table`]: ids are stable (recovered from the pinned
+//! maps after a restart), rings are rebuilt and published by a generation
+//! flip only when they change, and removed real servers stay in REALS
+//! (flagged REMOVED) so their established connections keep flowing until they
+//! end, as IPVS does with expire_nodest_conn=0.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use aya::maps::MapError;
+use lb_common::{
+    rs_flags, svc_flags, tcp_state, ConnKey, RealServer, Ring, ServiceKey, ServiceValue, AF_INET,
+    AF_INET6, RING_SIZE,
+};
+use tracing::{debug, info};
+
+use crate::{
+    control::{Listing, RealView, ServiceView, StatsView},
+    dataplane::{Dataplane, DataplaneError},
+    model::{fmt_addr_port, Protocol, ServiceAddr, Table},
+    sched::{build_ring, Candidate},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("too many virtual services: {need} needed, limits.max_services is {max}")]
+    ServicesFull { need: usize, max: u32 },
+    #[error("too many real servers: {need} slots needed, limits.max_reals is {max}")]
+    RealsFull { need: usize, max: u32 },
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> ApplyError {
+    move |source| ApplyError::Dataplane(DataplaneError::Map { name, source })
+}
+
+pub fn addr_bytes(a: &IpAddr) -> ([u8; 16], u8) {
+    let mut b = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => {
+            b[..4].copy_from_slice(&v4.octets());
+            (b, AF_INET)
+        }
+        IpAddr::V6(v6) => (v6.octets(), AF_INET6),
+    }
+}
+
+pub fn bytes_addr(b: &[u8; 16], family: u8) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*b))
+    }
+}
+
+pub fn service_key(a: &ServiceAddr) -> ServiceKey {
+    let (addr, family) = addr_bytes(&a.address);
+    ServiceKey {
+        addr,
+        port: a.port.to_be(),
+        proto: a.protocol.number(),
+        family,
+    }
+}
+
+fn service_addr(k: &ServiceKey) -> Option<ServiceAddr> {
+    let protocol = match k.proto {
+        lb_common::PROTO_TCP => Protocol::Tcp,
+        lb_common::PROTO_UDP => Protocol::Udp,
+        _ => return None,
+    };
+    Some(ServiceAddr {
+        protocol,
+        address: bytes_addr(&k.addr, k.family),
+        port: u16::from_be(k.port),
+    })
+}
+
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Identity of a real-server slot: (service id, address, port).
+type RealKey = (u32, IpAddr, u16);
+
+pub struct Director {
+    pub dp: Dataplane,
+    pub table: Table,
+    svc_ids: HashMap<ServiceAddr, u32>,
+    /// Published generation and ring per service id.
+    published: HashMap<u32, (u8, Vec<u32>)>,
+    real_ids: HashMap<RealKey, u32>,
+    /// Slots of real servers no longer in the table (kept for their connections).
+    removed: BTreeSet<u32>,
+    /// Resolved MACs of real servers.
+    macs: HashMap<IpAddr, [u8; 6]>,
+    /// Per-state timeouts in seconds (tcp_state indices, then UDP).
+    pub timeouts: [u32; 12],
+}
+
+/// Monotonic clock in ns, the clock bpf_ktime_get_ns() reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Connection counts per real-server slot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnCounts {
+    pub active: u64,
+    pub inactive: u64,
+}
+
+impl Director {
+    /// Wraps a freshly loaded dataplane and recovers the ids, generations and
+    /// MACs left in pinned maps by a previous daemon.
+    pub fn recover(dp: Dataplane) -> Result<Director, ApplyError> {
+        let mut d = Director {
+            dp,
+            table: Table::default(),
+            svc_ids: HashMap::new(),
+            published: HashMap::new(),
+            real_ids: HashMap::new(),
+            removed: BTreeSet::new(),
+            macs: HashMap::new(),
+            timeouts: tcp_state::DEFAULT_TIMEOUTS,
+        };
+        let entries: Vec<(ServiceKey, ServiceValue)> =
+            d.dp.services.iter().filter_map(|r| r.ok()).collect();
+        for (k, v) in entries {
+            if let Some(addr) = service_addr(&k) {
+                d.svc_ids.insert(addr, v.id);
+                let ring = d.read_ring(v.id, v.gen, v.ring_len);
+                d.published.insert(v.id, (v.gen, ring));
+            }
+        }
+        for id in 0..d.dp.limits.max_reals {
+            let Ok(rs) = d.dp.reals.get(&id, 0) else { continue };
+            if rs.flags & rs_flags::IN_USE == 0 {
+                continue;
+            }
+            let addr = bytes_addr(&rs.addr, rs.family);
+            d.real_ids.insert((rs.svc_id, addr, u16::from_be(rs.port)), id);
+            // Until the table is applied, every recovered slot counts as removed.
+            d.removed.insert(id);
+            if rs.flags & rs_flags::MAC_VALID != 0 {
+                d.macs.insert(addr, rs.mac);
+            }
+        }
+        if !d.svc_ids.is_empty() {
+            info!(
+                services = d.svc_ids.len(),
+                reals = d.real_ids.len(),
+                "recovered state from pinned maps"
+            );
+        }
+        Ok(d)
+    }
+
+    fn read_ring(&self, id: u32, gen: u8, len: u32) -> Vec<u32> {
+        match self.dp.rings.get(&(id * 2 + (gen as u32 & 1)), 0) {
+            Ok(r) => r.reals[..(len as usize).min(RING_SIZE)].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Real-server addresses the table needs MACs for.
+    pub fn wanted_addresses(&self) -> BTreeSet<IpAddr> {
+        self.table
+            .services
+            .values()
+            .flat_map(|s| s.reals.keys().map(|(a, _)| *a))
+            .collect()
+    }
+
+    pub fn mac(&self, a: &IpAddr) -> Option<[u8; 6]> {
+        self.macs.get(a).copied()
+    }
+
+    /// Records neighbour-table results; re-applies when anything changed.
+    /// `None` = unresolved (the real server gets no traffic).
+    pub fn update_macs(
+        &mut self,
+        updates: &[(IpAddr, Option<[u8; 6]>)],
+    ) -> Result<bool, ApplyError> {
+        let mut changed = false;
+        for (a, m) in updates {
+            let old = self.macs.get(a).copied();
+            if old != *m {
+                match m {
+                    Some(mac) => {
+                        info!(real = %a, mac = %fmt_mac(mac), "real server MAC resolved");
+                        self.macs.insert(*a, *mac);
+                    }
+                    None => {
+                        info!(real = %a, "real server MAC unresolved: no traffic to it");
+                        self.macs.remove(a);
+                    }
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            let t = self.table.clone();
+            self.apply(t)?;
+        }
+        Ok(changed)
+    }
+
+    /// Makes the maps match `table`. Capacity is checked before anything is
+    /// written, so a table that does not fit changes nothing.
+    pub fn apply(&mut self, table: Table) -> Result<(), ApplyError> {
+        // --- capacity check -----------------------------------------------
+        let max_s = self.dp.limits.max_services;
+        if table.services.len() > max_s as usize {
+            return Err(ApplyError::ServicesFull {
+                need: table.services.len(),
+                max: max_s,
+            });
+        }
+        let mut used_svc: BTreeSet<u32> = table
+            .services
+            .keys()
+            .filter_map(|a| self.svc_ids.get(a).copied())
+            .collect();
+        let mut new_svc_ids = HashMap::new();
+        for a in table.services.keys() {
+            if !self.svc_ids.contains_key(a) {
+                let id = (0..max_s)
+                    .find(|i| !used_svc.contains(i))
+                    .expect("checked above");
+                used_svc.insert(id);
+                new_svc_ids.insert(*a, id);
+            }
+        }
+        let svc_id = |a: &ServiceAddr| self.svc_ids.get(a).or(new_svc_ids.get(a)).copied();
+        let mut wanted_reals: Vec<RealKey> = Vec::new();
+        for (a, s) in &table.services {
+            let id = svc_id(a).expect("allocated");
+            for (addr, port) in s.reals.keys() {
+                wanted_reals.push((id, *addr, *port));
+            }
+        }
+        let fresh = wanted_reals
+            .iter()
+            .filter(|k| !self.real_ids.contains_key(k))
+            .count();
+        let max_r = self.dp.limits.max_reals;
+        let in_use = self.real_ids.len();
+        if in_use + fresh > max_r as usize {
+            // Slots of removed real servers with no connection can be reclaimed.
+            self.reclaim_removed()?;
+            if self.real_ids.len() + fresh > max_r as usize {
+                return Err(ApplyError::RealsFull {
+                    need: self.real_ids.len() + fresh,
+                    max: max_r,
+                });
+            }
+        }
+        self.svc_ids.extend(new_svc_ids);
+
+        // --- real servers ---------------------------------------------------
+        let mut taken: BTreeSet<u32> = self.real_ids.values().copied().collect();
+        let wanted_set: BTreeSet<RealKey> = wanted_reals.iter().copied().collect();
+        for (a, s) in &table.services {
+            let sid = self.svc_ids[a];
+            for r in s.reals.values() {
+                let k = (sid, r.address, r.port);
+                let id = match self.real_ids.get(&k) {
+                    Some(id) => *id,
+                    None => {
+                        let id = (0..max_r).find(|i| !taken.contains(i)).expect("checked");
+                        taken.insert(id);
+                        self.real_ids.insert(k, id);
+                        id
+                    }
+                };
+                self.removed.remove(&id);
+                let (addr, family) = addr_bytes(&r.address);
+                let mac = self.macs.get(&r.address).copied();
+                let mut flags = rs_flags::IN_USE;
+                if mac.is_some() {
+                    flags |= rs_flags::MAC_VALID;
+                }
+                let v = RealServer {
+                    addr,
+                    mac: mac.unwrap_or([0; 6]),
+                    flags,
+                    svc_id: sid,
+                    port: r.port.to_be(),
+                    family,
+                    _pad: 0,
+                    weight: r.weight,
+                };
+                if self.dp.reals.get(&id, 0).ok() != Some(v) {
+                    self.dp.reals.set(id, v, 0).map_err(map_err("REALS"))?;
+                }
+            }
+        }
+        // Real servers that left the table: keep their slot for established
+        // connections, flag it removed (no new connections reach it).
+        let leaving: Vec<(RealKey, u32)> = self
+            .real_ids
+            .iter()
+            .filter(|(k, id)| !wanted_set.contains(k) && !self.removed.contains(id))
+            .map(|(k, id)| (*k, *id))
+            .collect();
+        for (k, id) in leaving {
+            if let Ok(mut rs) = self.dp.reals.get(&id, 0) {
+                rs.flags |= rs_flags::REMOVED;
+                self.dp.reals.set(id, rs, 0).map_err(map_err("REALS"))?;
+            }
+            debug!(real = %k.1, slot = id, "real server removed; its connections continue");
+            self.removed.insert(id);
+        }
+
+        // --- services and rings ---------------------------------------------
+        for (a, s) in &table.services {
+            let sid = self.svc_ids[a];
+            let candidates: Vec<Candidate> = s
+                .reals
+                .values()
+                .filter(|r| r.weight > 0 && self.macs.contains_key(&r.address))
+                .map(|r| Candidate {
+                    id: self.real_ids[&(sid, r.address, r.port)],
+                    name: fmt_addr_port(&r.address, r.port),
+                    weight: r.weight,
+                })
+                .collect();
+            let ring = build_ring(s.spec.scheduler, &candidates);
+            let key = service_key(a);
+            let current = self.dp.services.get(&key, 0).ok();
+            let (mut gen, old_ring) = self.published.get(&sid).cloned().unwrap_or((0, Vec::new()));
+            let ring_changed = current.is_none() || ring != old_ring;
+            if ring_changed && !ring.is_empty() {
+                // Write the standby ring, then flip the generation below.
+                gen ^= 1;
+                let mut r = Ring {
+                    reals: [0; RING_SIZE],
+                };
+                r.reals[..ring.len()].copy_from_slice(&ring);
+                self.dp
+                    .rings
+                    .set(sid * 2 + gen as u32, r, 0)
+                    .map_err(map_err("RINGS"))?;
+            }
+            let mut flags = 0;
+            if s.spec.flags.mh_port {
+                flags |= svc_flags::MH_PORT;
+            }
+            if s.spec.flags.mh_fallback {
+                flags |= svc_flags::MH_FALLBACK;
+            }
+            if s.spec.persistent.is_some() {
+                flags |= svc_flags::PERSISTENT;
+            }
+            let v = ServiceValue {
+                id: sid,
+                ring_len: ring.len() as u32,
+                flags,
+                persist_timeout: s.spec.persistent.unwrap_or(0),
+                sched: s.spec.scheduler.id(),
+                gen,
+                _pad: [0; 2],
+            };
+            if current != Some(v) {
+                self.dp.services.insert(key, v, 0).map_err(map_err("SERVICES"))?;
+            }
+            self.published.insert(sid, (gen, ring));
+        }
+        // Services that left the table.
+        let gone: Vec<ServiceAddr> = self
+            .svc_ids
+            .keys()
+            .filter(|a| !table.services.contains_key(a))
+            .copied()
+            .collect();
+        for a in gone {
+            match self.dp.services.remove(&service_key(&a)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("SERVICES")(e)),
+            }
+            if let Some(id) = self.svc_ids.remove(&a) {
+                self.published.remove(&id);
+            }
+        }
+        self.table = table;
+        Ok(())
+    }
+
+    /// Frees removed real-server slots that no connection entry references.
+    fn reclaim_removed(&mut self) -> Result<(), ApplyError> {
+        if self.removed.is_empty() {
+            return Ok(());
+        }
+        let referenced: BTreeSet<u32> = self
+            .dp
+            .conns
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(_, v)| v.real_id)
+            .collect();
+        let free: Vec<u32> = self
+            .removed
+            .iter()
+            .filter(|id| !referenced.contains(id))
+            .copied()
+            .collect();
+        for id in free {
+            self.dp
+                .reals
+                .set(id, RealServer::default(), 0)
+                .map_err(map_err("REALS"))?;
+            self.removed.remove(&id);
+            self.real_ids.retain(|_, v| *v != id);
+        }
+        Ok(())
+    }
+
+    /// Walks the connection table: deletes expired entries when `collect` is
+    /// set and counts live ones per real-server slot (ActiveConn = ESTABLISHED,
+    /// InActConn = every other state, as ipvsadm shows them).
+    pub fn sweep(&mut self, collect: bool) -> HashMap<u32, ConnCounts> {
+        let now = monotonic_ns();
+        let mut counts: HashMap<u32, ConnCounts> = HashMap::new();
+        let mut expired: Vec<ConnKey> = Vec::new();
+        for (k, v) in self.dp.conns.iter().filter_map(|r| r.ok()) {
+            let timeout = self
+                .timeouts
+                .get(v.state as usize)
+                .copied()
+                .unwrap_or(tcp_state::DEFAULT_TIMEOUTS[tcp_state::UDP as usize]);
+            let age = now.saturating_sub(v.last_seen_ns);
+            if age > timeout as u64 * 1_000_000_000 {
+                expired.push(k);
+                continue;
+            }
+            let c = counts.entry(v.real_id).or_default();
+            if v.state == tcp_state::ESTABLISHED {
+                c.active += 1;
+            } else {
+                c.inactive += 1;
+            }
+        }
+        if collect {
+            for k in &expired {
+                let _ = self.dp.conns.remove(k);
+            }
+            if !expired.is_empty() {
+                debug!(expired = expired.len(), "collected expired connection entries");
+            }
+        }
+        counts
+    }
+
+    /// The table with counters, for `lbadm -L`.
+    pub fn listing(&mut self) -> Listing {
+        let counts = self.sweep(false);
+        let mut services = Vec::new();
+        for (a, s) in &self.table.services {
+            let sid = self.svc_ids[a];
+            let st = Dataplane::sum_stats(&self.dp.svc_stats, sid);
+            let reals = s
+                .reals
+                .values()
+                .map(|r| {
+                    let id = self.real_ids[&(sid, r.address, r.port)];
+                    let rs = Dataplane::sum_stats(&self.dp.rs_stats, id);
+                    let c = counts.get(&id).copied().unwrap_or_default();
+                    RealView {
+                        spec: *r,
+                        active_conns: c.active,
+                        inactive_conns: c.inactive,
+                        stats: StatsView {
+                            conns: rs.conns,
+                            in_packets: rs.packets,
+                            in_bytes: rs.bytes,
+                        },
+                        mac: self.macs.get(&r.address).map(fmt_mac),
+                    }
+                })
+                .collect();
+            services.push(ServiceView {
+                spec: s.spec.clone(),
+                stats: StatsView {
+                    conns: st.conns,
+                    in_packets: st.packets,
+                    in_bytes: st.bytes,
+                },
+                reals,
+            });
+        }
+        Listing {
+            conn_table_size: self.dp.limits.max_conns,
+            services,
+        }
+    }
+}

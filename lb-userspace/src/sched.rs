@@ -1,0 +1,217 @@
+//! Scheduler tables. The daemon computes a ring of real-server ids per
+//! service and publishes it whole (double-buffered) so that the XDP program
+//! never sees half a table:
+//! - rr: the available real servers in order, walked by a per-CPU cursor;
+//! - wrr: IPVS's weighted round-robin sequence (gcd-stepped, heaviest first);
+//! - mh: a Maglev lookup table of `RING_SIZE` entries, indexed by the hash of
+//!   the client address (and port with mh-port).
+
+use lb_common::RING_SIZE;
+
+use crate::model::Scheduler;
+
+/// A real server eligible for new connections: weight > 0, MAC resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Real-server id (index into REALS).
+    pub id: u32,
+    /// Stable name used by Maglev to derive the permutation ("addr:port").
+    pub name: String,
+    pub weight: u32,
+}
+
+/// Builds the ring for `sched` from `candidates` (already filtered and in
+/// ipvsadm order). Returns an empty ring when there is no candidate.
+pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
+    let c: Vec<&Candidate> = candidates.iter().filter(|c| c.weight > 0).collect();
+    if c.is_empty() {
+        return Vec::new();
+    }
+    match sched {
+        Scheduler::Rr => c.iter().map(|c| c.id).collect(),
+        Scheduler::Wrr => wrr_sequence(&c),
+        Scheduler::Mh => maglev(&c, RING_SIZE),
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The IPVS wrr sequence (ip_vs_wrr.c): the current weight starts at the
+/// maximum and steps down by the gcd each full pass; a server is picked when
+/// its weight is >= the current weight. One period has sum(w)/gcd entries.
+/// When that exceeds the ring, weights are scaled down proportionally (each
+/// kept >= 1): an approximation that keeps the ratios to within 1/RING_SIZE.
+fn wrr_sequence(c: &[&Candidate]) -> Vec<u32> {
+    let mut weights: Vec<u32> = c.iter().map(|c| c.weight).collect();
+    let g = weights.iter().copied().fold(0, gcd);
+    let total: u64 = weights.iter().map(|&w| (w / g) as u64).sum();
+    if total > RING_SIZE as u64 {
+        let sum: u64 = weights.iter().map(|&w| w as u64).sum();
+        let budget = (RING_SIZE - c.len()) as u64;
+        weights = weights
+            .iter()
+            .map(|&w| 1 + ((w as u64 * budget) / sum) as u32)
+            .collect();
+    }
+    let g = weights.iter().copied().fold(0, gcd);
+    let max = *weights.iter().max().unwrap_or(&0);
+    let period: usize = weights.iter().map(|&w| (w / g) as usize).sum();
+    let mut seq = Vec::with_capacity(period);
+    let mut cw: i64 = 0;
+    let mut i = c.len() - 1;
+    while seq.len() < period {
+        i = (i + 1) % c.len();
+        if i == 0 {
+            cw -= g as i64;
+            if cw <= 0 {
+                cw = max as i64;
+            }
+        }
+        if weights[i] as i64 >= cw {
+            seq.push(c[i].id);
+        }
+    }
+    seq
+}
+
+fn fnv1a(data: &[u8], seed: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // final avalanche (splitmix64)
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Maglev table population (Eisenbud et al., NSDI 2016), weighted as the
+/// kernel's ip_vs_mh: in each round a server takes weight/gcd turns.
+pub fn maglev(c: &[&Candidate], m: usize) -> Vec<u32> {
+    let n = c.len();
+    let offset: Vec<usize> = c
+        .iter()
+        .map(|c| (fnv1a(c.name.as_bytes(), 0x5eed_0001) % m as u64) as usize)
+        .collect();
+    let skip: Vec<usize> = c
+        .iter()
+        .map(|c| (fnv1a(c.name.as_bytes(), 0x5eed_0002) % (m as u64 - 1) + 1) as usize)
+        .collect();
+    let g = c.iter().map(|c| c.weight).fold(0, gcd);
+    let turns: Vec<u32> = c.iter().map(|c| c.weight / g).collect();
+    let mut next = vec![0usize; n];
+    let mut table = vec![u32::MAX; m];
+    let mut filled = 0;
+    'outer: loop {
+        for i in 0..n {
+            for _ in 0..turns[i] {
+                let mut slot = (offset[i] + next[i] * skip[i]) % m;
+                while table[slot] != u32::MAX {
+                    next[i] += 1;
+                    slot = (offset[i] + next[i] * skip[i]) % m;
+                }
+                table[slot] = c[i].id;
+                next[i] += 1;
+                filled += 1;
+                if filled == m {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn cands(weights: &[u32]) -> Vec<Candidate> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Candidate {
+                id: i as u32 + 1,
+                name: format!("192.0.2.{}:80", 11 + i),
+                weight: w,
+            })
+            .collect()
+    }
+
+    fn counts(ring: &[u32]) -> HashMap<u32, usize> {
+        let mut m = HashMap::new();
+        for id in ring {
+            *m.entry(*id).or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn wrr_matches_ipvs_sequence() {
+        // IPVS wrr with weights 4,3,2: cw=4: A; cw=3: A B; cw=2: A B C; cw=1: A B C
+        let ring = build_ring(Scheduler::Wrr, &cands(&[4, 3, 2]));
+        assert_eq!(ring, vec![1, 1, 2, 1, 2, 3, 1, 2, 3]);
+        // gcd stepping: 6:2 behaves as 3:1
+        let ring = build_ring(Scheduler::Wrr, &cands(&[6, 2]));
+        assert_eq!(ring, vec![1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn wrr_skips_quiescent_and_scales_huge_weights() {
+        let ring = build_ring(Scheduler::Wrr, &cands(&[3, 1, 0]));
+        let c = counts(&ring);
+        assert_eq!((c[&1], c[&2], c.get(&3)), (3, 1, None));
+        let ring = build_ring(Scheduler::Wrr, &cands(&[65535, 1, 30000]));
+        assert!(ring.len() <= RING_SIZE);
+        let c = counts(&ring);
+        assert!(c[&2] >= 1);
+        let ratio = c[&1] as f64 / c[&3] as f64;
+        assert!((ratio - 65535.0 / 30000.0).abs() < 0.01, "{ratio}");
+    }
+
+    #[test]
+    fn rr_is_servers_in_order() {
+        assert_eq!(build_ring(Scheduler::Rr, &cands(&[5, 0, 1])), vec![1, 3]);
+        assert!(build_ring(Scheduler::Rr, &cands(&[0, 0])).is_empty());
+    }
+
+    #[test]
+    fn maglev_fills_evenly_and_by_weight() {
+        let ring = build_ring(Scheduler::Mh, &cands(&[1, 1, 1]));
+        assert_eq!(ring.len(), RING_SIZE);
+        let c = counts(&ring);
+        for id in 1..=3 {
+            let share = c[&id] as f64 / RING_SIZE as f64;
+            assert!((share - 1.0 / 3.0).abs() < 0.01, "{id}: {share}");
+        }
+        let c = counts(&build_ring(Scheduler::Mh, &cands(&[3, 1])));
+        let share = c[&1] as f64 / RING_SIZE as f64;
+        assert!((share - 0.75).abs() < 0.01, "{share}");
+    }
+
+    #[test]
+    fn maglev_moves_about_one_nth_when_a_server_leaves() {
+        let all = cands(&[1; 10]);
+        let before = build_ring(Scheduler::Mh, &all);
+        let mut fewer = all.clone();
+        fewer.remove(4);
+        let after = build_ring(Scheduler::Mh, &fewer);
+        let moved = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && **b != 5)
+            .count();
+        // Entries that belonged to the removed server must move; the others
+        // should mostly stay (Maglev's minimal disruption).
+        let removed_share = before.iter().filter(|&&b| b == 5).count();
+        assert!((removed_share as f64 / RING_SIZE as f64 - 0.1).abs() < 0.02);
+        assert!((moved as f64) < 0.05 * RING_SIZE as f64, "moved {moved}");
+    }
+}
