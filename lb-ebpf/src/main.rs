@@ -263,6 +263,9 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
             None => 0,
         },
     } as usize;
+    // The compiler knows idx < ring_len <= RING_SIZE and would drop the
+    // check; the verifier does not know it. Launder idx through memory.
+    let idx = unsafe { core::ptr::read_volatile(&idx) };
     if idx >= RING_SIZE {
         count(counter::DROP_NO_REAL);
         return Err(XDP_DROP);

@@ -1,0 +1,206 @@
+//! Helpers for packet tests: a director over a private pin directory, and a
+//! small frame builder (Ethernet, optional 802.1Q, IPv4 with options, IPv6,
+//! TCP, UDP). Checksums are left zero: the XDP program never reads them.
+#![allow(dead_code)]
+
+use std::{net::IpAddr, path::PathBuf};
+
+use lb_userspace::{
+    config::Limits,
+    dataplane::Dataplane,
+    director::Director,
+    model::Table,
+};
+
+pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const CLIENT_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+pub fn rs_mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x10, n]
+}
+
+/// Skips (or, in CI, fails) when not root: BPF needs it.
+pub fn require_root() -> bool {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("packet tests need root (BPF_PROG_TEST_RUN) and CI is set");
+    }
+    eprintln!("skipping: packet tests need root");
+    false
+}
+
+/// Runs the calling thread on CPU 0 only, so per-CPU state (round-robin
+/// cursors, counters) is deterministic across test runs.
+pub fn pin_to_cpu0() {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A director on its own pin directory, removed on drop.
+pub struct TestDirector {
+    pub d: Director,
+    dir: PathBuf,
+}
+
+impl Drop for TestDirector {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl TestDirector {
+    pub fn new(table: Table, macs: &[(&str, Option<[u8; 6]>)]) -> TestDirector {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/sys/fs/bpf/lb-test-{}-{n}", std::process::id()));
+        let limits = Limits {
+            max_services: 16,
+            max_reals: 64,
+            max_conns: 4096,
+        };
+        let mut dp = Dataplane::load(&dir, &limits).expect("load XDP object");
+        dp.set_director_mac(DIRECTOR_MAC).unwrap();
+        let mut d = Director::recover(dp).unwrap();
+        let updates: Vec<(IpAddr, Option<[u8; 6]>)> =
+            macs.iter().map(|(a, m)| (a.parse().unwrap(), *m)).collect();
+        d.update_macs(&updates).unwrap();
+        d.apply(table).unwrap();
+        TestDirector { d, dir }
+    }
+
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.d.dp.test_run(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.d
+            .dp
+            .global_counters()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+            .1
+    }
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct Pkt {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub vlan: Option<u16>,
+    /// Extra IPv4 option bytes (multiple of 4).
+    pub ip_options: usize,
+    /// IPv4 fragment field (flags+offset).
+    pub frag: u16,
+    /// IPv6 next header override (extension header test).
+    pub v6_next: Option<u8>,
+    pub payload: usize,
+}
+
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const FIN: u8 = 0x01;
+pub const RST: u8 = 0x04;
+
+pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Pkt {
+    Pkt {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        proto: 6,
+        sport,
+        dport,
+        tcp_flags: flags,
+        vlan: None,
+        ip_options: 0,
+        frag: 0,
+        v6_next: None,
+        payload: 10,
+    }
+}
+
+pub fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Pkt {
+    Pkt {
+        proto: 17,
+        tcp_flags: 0,
+        ..tcp(src, sport, dst, dport, 0)
+    }
+}
+
+impl Pkt {
+    pub fn frame(&self) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        l4.extend_from_slice(&self.sport.to_be_bytes());
+        l4.extend_from_slice(&self.dport.to_be_bytes());
+        if self.proto == 6 {
+            l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]); // seq, ack
+            l4.push(5 << 4); // data offset
+            l4.push(self.tcp_flags);
+            l4.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, csum, urg
+        } else {
+            l4.extend_from_slice(&((8 + self.payload) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+        }
+        l4.extend(std::iter::repeat_n(0xab, self.payload));
+
+        let mut f = Vec::new();
+        f.extend_from_slice(&DIRECTOR_MAC);
+        f.extend_from_slice(&CLIENT_SIDE_MAC);
+        if let Some(v) = self.vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f.extend_from_slice(&0x0800u16.to_be_bytes());
+                let ihl = 5 + self.ip_options / 4;
+                let total = ihl * 4 + l4.len();
+                f.push(0x40 | ihl as u8);
+                f.push(0);
+                f.extend_from_slice(&(total as u16).to_be_bytes());
+                f.extend_from_slice(&[0x12, 0x34]);
+                f.extend_from_slice(&self.frag.to_be_bytes());
+                f.push(64);
+                f.push(self.proto);
+                f.extend_from_slice(&[0, 0]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                // NOP options then end-of-list
+                f.extend(std::iter::repeat_n(1u8, self.ip_options));
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f.extend_from_slice(&0x86ddu16.to_be_bytes());
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                let ext = self.v6_next.is_some();
+                let plen = l4.len() + if ext { 8 } else { 0 };
+                f.extend_from_slice(&(plen as u16).to_be_bytes());
+                f.push(self.v6_next.unwrap_or(self.proto));
+                f.push(64);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                if ext {
+                    // A hop-by-hop header: next = proto, len 0, PadN.
+                    f.extend_from_slice(&[self.proto, 0, 1, 4, 0, 0, 0, 0]);
+                }
+            }
+            _ => panic!("mixed families"),
+        }
+        f.extend_from_slice(&l4);
+        f
+    }
+}

@@ -1,0 +1,488 @@
+//! Packet tests: the real XDP object under BPF_PROG_TEST_RUN, with the maps
+//! filled by the daemon's own code (Director::apply). Needs root.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use lb_userspace::{
+    config::Config,
+    director::{addr_bytes, service_key},
+    model::{RealSpec, Table},
+};
+
+const TABLE: &str = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: rr,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: udp, address: 192.0.2.100, port: 53, scheduler: mh,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}]}
+  - {protocol: tcp, address: 192.0.2.101, port: 0, persistent: 360, scheduler: mh,
+     real_servers: [{address: 192.0.2.13}]}
+  - {protocol: tcp, address: "2001:db8::100", port: 443, scheduler: rr,
+     real_servers: [{address: "2001:db8::11"}]}
+  - {protocol: tcp, address: 192.0.2.102, port: 80, scheduler: rr,
+     real_servers: [{address: 192.0.2.14}]}
+  - {protocol: tcp, address: 192.0.2.103, port: 80, scheduler: rr,
+     real_servers: [{address: 192.0.2.11, weight: 0}]}
+"#;
+
+fn table(yaml: &str) -> Table {
+    Config::parse(yaml, "test.yaml").unwrap().table("test.yaml").unwrap()
+}
+
+fn director() -> TestDirector {
+    TestDirector::new(
+        table(TABLE),
+        &[
+            ("192.0.2.11", Some(rs_mac(11))),
+            ("192.0.2.12", Some(rs_mac(12))),
+            ("192.0.2.13", Some(rs_mac(13))),
+            // 192.0.2.14 deliberately unresolved
+            ("2001:db8::11", Some(rs_mac(0x61))),
+        ],
+    )
+}
+
+/// Asserts a forwarded frame: MACs rewritten, everything after them untouched.
+fn assert_forwarded(input: &[u8], out: &[u8], rs: [u8; 6]) {
+    assert_eq!(out.len(), input.len(), "length changed");
+    assert_eq!(&out[0..6], &rs, "destination MAC must be the real server's");
+    assert_eq!(&out[6..12], &DIRECTOR_MAC, "source MAC must be the director's");
+    assert_eq!(&out[12..], &input[12..], "bytes after the MACs must be untouched");
+}
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    /// For XDP_TX: the set of acceptable real-server MACs.
+    to: &'static [u8],
+    /// Counter that must go up by one.
+    counter: &'static str,
+}
+
+#[test]
+fn packet_table() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let mut t = director();
+    let mut truncated_l3 = tcp("203.0.113.10", 1000, "192.0.2.100", 80, SYN).frame();
+    truncated_l3.truncate(14 + 10);
+    let mut truncated_tcp = tcp("203.0.113.10", 1000, "192.0.2.100", 80, SYN).frame();
+    truncated_tcp.truncate(14 + 20 + 8);
+    let mut bad_ihl = tcp("203.0.113.10", 1000, "192.0.2.100", 80, SYN).frame();
+    bad_ihl[14] = 0x43;
+    let mut options_past_end = tcp("203.0.113.10", 1000, "192.0.2.100", 80, SYN).frame();
+    options_past_end[14] = 0x4f; // IHL 15 = 60 bytes of header, frame too short
+    options_past_end.truncate(14 + 40);
+    let arp = {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&CLIENT_SIDE_MAC);
+        f.extend_from_slice(&[0x08, 0x06]);
+        f.extend_from_slice(&[0; 28]);
+        f
+    };
+    let cases = vec![
+        Case {
+            name: "VIP hit, new TCP flow",
+            frame: tcp("203.0.113.10", 40000, "192.0.2.100", 80, SYN).frame(),
+            action: XDP_TX,
+            to: &[11, 12, 13],
+            counter: "conn_new",
+        },
+        Case {
+            name: "UDP to an mh service",
+            frame: udp("203.0.113.10", 5000, "192.0.2.100", 53).frame(),
+            action: XDP_TX,
+            to: &[11, 12],
+            counter: "tx",
+        },
+        Case {
+            name: "VLAN-tagged VIP hit keeps its tag",
+            frame: Pkt {
+                vlan: Some(42),
+                ..tcp("203.0.113.10", 40001, "192.0.2.100", 80, SYN)
+            }
+            .frame(),
+            action: XDP_TX,
+            to: &[11, 12, 13],
+            counter: "tx",
+        },
+        Case {
+            name: "IPv4 options are skipped to find the ports",
+            frame: Pkt {
+                ip_options: 8,
+                ..tcp("203.0.113.10", 40002, "192.0.2.100", 80, SYN)
+            }
+            .frame(),
+            action: XDP_TX,
+            to: &[11, 12, 13],
+            counter: "tx",
+        },
+        Case {
+            name: "IPv6 VIP hit",
+            frame: tcp("2001:db8:ffff::10", 40003, "2001:db8::100", 443, SYN).frame(),
+            action: XDP_TX,
+            to: &[0x61],
+            counter: "tx",
+        },
+        Case {
+            name: "port-0 service matches any port",
+            frame: tcp("203.0.113.10", 40004, "192.0.2.101", 8443, SYN).frame(),
+            action: XDP_TX,
+            to: &[13],
+            counter: "tx",
+        },
+        Case {
+            name: "non-VIP address passes",
+            frame: tcp("203.0.113.10", 40005, "192.0.2.2", 22, SYN).frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_not_vip",
+        },
+        Case {
+            name: "VIP on a port without a service passes",
+            frame: tcp("203.0.113.10", 40006, "192.0.2.100", 22, SYN).frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_not_vip",
+        },
+        Case {
+            name: "UDP to a TCP-only port passes",
+            frame: udp("203.0.113.10", 40007, "192.0.2.100", 80).frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_not_vip",
+        },
+        Case {
+            name: "ARP passes",
+            frame: arp,
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_not_ip",
+        },
+        Case {
+            name: "IPv4 fragment passes",
+            frame: Pkt {
+                frag: 0x2000,
+                ..tcp("203.0.113.10", 40008, "192.0.2.100", 80, SYN)
+            }
+            .frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_fragment",
+        },
+        Case {
+            name: "IPv6 extension header passes",
+            frame: Pkt {
+                v6_next: Some(0),
+                ..tcp("2001:db8:ffff::10", 40009, "2001:db8::100", 443, SYN)
+            }
+            .frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_ipv6_ext",
+        },
+        Case {
+            name: "truncated IPv4 header is dropped",
+            frame: truncated_l3,
+            action: XDP_DROP,
+            to: &[],
+            counter: "drop_malformed",
+        },
+        Case {
+            name: "truncated TCP header is dropped",
+            frame: truncated_tcp,
+            action: XDP_DROP,
+            to: &[],
+            counter: "drop_malformed",
+        },
+        Case {
+            name: "IHL below 5 is dropped",
+            frame: bad_ihl,
+            action: XDP_DROP,
+            to: &[],
+            counter: "drop_malformed",
+        },
+        Case {
+            name: "IPv4 options beyond the frame are dropped",
+            frame: options_past_end,
+            action: XDP_DROP,
+            to: &[],
+            counter: "drop_malformed",
+        },
+        Case {
+            name: "only real server unresolved: dropped, never a wrong MAC",
+            frame: tcp("203.0.113.10", 40010, "192.0.2.102", 80, SYN).frame(),
+            action: XDP_DROP,
+            to: &[],
+            counter: "drop_no_real",
+        },
+        Case {
+            name: "only real server quiescent (weight 0): dropped",
+            frame: tcp("203.0.113.10", 40011, "192.0.2.103", 80, SYN).frame(),
+            action: XDP_DROP,
+            to: &[],
+            counter: "drop_no_real",
+        },
+    ];
+    let mut failures = Vec::new();
+    for c in cases {
+        let before = t.counter(c.counter);
+        let (action, out) = t.run(&c.frame);
+        let after = t.counter(c.counter);
+        let mut problems = Vec::new();
+        if action != c.action {
+            problems.push(format!("action {action}, want {}", c.action));
+        }
+        if after != before + 1 {
+            problems.push(format!("counter {} went {before} -> {after}", c.counter));
+        }
+        if c.action == XDP_TX && action == XDP_TX {
+            let ok = c.to.iter().any(|n| out[0..6] == rs_mac(*n));
+            if !ok {
+                problems.push(format!("sent to {:02x?}, not one of {:?}", &out[0..6], c.to));
+            }
+            assert_forwarded(&c.frame, &out, out[0..6].try_into().unwrap());
+        } else if out != c.frame {
+            problems.push("frame modified although not forwarded".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}", c.name, problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "failing cases:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn known_flow_stays_on_its_real_server_after_weight_changes() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let mut t = director();
+    let syn = tcp("203.0.113.10", 41000, "192.0.2.100", 80, SYN).frame();
+    let (a, out) = t.run(&syn);
+    assert_eq!(a, XDP_TX);
+    let first: [u8; 6] = out[0..6].try_into().unwrap();
+    let n = first[5];
+    // Quiesce the chosen server: weight 0 means no new connections...
+    let svc = *t.d.table.services.keys().next().unwrap();
+    let mut tab = t.d.table.clone();
+    tab.edit_real(
+        &svc,
+        RealSpec {
+            weight: 0,
+            ..*tab.services[&svc]
+                .reals
+                .values()
+                .find(|r| r.address.to_string() == format!("192.0.2.{n}"))
+                .unwrap()
+        },
+    )
+    .unwrap();
+    t.d.apply(tab).unwrap();
+    // ...but the established flow keeps going to it.
+    for flags in [ACK, ACK | 0x08, ACK] {
+        let f = tcp("203.0.113.10", 41000, "192.0.2.100", 80, flags).frame();
+        let (a, out) = t.run(&f);
+        assert_eq!(a, XDP_TX);
+        assert_forwarded(&f, &out, first);
+    }
+    // New flows never reach the quiesced server.
+    for port in 42000..42030 {
+        let f = tcp("203.0.113.10", port, "192.0.2.100", 80, SYN).frame();
+        let (a, out) = t.run(&f);
+        assert_eq!(a, XDP_TX);
+        assert_ne!(&out[0..6], &first, "new flow sent to a weight-0 server");
+    }
+    // Removing it from the service entirely: the flow still continues.
+    let mut tab = t.d.table.clone();
+    tab.del_real(&svc, format!("192.0.2.{n}").parse().unwrap()).unwrap();
+    t.d.apply(tab).unwrap();
+    let f = tcp("203.0.113.10", 41000, "192.0.2.100", 80, ACK).frame();
+    let (a, out) = t.run(&f);
+    assert_eq!(a, XDP_TX);
+    assert_forwarded(&f, &out, first);
+}
+
+#[test]
+fn rr_and_wrr_spread_new_connections_by_weight() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: wrr,
+     real_servers: [{address: 192.0.2.11, weight: 3}, {address: 192.0.2.12, weight: 1},
+                    {address: 192.0.2.13, weight: 0}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 81, scheduler: rr,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    let count = |t: &mut TestDirector, dport: u16| {
+        let mut m: HashMap<u8, u32> = HashMap::new();
+        for i in 0..400u16 {
+            let f = tcp("203.0.113.10", 10000 + i, "192.0.2.100", dport, SYN).frame();
+            let (a, out) = t.run(&f);
+            assert_eq!(a, XDP_TX);
+            *m.entry(out[5]).or_default() += 1;
+        }
+        m
+    };
+    let wrr = count(&mut t, 80);
+    assert_eq!((wrr.get(&11), wrr.get(&12), wrr.get(&13)), (Some(&300), Some(&100), None));
+    let rr = count(&mut t, 81);
+    let mut v: Vec<u32> = rr.values().copied().collect();
+    v.sort();
+    assert_eq!(v.len(), 3);
+    assert!(v[2] - v[0] <= 1, "rr uneven: {rr:?}");
+}
+
+#[test]
+fn mh_is_consistent_per_client_and_mh_port_spreads_ports() {
+    if !require_root() {
+        return;
+    }
+    let yaml = r#"
+services:
+  - {protocol: udp, address: 192.0.2.100, port: 53, scheduler: mh,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: udp, address: 192.0.2.100, port: 54, scheduler: mh, flags: [mh-port],
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    // Without mh-port: every port of one client lands on one real server.
+    let mut seen = std::collections::BTreeSet::new();
+    for p in 0..50 {
+        let (_, out) = t.run(&udp("203.0.113.10", 20000 + p, "192.0.2.100", 53).frame());
+        seen.insert(out[5]);
+    }
+    assert_eq!(seen.len(), 1, "mh without mh-port split one client: {seen:?}");
+    // Different clients spread over all three.
+    let mut spread = std::collections::BTreeSet::new();
+    for c in 1..60 {
+        let (_, out) = t.run(&udp(&format!("203.0.113.{c}"), 20000, "192.0.2.100", 53).frame());
+        spread.insert(out[5]);
+    }
+    assert_eq!(spread.len(), 3);
+    // With mh-port: one client's ports spread.
+    let mut ports = std::collections::BTreeSet::new();
+    for p in 0..60 {
+        let (_, out) = t.run(&udp("203.0.113.10", 30000 + p, "192.0.2.100", 54).frame());
+        ports.insert(out[5]);
+    }
+    assert_eq!(ports.len(), 3, "mh-port did not spread ports");
+}
+
+#[test]
+fn tcp_states_counters_and_port_reuse() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let mut t = director();
+    let key = |sport: u16| lb_common::ConnKey {
+        saddr: addr_bytes(&"203.0.113.10".parse().unwrap()).0,
+        daddr: addr_bytes(&"192.0.2.100".parse().unwrap()).0,
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto: 6,
+        family: 4,
+        _pad: [0; 2],
+    };
+    let state = |t: &TestDirector| t.d.dp.conns.get(&key(43000), 0).unwrap().state;
+    use lb_common::tcp_state::*;
+    let mut bytes = 0u64;
+    for (flags, want) in [
+        (SYN, SYN_RECV),
+        (ACK, ESTABLISHED),
+        (ACK | 0x08, ESTABLISHED),
+        (FIN | ACK, FIN_WAIT),
+        (ACK, FIN_WAIT),
+        (RST, CLOSE),
+    ] {
+        let f = tcp("203.0.113.10", 43000, "192.0.2.100", 80, flags).frame();
+        bytes += (f.len() - 14) as u64;
+        assert_eq!(t.run(&f).0, XDP_TX);
+        assert_eq!(state(&t), want, "after flags {flags:#x}");
+    }
+    let l = t.d.listing();
+    let svc = &l.services[0];
+    assert_eq!(svc.stats.conns, 1);
+    assert_eq!(svc.stats.in_packets, 6);
+    assert_eq!(svc.stats.in_bytes, bytes);
+    let inactive: u64 = svc.reals.iter().map(|r| r.inactive_conns).sum();
+    assert_eq!(inactive, 1, "a CLOSE entry counts as InActConn");
+    // A new SYN on the closed entry starts a new connection.
+    let reuse = t.counter("conn_reuse");
+    let f = tcp("203.0.113.10", 43000, "192.0.2.100", 80, SYN).frame();
+    assert_eq!(t.run(&f).0, XDP_TX);
+    assert_eq!(t.counter("conn_reuse"), reuse + 1);
+    assert_eq!(state(&t), SYN_RECV);
+    let f = tcp("203.0.113.10", 43000, "192.0.2.100", 80, ACK).frame();
+    t.run(&f);
+    let l = t.d.listing();
+    let active: u64 = l.services[0].reals.iter().map(|r| r.active_conns).sum();
+    assert_eq!(active, 1);
+    assert_eq!(l.services[0].stats.conns, 2);
+    // The service key helper matches what the program looks up.
+    assert!(t.d.dp.services.get(&service_key(&l.services[0].spec.addr), 0).is_ok());
+}
+
+#[test]
+fn restart_recovers_ids_and_connections_from_pins() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/lb-test-restart-{}", std::process::id()));
+    let limits = lb_userspace::config::Limits {
+        max_services: 8,
+        max_reals: 16,
+        max_conns: 1024,
+    };
+    let macs: Vec<(std::net::IpAddr, Option<[u8; 6]>)> = [11u8, 12, 13]
+        .iter()
+        .map(|n| (format!("192.0.2.{n}").parse().unwrap(), Some(rs_mac(*n))))
+        .collect();
+    let load = || {
+        let mut dp = lb_userspace::dataplane::Dataplane::load(&dir, &limits).unwrap();
+        dp.set_director_mac(DIRECTOR_MAC).unwrap();
+        lb_userspace::director::Director::recover(dp).unwrap()
+    };
+    let mut d1 = load();
+    d1.update_macs(&macs).unwrap();
+    d1.apply(table(TABLE)).unwrap();
+    let f = tcp("203.0.113.10", 44000, "192.0.2.100", 80, SYN).frame();
+    let (_, out) = d1.dp.test_run(&f).unwrap();
+    let first = out[5];
+    drop(d1);
+    // A new daemon: the same config reapplied with rr (which would pick
+    // another server for a new flow) keeps the known flow where it was.
+    let mut d2 = load();
+    d2.apply(table(TABLE)).unwrap();
+    for _ in 0..3 {
+        let f = tcp("203.0.113.10", 44000, "192.0.2.100", 80, ACK).frame();
+        let (a, out) = d2.dp.test_run(&f).unwrap();
+        assert_eq!(a, XDP_TX);
+        assert_eq!(out[5], first, "flow moved after restart");
+    }
+    drop(d2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
