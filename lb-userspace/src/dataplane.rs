@@ -268,6 +268,56 @@ impl Dataplane {
     }
 }
 
+/// Attaches the `lb_pass` program (XDP_PASS) to `iface` and pins its link
+/// at `pin`. A veth only delivers XDP_TX frames if its peer runs an XDP
+/// program too: the lab puts this one on the director's peer.
+pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
+    if let Some(dir) = pin.parent() {
+        fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let mut loader = EbpfLoader::new();
+    for m in ["SERVICES", "RINGS", "REALS", "CONNS", "CURSORS", "SVC_STATS", "RS_STATS"] {
+        loader.map_max_entries(m, 1);
+    }
+    // Private pin directory so these throwaway maps never touch an instance's.
+    let scratch = pin.with_file_name("pass_maps"); // bpffs names may not contain dots
+    fs::create_dir_all(&scratch).map_err(|source| DataplaneError::PinDir {
+        path: scratch.display().to_string(),
+        source,
+    })?;
+    loader.default_map_pin_directory(&scratch);
+    let mut ebpf = loader.load(OBJECT)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut("lb_pass")
+        .ok_or(DataplaneError::MissingMap("program lb_pass"))?
+        .try_into()?;
+    prog.load()?;
+    let id = prog
+        .attach(iface, XdpMode::Driver)
+        .map_err(|source| DataplaneError::Attach {
+            iface: iface.to_string(),
+            mode: "native",
+            source,
+        })?;
+    let link = prog.take_link(id)?;
+    let fd_link: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| DataplaneError::Link {
+            path: pin.display().to_string(),
+            msg: e.to_string(),
+        })?;
+    let pinned = fd_link.pin(pin).map_err(|e| DataplaneError::Link {
+        path: pin.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    std::mem::forget(pinned);
+    let _ = fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
 /// Removes an instance's pins: the pinned link (detaching the program once
 /// nothing else holds it) and the maps (forgetting every connection).
 pub fn unload(dir: &Path) -> std::io::Result<()> {

@@ -451,7 +451,8 @@ fn restart_recovers_ids_and_connections_from_pins() {
         return;
     }
     pin_to_cpu0();
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/lb-test-restart-{}", std::process::id()));
+    let pins = PinDir::new("restart");
+    let dir = pins.0.clone();
     let limits = lb_userspace::config::Limits {
         max_services: 8,
         max_reals: 16,
@@ -484,5 +485,4 @@ fn restart_recovers_ids_and_connections_from_pins() {
         assert_eq!(out[5], first, "flow moved after restart");
     }
     drop(d2);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

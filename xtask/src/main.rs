@@ -1,1 +1,178 @@
-fn main(){}
+//! `cargo xtask <command>`: see `cargo xtask --help`.
+
+use std::{
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use xtask::{
+    lab::{self, Lab},
+    paths, root,
+};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent, quick when done).
+    Setup,
+    /// Build lbd and lbadm (with the XDP object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// The namespace lab: `up` leaves it running (prefix "lb"), `down` removes it.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// The demo: lab up, lbd with deploy/lbd.yaml, HTTP requests from the
+    /// client to the VIP, which real server answered, `lbadm -Ln`, teardown.
+    Demo {
+        /// Number of HTTP requests (bounded).
+        #[arg(long, default_value_t = 12)]
+        requests: u32,
+    },
+    /// Every test tier: unit, packet (BPF_PROG_TEST_RUN), namespace end-to-end.
+    Test,
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    Up,
+    Down,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    status(Command::new("bash").arg(root().join("xtask/setup.sh")))
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut c = cargo();
+    c.current_dir(root()).args(["build", "-p", "lb-userspace", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    status(&mut c)
+}
+
+fn require_root() -> Result<()> {
+    let out = Command::new("id").arg("-u").output()?;
+    if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+        bail!("this needs root (network namespaces, XDP, bpffs)");
+    }
+    Ok(())
+}
+
+fn demo(requests: u32) -> Result<()> {
+    require_root()?;
+    setup()?;
+    build(false)?;
+    let p = paths();
+    let prefix = format!("lbdemo{}", std::process::id() % 10000);
+    println!("== bringing up the lab ({prefix}-*): client, router, LAN, director, 3 real servers");
+    let lab = Lab::up(&prefix, 3, p.clone())?;
+    let config = root().join("deploy/lbd.yaml");
+    println!("== starting lbd on the director with {}", config.display());
+    let mut lbd = lab.start_lbd(&config, &[])?;
+    let res = (|| -> Result<()> {
+        lab.wait_lbd_ready(Duration::from_secs(20))?;
+        println!("== {requests} HTTP requests from the client ({}) to the VIP {}", lab::CLIENT_IP, lab::VIP);
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 1..=requests.min(1000) {
+            let body = lab.curl_vip("/", 5)?;
+            let who = body.trim().to_string();
+            println!("  request {i:>3}: answered by {who}");
+            *counts.entry(who).or_insert(0u32) += 1;
+        }
+        println!("== answers per real server: {counts:?}");
+        println!("== lbadm -Ln");
+        print!("{}", lab.lbadm(&["-L", "-n"])?);
+        println!("== director counters (lbadm counters)");
+        print!("{}", lab.lbadm(&["counters"])?);
+        Ok(())
+    })();
+    let _ = lbd.kill();
+    let _ = lbd.wait();
+    println!("== tearing the lab down");
+    drop(lab);
+    res
+}
+
+fn test() -> Result<()> {
+    require_root()?;
+    setup()?;
+    let r = root();
+    println!("== tier 1 + 2: unit tests and packet tests (BPF_PROG_TEST_RUN)");
+    status(cargo().current_dir(&r).args(["test", "--workspace", "--exclude", "xtask"]))?;
+    status(cargo().current_dir(&r).args(["test", "-p", "xtask", "--lib", "--bins"]))?;
+    println!("== tier 3: namespace end-to-end");
+    build(false)?;
+    lab::cleanup_prefix("lbe2e");
+    status(cargo().current_dir(&r).args([
+        "test",
+        "-p",
+        "xtask",
+        "--test",
+        "e2e",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+    ]))?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Build { release } => {
+            setup()?;
+            build(release)
+        }
+        Cmd::Lab { action: LabAction::Up } => {
+            require_root()?;
+            setup()?;
+            build(false)?;
+            let mut lab = Lab::up("lb", 3, paths())?;
+            lab.keep = true;
+            // The HTTP servers must outlive this process.
+            for c in lab.children.drain(..) {
+                std::mem::forget(c);
+            }
+            println!("lab up: namespaces {}", lab.all_ns().join(" "));
+            println!(
+                "start the director with:\n  nsenter --net=/run/netns/lb-dir -- {} --interface eth1 --instance lb-dir --config deploy/lbd.yaml --socket {}",
+                paths().lbd().display(),
+                lab.socket().display()
+            );
+            Ok(())
+        }
+        Cmd::Lab { action: LabAction::Down } => {
+            lab::cleanup_prefix("lb");
+            println!("lab down");
+            Ok(())
+        }
+        Cmd::Demo { requests } => demo(requests),
+        Cmd::Test => test(),
+    }
+}

@@ -39,6 +39,11 @@ struct Args {
     /// Established connections are forgotten.
     #[arg(long)]
     unload: bool,
+    /// Lab helper: attach a plain XDP_PASS program to the interface (pinned
+    /// in the instance directory) and exit. Native XDP on a veth delivers
+    /// XDP_TX frames only if the peer runs an XDP program.
+    #[arg(long, hide = true)]
+    pass_program: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -77,6 +82,11 @@ async fn main() -> Result<()> {
     if args.unload {
         dataplane::unload(&dir).with_context(|| format!("removing {}", dir.display()))?;
         info!(dir = %dir.display(), "unloaded");
+        return Ok(());
+    }
+    if args.pass_program {
+        dataplane::attach_pass(&iface, &dir.join("pass_link"))?;
+        info!(iface, "attached the XDP_PASS program");
         return Ok(());
     }
     let mode = match args.xdp_mode {

@@ -43,37 +43,50 @@ pub fn pin_to_cpu0() {
     }
 }
 
-/// A director on its own pin directory, removed on drop.
-pub struct TestDirector {
-    pub d: Director,
-    dir: PathBuf,
+/// A bpffs pin directory removed on drop (even when the test panics).
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new(tag: &str) -> PinDir {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/lb-test-{tag}-{}-{n}",
+            std::process::id()
+        )))
+    }
 }
 
-impl Drop for TestDirector {
+impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A director on its own pin directory. Field order matters: the director
+/// (and its map fds) drops before the directory is removed.
+pub struct TestDirector {
+    pub d: Director,
+    _dir: PinDir,
 }
 
 static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl TestDirector {
     pub fn new(table: Table, macs: &[(&str, Option<[u8; 6]>)]) -> TestDirector {
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = PathBuf::from(format!("/sys/fs/bpf/lb-test-{}-{n}", std::process::id()));
+        let dir = PinDir::new("pkt");
         let limits = Limits {
             max_services: 16,
             max_reals: 64,
             max_conns: 4096,
         };
-        let mut dp = Dataplane::load(&dir, &limits).expect("load XDP object");
+        let mut dp = Dataplane::load(&dir.0, &limits).expect("load XDP object");
         dp.set_director_mac(DIRECTOR_MAC).unwrap();
         let mut d = Director::recover(dp).unwrap();
         let updates: Vec<(IpAddr, Option<[u8; 6]>)> =
             macs.iter().map(|(a, m)| (a.parse().unwrap(), *m)).collect();
         d.update_macs(&updates).unwrap();
         d.apply(table).unwrap();
-        TestDirector { d, dir }
+        TestDirector { d, _dir: dir }
     }
 
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {

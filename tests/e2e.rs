@@ -1,0 +1,273 @@
+//! Namespace end-to-end tests: real namespaces, veth, native XDP, the real
+//! lbd and lbadm, python HTTP servers, curl and tcpdump. Run as root through
+//! `cargo xtask test` (they are #[ignore]d for a plain `cargo test`).
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Child, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use xtask::{
+    lab::{self, wait_for, Lab},
+    paths, root,
+};
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+fn lab() -> Lab {
+    let prefix = format!(
+        "lbe2e{}{}",
+        std::process::id() % 1000,
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    Lab::up(&prefix, 3, paths()).expect("lab up")
+}
+
+/// lbd running with `config` (YAML text), killed on drop.
+struct Lbd<'a> {
+    lab: &'a Lab,
+    child: Option<Child>,
+    config: std::path::PathBuf,
+}
+
+impl<'a> Lbd<'a> {
+    fn start(lab: &'a Lab, yaml: &str) -> Lbd<'a> {
+        let config = std::env::temp_dir().join(format!("{}-lbd.yaml", lab.prefix));
+        std::fs::write(&config, yaml).unwrap();
+        let mut l = Lbd {
+            lab,
+            child: None,
+            config,
+        };
+        l.restart();
+        l
+    }
+    fn restart(&mut self) {
+        self.child = Some(self.lab.start_lbd(&self.config, &["--xdp-mode", "native"]).unwrap());
+        self.lab.wait_lbd_ready(Duration::from_secs(20)).unwrap();
+    }
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL: no chance to clean up anything
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Lbd<'_> {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const RR_CONFIG: &str = r#"
+services:
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 80
+    scheduler: rr
+    real_servers:
+      - {address: 192.0.2.11}
+      - {address: 192.0.2.12}
+      - {address: 192.0.2.13}
+"#;
+
+/// tcpdump in a namespace; stopped (and its lines returned) by `finish`.
+struct Capture {
+    child: Child,
+}
+
+impl Capture {
+    fn start(lab: &Lab, ns: &str, dev: &str, filter: &str) -> Capture {
+        let mut child = lab
+            .cmd(ns, "tcpdump")
+            .args(["-n", "-e", "-l", "-i", dev, filter])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump");
+        // Wait for "listening on" so no packet is missed.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            line.clear();
+            if err.read_line(&mut line).unwrap_or(0) == 0 || line.contains("listening on") {
+                break;
+            }
+        }
+        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
+        Capture { child }
+    }
+    fn finish(mut self) -> Vec<String> {
+        sleep(Duration::from_millis(300));
+        // SIGTERM: tcpdump flushes and exits.
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let out = self.child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn requests_reach_every_real_server_and_replies_bypass_the_director() {
+    let lab = lab();
+    let _lbd = Lbd::start(&lab, RR_CONFIG);
+    let router_cap = Capture::start(
+        &lab,
+        &lab.ns("router"),
+        "eth1",
+        "src host 192.0.2.100 and tcp src port 80",
+    );
+    let dir_cap = Capture::start(
+        &lab,
+        &lab.ns("dir"),
+        "eth1",
+        "src host 192.0.2.100 and tcp src port 80",
+    );
+    let mut answers: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..30 {
+        let body = lab.curl_vip("/", 5).expect("request through the director");
+        *answers.entry(body.trim().to_string()).or_default() += 1;
+    }
+    let router_lines = router_cap.finish();
+    let dir_lines = dir_cap.finish();
+
+    assert_eq!(answers.values().sum::<u32>(), 30);
+    for i in 1..=3 {
+        assert!(
+            answers.get(&format!("rs{i}")).copied().unwrap_or(0) >= 5,
+            "rr should spread 30 requests over 3 real servers: {answers:?}"
+        );
+    }
+    // Replies come straight from the real servers: the router sees them from
+    // the real servers' MACs, the director sees none.
+    let rs_macs: Vec<String> = (1..=3)
+        .map(|i| lab.mac_of(&lab.rs_ns(i), "eth1").unwrap())
+        .collect();
+    assert!(router_lines.len() >= 30, "router saw {} replies", router_lines.len());
+    for l in &router_lines {
+        let src = l.split_whitespace().nth(1).unwrap_or("");
+        assert!(rs_macs.iter().any(|m| m == src), "reply from {src}, not a real server: {l}");
+    }
+    assert!(dir_lines.is_empty(), "the director saw server-to-client packets: {dir_lines:?}");
+    // The router's neighbour entry for the VIP is the director's MAC (ARP
+    // suppression on the real servers works).
+    let neigh = lab
+        .exec_out(&lab.ns("router"), &["ip", "neigh", "show", lab::VIP])
+        .unwrap();
+    let dir_mac = lab.mac_of(&lab.ns("dir"), "eth1").unwrap();
+    assert!(neigh.contains(&dir_mac), "router's entry for the VIP: {neigh} (director {dir_mac})");
+    for i in 1..=3 {
+        assert!(!neigh.contains(&rs_macs[i - 1]));
+    }
+    // The listing shows the service, the three real servers and their traffic.
+    let list = lab.lbadm(&["-L", "-n"]).unwrap();
+    assert!(list.contains("TCP  192.0.2.100:80 rr"), "{list}");
+    for i in 1..=3 {
+        assert!(list.contains(&format!("  -> 192.0.2.1{i}:80")), "{list}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.lbadm(&["-L", "-n", "-o", "json"]).unwrap()).unwrap();
+    let conns: u64 = json["services"][0]["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stats"]["conns"].as_u64().unwrap())
+        .sum();
+    assert_eq!(conns, 30, "per-real-server connection counters");
+    // The real-server helper reports a complete set-up.
+    let check = lab
+        .exec_out(
+            &lab.rs_ns(1),
+            &[paths().lbadm().to_str().unwrap(), "realserver", "check", "--vip", lab::VIP, "--nic", "eth1"],
+        )
+        .unwrap();
+    assert!(check.starts_with("ok:"), "{check}");
+}
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn an_established_connection_survives_killing_and_restarting_lbd() {
+    let lab = lab();
+    let mut lbd = Lbd::start(&lab, RR_CONFIG);
+    // A 6-second download through the director.
+    let out_file = std::env::temp_dir().join(format!("{}-slow.out", lab.prefix));
+    let mut curl = lab
+        .cmd(&lab.ns("client"), "curl")
+        .args(["-sS", "--max-time", "30", "-o"])
+        .arg(&out_file)
+        .arg(format!("http://{}/slow?s=6", lab::VIP))
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(1500));
+    lbd.kill();
+    // While lbd is down the pinned program keeps forwarding, new connections too.
+    let body = lab.curl_vip("/", 5).expect("new connection while lbd is down");
+    assert!(body.starts_with("rs"), "{body}");
+    sleep(Duration::from_millis(1000));
+    lbd.restart();
+    let status = curl.wait().unwrap();
+    assert!(status.success(), "the transfer broke: {status}");
+    let got = std::fs::read_to_string(&out_file).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    assert_eq!(got.len(), 60 * 1024 + "rsN done\n".len(), "truncated transfer");
+    assert!(got.ends_with(" done\n"));
+    // And the director still serves after the restart.
+    assert!(lab.curl_vip("/", 5).unwrap().starts_with("rs"));
+}
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn lbadm_changes_take_effect_on_live_traffic() {
+    let lab = lab();
+    let _lbd = Lbd::start(&lab, RR_CONFIG);
+    let tally = |n: u32| {
+        let mut m: BTreeMap<String, u32> = BTreeMap::new();
+        for _ in 0..n {
+            let b = lab.curl_vip("/", 5).unwrap();
+            *m.entry(b.trim().to_string()).or_default() += 1;
+        }
+        m
+    };
+    // Quiesce rs2 (weight 0): it gets no new connection.
+    lab.lbadm(&["-e", "-t", "192.0.2.100:80", "-r", "192.0.2.12", "-g", "-w", "0"]).unwrap();
+    let m = tally(12);
+    assert_eq!(m.get("rs2"), None, "{m:?}");
+    assert_eq!(m.values().sum::<u32>(), 12);
+    // Delete rs1: only rs3 remains.
+    lab.lbadm(&["-d", "-t", "192.0.2.100:80", "-r", "192.0.2.11"]).unwrap();
+    let m = tally(6);
+    assert_eq!(m.get("rs3"), Some(&6), "{m:?}");
+    // Errors are ipvsadm's and change nothing.
+    let e = std::process::Command::new(paths().lbadm())
+        .args(["-d", "-t", "192.0.2.100:80", "-r", "192.0.2.99"])
+        .env("LB_SOCKET", lab.socket())
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("No such destination"));
+    // A new service added at run time, on the port-0 "all ports" form.
+    lab.lbadm(&["-A", "-t", "192.0.2.100:0", "-s", "rr", "-p", "60"]).unwrap();
+    lab.lbadm(&["-a", "-t", "192.0.2.100:0", "-r", "192.0.2.11", "-g"]).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        lab.lbadm(&["-L", "-n", "-o", "json"])
+            .map(|s| !s.contains("\"mac\": null"))
+            .unwrap_or(false)
+    })
+    .unwrap();
+    // port 80 still has its own service; the rest of the table is listed.
+    let list = lab.lbadm(&["-L", "-n"]).unwrap();
+    assert!(list.contains("TCP  192.0.2.100:0 rr persistent 60"), "{list}");
+    let _ = root();
+}
