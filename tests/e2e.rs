@@ -47,7 +47,11 @@ impl<'a> Lbd<'a> {
         l
     }
     fn restart(&mut self) {
-        self.child = Some(self.lab.start_lbd(&self.config, &["--xdp-mode", "native"]).unwrap());
+        self.child = Some(
+            self.lab
+                .start_lbd(&self.config, &["--xdp-mode", "native"])
+                .unwrap(),
+        );
         self.lab.wait_lbd_ready(Duration::from_secs(20)).unwrap();
     }
     fn kill(&mut self) {
@@ -100,10 +104,13 @@ impl Capture {
                 break;
             }
         }
-        assert!(line.contains("listening on"), "tcpdump did not start: {line}");
+        assert!(
+            line.contains("listening on"),
+            "tcpdump did not start: {line}"
+        );
         Capture { child }
     }
-    fn finish(mut self) -> Vec<String> {
+    fn finish(self) -> Vec<String> {
         sleep(Duration::from_millis(300));
         // SIGTERM: tcpdump flushes and exits.
         let _ = std::process::Command::new("kill")
@@ -155,19 +162,32 @@ fn requests_reach_every_real_server_and_replies_bypass_the_director() {
     let rs_macs: Vec<String> = (1..=3)
         .map(|i| lab.mac_of(&lab.rs_ns(i), "eth1").unwrap())
         .collect();
-    assert!(router_lines.len() >= 30, "router saw {} replies", router_lines.len());
+    assert!(
+        router_lines.len() >= 30,
+        "router saw {} replies",
+        router_lines.len()
+    );
     for l in &router_lines {
         let src = l.split_whitespace().nth(1).unwrap_or("");
-        assert!(rs_macs.iter().any(|m| m == src), "reply from {src}, not a real server: {l}");
+        assert!(
+            rs_macs.iter().any(|m| m == src),
+            "reply from {src}, not a real server: {l}"
+        );
     }
-    assert!(dir_lines.is_empty(), "the director saw server-to-client packets: {dir_lines:?}");
+    assert!(
+        dir_lines.is_empty(),
+        "the director saw server-to-client packets: {dir_lines:?}"
+    );
     // The router's neighbour entry for the VIP is the director's MAC (ARP
     // suppression on the real servers works).
     let neigh = lab
         .exec_out(&lab.ns("router"), &["ip", "neigh", "show", lab::VIP])
         .unwrap();
     let dir_mac = lab.mac_of(&lab.ns("dir"), "eth1").unwrap();
-    assert!(neigh.contains(&dir_mac), "router's entry for the VIP: {neigh} (director {dir_mac})");
+    assert!(
+        neigh.contains(&dir_mac),
+        "router's entry for the VIP: {neigh} (director {dir_mac})"
+    );
     for i in 1..=3 {
         assert!(!neigh.contains(&rs_macs[i - 1]));
     }
@@ -190,7 +210,15 @@ fn requests_reach_every_real_server_and_replies_bypass_the_director() {
     let check = lab
         .exec_out(
             &lab.rs_ns(1),
-            &[paths().lbadm().to_str().unwrap(), "realserver", "check", "--vip", lab::VIP, "--nic", "eth1"],
+            &[
+                paths().lbadm().to_str().unwrap(),
+                "realserver",
+                "check",
+                "--vip",
+                lab::VIP,
+                "--nic",
+                "eth1",
+            ],
         )
         .unwrap();
     assert!(check.starts_with("ok:"), "{check}");
@@ -213,7 +241,9 @@ fn an_established_connection_survives_killing_and_restarting_lbd() {
     sleep(Duration::from_millis(1500));
     lbd.kill();
     // While lbd is down the pinned program keeps forwarding, new connections too.
-    let body = lab.curl_vip("/", 5).expect("new connection while lbd is down");
+    let body = lab
+        .curl_vip("/", 5)
+        .expect("new connection while lbd is down");
     assert!(body.starts_with("rs"), "{body}");
     sleep(Duration::from_millis(1000));
     lbd.restart();
@@ -221,7 +251,11 @@ fn an_established_connection_survives_killing_and_restarting_lbd() {
     assert!(status.success(), "the transfer broke: {status}");
     let got = std::fs::read_to_string(&out_file).unwrap();
     let _ = std::fs::remove_file(&out_file);
-    assert_eq!(got.len(), 60 * 1024 + "rsN done\n".len(), "truncated transfer");
+    assert_eq!(
+        got.len(),
+        60 * 1024 + "rsN done\n".len(),
+        "truncated transfer"
+    );
     assert!(got.ends_with(" done\n"));
     // And the director still serves after the restart.
     assert!(lab.curl_vip("/", 5).unwrap().starts_with("rs"));
@@ -241,12 +275,23 @@ fn lbadm_changes_take_effect_on_live_traffic() {
         m
     };
     // Quiesce rs2 (weight 0): it gets no new connection.
-    lab.lbadm(&["-e", "-t", "192.0.2.100:80", "-r", "192.0.2.12", "-g", "-w", "0"]).unwrap();
+    lab.lbadm(&[
+        "-e",
+        "-t",
+        "192.0.2.100:80",
+        "-r",
+        "192.0.2.12",
+        "-g",
+        "-w",
+        "0",
+    ])
+    .unwrap();
     let m = tally(12);
     assert_eq!(m.get("rs2"), None, "{m:?}");
     assert_eq!(m.values().sum::<u32>(), 12);
     // Delete rs1: only rs3 remains.
-    lab.lbadm(&["-d", "-t", "192.0.2.100:80", "-r", "192.0.2.11"]).unwrap();
+    lab.lbadm(&["-d", "-t", "192.0.2.100:80", "-r", "192.0.2.11"])
+        .unwrap();
     let m = tally(6);
     assert_eq!(m.get("rs3"), Some(&6), "{m:?}");
     // Errors are ipvsadm's and change nothing.
@@ -258,8 +303,10 @@ fn lbadm_changes_take_effect_on_live_traffic() {
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("No such destination"));
     // A new service added at run time, on the port-0 "all ports" form.
-    lab.lbadm(&["-A", "-t", "192.0.2.100:0", "-s", "rr", "-p", "60"]).unwrap();
-    lab.lbadm(&["-a", "-t", "192.0.2.100:0", "-r", "192.0.2.11", "-g"]).unwrap();
+    lab.lbadm(&["-A", "-t", "192.0.2.100:0", "-s", "rr", "-p", "60"])
+        .unwrap();
+    lab.lbadm(&["-a", "-t", "192.0.2.100:0", "-r", "192.0.2.11", "-g"])
+        .unwrap();
     wait_for(Duration::from_secs(10), || {
         lab.lbadm(&["-L", "-n", "-o", "json"])
             .map(|s| !s.contains("\"mac\": null"))
@@ -268,6 +315,9 @@ fn lbadm_changes_take_effect_on_live_traffic() {
     .unwrap();
     // port 80 still has its own service; the rest of the table is listed.
     let list = lab.lbadm(&["-L", "-n"]).unwrap();
-    assert!(list.contains("TCP  192.0.2.100:0 rr persistent 60"), "{list}");
+    assert!(
+        list.contains("TCP  192.0.2.100:0 rr persistent 60"),
+        "{list}"
+    );
     let _ = root();
 }

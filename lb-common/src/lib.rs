@@ -4,7 +4,7 @@
 //! compile-time size check. Addresses are stored as 16-byte arrays in network
 //! order (IPv4 uses the first four bytes, the rest is zero); ports are stored
 //! in network order exactly as they appear on the wire.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Address families as stored in keys.
 pub const AF_INET: u8 = 4;
@@ -98,10 +98,18 @@ pub mod tcp_state {
     const S_CW: u8 = CLOSE_WAIT;
     const S_LA: u8 = LAST_ACK;
     const S_LI: u8 = LISTEN;
-    const SYN: [u8; COUNT] = [S_SR, S_ES, S_ES, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR];
-    const FIN: [u8; COUNT] = [S_CL, S_FW, S_SS, S_TW, S_FW, S_TW, S_CL, S_CW, S_LA, S_LI, S_TW];
-    const ACK: [u8; COUNT] = [S_CL, S_ES, S_SS, S_ES, S_FW, S_TW, S_CL, S_CW, S_CL, S_LI, S_ES];
-    const RST: [u8; COUNT] = [S_CL, S_CL, S_CL, S_SR, S_CL, S_CL, S_CL, S_CL, S_LA, S_LI, S_CL];
+    const SYN: [u8; COUNT] = [
+        S_SR, S_ES, S_ES, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR, S_SR,
+    ];
+    const FIN: [u8; COUNT] = [
+        S_CL, S_FW, S_SS, S_TW, S_FW, S_TW, S_CL, S_CW, S_LA, S_LI, S_TW,
+    ];
+    const ACK: [u8; COUNT] = [
+        S_CL, S_ES, S_SS, S_ES, S_FW, S_TW, S_CL, S_CW, S_CL, S_LI, S_ES,
+    ];
+    const RST: [u8; COUNT] = [
+        S_CL, S_CL, S_CL, S_SR, S_CL, S_CL, S_CL, S_CL, S_LA, S_LI, S_CL,
+    ];
 
     /// TCP flag bits as in the header's 14th byte.
     pub const F_FIN: u8 = 0x01;
@@ -288,7 +296,12 @@ pub fn flow_hash(addr: &[u8; 16], port: u16) -> u32 {
     let mut h: u32 = 0x9747_b28c;
     let mut i = 0;
     while i < 4 {
-        let w = u32::from_ne_bytes([addr[i * 4], addr[i * 4 + 1], addr[i * 4 + 2], addr[i * 4 + 3]]);
+        let w = u32::from_ne_bytes([
+            addr[i * 4],
+            addr[i * 4 + 1],
+            addr[i * 4 + 2],
+            addr[i * 4 + 3],
+        ]);
         let mut k = w.wrapping_mul(0xcc9e_2d51);
         k = k.rotate_left(15).wrapping_mul(0x1b87_3593);
         h ^= k;
@@ -315,4 +328,48 @@ mod pod {
     unsafe impl aya::Pod for ConnValue {}
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for DirectorConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tcp_state::*, *};
+
+    #[test]
+    fn input_only_transitions_follow_ipvs() {
+        // The DR life of a connection: SYN, ACK, data, FIN, ACK, then RST.
+        let mut s = NONE;
+        for (flags, want) in [
+            (F_SYN, SYN_RECV),
+            (F_ACK, ESTABLISHED),
+            (F_ACK | 0x08, ESTABLISHED),
+            (F_FIN | F_ACK, FIN_WAIT),
+            (F_ACK, FIN_WAIT),
+            (F_RST, CLOSE),
+        ] {
+            s = next(s, flags);
+            assert_eq!(s, want, "flags {flags:#x}");
+        }
+        // rst > syn > fin > ack
+        assert_eq!(next(ESTABLISHED, F_RST | F_SYN), CLOSE);
+        assert_eq!(next(ESTABLISHED, F_SYN | F_FIN), ESTABLISHED);
+        assert_eq!(next(SYN_RECV, F_FIN | F_ACK), TIME_WAIT);
+        assert_eq!(next(SYN_RECV, F_RST), SYN_RECV);
+        assert_eq!(next(NONE, F_ACK), CLOSE);
+        // A packet with none of the four flags leaves the state alone.
+        assert_eq!(next(FIN_WAIT, 0x08), FIN_WAIT);
+        assert_eq!(next(200, F_SYN), 200);
+        assert_eq!(DEFAULT_TIMEOUTS[ESTABLISHED as usize], 900);
+        assert_eq!(DEFAULT_TIMEOUTS[UDP as usize], 300);
+        assert_eq!(NAMES[UDP as usize], "UDP");
+    }
+
+    #[test]
+    fn flow_hash_depends_on_address_and_port() {
+        let a = [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut b = a;
+        b[3] = 2;
+        assert_eq!(flow_hash(&a, 0), flow_hash(&a, 0));
+        assert_ne!(flow_hash(&a, 0), flow_hash(&b, 0));
+        assert_ne!(flow_hash(&a, 0), flow_hash(&a, 1));
+    }
 }

@@ -19,9 +19,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    counter, flow_hash, rs_flags, sched, svc_flags, tcp_state, ConnKey, ConnValue,
-    DirectorConfig, RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6,
-    DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
+    counter, flow_hash, rs_flags, sched, svc_flags, tcp_state, ConnKey, ConnValue, DirectorConfig,
+    RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6, DEFAULT_MAX_CONNS,
+    DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
 };
 use network_types::{
     eth::EthHdr,
@@ -43,9 +43,12 @@ static RINGS: Array<Ring> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
 static REALS: Array<RealServer> = Array::pinned(DEFAULT_MAX_REALS, 0);
 #[map]
 static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::pinned(DEFAULT_MAX_CONNS, 0);
-/// Round-robin cursor per service (per CPU).
+/// Round-robin cursor per service, shared by all CPUs so that rr and wrr
+/// follow the published sequence as IPVS does. The read-modify-write is not
+/// atomic (aya-build links for BPF cpu v1, which has no fetch-and-add): two
+/// CPUs scheduling at the same instant may take the same slot.
 #[map]
-static CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+static CURSORS: Array<u32> = Array::pinned(DEFAULT_MAX_SERVICES, 0);
 #[map]
 static SVC_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
 #[map]
@@ -253,7 +256,7 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
             };
             flow_hash(&key.saddr, port) % n
         }
-        // rr and wrr walk the published sequence with a per-CPU cursor.
+        // rr and wrr walk the published sequence with a shared cursor.
         _ => match CURSORS.get_ptr_mut(svc.id) {
             Some(c) => unsafe {
                 let i = *c % n;

@@ -14,11 +14,8 @@ use crate::model::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error("{file}: cannot read: {cause}")]
+    Read { file: String, cause: std::io::Error },
     #[error("{file}:{line}:{column}: {msg}")]
     Syntax {
         file: String,
@@ -132,16 +129,19 @@ pub struct Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             file: file.clone(),
-            source,
+            cause,
         })?;
         Self::parse(&text, &file)
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             ConfigError::Syntax {
                 file: file.to_string(),
                 line,
@@ -163,7 +163,11 @@ impl Config {
         if cfg.services.len() as u32 > l.max_services {
             return Err(invalid(
                 "services",
-                format!("{} services exceed limits.max_services={}", cfg.services.len(), l.max_services),
+                format!(
+                    "{} services exceed limits.max_services={}",
+                    cfg.services.len(),
+                    l.max_services
+                ),
             ));
         }
         Ok(cfg)
@@ -197,10 +201,9 @@ impl Config {
                 persistent,
             };
             t.add_service(spec.clone()).map_err(|e| match e {
-                ModelError::ServiceExists => invalid(
-                    field.clone(),
-                    format!("duplicate service {}", spec.addr),
-                ),
+                ModelError::ServiceExists => {
+                    invalid(field.clone(), format!("duplicate service {}", spec.addr))
+                }
                 e => invalid(field.clone(), e.to_string()),
             })?;
             for (j, r) in s.real_servers.iter().enumerate() {
@@ -275,13 +278,25 @@ services:
     #[test]
     fn mistakes_are_reported_with_position_or_field() {
         let e = err("services:\n  - protocol: tcp\n    address: 192.0.2.100\n    port: 80\n    colour: red\n");
-        assert!(e.starts_with("t.yaml:5:5: ") && e.contains("unknown field `colour`"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:5:5: ") && e.contains("unknown field `colour`"),
+            "{e}"
+        );
         let e = err("services:\n  - protocol: tcp\n    address: 192.0.2.300\n    port: 80\n");
-        assert!(e.starts_with("t.yaml:3:") && e.contains("invalid IP address"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:3:") && e.contains("invalid IP address"),
+            "{e}"
+        );
         let e = err("services:\n  - protocol: tcp\n    address: 192.0.2.1\n    port: 80\n    scheduler: xyz\n");
-        assert!(e.starts_with("t.yaml:5:") && e.contains("unknown variant `xyz`"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:5:") && e.contains("unknown variant `xyz`"),
+            "{e}"
+        );
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, real_servers: [{address: 192.0.2.11, weight: 70000}]}\n");
-        assert_eq!(e, "t.yaml: services[0].real_servers[0].weight: weight 70000 out of range (0..=65535)");
+        assert_eq!(
+            e,
+            "t.yaml: services[0].real_servers[0].weight: weight 70000 out of range (0..=65535)"
+        );
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n");
         assert_eq!(e, "t.yaml: services[1]: duplicate service tcp 192.0.2.1:80");
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 0}\n");

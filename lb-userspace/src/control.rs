@@ -25,13 +25,28 @@ pub const DEFAULT_SOCKET: &str = "/run/lbd/lbd.sock";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    AddService { service: ServiceSpec },
-    EditService { service: ServiceSpec },
-    DelService { service: ServiceAddr },
+    AddService {
+        service: ServiceSpec,
+    },
+    EditService {
+        service: ServiceSpec,
+    },
+    DelService {
+        service: ServiceAddr,
+    },
     Clear,
-    AddReal { service: ServiceAddr, real: RealSpec },
-    EditReal { service: ServiceAddr, real: RealSpec },
-    DelReal { service: ServiceAddr, address: std::net::IpAddr },
+    AddReal {
+        service: ServiceAddr,
+        real: RealSpec,
+    },
+    EditReal {
+        service: ServiceAddr,
+        real: RealSpec,
+    },
+    DelReal {
+        service: ServiceAddr,
+        address: std::net::IpAddr,
+    },
     /// The table with counters and connection counts.
     List,
     /// Director-wide counters (verdicts of the XDP program).
@@ -90,11 +105,8 @@ pub enum Response {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to lbd at {path}: {source} (is lbd running? see --socket / LB_SOCKET)")]
-    Connect {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot connect to lbd at {path}: {cause} (is lbd running? see --socket / LB_SOCKET)")]
+    Connect { path: String, cause: std::io::Error },
     #[error("control socket I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("bad response from lbd: {0}")]
@@ -103,9 +115,9 @@ pub enum ClientError {
 
 /// One request, one response, synchronously (for lbadm).
 pub fn call(socket: &Path, request: Request) -> Result<Response, ClientError> {
-    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+    let mut stream = UnixStream::connect(socket).map_err(|cause| ClientError::Connect {
         path: socket.display().to_string(),
-        source,
+        cause,
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_string(&Envelope {
@@ -129,11 +141,14 @@ pub fn decode_request(line: &str) -> Result<Request, String> {
         serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
     match v.get("version").and_then(|v| v.as_u64()) {
         Some(n) if n == PROTOCOL_VERSION as u64 => {}
-        Some(n) => return Err(format!("unsupported protocol version {n} (this lbd speaks {PROTOCOL_VERSION})")),
+        Some(n) => {
+            return Err(format!(
+                "unsupported protocol version {n} (this lbd speaks {PROTOCOL_VERSION})"
+            ))
+        }
         None => return Err("request has no \"version\"".into()),
     }
-    let env: Envelope =
-        serde_json::from_value(v).map_err(|e| format!("malformed request: {e}"))?;
+    let env: Envelope = serde_json::from_value(v).map_err(|e| format!("malformed request: {e}"))?;
     Ok(env.request)
 }
 
@@ -146,13 +161,26 @@ mod tests {
         let line = r#"{"version":1,"op":"del_service","service":{"protocol":"tcp","address":"192.0.2.100","port":80}}"#;
         let r = decode_request(line).unwrap();
         assert!(matches!(r, Request::DelService { .. }));
-        let back = serde_json::to_string(&Envelope { version: 1, request: r }).unwrap();
+        let back = serde_json::to_string(&Envelope {
+            version: 1,
+            request: r,
+        })
+        .unwrap();
         assert_eq!(back, line);
-        assert!(decode_request(r#"{"version":2,"op":"list"}"#).unwrap_err().contains("version 2"));
-        assert!(decode_request(r#"{"op":"list"}"#).unwrap_err().contains("no \"version\""));
-        assert!(decode_request(r#"{"version":1,"op":"explode"}"#).unwrap_err().contains("malformed"));
+        assert!(decode_request(r#"{"version":2,"op":"list"}"#)
+            .unwrap_err()
+            .contains("version 2"));
+        assert!(decode_request(r#"{"op":"list"}"#)
+            .unwrap_err()
+            .contains("no \"version\""));
+        assert!(decode_request(r#"{"version":1,"op":"explode"}"#)
+            .unwrap_err()
+            .contains("malformed"));
         assert!(decode_request("{{{").unwrap_err().contains("malformed"));
-        let big = format!(r#"{{"version":1,"op":"list","x":"{}"}}"#, "a".repeat(MAX_REQUEST));
+        let big = format!(
+            r#"{{"version":1,"op":"list","x":"{}"}}"#,
+            "a".repeat(MAX_REQUEST)
+        );
         assert!(decode_request(&big).unwrap_err().contains("longer"));
     }
 }

@@ -108,15 +108,20 @@ async fn serve_conn(stream: UnixStream, jobs: mpsc::Sender<Job>) {
             Err(message) => Response::Error { message },
         };
         let failed = matches!(resp, Response::Error { .. });
-        if write_resp(&mut w, &resp).await.is_err() || too_long || (failed && !line.ends_with('\n')) {
+        if write_resp(&mut w, &resp).await.is_err() || too_long || (failed && !line.ends_with('\n'))
+        {
             return;
         }
         reader.get_mut().set_limit(MAX_REQUEST as u64 + 2);
     }
 }
 
-async fn write_resp(w: &mut tokio::net::unix::OwnedWriteHalf, resp: &Response) -> std::io::Result<()> {
-    let mut s = serde_json::to_string(resp).unwrap_or_else(|e| format!(r#"{{"result":"error","message":"{e}"}}"#));
+async fn write_resp(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    resp: &Response,
+) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(resp)
+        .unwrap_or_else(|e| format!(r#"{{"result":"error","message":"{e}"}}"#));
     s.push('\n');
     w.write_all(s.as_bytes()).await
 }
@@ -210,7 +215,7 @@ impl Daemon {
                     let wanted = self.director.wanted_addresses();
                     let all = wanted.iter().all(|a| self.director.mac(a).is_some());
                     resolved_rounds = if all { resolved_rounds + 1 } else { 0 };
-                    if !all || resolved_rounds % 5 == 0 {
+                    if !all || resolved_rounds.is_multiple_of(5) {
                         self.refresh_neighbours().await;
                     }
                 }

@@ -30,36 +30,30 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("bpffs directory {path}: {source}")]
-    PinDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("bpffs directory {path}: {cause}")]
+    PinDir { path: String, cause: std::io::Error },
     #[error("loading the XDP object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("XDP program: {0}")]
     Program(#[from] ProgramError),
-    #[error("BPF map {name}: {source}")]
-    Map {
-        name: &'static str,
-        source: MapError,
-    },
+    #[error("BPF map {name}: {cause}")]
+    Map { name: &'static str, cause: MapError },
     #[error("BPF map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("pinned link {path}: {msg}")]
     Link { path: String, msg: String },
-    #[error("attaching to {iface} in {mode} mode: {source}")]
+    #[error("attaching to {iface} in {mode} mode: {cause}")]
     Attach {
         iface: String,
         mode: &'static str,
-        source: ProgramError,
+        cause: ProgramError,
     },
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { name, source }
+    move |cause| DataplaneError::Map { name, cause }
 }
 
 /// Where the instance's pins live.
@@ -88,7 +82,7 @@ pub struct Dataplane {
     pub svc_stats: PerCpuArray<MapData, Stats>,
     pub rs_stats: PerCpuArray<MapData, Stats>,
     pub global_stats: PerCpuArray<MapData, u64>,
-    pub cursors: PerCpuArray<MapData, u32>,
+    pub cursors: Array<MapData, u32>,
     pub config: Array<MapData, DirectorConfig>,
     program_name: &'static str,
 }
@@ -97,9 +91,9 @@ impl Dataplane {
     /// Loads the object, reusing the maps pinned in `dir` if present (pinning
     /// them there otherwise). Does not attach.
     pub fn load(dir: &Path, limits: &Limits) -> Result<Dataplane> {
-        fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+        fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
             path: dir.display().to_string(),
-            source,
+            cause,
         })?;
         let mut loader = EbpfLoader::new();
         loader
@@ -163,12 +157,12 @@ impl Dataplane {
                 msg: e.to_string(),
             })?;
             let fd_link: FdLink = pinned.into();
-            let xdp_link = fd_link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                DataplaneError::Link {
+            let xdp_link = fd_link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| DataplaneError::Link {
                     path: link_path.display().to_string(),
                     msg: e.to_string(),
-                }
-            })?;
+                })?;
             let prog = self.program()?;
             let id = prog.attach_to_link(xdp_link)?;
             // Keep the link alive beyond this process: it stays pinned.
@@ -191,15 +185,18 @@ impl Dataplane {
             match prog.attach(iface, *m) {
                 Ok(id) => {
                     if i > 0 {
-                        warn!(iface, "native XDP unavailable, attached in generic (SKB) mode: slower");
+                        warn!(
+                            iface,
+                            "native XDP unavailable, attached in generic (SKB) mode: slower"
+                        );
                     }
                     let link = prog.take_link(id)?;
-                    let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                        DataplaneError::Link {
-                            path: link_path.display().to_string(),
-                            msg: format!("attachment is not a bpf_link: {e}"),
-                        }
-                    })?;
+                    let fd_link: FdLink =
+                        link.try_into()
+                            .map_err(|e: aya::programs::links::LinkError| DataplaneError::Link {
+                                path: link_path.display().to_string(),
+                                msg: format!("attachment is not a bpf_link: {e}"),
+                            })?;
                     let pinned = fd_link.pin(&link_path).map_err(|e| DataplaneError::Link {
                         path: link_path.display().to_string(),
                         msg: e.to_string(),
@@ -208,11 +205,11 @@ impl Dataplane {
                     info!(iface, mode = name, "attached XDP program");
                     return Ok(*kind);
                 }
-                Err(source) => {
+                Err(cause) => {
                     last = Some(DataplaneError::Attach {
                         iface: iface.to_string(),
                         mode: name,
-                        source,
+                        cause,
                     })
                 }
             }
@@ -273,20 +270,28 @@ impl Dataplane {
 /// program too: the lab puts this one on the director's peer.
 pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
     if let Some(dir) = pin.parent() {
-        fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+        fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
             path: dir.display().to_string(),
-            source,
+            cause,
         })?;
     }
     let mut loader = EbpfLoader::new();
-    for m in ["SERVICES", "RINGS", "REALS", "CONNS", "CURSORS", "SVC_STATS", "RS_STATS"] {
+    for m in [
+        "SERVICES",
+        "RINGS",
+        "REALS",
+        "CONNS",
+        "CURSORS",
+        "SVC_STATS",
+        "RS_STATS",
+    ] {
         loader.map_max_entries(m, 1);
     }
     // Private pin directory so these throwaway maps never touch an instance's.
     let scratch = pin.with_file_name("pass_maps"); // bpffs names may not contain dots
-    fs::create_dir_all(&scratch).map_err(|source| DataplaneError::PinDir {
+    fs::create_dir_all(&scratch).map_err(|cause| DataplaneError::PinDir {
         path: scratch.display().to_string(),
-        source,
+        cause,
     })?;
     loader.default_map_pin_directory(&scratch);
     let mut ebpf = loader.load(OBJECT)?;
@@ -297,10 +302,10 @@ pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
     prog.load()?;
     let id = prog
         .attach(iface, XdpMode::Driver)
-        .map_err(|source| DataplaneError::Attach {
+        .map_err(|cause| DataplaneError::Attach {
             iface: iface.to_string(),
             mode: "native",
-            source,
+            cause,
         })?;
     let link = prog.take_link(id)?;
     let fd_link: FdLink = link

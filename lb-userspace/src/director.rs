@@ -37,7 +37,7 @@ pub enum ApplyError {
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> ApplyError {
-    move |source| ApplyError::Dataplane(DataplaneError::Map { name, source })
+    move |cause| ApplyError::Dataplane(DataplaneError::Map { name, cause })
 }
 
 pub fn addr_bytes(a: &IpAddr) -> ([u8; 16], u8) {
@@ -83,7 +83,10 @@ fn service_addr(k: &ServiceKey) -> Option<ServiceAddr> {
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Identity of a real-server slot: (service id, address, port).
@@ -146,12 +149,15 @@ impl Director {
             }
         }
         for id in 0..d.dp.limits.max_reals {
-            let Ok(rs) = d.dp.reals.get(&id, 0) else { continue };
+            let Ok(rs) = d.dp.reals.get(&id, 0) else {
+                continue;
+            };
             if rs.flags & rs_flags::IN_USE == 0 {
                 continue;
             }
             let addr = bytes_addr(&rs.addr, rs.family);
-            d.real_ids.insert((rs.svc_id, addr, u16::from_be(rs.port)), id);
+            d.real_ids
+                .insert((rs.svc_id, addr, u16::from_be(rs.port)), id);
             // Until the table is applied, every recovered slot counts as removed.
             d.removed.insert(id);
             if rs.flags & rs_flags::MAC_VALID != 0 {
@@ -375,7 +381,10 @@ impl Director {
                 _pad: [0; 2],
             };
             if current != Some(v) {
-                self.dp.services.insert(key, v, 0).map_err(map_err("SERVICES"))?;
+                self.dp
+                    .services
+                    .insert(key, v, 0)
+                    .map_err(map_err("SERVICES"))?;
             }
             self.published.insert(sid, (gen, ring));
         }
@@ -458,7 +467,10 @@ impl Director {
                 let _ = self.dp.conns.remove(k);
             }
             if !expired.is_empty() {
-                debug!(expired = expired.len(), "collected expired connection entries");
+                debug!(
+                    expired = expired.len(),
+                    "collected expired connection entries"
+                );
             }
         }
         counts

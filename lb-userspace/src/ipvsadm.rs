@@ -13,9 +13,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 
 use crate::{
     control::{Request, DEFAULT_SOCKET},
-    model::{
-        Forward, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec,
-    },
+    model::{Forward, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec},
 };
 
 /// ipvsadm-compatible administration of the XDP director (lbd).
@@ -205,12 +203,6 @@ impl Cli {
     }
 
     fn real_spec(&self) -> Result<RealSpec, String> {
-        if self.masquerading {
-            return Err("-m (masquerading/NAT) is not supported: this director forwards by direct routing only (-g)".into());
-        }
-        if self.ipip {
-            return Err("-i (tunnelling) is not supported: this director forwards by direct routing only (-g)".into());
-        }
         let r = self
             .real
             .as_deref()
@@ -232,6 +224,12 @@ impl Cli {
     pub fn action(&self) -> Result<Action, String> {
         if self.version {
             return Ok(Action::Version);
+        }
+        if self.masquerading {
+            return Err("-m (masquerading/NAT) is not supported: this director forwards by direct routing only (-g)".into());
+        }
+        if self.ipip {
+            return Err("-i (tunnelling) is not supported: this director forwards by direct routing only (-g)".into());
         }
         Ok(if self.add_service {
             Action::Send(Request::AddService {
@@ -275,39 +273,65 @@ mod tests {
 
     fn action(args: &str) -> Result<Action, String> {
         let argv = std::iter::once("lbadm").chain(args.split_whitespace());
-        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.action()
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .action()
     }
 
     #[test]
     fn ipvsadm_command_lines() {
         let a = action("-A -t 192.0.2.100:80 -s rr").unwrap();
-        let Action::Send(Request::AddService { service }) = a else { panic!("{a:?}") };
+        let Action::Send(Request::AddService { service }) = a else {
+            panic!("{a:?}")
+        };
         assert_eq!(service.addr.to_string(), "tcp 192.0.2.100:80");
         assert_eq!(service.scheduler, Scheduler::Rr);
         assert_eq!(service.persistent, None);
 
         let a = action("-A -u [2001:db8::100]:53 -s mh -b mh-port,mh-fallback").unwrap();
-        let Action::Send(Request::AddService { service }) = a else { panic!("{a:?}") };
+        let Action::Send(Request::AddService { service }) = a else {
+            panic!("{a:?}")
+        };
         assert_eq!(service.addr.to_string(), "udp [2001:db8::100]:53");
         assert!(service.flags.mh_port && service.flags.mh_fallback);
 
         let a = action("-A -t 192.0.2.100:0 -s wrr -p").unwrap();
-        let Action::Send(Request::AddService { service }) = a else { panic!("{a:?}") };
+        let Action::Send(Request::AddService { service }) = a else {
+            panic!("{a:?}")
+        };
         assert_eq!(service.persistent, Some(360));
         let a = action("-A -t 192.0.2.100 -p 600").unwrap();
-        let Action::Send(Request::AddService { service }) = a else { panic!("{a:?}") };
+        let Action::Send(Request::AddService { service }) = a else {
+            panic!("{a:?}")
+        };
         assert_eq!((service.addr.port, service.persistent), (0, Some(600)));
 
         let a = action("-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 3").unwrap();
-        let Action::Send(Request::AddReal { real, .. }) = a else { panic!("{a:?}") };
-        assert_eq!((real.address.to_string(), real.weight), ("192.0.2.11".into(), 3));
+        let Action::Send(Request::AddReal { real, .. }) = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            (real.address.to_string(), real.weight),
+            ("192.0.2.11".into(), 3)
+        );
         let a = action("-a -t 192.0.2.100:80 -r 192.0.2.12").unwrap();
-        let Action::Send(Request::AddReal { real, .. }) = a else { panic!("{a:?}") };
+        let Action::Send(Request::AddReal { real, .. }) = a else {
+            panic!("{a:?}")
+        };
         assert_eq!(real.weight, 1);
 
-        assert!(matches!(action("-e -t 192.0.2.100:80 -r 192.0.2.12 -w 0"), Ok(Action::Send(Request::EditReal { .. }))));
-        assert!(matches!(action("-d -t 192.0.2.100:80 -r 192.0.2.12"), Ok(Action::Send(Request::DelReal { .. }))));
-        assert!(matches!(action("-D -u 192.0.2.100:53"), Ok(Action::Send(Request::DelService { .. }))));
+        assert!(matches!(
+            action("-e -t 192.0.2.100:80 -r 192.0.2.12 -w 0"),
+            Ok(Action::Send(Request::EditReal { .. }))
+        ));
+        assert!(matches!(
+            action("-d -t 192.0.2.100:80 -r 192.0.2.12"),
+            Ok(Action::Send(Request::DelReal { .. }))
+        ));
+        assert!(matches!(
+            action("-D -u 192.0.2.100:53"),
+            Ok(Action::Send(Request::DelService { .. }))
+        ));
         assert_eq!(action("-C").unwrap(), Action::Send(Request::Clear));
         assert_eq!(action("-Ln").unwrap(), Action::List);
         assert_eq!(action("-l -n").unwrap(), Action::List);
@@ -317,13 +341,28 @@ mod tests {
     #[test]
     fn bad_command_lines_name_the_argument() {
         let e = action("-a -t 192.0.2.100:80 -r 192.0.2.11 -m").unwrap_err();
-        assert!(e.starts_with("-m (masquerading/NAT) is not supported"), "{e}");
-        assert!(action("-a -t 192.0.2.100:80 -r 192.0.2.11 -i").unwrap_err().starts_with("-i"));
-        assert!(action("-A -t 192.0.2.100:80 -s wlcx").unwrap_err().contains("-s: unknown scheduler 'wlcx'"));
-        assert!(action("-a -t 192.0.2.100:80 -r 192.0.2.11 -w 70000").unwrap_err().contains("-w: weight 70000"));
-        assert!(action("-A -t 192.0.2.300:80").unwrap_err().contains("invalid address '192.0.2.300:80'"));
-        assert!(action("-A -t 192.0.2.1:99999").unwrap_err().contains("invalid port"));
-        assert!(action("-A -t 192.0.2.100:0").unwrap_err().contains("port 0 is only allowed"));
+        assert!(
+            e.starts_with("-m (masquerading/NAT) is not supported"),
+            "{e}"
+        );
+        assert!(action("-a -t 192.0.2.100:80 -r 192.0.2.11 -i")
+            .unwrap_err()
+            .starts_with("-i"));
+        assert!(action("-A -t 192.0.2.100:80 -s wlcx")
+            .unwrap_err()
+            .contains("-s: unknown scheduler 'wlcx'"));
+        assert!(action("-a -t 192.0.2.100:80 -r 192.0.2.11 -w 70000")
+            .unwrap_err()
+            .contains("-w: weight 70000"));
+        assert!(action("-A -t 192.0.2.300:80")
+            .unwrap_err()
+            .contains("invalid address '192.0.2.300:80'"));
+        assert!(action("-A -t 192.0.2.1:99999")
+            .unwrap_err()
+            .contains("invalid port"));
+        assert!(action("-A -t 192.0.2.100:0")
+            .unwrap_err()
+            .contains("port 0 is only allowed"));
         assert!(action("-A -s rr").unwrap_err().contains("-t|-u"));
         assert!(action("-a -t 192.0.2.100:80").unwrap_err().contains("-r"));
         // Two commands at once are refused by the parser.

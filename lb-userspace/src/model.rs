@@ -82,7 +82,12 @@ pub struct ServiceAddr {
 impl ServiceAddr {
     /// ipvsadm's sort order: family, protocol, address, port.
     fn sort_key(&self) -> (u8, Protocol, IpAddr, u16) {
-        (family_rank(&self.address), self.protocol, self.address, self.port)
+        (
+            family_rank(&self.address),
+            self.protocol,
+            self.address,
+            self.port,
+        )
     }
 }
 
@@ -121,7 +126,12 @@ pub fn fmt_addr_port(addr: &IpAddr, port: u16) -> String {
 
 impl fmt::Display for ServiceAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.protocol, fmt_addr_port(&self.address, self.port))
+        write!(
+            f,
+            "{} {}",
+            self.protocol,
+            fmt_addr_port(&self.address, self.port)
+        )
     }
 }
 
@@ -293,13 +303,19 @@ impl Table {
 
     pub fn edit_service(&mut self, spec: ServiceSpec) -> Result<(), ModelError> {
         spec.validate()?;
-        let svc = self.services.get_mut(&spec.addr).ok_or(ModelError::NoService)?;
+        let svc = self
+            .services
+            .get_mut(&spec.addr)
+            .ok_or(ModelError::NoService)?;
         svc.spec = spec;
         Ok(())
     }
 
     pub fn del_service(&mut self, addr: &ServiceAddr) -> Result<(), ModelError> {
-        self.services.remove(addr).map(|_| ()).ok_or(ModelError::NoService)
+        self.services
+            .remove(addr)
+            .map(|_| ())
+            .ok_or(ModelError::NoService)
     }
 
     pub fn clear(&mut self) {
@@ -347,7 +363,10 @@ impl Table {
     pub fn del_real(&mut self, svc: &ServiceAddr, address: IpAddr) -> Result<(), ModelError> {
         let s = self.services.get_mut(svc).ok_or(ModelError::NoService)?;
         let port = s.spec.addr.port;
-        s.reals.remove(&(address, port)).map(|_| ()).ok_or(ModelError::NoReal)
+        s.reals
+            .remove(&(address, port))
+            .map(|_| ())
+            .ok_or(ModelError::NoReal)
     }
 }
 
@@ -385,14 +404,28 @@ mod tests {
         let a = svc(80).addr;
         t.add_real(&a, real("192.0.2.11", 8080, 1)).unwrap();
         // DR forces the real port to the virtual port.
-        assert!(t.services[&a].reals.contains_key(&("192.0.2.11".parse().unwrap(), 80)));
-        assert_eq!(t.add_real(&a, real("192.0.2.11", 80, 1)), Err(ModelError::RealExists));
-        assert_eq!(t.edit_real(&a, real("192.0.2.12", 80, 1)), Err(ModelError::NoReal));
-        assert_eq!(t.add_real(&a, real("192.0.2.12", 80, 65536)), Err(ModelError::Weight(65536)));
+        assert!(t.services[&a]
+            .reals
+            .contains_key(&("192.0.2.11".parse().unwrap(), 80)));
+        assert_eq!(
+            t.add_real(&a, real("192.0.2.11", 80, 1)),
+            Err(ModelError::RealExists)
+        );
+        assert_eq!(
+            t.edit_real(&a, real("192.0.2.12", 80, 1)),
+            Err(ModelError::NoReal)
+        );
+        assert_eq!(
+            t.add_real(&a, real("192.0.2.12", 80, 65536)),
+            Err(ModelError::Weight(65536))
+        );
         t.edit_real(&a, real("192.0.2.11", 80, 5)).unwrap();
         assert_eq!(t.services[&a].reals.values().next().unwrap().weight, 5);
         t.del_real(&a, "192.0.2.11".parse().unwrap()).unwrap();
-        assert_eq!(t.del_real(&a, "192.0.2.11".parse().unwrap()), Err(ModelError::NoReal));
+        assert_eq!(
+            t.del_real(&a, "192.0.2.11".parse().unwrap()),
+            Err(ModelError::NoReal)
+        );
         t.del_service(&a).unwrap();
         assert_eq!(t.del_service(&a), Err(ModelError::NoService));
     }
@@ -400,7 +433,10 @@ mod tests {
     #[test]
     fn port_zero_needs_persistence_and_families_must_match() {
         let mut t = Table::default();
-        assert_eq!(t.add_service(svc(0)), Err(ModelError::PortZeroNotPersistent));
+        assert_eq!(
+            t.add_service(svc(0)),
+            Err(ModelError::PortZeroNotPersistent)
+        );
         let mut p = svc(0);
         p.persistent = Some(DEFAULT_PERSISTENCE);
         t.add_service(p.clone()).unwrap();

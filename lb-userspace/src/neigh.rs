@@ -135,7 +135,9 @@ impl Resolver {
             IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
             IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
         };
-        let Ok(sock) = UdpSocket::bind(bind) else { return };
+        let Ok(sock) = UdpSocket::bind(bind) else {
+            return;
+        };
         let name = self.iface.as_bytes();
         // SAFETY: valid socket and buffer for SO_BINDTODEVICE.
         unsafe {

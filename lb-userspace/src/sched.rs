@@ -35,7 +35,11 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// The IPVS wrr sequence (ip_vs_wrr.c): the current weight starts at the

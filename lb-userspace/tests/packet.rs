@@ -29,7 +29,10 @@ services:
 "#;
 
 fn table(yaml: &str) -> Table {
-    Config::parse(yaml, "test.yaml").unwrap().table("test.yaml").unwrap()
+    Config::parse(yaml, "test.yaml")
+        .unwrap()
+        .table("test.yaml")
+        .unwrap()
 }
 
 fn director() -> TestDirector {
@@ -49,8 +52,16 @@ fn director() -> TestDirector {
 fn assert_forwarded(input: &[u8], out: &[u8], rs: [u8; 6]) {
     assert_eq!(out.len(), input.len(), "length changed");
     assert_eq!(&out[0..6], &rs, "destination MAC must be the real server's");
-    assert_eq!(&out[6..12], &DIRECTOR_MAC, "source MAC must be the director's");
-    assert_eq!(&out[12..], &input[12..], "bytes after the MACs must be untouched");
+    assert_eq!(
+        &out[6..12],
+        &DIRECTOR_MAC,
+        "source MAC must be the director's"
+    );
+    assert_eq!(
+        &out[12..],
+        &input[12..],
+        "bytes after the MACs must be untouched"
+    );
 }
 
 struct Case {
@@ -245,7 +256,11 @@ fn packet_table() {
         if c.action == XDP_TX && action == XDP_TX {
             let ok = c.to.iter().any(|n| out[0..6] == rs_mac(*n));
             if !ok {
-                problems.push(format!("sent to {:02x?}, not one of {:?}", &out[0..6], c.to));
+                problems.push(format!(
+                    "sent to {:02x?}, not one of {:?}",
+                    &out[0..6],
+                    c.to
+                ));
             }
             assert_forwarded(&c.frame, &out, out[0..6].try_into().unwrap());
         } else if out != c.frame {
@@ -255,7 +270,11 @@ fn packet_table() {
             failures.push(format!("{}: {}", c.name, problems.join("; ")));
         }
     }
-    assert!(failures.is_empty(), "failing cases:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failing cases:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -302,7 +321,8 @@ fn known_flow_stays_on_its_real_server_after_weight_changes() {
     }
     // Removing it from the service entirely: the flow still continues.
     let mut tab = t.d.table.clone();
-    tab.del_real(&svc, format!("192.0.2.{n}").parse().unwrap()).unwrap();
+    tab.del_real(&svc, format!("192.0.2.{n}").parse().unwrap())
+        .unwrap();
     t.d.apply(tab).unwrap();
     let f = tcp("203.0.113.10", 41000, "192.0.2.100", 80, ACK).frame();
     let (a, out) = t.run(&f);
@@ -341,7 +361,10 @@ services:
         m
     };
     let wrr = count(&mut t, 80);
-    assert_eq!((wrr.get(&11), wrr.get(&12), wrr.get(&13)), (Some(&300), Some(&100), None));
+    assert_eq!(
+        (wrr.get(&11), wrr.get(&12), wrr.get(&13)),
+        (Some(&300), Some(&100), None)
+    );
     let rr = count(&mut t, 81);
     let mut v: Vec<u32> = rr.values().copied().collect();
     v.sort();
@@ -373,7 +396,11 @@ services:
         let (_, out) = t.run(&udp("203.0.113.10", 20000 + p, "192.0.2.100", 53).frame());
         seen.insert(out[5]);
     }
-    assert_eq!(seen.len(), 1, "mh without mh-port split one client: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "mh without mh-port split one client: {seen:?}"
+    );
     // Different clients spread over all three.
     let mut spread = std::collections::BTreeSet::new();
     for c in 1..60 {
@@ -442,7 +469,12 @@ fn tcp_states_counters_and_port_reuse() {
     assert_eq!(active, 1);
     assert_eq!(l.services[0].stats.conns, 2);
     // The service key helper matches what the program looks up.
-    assert!(t.d.dp.services.get(&service_key(&l.services[0].spec.addr), 0).is_ok());
+    assert!(t
+        .d
+        .dp
+        .services
+        .get(&service_key(&l.services[0].spec.addr), 0)
+        .is_ok());
 }
 
 #[test]

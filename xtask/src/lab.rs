@@ -48,9 +48,7 @@ impl Paths {
 }
 
 pub fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}{}",
@@ -106,7 +104,9 @@ impl Lab {
     /// host's bpffs stays visible: pins must survive lbd restarts).
     pub fn cmd(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+        c.arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -152,7 +152,10 @@ impl Lab {
             self.ns("dir"),
         );
         // client <-> router
-        self.ip(&client, &format!("link add eth0 type veth peer name eth0 netns {router}"))?;
+        self.ip(
+            &client,
+            &format!("link add eth0 type veth peer name eth0 netns {router}"),
+        )?;
         self.ip(&client, "addr add 203.0.113.10/24 dev eth0")?;
         self.ip(&client, "link set eth0 up")?;
         self.ip(&client, "route add default via 203.0.113.1")?;
@@ -161,8 +164,11 @@ impl Lab {
         // LAN bridge
         self.ip(&lan, "link add br0 type bridge")?;
         self.ip(&lan, "link set br0 up")?;
-        let mut attach = |ns: &str, port: &str| -> Result<()> {
-            self.ip(ns, &format!("link add eth1 type veth peer name {port} netns {lan}"))?;
+        let attach = |ns: &str, port: &str| -> Result<()> {
+            self.ip(
+                ns,
+                &format!("link add eth1 type veth peer name {port} netns {lan}"),
+            )?;
             self.ip(&lan, &format!("link set {port} master br0"))?;
             self.ip(&lan, &format!("link set {port} up"))?;
             Ok(())
@@ -190,7 +196,15 @@ impl Lab {
             let lbadm = self.paths.lbadm();
             self.exec(
                 &ns,
-                &[lbadm.to_str().unwrap(), "realserver", "up", "--vip", VIP, "--nic", "eth1"],
+                &[
+                    lbadm.to_str().unwrap(),
+                    "realserver",
+                    "up",
+                    "--vip",
+                    VIP,
+                    "--nic",
+                    "eth1",
+                ],
             )?;
             let child = self
                 .cmd(&ns, "python3")
@@ -226,7 +240,8 @@ impl Lab {
             let url = format!("http://{}/", rs_ip(i));
             let ns = self.rs_ns(i);
             wait_for(Duration::from_secs(10), || {
-                self.exec(&ns, &["curl", "-sf", "--max-time", "1", &url]).is_ok()
+                self.exec(&ns, &["curl", "-sf", "--max-time", "1", &url])
+                    .is_ok()
             })
             .with_context(|| format!("real server {i} HTTP server did not start"))?;
         }
@@ -364,7 +379,10 @@ pub fn cleanup_prefix(prefix: &str) {
     }
     if let Ok(rd) = fs::read_dir("/sys/fs/bpf/lb") {
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&format!("{prefix}-")) {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
                 let _ = fs::remove_dir_all(e.path());
             }
         }

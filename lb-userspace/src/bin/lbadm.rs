@@ -46,7 +46,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match action {
         Action::Version => {
-            println!("lbadm {} (ipvsadm v1.31 compatible)", env!("CARGO_PKG_VERSION"));
+            println!(
+                "lbadm {} (ipvsadm v1.31 compatible)",
+                env!("CARGO_PKG_VERSION")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Action::List => match control::call(&cli.socket, Request::List)? {
@@ -76,7 +79,9 @@ fn fail(r: Response) -> anyhow::Result<ExitCode> {
 }
 
 fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let root = std::path::Path::new("/proc/sys");
     rt.block_on(async {
         let (args, kind) = match action {

@@ -15,7 +15,11 @@ use lb_userspace::{
 use tracing::info;
 
 #[derive(Debug, Parser)]
-#[command(name = "lbd", version, about = "XDP direct-routing director (LVS-DR) daemon")]
+#[command(
+    name = "lbd",
+    version,
+    about = "XDP direct-routing director (LVS-DR) daemon"
+)]
 struct Args {
     /// The NIC facing clients and real servers (overrides the config's `interface`).
     #[arg(short, long)]
@@ -54,11 +58,20 @@ enum Mode {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
         .init();
@@ -108,7 +121,9 @@ async fn main() -> Result<()> {
     // Resolve MACs before the first apply so rings are complete at once.
     let updates = resolver.resolve(&table_addresses(&table)).await?;
     director.update_macs(&updates)?;
-    director.apply(table).context("applying the configuration")?;
+    director
+        .apply(table)
+        .context("applying the configuration")?;
     let attached = director.dp.attach(&iface, mode)?;
     info!(iface, instance, ?attached, socket = %args.socket.display(), "lbd running");
 

@@ -5,12 +5,7 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use lb_userspace::{
-    config::Limits,
-    dataplane::Dataplane,
-    director::Director,
-    model::Table,
-};
+use lb_userspace::{config::Limits, dataplane::Dataplane, director::Director, model::Table};
 
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const CLIENT_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
