@@ -219,7 +219,7 @@ const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 pub struct ConnValue {
     pub real_id: u32,
     pub svc_id: u32,
-    /// bpf_ktime_get_ns() of the last packet.
+    /// bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the last packet.
     pub last_seen_ns: u64,
     /// Connection state ([`tcp_state`]; UDP entries hold `tcp_state::UDP`).
     pub state: u8,
@@ -263,7 +263,9 @@ pub mod counter {
     pub const DROP_NO_REAL: u32 = 5;
     /// VIP packets dropped because the chosen real server's MAC is unresolved.
     pub const DROP_UNRESOLVED: u32 = 6;
-    /// Frames forwarded with XDP_TX.
+    /// Frames forwarded with XDP_TX: not counted by the program (it would
+    /// cost a map update per packet); the daemon reports the sum of the
+    /// per-service packet counters under this name.
     pub const TX: u32 = 7;
     /// New connection entries created.
     pub const CONN_NEW: u32 = 8;

@@ -13,7 +13,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -295,7 +295,9 @@ fn add_stats(map: &PerCpuArray<Stats>, idx: u32, new_conn: bool, bytes: u64) {
 fn process(ctx: &XdpContext) -> Result<u32, u32> {
     let flow = parse(ctx)?;
     let svc = lookup_service(&flow.key)?;
-    let now = unsafe { bpf_ktime_get_ns() };
+    // CLOCK_MONOTONIC_COARSE: cheaper, and tick resolution is plenty for
+    // timeouts counted in seconds.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let is_tcp = flow.key.proto == PROTO_TCP;
 
     let mut real_id = 0;
@@ -364,7 +366,6 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
         core::ptr::copy_nonoverlapping(rs.mac.as_ptr(), eth, 6);
         core::ptr::copy_nonoverlapping(src.as_ptr(), eth.add(6), 6);
     }
-    count(counter::TX);
     Ok(XDP_TX)
 }
 
@@ -377,3 +378,63 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// ------------------------------------------------- benchmark references ----
+// Two tiny programs the benchmark (`cargo xtask bench`) measures side by side
+// with `lb` in the same run. lbd never attaches them; their map is not pinned.
+
+/// Key of the minimal load balancer's table: IPv4 destination and port.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BenchKey {
+    pub daddr: [u8; 4],
+    pub dport: u16,
+    pub _pad: u16,
+}
+
+#[map]
+static BENCH_BACKENDS: HashMap<BenchKey, [u8; 8]> = HashMap::with_max_entries(1024, 0);
+
+/// The floor: bounds check, swap the MACs, XDP_TX.
+#[xdp]
+pub fn bench_floor(ctx: XdpContext) -> u32 {
+    let Ok(eth) = ptr_at(&ctx, 0, ETH_HLEN) else {
+        return XDP_DROP;
+    };
+    unsafe {
+        let mut tmp = [0u8; 6];
+        core::ptr::copy_nonoverlapping(eth, tmp.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(eth.add(6), eth, 6);
+        core::ptr::copy_nonoverlapping(tmp.as_ptr(), eth.add(6), 6);
+    }
+    XDP_TX
+}
+
+/// The minimal LB: the floor plus one hash lookup keyed by IPv4 destination
+/// address and port (fixed 20-byte IPv4 header), and the MAC rewrite.
+#[xdp]
+pub fn bench_minimal_lb(ctx: XdpContext) -> u32 {
+    let Ok(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
+        return XDP_DROP;
+    };
+    if be16(unsafe { p.add(12) }) != ETH_P_IP {
+        return XDP_PASS;
+    }
+    let mut key = BenchKey {
+        daddr: [0; 4],
+        dport: 0,
+        _pad: 0,
+    };
+    unsafe {
+        core::ptr::copy_nonoverlapping(p.add(ETH_HLEN + 16), key.daddr.as_mut_ptr(), 4);
+        key.dport = core::ptr::read_unaligned(p.add(ETH_HLEN + Ipv4Hdr::LEN + 2) as *const u16);
+    }
+    let Some(mac) = (unsafe { BENCH_BACKENDS.get(&key) }) else {
+        return XDP_PASS;
+    };
+    unsafe {
+        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
+    }
+    XDP_TX
+}

@@ -139,6 +139,11 @@ impl Dataplane {
         })
     }
 
+    /// The loaded object, for the benchmark's reference programs.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self._ebpf
+    }
+
     fn program(&mut self) -> Result<&mut Xdp> {
         Ok(self
             ._ebpf
@@ -249,16 +254,23 @@ impl Dataplane {
         s
     }
 
+    /// The director-wide counters. `tx` is not counted on the hot path: it
+    /// is the sum of the per-service packet counters.
     pub fn global_counters(&self) -> Vec<(String, u64)> {
         lb_common::counter::NAMES
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let v = self
-                    .global_stats
-                    .get(&(i as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .unwrap_or(0);
+                let v = if i as u32 == lb_common::counter::TX {
+                    (0..self.limits.max_services)
+                        .map(|id| Self::sum_stats(&self.svc_stats, id).packets)
+                        .sum()
+                } else {
+                    self.global_stats
+                        .get(&(i as u32), 0)
+                        .map(|v| v.iter().sum())
+                        .unwrap_or(0)
+                };
                 (name.to_string(), v)
             })
             .collect()

@@ -96,8 +96,14 @@ pub struct Director {
     pub dp: Dataplane,
     pub table: Table,
     svc_ids: HashMap<ServiceAddr, u32>,
-    /// Published generation and ring per service id.
+    /// Published generation and ring per service id, with the scheduler and
+    /// candidates it was built from (an unchanged input skips the rebuild).
     published: HashMap<u32, (u8, Vec<u32>)>,
+    built_from: HashMap<u32, (crate::model::Scheduler, Vec<Candidate>)>,
+    /// What was last written to SERVICES and REALS, so that an apply writes
+    /// only what changed without reading the maps back.
+    written_svcs: HashMap<ServiceAddr, ServiceValue>,
+    written_reals: HashMap<u32, RealServer>,
     real_ids: HashMap<RealKey, u32>,
     /// Slots of real servers no longer in the table (kept for their connections).
     removed: BTreeSet<u32>,
@@ -107,14 +113,14 @@ pub struct Director {
     pub timeouts: [u32; 12],
 }
 
-/// Monotonic clock in ns, the clock bpf_ktime_get_ns() reads.
+/// Monotonic clock in ns, the clock bpf_ktime_get_coarse_ns() reads.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -134,6 +140,9 @@ impl Director {
             table: Table::default(),
             svc_ids: HashMap::new(),
             published: HashMap::new(),
+            built_from: HashMap::new(),
+            written_svcs: HashMap::new(),
+            written_reals: HashMap::new(),
             real_ids: HashMap::new(),
             removed: BTreeSet::new(),
             macs: HashMap::new(),
@@ -144,6 +153,7 @@ impl Director {
         for (k, v) in entries {
             if let Some(addr) = service_addr(&k) {
                 d.svc_ids.insert(addr, v.id);
+                d.written_svcs.insert(addr, v);
                 let ring = d.read_ring(v.id, v.gen, v.ring_len);
                 d.published.insert(v.id, (v.gen, ring));
             }
@@ -235,18 +245,23 @@ impl Director {
                 max: max_s,
             });
         }
-        let mut used_svc: BTreeSet<u32> = table
+        // Fresh ids first; ids of services leaving in this same apply only
+        // if nothing else is free (their rings stay valid until they go).
+        let kept: BTreeSet<u32> = table
             .services
             .keys()
             .filter_map(|a| self.svc_ids.get(a).copied())
             .collect();
+        let current: BTreeSet<u32> = self.svc_ids.values().copied().collect();
+        let mut free_svc: Vec<u32> = (0..max_s)
+            .filter(|i| !current.contains(i))
+            .chain(current.iter().copied().filter(|i| !kept.contains(i)))
+            .collect();
+        free_svc.reverse();
         let mut new_svc_ids = HashMap::new();
         for a in table.services.keys() {
             if !self.svc_ids.contains_key(a) {
-                let id = (0..max_s)
-                    .find(|i| !used_svc.contains(i))
-                    .expect("checked above");
-                used_svc.insert(id);
+                let id = free_svc.pop().expect("checked above");
                 new_svc_ids.insert(*a, id);
             }
         }
@@ -277,7 +292,8 @@ impl Director {
         self.svc_ids.extend(new_svc_ids);
 
         // --- real servers ---------------------------------------------------
-        let mut taken: BTreeSet<u32> = self.real_ids.values().copied().collect();
+        let taken: BTreeSet<u32> = self.real_ids.values().copied().collect();
+        let mut free_real: Vec<u32> = (0..max_r).rev().filter(|i| !taken.contains(i)).collect();
         let wanted_set: BTreeSet<RealKey> = wanted_reals.iter().copied().collect();
         for (a, s) in &table.services {
             let sid = self.svc_ids[a];
@@ -286,8 +302,7 @@ impl Director {
                 let id = match self.real_ids.get(&k) {
                     Some(id) => *id,
                     None => {
-                        let id = (0..max_r).find(|i| !taken.contains(i)).expect("checked");
-                        taken.insert(id);
+                        let id = free_real.pop().expect("capacity checked");
                         self.real_ids.insert(k, id);
                         id
                     }
@@ -309,8 +324,9 @@ impl Director {
                     _pad: 0,
                     weight: r.weight,
                 };
-                if self.dp.reals.get(&id, 0).ok() != Some(v) {
+                if self.written_reals.get(&id) != Some(&v) {
                     self.dp.reals.set(id, v, 0).map_err(map_err("REALS"))?;
+                    self.written_reals.insert(id, v);
                 }
             }
         }
@@ -323,9 +339,10 @@ impl Director {
             .map(|(k, id)| (*k, *id))
             .collect();
         for (k, id) in leaving {
-            if let Ok(mut rs) = self.dp.reals.get(&id, 0) {
+            if let Some(mut rs) = self.written_reals.get(&id).copied() {
                 rs.flags |= rs_flags::REMOVED;
                 self.dp.reals.set(id, rs, 0).map_err(map_err("REALS"))?;
+                self.written_reals.insert(id, rs);
             }
             debug!(real = %k.1, slot = id, "real server removed; its connections continue");
             self.removed.insert(id);
@@ -344,10 +361,20 @@ impl Director {
                     weight: r.weight,
                 })
                 .collect();
-            let ring = build_ring(s.spec.scheduler, &candidates);
-            let key = service_key(a);
-            let current = self.dp.services.get(&key, 0).ok();
             let (mut gen, old_ring) = self.published.get(&sid).cloned().unwrap_or((0, Vec::new()));
+            let same_input = self
+                .built_from
+                .get(&sid)
+                .is_some_and(|(sch, c)| *sch == s.spec.scheduler && *c == candidates);
+            let ring = if same_input {
+                old_ring.clone()
+            } else {
+                build_ring(s.spec.scheduler, &candidates)
+            };
+            self.built_from
+                .insert(sid, (s.spec.scheduler, candidates));
+            let key = service_key(a);
+            let current = self.written_svcs.get(a).copied();
             let ring_changed = current.is_none() || ring != old_ring;
             if ring_changed && !ring.is_empty() {
                 // Write the standby ring, then flip the generation below.
@@ -400,8 +427,10 @@ impl Director {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err("SERVICES")(e)),
             }
+            self.written_svcs.remove(&a);
             if let Some(id) = self.svc_ids.remove(&a) {
                 self.published.remove(&id);
+                self.built_from.remove(&id);
             }
         }
         self.table = table;
@@ -431,6 +460,7 @@ impl Director {
                 .reals
                 .set(id, RealServer::default(), 0)
                 .map_err(map_err("REALS"))?;
+            self.written_reals.remove(&id);
             self.removed.remove(&id);
             self.real_ids.retain(|_, v| *v != id);
         }

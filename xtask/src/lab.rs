@@ -338,6 +338,8 @@ impl Lab {
             let _ = fs::remove_dir_all(Path::new("/sys/fs/bpf/lb").join(inst));
         }
         let _ = fs::remove_file(self.socket());
+        // Only if empty: other instances may live there.
+        let _ = fs::remove_dir("/sys/fs/bpf/lb");
     }
 }
 
@@ -388,4 +390,5 @@ pub fn cleanup_prefix(prefix: &str) {
         }
     }
     let _ = fs::remove_file(format!("/run/lbd/{prefix}.sock"));
+    let _ = fs::remove_dir("/sys/fs/bpf/lb");
 }

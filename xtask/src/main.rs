@@ -39,6 +39,15 @@ enum Cmd {
     },
     /// Every test tier: unit, packet (BPF_PROG_TEST_RUN), namespace end-to-end.
     Test,
+    /// The benchmark suite: writes bench/results/<date>.json and docs/benchmarks.md.
+    Bench {
+        /// The short mode (under 2 minutes): smaller tables, fewer rounds.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the results file (default bench/results).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +152,49 @@ fn test() -> Result<()> {
         "--ignored",
         "--test-threads=1",
     ]))?;
+    println!("== benchmark smoke test (cargo xtask bench --quick still runs)");
+    bench_smoke()?;
+    Ok(())
+}
+
+fn bench(quick: bool, out: Option<std::path::PathBuf>) -> Result<()> {
+    require_root()?;
+    setup()?;
+    let mut c = cargo();
+    c.current_dir(root())
+        .args(["bench", "-p", "lb-userspace", "--bench", "dataplane", "--"]);
+    if quick {
+        c.arg("--quick");
+    }
+    if let Some(o) = out {
+        c.arg("--out").arg(o);
+    }
+    status(&mut c)
+}
+
+/// The benchmark is not a test, but it must keep working: run the quick
+/// mode into a scratch directory and check the results file.
+fn bench_smoke() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("lb-bench-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    bench(true, Some(dir.clone()))?;
+    let file = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .context("bench --quick wrote no results file")?;
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
+        .with_context(|| format!("{} is not JSON", file.display()))?;
+    let rows = v["per_packet"].as_array().context("no per_packet rows")?;
+    let measured = rows
+        .iter()
+        .filter(|r| r["ns_per_packet"].as_f64().is_some_and(|n| n > 0.0))
+        .count();
+    if measured < 10 || v["control_plane"].as_object().is_none_or(|o| o.is_empty()) {
+        bail!("bench results incomplete: {measured} measured rows in {}", file.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("bench smoke: 1 passed, 0 failed ({measured} per-packet rows measured)");
     Ok(())
 }
 
@@ -183,5 +235,6 @@ fn main() -> Result<()> {
         }
         Cmd::Demo { requests } => demo(requests),
         Cmd::Test => test(),
+        Cmd::Bench { quick, out } => bench(quick, out),
     }
 }
