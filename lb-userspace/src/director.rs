@@ -104,6 +104,8 @@ pub struct Director {
     /// only what changed without reading the maps back.
     written_svcs: HashMap<ServiceAddr, ServiceValue>,
     written_reals: HashMap<u32, RealServer>,
+    /// True when the maps reflect `table` with the current MACs.
+    clean: bool,
     real_ids: HashMap<RealKey, u32>,
     /// Slots of real servers no longer in the table (kept for their connections).
     removed: BTreeSet<u32>,
@@ -143,6 +145,7 @@ impl Director {
             built_from: HashMap::new(),
             written_svcs: HashMap::new(),
             written_reals: HashMap::new(),
+            clean: false,
             real_ids: HashMap::new(),
             removed: BTreeSet::new(),
             macs: HashMap::new(),
@@ -228,6 +231,7 @@ impl Director {
             }
         }
         if changed {
+            self.clean = false;
             let t = self.table.clone();
             self.apply(t)?;
         }
@@ -265,9 +269,22 @@ impl Director {
                 new_svc_ids.insert(*a, id);
             }
         }
+        // Services whose maps already match: same spec and real servers as
+        // the last successful apply, and no MAC change since. They are
+        // skipped entirely, so one weight change costs one service's work.
+        let clean = self.clean;
+        let changed: Vec<ServiceAddr> = table
+            .services
+            .iter()
+            .filter(|(a, s)| {
+                !(clean && self.svc_ids.contains_key(a) && self.table.services.get(a) == Some(s))
+            })
+            .map(|(a, _)| *a)
+            .collect();
         let svc_id = |a: &ServiceAddr| self.svc_ids.get(a).or(new_svc_ids.get(a)).copied();
         let mut wanted_reals: Vec<RealKey> = Vec::new();
-        for (a, s) in &table.services {
+        for a in &changed {
+            let s = &table.services[a];
             let id = svc_id(a).expect("allocated");
             for (addr, port) in s.reals.keys() {
                 wanted_reals.push((id, *addr, *port));
@@ -292,10 +309,15 @@ impl Director {
         self.svc_ids.extend(new_svc_ids);
 
         // --- real servers ---------------------------------------------------
-        let taken: BTreeSet<u32> = self.real_ids.values().copied().collect();
-        let mut free_real: Vec<u32> = (0..max_r).rev().filter(|i| !taken.contains(i)).collect();
+        let mut free_real: Vec<u32> = if fresh > 0 {
+            let taken: BTreeSet<u32> = self.real_ids.values().copied().collect();
+            (0..max_r).rev().filter(|i| !taken.contains(i)).collect()
+        } else {
+            Vec::new()
+        };
         let wanted_set: BTreeSet<RealKey> = wanted_reals.iter().copied().collect();
-        for (a, s) in &table.services {
+        for a in &changed {
+            let s = &table.services[a];
             let sid = self.svc_ids[a];
             for r in s.reals.values() {
                 let k = (sid, r.address, r.port);
@@ -332,12 +354,27 @@ impl Director {
         }
         // Real servers that left the table: keep their slot for established
         // connections, flag it removed (no new connections reach it).
-        let leaving: Vec<(RealKey, u32)> = self
-            .real_ids
-            .iter()
-            .filter(|(k, id)| !wanted_set.contains(k) && !self.removed.contains(id))
-            .map(|(k, id)| (*k, *id))
-            .collect();
+        // When clean, only the old real servers of changed or deleted
+        // services can be leaving; otherwise every slot is looked at (then
+        // every service counts as changed, so wanted_set is complete).
+        let mut leaving: Vec<(RealKey, u32)> = Vec::new();
+        if clean {
+            for (a, s) in &self.table.services {
+                if table.services.get(a) == Some(s) {
+                    continue;
+                }
+                let Some(sid) = self.svc_ids.get(a) else { continue };
+                for (ad, p) in s.reals.keys() {
+                    let k = (*sid, *ad, *p);
+                    if let Some(id) = self.real_ids.get(&k) {
+                        leaving.push((k, *id));
+                    }
+                }
+            }
+        } else {
+            leaving.extend(self.real_ids.iter().map(|(k, id)| (*k, *id)));
+        }
+        leaving.retain(|(k, id)| !wanted_set.contains(k) && !self.removed.contains(id));
         for (k, id) in leaving {
             if let Some(mut rs) = self.written_reals.get(&id).copied() {
                 rs.flags |= rs_flags::REMOVED;
@@ -349,7 +386,8 @@ impl Director {
         }
 
         // --- services and rings ---------------------------------------------
-        for (a, s) in &table.services {
+        for a in &changed {
+            let s = &table.services[a];
             let sid = self.svc_ids[a];
             let candidates: Vec<Candidate> = s
                 .reals
@@ -412,6 +450,7 @@ impl Director {
                     .services
                     .insert(key, v, 0)
                     .map_err(map_err("SERVICES"))?;
+                self.written_svcs.insert(*a, v);
             }
             self.published.insert(sid, (gen, ring));
         }
@@ -434,6 +473,7 @@ impl Director {
             }
         }
         self.table = table;
+        self.clean = true;
         Ok(())
     }
 

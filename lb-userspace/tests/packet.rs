@@ -518,3 +518,34 @@ fn restart_recovers_ids_and_connections_from_pins() {
     }
     drop(d2);
 }
+
+#[test]
+fn reapplying_an_unchanged_table_republishes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut t = director();
+    let gens = |t: &TestDirector| -> Vec<(u8, u32)> {
+        t.d.table
+            .services
+            .keys()
+            .map(|a| {
+                let v = t.d.dp.services.get(&service_key(a), 0).unwrap();
+                (v.gen, v.ring_len)
+            })
+            .collect()
+    };
+    let before = gens(&t);
+    let same = t.d.table.clone();
+    t.d.apply(same).unwrap();
+    assert_eq!(gens(&t), before, "an identical apply flipped a ring");
+    // One weight change republishes exactly that service's ring.
+    let mut tab = t.d.table.clone();
+    let svc = *tab.services.keys().next().unwrap();
+    let r = *tab.services[&svc].reals.values().next().unwrap();
+    tab.edit_real(&svc, RealSpec { weight: 5, ..r }).unwrap();
+    t.d.apply(tab).unwrap();
+    let after = gens(&t);
+    let flipped: Vec<usize> = (0..before.len()).filter(|i| before[*i].0 != after[*i].0).collect();
+    assert_eq!(flipped, vec![0], "before {before:?} after {after:?}");
+}
