@@ -539,13 +539,27 @@ fn reapplying_an_unchanged_table_republishes_nothing() {
     let same = t.d.table.clone();
     t.d.apply(same).unwrap();
     assert_eq!(gens(&t), before, "an identical apply flipped a ring");
-    // One weight change republishes exactly that service's ring.
+    // One weight change in the mh service with two real servers
+    // republishes exactly that service's ring.
     let mut tab = t.d.table.clone();
-    let svc = *tab.services.keys().next().unwrap();
+    let (idx, svc) = tab
+        .services
+        .iter()
+        .enumerate()
+        .find(|(_, (_, s))| s.spec.scheduler == lb_userspace::model::Scheduler::Mh && s.reals.len() == 2)
+        .map(|(i, (a, _))| (i, *a))
+        .unwrap();
     let r = *tab.services[&svc].reals.values().next().unwrap();
     tab.edit_real(&svc, RealSpec { weight: 5, ..r }).unwrap();
     t.d.apply(tab).unwrap();
     let after = gens(&t);
     let flipped: Vec<usize> = (0..before.len()).filter(|i| before[*i].0 != after[*i].0).collect();
-    assert_eq!(flipped, vec![0], "before {before:?} after {after:?}");
+    assert_eq!(flipped, vec![idx], "before {before:?} after {after:?}");
+    // rr ignores weights: a weight change there leaves the ring alone.
+    let mut tab = t.d.table.clone();
+    let rr = *tab.services.keys().next().unwrap();
+    let r = *tab.services[&rr].reals.values().next().unwrap();
+    tab.edit_real(&rr, RealSpec { weight: 7, ..r }).unwrap();
+    t.d.apply(tab).unwrap();
+    assert_eq!(gens(&t)[0], after[0]);
 }
