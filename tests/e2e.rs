@@ -321,3 +321,83 @@ fn lbadm_changes_take_effect_on_live_traffic() {
     );
     let _ = root();
 }
+
+const CHECKED_CONFIG: &str = r#"
+services:
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 80
+    scheduler: rr
+    health_check: {type: http, interval: 0.5, timeout: 0.5, rise: 2, fall: 2, expect: "rs"}
+    on_failure: quiesce
+    real_servers:
+      - {address: 192.0.2.11}
+      - {address: 192.0.2.12}
+      - {address: 192.0.2.13}
+"#;
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn a_failed_real_server_leaves_and_rejoins_by_itself() {
+    let lab = lab();
+    let socket = lab.socket();
+    let lbadm = |args: &[&str]| -> String {
+        let out = std::process::Command::new(paths().lbadm())
+            .args(args)
+            .env("LB_SOCKET", &socket)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let curl = |lab: &Lab| lab.curl_vip("/", 2).ok().map(|b| b.trim().to_string());
+    {
+        let _lbd = Lbd::start(&lab, CHECKED_CONFIG);
+        let mut seen = BTreeMap::new();
+        for _ in 0..9 {
+            *seen.entry(curl(&lab).expect("request")).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+
+        // Stop rs2's HTTP server; within fall x interval (+ one timeout and
+        // one interval of phase) no new connection reaches it.
+        lab.stop_rs_http(2);
+        let killed = Instant::now();
+        sleep(Duration::from_millis(2500));
+        let mut after = BTreeMap::new();
+        for _ in 0..12 {
+            let who = curl(&lab).expect("a request failed after the check took rs2 out");
+            *after.entry(who).or_insert(0) += 1;
+        }
+        assert_eq!(after.get("rs2"), None, "{after:?}");
+        assert_eq!(after.values().sum::<i32>(), 12);
+        let listing = lbadm(&["-L", "-n", "--health"]);
+        let row = listing
+            .lines()
+            .find(|l| l.contains("192.0.2.12:80"))
+            .unwrap_or_else(|| panic!("{listing}"));
+        assert!(
+            row.contains("Route   0 ")
+                && row.contains("down")
+                && row.contains("connection refused"),
+            "{row}"
+        );
+        assert!(killed.elapsed() < Duration::from_secs(10));
+
+        // Start it again: it rejoins after rise x interval.
+        lab.start_rs_http(2).unwrap();
+        let back = wait_for(Duration::from_secs(10), || {
+            (0..3).any(|_| curl(&lab).as_deref() == Some("rs2"))
+        });
+        assert!(
+            back.is_ok(),
+            "rs2 did not rejoin: {}",
+            lbadm(&["-L", "-n", "--health"])
+        );
+        let listing = lbadm(&["-L", "-n", "--health"]);
+        let row = listing
+            .lines()
+            .find(|l| l.contains("192.0.2.12:80"))
+            .unwrap();
+        assert!(row.contains(" up "), "{row}");
+    }
+}

@@ -14,12 +14,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    path::PathBuf,
-    time::Instant,
-};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
@@ -31,9 +26,7 @@ use lb_userspace::{
     config::Limits,
     dataplane::Dataplane,
     director::Director,
-    model::{
-        Forward, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec, Table,
-    },
+    model::{Forward, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec, Table},
     sched::{build_ring, Candidate},
 };
 use serde_json::{json, Value};
@@ -162,9 +155,15 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     };
     let mut d = load(&dir, &limits);
     let mut t = Table::default();
-    let reals: Vec<IpAddr> = (11..14).map(|n| format!("192.0.2.{n}").parse().unwrap()).collect();
+    let reals: Vec<IpAddr> = (11..14)
+        .map(|n| format!("192.0.2.{n}").parse().unwrap())
+        .collect();
     let v6: IpAddr = "2001:db8::11".parse().unwrap();
-    for (port, sched) in [(80, Scheduler::Rr), (81, Scheduler::Wrr), (82, Scheduler::Mh)] {
+    for (port, sched) in [
+        (80, Scheduler::Rr),
+        (81, Scheduler::Wrr),
+        (82, Scheduler::Mh),
+    ] {
         let s = svc(Protocol::Tcp, "192.0.2.100", port, sched);
         t.add_service(s.clone()).unwrap();
         for (i, a) in reals.iter().enumerate() {
@@ -180,13 +179,16 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     d.update_macs(&fake_macs(reals.iter().copied().chain([v6])))?;
     d.apply(t)?;
     {
-        let map = d
-            .dp
-            .ebpf_mut()
-            .map_mut("BENCH_BACKENDS")
-            .context("BENCH_BACKENDS")?;
+        let map =
+            d.dp.ebpf_mut()
+                .map_mut("BENCH_BACKENDS")
+                .context("BENCH_BACKENDS")?;
         let mut m: BpfHashMap<&mut MapData, [u8; 8], [u8; 8]> = BpfHashMap::try_from(map)?;
-        m.insert(bench_key([192, 0, 2, 100], 80), [2, 0, 0, 0, 0x10, 11, 0, 0], 0)?;
+        m.insert(
+            bench_key([192, 0, 2, 100], 80),
+            [2, 0, 0, 0, 0x10, 11, 0, 0],
+            0,
+        )?;
     }
 
     let est = tcp("203.0.113.10", 40000, "192.0.2.100", 80, ACK).frame();
@@ -210,12 +212,24 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     rows_for(
         "hot, repeat in kernel",
         &[
-            ("floor (reference)", floor, "bounds check, swap MACs, XDP_TX"),
-            ("minimal LB (reference)", minimal, "floor + one hash lookup by dst addr:port"),
+            (
+                "floor (reference)",
+                floor,
+                "bounds check, swap MACs, XDP_TX",
+            ),
+            (
+                "minimal LB (reference)",
+                minimal,
+                "floor + one hash lookup by dst addr:port",
+            ),
             ("established TCP flow", lb_est, "connection entry hit"),
             ("established UDP flow", lb_udp, "connection entry hit"),
             ("established IPv6 TCP flow", lb_v6, "connection entry hit"),
-            ("non-VIP packet (XDP_PASS)", lb_pass, "service miss x2 (port, port 0)"),
+            (
+                "non-VIP packet (XDP_PASS)",
+                lb_pass,
+                "service miss x2 (port, port 0)",
+            ),
         ],
         floor,
         minimal,
@@ -231,15 +245,21 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     let minimal1 = one("bench_minimal_lb", &mut |_| est.clone());
     let est1 = one("lb", &mut |_| est.clone());
     let mut cases = vec![
-        ("floor, repeat 1 (per-call overhead)", floor1, "kernel timer overhead included"),
+        (
+            "floor, repeat 1 (per-call overhead)",
+            floor1,
+            "kernel timer overhead included",
+        ),
         ("minimal LB, repeat 1 (reference)", minimal1, ""),
         ("established TCP flow, repeat 1", est1, ""),
     ];
-    let mut base = 0u32;
     let mut new_conn = Vec::new();
-    for (port, name) in [(80u16, "new TCP connection (SYN), rr"), (81, "new TCP connection (SYN), wrr"), (82, "new TCP connection (SYN), mh")] {
-        base += 1;
-        let b = base;
+    let scheds = [
+        (80u16, "new TCP connection (SYN), rr"),
+        (81, "new TCP connection (SYN), wrr"),
+        (82, "new TCP connection (SYN), mh"),
+    ];
+    for (b, (port, name)) in (1u32..).zip(scheds) {
         let ns = one("lb", &mut |i| {
             let src = format!("198.51.100.{}", (i / 50_000) + b * 3);
             tcp(&src, 1024 + (i % 50_000) as u16, "192.0.2.100", port, SYN).frame()
@@ -249,7 +269,11 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     for (n, ns) in &new_conn {
         cases.push((n, *ns, "distinct tuple per call"));
     }
-    cases.push(("persistence template hit", f64::NAN, "not implemented yet (issue 3)"));
+    cases.push((
+        "persistence template hit",
+        f64::NAN,
+        "not implemented yet (issue 3)",
+    ));
     rows_for("hot, repeat 1 per call", &cases, floor1, minimal1, rows);
     Ok(())
 }
@@ -266,7 +290,9 @@ fn cold(o: &Opts, rows: &mut Vec<Value>, memory: &mut BTreeMap<String, Value>) -
     };
     let mut d = load(&dir, &limits);
     let mut t = Table::default();
-    let real_addrs: Vec<IpAddr> = (1..=200).map(|n| format!("192.0.2.{}", n).parse().unwrap()).collect();
+    let real_addrs: Vec<IpAddr> = (1..=200)
+        .map(|n| format!("192.0.2.{}", n).parse().unwrap())
+        .collect();
     let mut vips = Vec::new();
     for i in 0..1000u32 {
         let vip = format!("198.51.100.{}", 1 + i / 4);
@@ -307,7 +333,9 @@ fn cold(o: &Opts, rows: &mut Vec<Value>, memory: &mut BTreeMap<String, Value>) -
     }
     let populate = t0.elapsed();
     let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
-    let picks: Vec<u32> = (0..calls).map(|_| (rng.next() % n_conns as u64) as u32).collect();
+    let picks: Vec<u32> = (0..calls)
+        .map(|_| (rng.next() % n_conns as u64) as u32)
+        .collect();
     let frames: Vec<Vec<u8>> = picks
         .iter()
         .map(|k| {
@@ -351,7 +379,9 @@ fn map_memlock(max_entries: u32, map_type: u32) -> Option<u64> {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        if field("map_type:") == Some(map_type as u64) && field("max_entries:") == Some(max_entries as u64) {
+        if field("map_type:") == Some(map_type as u64)
+            && field("max_entries:") == Some(max_entries as u64)
+        {
             return field("memlock:");
         }
     }
@@ -370,7 +400,11 @@ fn rss_kib() -> u64 {
 
 fn memory(o: &Opts, memory: &mut BTreeMap<String, Value>) -> Result<()> {
     const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-    let sizes: &[u32] = if o.quick { &[1 << 20] } else { &[1 << 20, 10_000_000] };
+    let sizes: &[u32] = if o.quick {
+        &[1 << 20]
+    } else {
+        &[1 << 20, 10_000_000]
+    };
     for &n in sizes {
         let dir = PinDir::new("bench-mem");
         let limits = Limits {
@@ -399,7 +433,9 @@ fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
     };
     let rss0 = rss_kib();
     let mut d = load(&dir, &limits);
-    let real_addrs: Vec<IpAddr> = (1..=100).map(|n| format!("192.0.2.{n}").parse().unwrap()).collect();
+    let real_addrs: Vec<IpAddr> = (1..=100)
+        .map(|n| format!("192.0.2.{n}").parse().unwrap())
+        .collect();
     d.update_macs(&fake_macs(real_addrs.iter().copied()))?;
     let mut t = Table::default();
     for i in 0..n_svc {
@@ -409,7 +445,8 @@ fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
         let s = svc(Protocol::Tcp, &vip, port, sched);
         t.add_service(s.clone()).unwrap();
         for (j, a) in real_addrs.iter().enumerate() {
-            t.add_real(&s.addr, real(*a, port, 1 + j as u32 % 5)).unwrap();
+            t.add_real(&s.addr, real(*a, port, 1 + j as u32 % 5))
+                .unwrap();
         }
     }
     let t0 = Instant::now();
@@ -420,7 +457,8 @@ fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
     let mut times = Vec::new();
     for w in 0..5u32 {
         let mut t2 = d.table.clone();
-        t2.edit_real(&first, real(real_addrs[0], first.port, 10 + w)).unwrap();
+        t2.edit_real(&first, real(real_addrs[0], first.port, 10 + w))
+            .unwrap();
         let t0 = Instant::now();
         d.apply(t2)?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -498,10 +536,13 @@ fn markdown(result: &Value) -> String {
         ));
     }
     s.push_str("\n## Control plane and memory\n\n```json\n");
-    s.push_str(&serde_json::to_string_pretty(&json!({
-        "control_plane": result["control_plane"],
-        "memory": result["memory"],
-    })).unwrap());
+    s.push_str(
+        &serde_json::to_string_pretty(&json!({
+            "control_plane": result["control_plane"],
+            "memory": result["memory"],
+        }))
+        .unwrap(),
+    );
     s.push_str("\n```\n\n## Not measured here\n\n");
     for n in result["not_measured"].as_array().unwrap() {
         s.push_str(&format!("- {}\n", n.as_str().unwrap_or("")));
@@ -528,7 +569,9 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark needs root (BPF)");
     }
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     // One CPU for the whole run: steadier figures, deterministic cursors.
     pin_to_cpu0();
     let started = Instant::now();
@@ -543,12 +586,22 @@ fn main() -> Result<()> {
     memory(&o, &mut mem)?;
     eprintln!("bench: control plane");
     control_plane(&o, &mut cp)?;
-    let date = String::from_utf8(std::process::Command::new("date").arg("+%Y-%m-%d").output()?.stdout)?
-        .trim()
-        .to_string();
-    let kernel = String::from_utf8(std::process::Command::new("uname").arg("-r").output()?.stdout)?
-        .trim()
-        .to_string();
+    let date = String::from_utf8(
+        std::process::Command::new("date")
+            .arg("+%Y-%m-%d")
+            .output()?
+            .stdout,
+    )?
+    .trim()
+    .to_string();
+    let kernel = String::from_utf8(
+        std::process::Command::new("uname")
+            .arg("-r")
+            .output()?
+            .stdout,
+    )?
+    .trim()
+    .to_string();
     let result = json!({
         "date": date,
         "quick": quick,
@@ -566,7 +619,9 @@ fn main() -> Result<()> {
         ],
     });
     std::fs::create_dir_all(&o.out_dir)?;
-    let file = o.out_dir.join(format!("{date}{}.json", if quick { "-quick" } else { "" }));
+    let file = o
+        .out_dir
+        .join(format!("{date}{}.json", if quick { "-quick" } else { "" }));
     std::fs::write(&file, serde_json::to_string_pretty(&result)? + "\n")?;
     if !quick || !o.doc.exists() {
         std::fs::write(&o.doc, markdown(&result))?;

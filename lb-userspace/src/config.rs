@@ -7,9 +7,12 @@ use std::{net::IpAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    Forward, ModelError, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec,
-    Table, DEFAULT_PERSISTENCE,
+use crate::{
+    health::{CheckSpec, OnFailure},
+    model::{
+        Forward, ModelError, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec,
+        Table, DEFAULT_PERSISTENCE,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +75,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealCfg {
     pub address: IpAddr,
@@ -81,13 +84,16 @@ pub struct RealCfg {
     /// Forwarding method; only `route` (direct routing) exists.
     #[serde(default)]
     pub forward: Forward,
+    /// Overrides the service's health check for this real server.
+    #[serde(default)]
+    pub health_check: Option<CheckSpec>,
 }
 
 fn default_weight() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceCfg {
     pub protocol: Protocol,
@@ -103,6 +109,12 @@ pub struct ServiceCfg {
     pub persistent: Option<Persistence>,
     #[serde(default)]
     pub real_servers: Vec<RealCfg>,
+    /// Health check for every real server of the service.
+    #[serde(default)]
+    pub health_check: Option<CheckSpec>,
+    /// What a failed check does: quiesce (weight 0) or remove.
+    #[serde(default)]
+    pub on_failure: OnFailure,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +124,7 @@ pub enum Persistence {
     Seconds(u32),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The NIC to attach to (the `--interface` flag overrides it).
@@ -151,6 +163,23 @@ impl Config {
         })?;
         // Build the table once to run every semantic check.
         cfg.table(file)?;
+        for (i, s) in cfg.services.iter().enumerate() {
+            let check = |field: String, c: &Option<CheckSpec>| match c {
+                Some(c) => c.validate().map_err(|msg| ConfigError::Invalid {
+                    file: file.to_string(),
+                    field,
+                    msg,
+                }),
+                None => Ok(()),
+            };
+            check(format!("services[{i}].health_check"), &s.health_check)?;
+            for (j, r) in s.real_servers.iter().enumerate() {
+                check(
+                    format!("services[{i}].real_servers[{j}].health_check"),
+                    &r.health_check,
+                )?;
+            }
+        }
         let l = &cfg.limits;
         let invalid = |field: &str, msg: String| ConfigError::Invalid {
             file: file.to_string(),
@@ -171,6 +200,42 @@ impl Config {
             ));
         }
         Ok(cfg)
+    }
+
+    /// The health checks this configuration declares: (service, real server,
+    /// check), the real server's own check overriding the service's.
+    pub fn checks(&self) -> Vec<(ServiceAddr, IpAddr, CheckSpec)> {
+        let mut v = Vec::new();
+        for s in &self.services {
+            let addr = ServiceAddr {
+                protocol: s.protocol,
+                address: s.address,
+                port: s.port,
+            };
+            for r in &s.real_servers {
+                if let Some(c) = r.health_check.as_ref().or(s.health_check.as_ref()) {
+                    v.push((addr, r.address, c.clone()));
+                }
+            }
+        }
+        v
+    }
+
+    /// on_failure per service.
+    pub fn on_failure(&self) -> std::collections::HashMap<ServiceAddr, OnFailure> {
+        self.services
+            .iter()
+            .map(|s| {
+                (
+                    ServiceAddr {
+                        protocol: s.protocol,
+                        address: s.address,
+                        port: s.port,
+                    },
+                    s.on_failure,
+                )
+            })
+            .collect()
     }
 
     /// The service table this configuration declares.
@@ -240,10 +305,13 @@ services:
     address: 192.0.2.100
     port: 80
     scheduler: wrr
+    health_check: {type: http, interval: 1, rise: 2, fall: 3}
+    on_failure: quiesce
     real_servers:
       - address: 192.0.2.11
         weight: 3
       - address: 192.0.2.12
+        health_check: {type: http, path: /health}
   - protocol: udp
     address: 2001:db8::100
     port: 53
@@ -262,6 +330,13 @@ services:
         assert_eq!(web.spec.scheduler, Scheduler::Wrr);
         let weights: Vec<u32> = web.reals.values().map(|r| r.weight).collect();
         assert_eq!(weights, vec![3, 1]);
+        let checks = c.checks();
+        assert_eq!(checks.len(), 2, "service check for both real servers");
+        assert_eq!(checks[0].2.kind, crate::health::CheckKind::Http);
+        assert_eq!(
+            checks[1].2.path, "/health",
+            "the real server's own check wins"
+        );
     }
 
     #[test]
@@ -303,5 +378,12 @@ services:
         assert!(e.contains("services[0]: port 0 is only allowed"), "{e}");
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, scheduler: rr, flags: [mh-port]}\n");
         assert!(e.contains("services[0]: scheduler flag mh-port"), "{e}");
+        let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, health_check: {type: http, interval: 0}}\n");
+        assert!(e.contains("services[0].health_check: interval 0"), "{e}");
+        let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, health_check: {type: ping}}\n");
+        assert!(
+            e.starts_with("t.yaml:2:") && e.contains("unknown variant `ping`"),
+            "{e}"
+        );
     }
 }

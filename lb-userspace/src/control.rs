@@ -70,8 +70,22 @@ pub struct StatsView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub up: bool,
+    /// Why (the last transition's cause, e.g. "HTTP 503").
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealView {
     pub spec: RealSpec,
+    /// Health-check state (None: not checked).
+    pub health: Option<HealthView>,
+    /// The weight in force: 0 while the health check says down.
+    pub effective_weight: u32,
+    /// False when a failed check removed it (on_failure: remove): ipvsadm's
+    /// listing then omits it, as with keepalived.
+    pub in_service: bool,
     pub active_conns: u64,
     pub inactive_conns: u64,
     pub stats: StatsView,

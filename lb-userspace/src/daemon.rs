@@ -3,6 +3,8 @@
 //! sweeps and signals in turn.
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::Duration,
@@ -14,6 +16,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
     sync::{mpsc, oneshot},
+    task::JoinHandle,
 };
 use tracing::{error, info, warn};
 
@@ -21,7 +24,8 @@ use crate::{
     config::Config,
     control::{self, Request, Response, MAX_REQUEST},
     director::Director,
-    model::Table,
+    health::{self, CheckSpec, HealthEvent},
+    model::{ServiceAddr, Table},
     neigh::Resolver,
 };
 
@@ -29,6 +33,51 @@ pub struct Daemon {
     pub director: Director,
     pub resolver: Resolver,
     pub config_path: Option<PathBuf>,
+    /// Health checks the configuration declares.
+    pub checks: Vec<(ServiceAddr, IpAddr, CheckSpec)>,
+}
+
+type CheckKey = (ServiceAddr, IpAddr);
+
+/// The running check tasks, kept in step with the table and the config.
+struct Checker {
+    tasks: HashMap<CheckKey, (CheckSpec, JoinHandle<()>)>,
+    events: mpsc::Sender<HealthEvent>,
+}
+
+impl Checker {
+    /// Starts checks for real servers present in `table`, stops the others
+    /// (and the ones whose spec changed, which restart).
+    fn reconcile(&mut self, wanted: &[(ServiceAddr, IpAddr, CheckSpec)], director: &mut Director) {
+        let table = &director.table;
+        let want: HashMap<CheckKey, &CheckSpec> = wanted
+            .iter()
+            .filter(|(s, r, _)| {
+                table
+                    .services
+                    .get(s)
+                    .is_some_and(|svc| svc.reals.keys().any(|(a, _)| a == r))
+            })
+            .map(|(s, r, c)| ((*s, *r), c))
+            .collect();
+        self.tasks.retain(|k, (spec, handle)| {
+            let keep = want.get(k).is_some_and(|w| *w == spec);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for (k, spec) in want {
+            if !self.tasks.contains_key(&k) {
+                let h = health::spawn(spec.clone(), k.0, k.1, self.events.clone());
+                self.tasks.insert(k, (spec.clone(), h));
+            }
+        }
+        let running: std::collections::HashSet<CheckKey> = self.tasks.keys().copied().collect();
+        if let Err(e) = director.retain_health(|s, r| running.contains(&(*s, *r))) {
+            error!("applying health state: {e}");
+        }
+    }
 }
 
 type Job = (Request, oneshot::Sender<Response>);
@@ -166,13 +215,33 @@ impl Daemon {
             warn!("SIGHUP without --config: nothing to reload");
             return;
         };
-        let res = Config::load(&p)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| Ok(c.table(&p.display().to_string())?))
-            .and_then(|t| Ok(self.director.apply(t)?));
+        let res = Config::load(&p).map_err(anyhow::Error::from).and_then(|c| {
+            let t = c.table(&p.display().to_string())?;
+            self.director.apply(t)?;
+            self.director.on_failure = c.on_failure();
+            self.checks = c.checks();
+            Ok(())
+        });
         match res {
             Ok(()) => info!(config = %p.display(), "configuration reloaded"),
             Err(e) => error!("reload refused, running state unchanged: {e:#}"),
+        }
+    }
+
+    fn health_event(&mut self, ev: HealthEvent) {
+        let what = if ev.up { "UP" } else { "DOWN" };
+        match self
+            .director
+            .set_health(ev.service, ev.real, ev.up, ev.reason.clone())
+        {
+            Ok(true) => info!(
+                service = %ev.service,
+                real = %ev.real,
+                "real server {what}: {}",
+                ev.reason
+            ),
+            Ok(false) => {}
+            Err(e) => error!("applying a health transition: {e}"),
         }
     }
 
@@ -196,6 +265,12 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let (htx, mut hrx) = mpsc::channel::<HealthEvent>(1024);
+        let mut checker = Checker {
+            tasks: HashMap::new(),
+            events: htx,
+        };
+        checker.reconcile(&self.checks, &mut self.director);
         let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
         let mut sweep_tick = tokio::time::interval(Duration::from_secs(10));
         let mut resolved_rounds = 0u32;
@@ -208,8 +283,10 @@ impl Daemon {
                     if changes {
                         // New real servers need their MACs now, not at the next tick.
                         self.refresh_neighbours().await;
+                        checker.reconcile(&self.checks, &mut self.director);
                     }
                 }
+                Some(ev) = hrx.recv() => self.health_event(ev),
                 _ = neigh_tick.tick() => {
                     // Every second while something is unresolved, else every 5 s.
                     let wanted = self.director.wanted_addresses();
@@ -220,7 +297,10 @@ impl Daemon {
                     }
                 }
                 _ = sweep_tick.tick() => { self.director.sweep(true); }
-                _ = hup.recv() => self.reload(),
+                _ = hup.recv() => {
+                    self.reload();
+                    checker.reconcile(&self.checks, &mut self.director);
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }

@@ -20,7 +20,7 @@ use lb_common::{
 use tracing::{debug, info};
 
 use crate::{
-    control::{Listing, RealView, ServiceView, StatsView},
+    control::{HealthView, Listing, RealView, ServiceView, StatsView},
     dataplane::{Dataplane, DataplaneError},
     model::{fmt_addr_port, Protocol, ServiceAddr, Table},
     sched::{build_ring, Candidate},
@@ -106,6 +106,13 @@ pub struct Director {
     written_reals: HashMap<u32, RealServer>,
     /// True when the maps reflect `table` with the current MACs.
     clean: bool,
+    /// Services to rebuild at the next apply although their spec is
+    /// unchanged (a real server's health changed).
+    dirty: BTreeSet<ServiceAddr>,
+    /// Health-check verdicts (absent = not checked = up) and reasons.
+    health: HashMap<(ServiceAddr, IpAddr), (bool, String)>,
+    /// What a failed check does, per service.
+    pub on_failure: HashMap<ServiceAddr, crate::health::OnFailure>,
     real_ids: HashMap<RealKey, u32>,
     /// Slots of real servers no longer in the table (kept for their connections).
     removed: BTreeSet<u32>,
@@ -146,6 +153,9 @@ impl Director {
             written_svcs: HashMap::new(),
             written_reals: HashMap::new(),
             clean: false,
+            dirty: BTreeSet::new(),
+            health: HashMap::new(),
+            on_failure: HashMap::new(),
             real_ids: HashMap::new(),
             removed: BTreeSet::new(),
             macs: HashMap::new(),
@@ -277,7 +287,10 @@ impl Director {
             .services
             .iter()
             .filter(|(a, s)| {
-                !(clean && self.svc_ids.contains_key(a) && self.table.services.get(a) == Some(s))
+                !(clean
+                    && !self.dirty.contains(a)
+                    && self.svc_ids.contains_key(a)
+                    && self.table.services.get(a) == Some(s))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -363,7 +376,9 @@ impl Director {
                 if table.services.get(a) == Some(s) {
                     continue;
                 }
-                let Some(sid) = self.svc_ids.get(a) else { continue };
+                let Some(sid) = self.svc_ids.get(a) else {
+                    continue;
+                };
                 for (ad, p) in s.reals.keys() {
                     let k = (*sid, *ad, *p);
                     if let Some(id) = self.real_ids.get(&k) {
@@ -392,7 +407,9 @@ impl Director {
             let candidates: Vec<Candidate> = s
                 .reals
                 .values()
-                .filter(|r| r.weight > 0 && self.macs.contains_key(&r.address))
+                .filter(|r| {
+                    r.weight > 0 && self.macs.contains_key(&r.address) && self.is_up(a, &r.address)
+                })
                 .map(|r| Candidate {
                     id: self.real_ids[&(sid, r.address, r.port)],
                     name: fmt_addr_port(&r.address, r.port),
@@ -409,8 +426,7 @@ impl Director {
             } else {
                 build_ring(s.spec.scheduler, &candidates)
             };
-            self.built_from
-                .insert(sid, (s.spec.scheduler, candidates));
+            self.built_from.insert(sid, (s.spec.scheduler, candidates));
             let key = service_key(a);
             let current = self.written_svcs.get(a).copied();
             let ring_changed = current.is_none() || ring != old_ring;
@@ -474,6 +490,55 @@ impl Director {
         }
         self.table = table;
         self.clean = true;
+        self.dirty.clear();
+        Ok(())
+    }
+
+    /// A real server is up unless its health check says otherwise.
+    pub fn is_up(&self, svc: &ServiceAddr, real: &IpAddr) -> bool {
+        self.health.get(&(*svc, *real)).is_none_or(|(up, _)| *up)
+    }
+
+    /// Records a health-check verdict; rebuilds the service's ring when the
+    /// verdict changes. Returns whether it changed.
+    pub fn set_health(
+        &mut self,
+        svc: ServiceAddr,
+        real: IpAddr,
+        up: bool,
+        reason: String,
+    ) -> Result<bool, ApplyError> {
+        let changed = self.is_up(&svc, &real) != up;
+        self.health.insert((svc, real), (up, reason));
+        if changed {
+            self.dirty.insert(svc);
+            let t = self.table.clone();
+            self.apply(t)?;
+        }
+        Ok(changed)
+    }
+
+    /// Forgets verdicts of checks that no longer exist (their real servers
+    /// count as up again).
+    pub fn retain_health(
+        &mut self,
+        keep: impl Fn(&ServiceAddr, &IpAddr) -> bool,
+    ) -> Result<(), ApplyError> {
+        let gone: Vec<(ServiceAddr, IpAddr)> = self
+            .health
+            .keys()
+            .filter(|(s, r)| !keep(s, r))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some((false, _)) = self.health.remove(&k) {
+                self.dirty.insert(k.0);
+            }
+        }
+        if !self.dirty.is_empty() {
+            let t = self.table.clone();
+            self.apply(t)?;
+        }
         Ok(())
     }
 
@@ -560,7 +625,16 @@ impl Director {
                     let id = self.real_ids[&(sid, r.address, r.port)];
                     let rs = Dataplane::sum_stats(&self.dp.rs_stats, id);
                     let c = counts.get(&id).copied().unwrap_or_default();
+                    let health = self.health.get(&(*a, r.address));
+                    let up = health.is_none_or(|(up, _)| *up);
+                    let remove = self.on_failure.get(a) == Some(&crate::health::OnFailure::Remove);
                     RealView {
+                        health: health.map(|(up, reason)| HealthView {
+                            up: *up,
+                            reason: reason.clone(),
+                        }),
+                        effective_weight: if up { r.weight } else { 0 },
+                        in_service: up || !remove,
                         spec: *r,
                         active_conns: c.active,
                         inactive_conns: c.inactive,

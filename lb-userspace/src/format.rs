@@ -27,8 +27,7 @@ fn service_line(spec: &ServiceSpec) -> String {
     s
 }
 
-/// `ipvsadm -Ln`.
-pub fn list(l: &Listing) -> String {
+fn render(l: &Listing, health: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -36,30 +35,56 @@ pub fn list(l: &Listing) -> String {
         l.conn_table_size
     );
     out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
-    out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
+    out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
+    if health {
+        out.push_str(" Health ConfW  Reason");
+    }
+    out.push('\n');
     for svc in &l.services {
         out.push_str(&service_line(&svc.spec));
         out.push('\n');
-        for r in &svc.reals {
-            let _ = writeln!(
+        for r in svc.reals.iter().filter(|r| r.in_service) {
+            let _ = write!(
                 out,
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
                 fmt_addr_port(&r.spec.address, r.spec.port),
                 r.spec.forward.ipvsadm_name(),
-                r.spec.weight,
+                r.effective_weight,
                 r.active_conns,
                 r.inactive_conns
             );
+            if health {
+                let (state, reason) = match &r.health {
+                    None => ("-", String::new()),
+                    Some(h) if h.up => ("up", h.reason.clone()),
+                    Some(h) => ("down", h.reason.clone()),
+                };
+                let _ = write!(out, " {state:<6} {:<6} {reason}", r.spec.weight);
+            }
+            out.push('\n');
         }
     }
     out
+}
+
+/// `ipvsadm -Ln`: the weight column shows the weight in force (0 while a
+/// health check holds the real server down, as keepalived's
+/// inhibit_on_failure does); removed ones are not listed.
+pub fn list(l: &Listing) -> String {
+    render(l, false)
+}
+
+/// `lbadm -Ln --health`: ipvsadm's rows plus Health, configured weight and
+/// the reason of the last transition.
+pub fn list_health(l: &Listing) -> String {
+    render(l, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        control::{RealView, ServiceView, StatsView},
+        control::{HealthView, RealView, ServiceView, StatsView},
         model::*,
     };
 
@@ -75,6 +100,9 @@ mod tests {
             inactive_conns: inact,
             stats: StatsView::default(),
             mac: None,
+            health: None,
+            effective_weight: w,
+            in_service: true,
         }
     }
 
@@ -126,5 +154,51 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
   -> [2001:db8::11]:53            Route   65535  0          0         
 ";
         assert_eq!(list(&l), want);
+    }
+
+    #[test]
+    fn health_shows_in_weight_and_in_the_extra_listing() {
+        let mut down = real("10.0.0.12", 80, 5, 1, 0);
+        down.health = Some(HealthView {
+            up: false,
+            reason: "HTTP 503".into(),
+        });
+        down.effective_weight = 0;
+        let mut removed = real("10.0.0.13", 80, 1, 0, 0);
+        removed.health = Some(HealthView {
+            up: false,
+            reason: "connection refused".into(),
+        });
+        removed.effective_weight = 0;
+        removed.in_service = false;
+        let l = Listing {
+            conn_table_size: 4096,
+            services: vec![ServiceView {
+                spec: ServiceSpec {
+                    addr: ServiceAddr {
+                        protocol: Protocol::Tcp,
+                        address: "10.0.0.100".parse().unwrap(),
+                        port: 80,
+                    },
+                    scheduler: Scheduler::Rr,
+                    flags: SchedFlags::default(),
+                    persistent: None,
+                },
+                stats: StatsView::default(),
+                reals: vec![real("10.0.0.11", 80, 1, 2, 0), down, removed],
+            }],
+        };
+        let plain = list(&l);
+        assert!(
+            plain.contains(
+                "  -> 10.0.0.12:80                 Route   0      1          0         \n"
+            ),
+            "{plain}"
+        );
+        assert!(!plain.contains("10.0.0.13"), "{plain}");
+        let h = list_health(&l);
+        assert!(h.contains("InActConn Health ConfW  Reason\n"), "{h}");
+        assert!(h.contains("10.0.0.12:80                 Route   0      1          0          down   5      HTTP 503\n"), "{h}");
+        assert!(h.contains("10.0.0.11:80                 Route   1      2          0          -      1      \n"), "{h}");
     }
 }

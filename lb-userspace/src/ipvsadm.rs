@@ -92,6 +92,9 @@ pub struct Cli {
     /// Print the version.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
+    /// Listing: add health state, configured weight and reason columns.
+    #[arg(long)]
+    pub health: bool,
     /// Output format for listings.
     #[arg(short = 'o', long = "output", value_parser = ["text", "json"], default_value = "text")]
     pub output: String,

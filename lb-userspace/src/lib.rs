@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod director;
 pub mod format;
+pub mod health;
 pub mod ipvsadm;
 pub mod model;
 pub mod neigh;

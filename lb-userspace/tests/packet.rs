@@ -546,14 +546,18 @@ fn reapplying_an_unchanged_table_republishes_nothing() {
         .services
         .iter()
         .enumerate()
-        .find(|(_, (_, s))| s.spec.scheduler == lb_userspace::model::Scheduler::Mh && s.reals.len() == 2)
+        .find(|(_, (_, s))| {
+            s.spec.scheduler == lb_userspace::model::Scheduler::Mh && s.reals.len() == 2
+        })
         .map(|(i, (a, _))| (i, *a))
         .unwrap();
     let r = *tab.services[&svc].reals.values().next().unwrap();
     tab.edit_real(&svc, RealSpec { weight: 5, ..r }).unwrap();
     t.d.apply(tab).unwrap();
     let after = gens(&t);
-    let flipped: Vec<usize> = (0..before.len()).filter(|i| before[*i].0 != after[*i].0).collect();
+    let flipped: Vec<usize> = (0..before.len())
+        .filter(|i| before[*i].0 != after[*i].0)
+        .collect();
     assert_eq!(flipped, vec![idx], "before {before:?} after {after:?}");
     // rr ignores weights: a weight change there leaves the ring alone.
     let mut tab = t.d.table.clone();

@@ -70,6 +70,8 @@ pub struct Lab {
     pub paths: Paths,
     /// Processes started in the lab (killed at teardown).
     pub children: Vec<Child>,
+    /// The real servers' HTTP servers, by real-server number.
+    pub rs_http: std::sync::Mutex<std::collections::BTreeMap<usize, Child>>,
     /// Leave the lab up when dropped (`cargo xtask lab up`).
     pub keep: bool,
 }
@@ -132,6 +134,7 @@ impl Lab {
             n_rs,
             paths,
             children: Vec::new(),
+            rs_http: Default::default(),
             keep: false,
         };
         // Leftovers of an earlier run with the same prefix.
@@ -206,16 +209,7 @@ impl Lab {
                     "eth1",
                 ],
             )?;
-            let child = self
-                .cmd(&ns, "python3")
-                .arg(self.paths.rs_server())
-                .arg(format!("rs{i}"))
-                .arg("80")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting a real server's HTTP server")?;
-            self.children.push(child);
+            self.start_rs_http(i)?;
         }
         // veth hands TCP over with the checksum not yet computed; once XDP_TX
         // turns it into a raw frame nobody fills it in. Real NICs are fine.
@@ -246,6 +240,31 @@ impl Lab {
             .with_context(|| format!("real server {i} HTTP server did not start"))?;
         }
         Ok(())
+    }
+
+    /// Starts real server `i`'s HTTP server (python, port 80).
+    pub fn start_rs_http(&self, i: usize) -> Result<()> {
+        let child = self
+            .cmd(&self.rs_ns(i), "python3")
+            .arg(self.paths.rs_server())
+            .arg(format!("rs{i}"))
+            .arg("80")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a real server's HTTP server")?;
+        self.rs_http.lock().expect("lock").insert(i, child);
+        Ok(())
+    }
+
+    /// Stops real server `i`'s HTTP server (the host stays up: its port 80
+    /// now refuses connections).
+    pub fn stop_rs_http(&self, i: usize) {
+        let child = self.rs_http.lock().expect("lock").remove(&i);
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Starts lbd on the director with `config`.
@@ -319,11 +338,15 @@ impl Lab {
     /// Kills every process in the lab's namespaces, deletes the namespaces
     /// and the lab's pins. Safe to call repeatedly.
     pub fn teardown(&mut self) {
-        for c in &mut self.children {
+        let rs = self
+            .rs_http
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for mut c in self.children.drain(..).chain(rs.into_values()) {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.children.clear();
         for ns in self.all_ns() {
             if Path::new(&format!("/run/netns/{ns}")).exists() {
                 if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {

@@ -191,7 +191,10 @@ fn bench_smoke() -> Result<()> {
         .filter(|r| r["ns_per_packet"].as_f64().is_some_and(|n| n > 0.0))
         .count();
     if measured < 10 || v["control_plane"].as_object().is_none_or(|o| o.is_empty()) {
-        bail!("bench results incomplete: {measured} measured rows in {}", file.display());
+        bail!(
+            "bench results incomplete: {measured} measured rows in {}",
+            file.display()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("bench smoke: 1 passed, 0 failed ({measured} per-packet rows measured)");
@@ -216,6 +219,14 @@ fn main() -> Result<()> {
             lab.keep = true;
             // The HTTP servers must outlive this process.
             for c in lab.children.drain(..) {
+                std::mem::forget(c);
+            }
+            let rs = lab
+                .rs_http
+                .get_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            for (_, c) in rs {
                 std::mem::forget(c);
             }
             println!("lab up: namespaces {}", lab.all_ns().join(" "));

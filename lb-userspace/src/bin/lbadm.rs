@@ -56,6 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Response::Listing { listing } => {
                 if cli.output == "json" {
                     println!("{}", serde_json::to_string_pretty(&listing)?);
+                } else if cli.health {
+                    print!("{}", format::list_health(&listing));
                 } else {
                     print!("{}", format::list(&listing));
                 }

@@ -118,6 +118,7 @@ async fn run() -> Result<()> {
         .with_context(|| format!("loading the XDP program (pins in {})", dir.display()))?;
     dp.set_director_mac(own_mac)?;
     let mut director = Director::recover(dp)?;
+    director.on_failure = config.on_failure();
     // Resolve MACs before the first apply so rings are complete at once.
     let updates = resolver.resolve(&table_addresses(&table)).await?;
     director.update_macs(&updates)?;
@@ -131,6 +132,7 @@ async fn run() -> Result<()> {
         director,
         resolver,
         config_path: args.config.clone(),
+        checks: config.checks(),
     };
     let r = daemon.run(listener).await;
     let _ = std::fs::remove_file(&args.socket);
