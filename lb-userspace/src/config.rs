@@ -8,7 +8,7 @@ use std::{net::IpAddr, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    health::{CheckSpec, OnFailure},
+    health::{CheckSpec, OnFailure, ServicePolicy},
     model::{
         Forward, ModelError, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec,
         Table, DEFAULT_PERSISTENCE,
@@ -115,6 +115,19 @@ pub struct ServiceCfg {
     /// What a failed check does: quiesce (weight 0) or remove.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// A server used only while the quorum is lost (no real server up, by default).
+    #[serde(default)]
+    pub sorry_server: Option<IpAddr>,
+    /// Minimum total weight of healthy real servers; below it the sorry server takes over.
+    #[serde(default = "default_quorum")]
+    pub quorum: u32,
+    /// Quorum lost below quorum - hysteresis, regained at quorum + hysteresis.
+    #[serde(default)]
+    pub hysteresis: u32,
+}
+
+fn default_quorum() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +186,22 @@ impl Config {
                 None => Ok(()),
             };
             check(format!("services[{i}].health_check"), &s.health_check)?;
+            if let Some(sorry) = s.sorry_server {
+                if sorry.is_ipv4() != s.address.is_ipv4() {
+                    return Err(ConfigError::Invalid {
+                        file: file.to_string(),
+                        field: format!("services[{i}].sorry_server"),
+                        msg: format!("{sorry} is not of the VIP's address family"),
+                    });
+                }
+            }
+            if s.hysteresis > s.quorum {
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    field: format!("services[{i}].hysteresis"),
+                    msg: format!("hysteresis {} exceeds quorum {}", s.hysteresis, s.quorum),
+                });
+            }
             for (j, r) in s.real_servers.iter().enumerate() {
                 check(
                     format!("services[{i}].real_servers[{j}].health_check"),
@@ -221,8 +250,8 @@ impl Config {
         v
     }
 
-    /// on_failure per service.
-    pub fn on_failure(&self) -> std::collections::HashMap<ServiceAddr, OnFailure> {
+    /// Health policy (on_failure, sorry server, quorum) per service.
+    pub fn policies(&self) -> std::collections::HashMap<ServiceAddr, ServicePolicy> {
         self.services
             .iter()
             .map(|s| {
@@ -232,7 +261,12 @@ impl Config {
                         address: s.address,
                         port: s.port,
                     },
-                    s.on_failure,
+                    ServicePolicy {
+                        on_failure: s.on_failure,
+                        sorry_server: s.sorry_server,
+                        quorum: s.quorum,
+                        hysteresis: s.hysteresis,
+                    },
                 )
             })
             .collect()

@@ -69,7 +69,15 @@ impl Checker {
         });
         for (k, spec) in want {
             if !self.tasks.contains_key(&k) {
-                let h = health::spawn(spec.clone(), k.0, k.1, self.events.clone());
+                // Warm-up: a stable phase per check spreads thousands of
+                // checks over the first interval instead of one burst.
+                let phase = {
+                    use std::hash::{Hash, Hasher};
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    k.hash(&mut hasher);
+                    (hasher.finish() % 1000) as f64 / 1000.0
+                };
+                let h = health::spawn(spec.clone(), k.0, k.1, phase, self.events.clone());
                 self.tasks.insert(k, (spec.clone(), h));
             }
         }
@@ -218,7 +226,7 @@ impl Daemon {
         let res = Config::load(&p).map_err(anyhow::Error::from).and_then(|c| {
             let t = c.table(&p.display().to_string())?;
             self.director.apply(t)?;
-            self.director.on_failure = c.on_failure();
+            self.director.set_policies(c.policies());
             self.checks = c.checks();
             Ok(())
         });
@@ -230,14 +238,19 @@ impl Daemon {
 
     fn health_event(&mut self, ev: HealthEvent) {
         let what = if ev.up { "UP" } else { "DOWN" };
+        let weight = match ev.weight {
+            None => String::new(),
+            Some(health::WeightChange::Absolute(w)) => format!(", weight {w}"),
+            Some(health::WeightChange::Percent(p)) => format!(", weight {p}%"),
+        };
         match self
             .director
-            .set_health(ev.service, ev.real, ev.up, ev.reason.clone())
+            .set_health(ev.service, ev.real, ev.up, ev.weight, ev.reason.clone())
         {
             Ok(true) => info!(
                 service = %ev.service,
                 real = %ev.real,
-                "real server {what}: {}",
+                "real server {what}{weight}: {}",
                 ev.reason
             ),
             Ok(false) => {}

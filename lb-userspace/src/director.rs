@@ -22,7 +22,8 @@ use tracing::{debug, info};
 use crate::{
     control::{HealthView, Listing, RealView, ServiceView, StatsView},
     dataplane::{Dataplane, DataplaneError},
-    model::{fmt_addr_port, Protocol, ServiceAddr, Table},
+    health::{OnFailure, ServicePolicy, WeightChange},
+    model::{fmt_addr_port, Protocol, RealSpec, ServiceAddr, Table},
     sched::{build_ring, Candidate},
 };
 
@@ -89,6 +90,28 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// What the health check of one real server says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub up: bool,
+    /// Weight asked for by an external program or an agent.
+    pub weight: Option<WeightChange>,
+    pub reason: String,
+}
+
+/// The weight in force for a real server of configured weight `w`.
+pub fn effective_weight(w: u32, v: Option<&Verdict>) -> u32 {
+    match v {
+        None => w,
+        Some(v) if !v.up => 0,
+        Some(v) => match v.weight {
+            None => w,
+            Some(WeightChange::Absolute(a)) => a.min(crate::model::MAX_WEIGHT),
+            Some(WeightChange::Percent(p)) => ((w as u64 * p as u64) / 100).min(65535) as u32,
+        },
+    }
+}
+
 /// Identity of a real-server slot: (service id, address, port).
 type RealKey = (u32, IpAddr, u16);
 
@@ -109,10 +132,12 @@ pub struct Director {
     /// Services to rebuild at the next apply although their spec is
     /// unchanged (a real server's health changed).
     dirty: BTreeSet<ServiceAddr>,
-    /// Health-check verdicts (absent = not checked = up) and reasons.
-    health: HashMap<(ServiceAddr, IpAddr), (bool, String)>,
-    /// What a failed check does, per service.
-    pub on_failure: HashMap<ServiceAddr, crate::health::OnFailure>,
+    /// Health-check verdicts (absent = not checked = up).
+    health: HashMap<(ServiceAddr, IpAddr), Verdict>,
+    /// Health policy per service (on_failure, sorry server, quorum).
+    policies: HashMap<ServiceAddr, ServicePolicy>,
+    /// Quorum state per service (absent = not yet computed).
+    quorum_up: HashMap<ServiceAddr, bool>,
     real_ids: HashMap<RealKey, u32>,
     /// Slots of real servers no longer in the table (kept for their connections).
     removed: BTreeSet<u32>,
@@ -155,7 +180,8 @@ impl Director {
             clean: false,
             dirty: BTreeSet::new(),
             health: HashMap::new(),
-            on_failure: HashMap::new(),
+            policies: HashMap::new(),
+            quorum_up: HashMap::new(),
             real_ids: HashMap::new(),
             removed: BTreeSet::new(),
             macs: HashMap::new(),
@@ -210,6 +236,7 @@ impl Director {
             .services
             .values()
             .flat_map(|s| s.reals.keys().map(|(a, _)| *a))
+            .chain(self.policies.values().filter_map(|p| p.sorry_server))
             .collect()
     }
 
@@ -302,6 +329,9 @@ impl Director {
             for (addr, port) in s.reals.keys() {
                 wanted_reals.push((id, *addr, *port));
             }
+            if let Some(r) = self.sorry_real(a) {
+                wanted_reals.push((id, r.address, r.port));
+            }
         }
         let fresh = wanted_reals
             .iter()
@@ -332,7 +362,8 @@ impl Director {
         for a in &changed {
             let s = &table.services[a];
             let sid = self.svc_ids[a];
-            for r in s.reals.values() {
+            let sorry = self.sorry_real(a);
+            for r in s.reals.values().chain(sorry.as_ref()) {
                 let k = (sid, r.address, r.port);
                 let id = match self.real_ids.get(&k) {
                     Some(id) => *id,
@@ -407,15 +438,48 @@ impl Director {
             let candidates: Vec<Candidate> = s
                 .reals
                 .values()
-                .filter(|r| {
-                    r.weight > 0 && self.macs.contains_key(&r.address) && self.is_up(a, &r.address)
+                .map(|r| {
+                    (
+                        r,
+                        effective_weight(r.weight, self.health.get(&(*a, r.address))),
+                    )
                 })
-                .map(|r| Candidate {
+                .filter(|(r, w)| *w > 0 && self.macs.contains_key(&r.address))
+                .map(|(r, w)| Candidate {
                     id: self.real_ids[&(sid, r.address, r.port)],
                     name: fmt_addr_port(&r.address, r.port),
-                    weight: r.weight,
+                    weight: w,
                 })
                 .collect();
+            // Quorum with hysteresis; below it the sorry server (if any) takes
+            // every new connection.
+            let policy = self.policies.get(a).cloned().unwrap_or(ServicePolicy {
+                quorum: 1,
+                ..Default::default()
+            });
+            let healthy: u64 = candidates.iter().map(|c| c.weight as u64).sum();
+            let was_up = self.quorum_up.get(a).copied();
+            let up = match was_up {
+                None | Some(true)
+                    if healthy + (policy.hysteresis as u64) < policy.quorum as u64 =>
+                {
+                    false
+                }
+                None | Some(true) => true,
+                Some(false) => healthy >= policy.quorum as u64 + policy.hysteresis as u64,
+            };
+            if was_up.is_some() && was_up != Some(up) {
+                info!(service = %a, healthy_weight = healthy, "quorum {}", if up { "regained" } else { "lost" });
+            }
+            self.quorum_up.insert(*a, up);
+            let candidates = match (&self.sorry_real(a), up) {
+                (Some(sr), false) if self.macs.contains_key(&sr.address) => vec![Candidate {
+                    id: self.real_ids[&(sid, sr.address, sr.port)],
+                    name: fmt_addr_port(&sr.address, sr.port),
+                    weight: 1,
+                }],
+                _ => candidates,
+            };
             let (mut gen, old_ring) = self.published.get(&sid).cloned().unwrap_or((0, Vec::new()));
             let same_input = self
                 .built_from
@@ -494,22 +558,50 @@ impl Director {
         Ok(())
     }
 
+    /// Replaces the per-service health policies; every service is rebuilt at
+    /// the next apply.
+    pub fn set_policies(&mut self, p: HashMap<ServiceAddr, ServicePolicy>) {
+        if p != self.policies {
+            self.policies = p;
+            self.clean = false;
+        }
+    }
+
+    /// The sorry server of `svc` as a real-server entry (weight 1, DR port).
+    fn sorry_real(&self, svc: &ServiceAddr) -> Option<RealSpec> {
+        let a = self.policies.get(svc)?.sorry_server?;
+        Some(RealSpec {
+            address: a,
+            port: svc.port,
+            weight: 1,
+            forward: crate::model::Forward::Route,
+        })
+    }
+
+    /// Whether the sorry server of `svc` is in use now.
+    pub fn sorry_active(&self, svc: &ServiceAddr) -> bool {
+        self.sorry_real(svc).is_some() && self.quorum_up.get(svc) == Some(&false)
+    }
+
     /// A real server is up unless its health check says otherwise.
     pub fn is_up(&self, svc: &ServiceAddr, real: &IpAddr) -> bool {
-        self.health.get(&(*svc, *real)).is_none_or(|(up, _)| *up)
+        self.health.get(&(*svc, *real)).is_none_or(|v| v.up)
     }
 
     /// Records a health-check verdict; rebuilds the service's ring when the
-    /// verdict changes. Returns whether it changed.
+    /// state or the weight changes. Returns whether it changed.
     pub fn set_health(
         &mut self,
         svc: ServiceAddr,
         real: IpAddr,
         up: bool,
+        weight: Option<WeightChange>,
         reason: String,
     ) -> Result<bool, ApplyError> {
-        let changed = self.is_up(&svc, &real) != up;
-        self.health.insert((svc, real), (up, reason));
+        let old = self.health.get(&(svc, real)).map(|v| (v.up, v.weight));
+        let changed = old.unwrap_or((true, None)) != (up, weight);
+        self.health
+            .insert((svc, real), Verdict { up, weight, reason });
         if changed {
             self.dirty.insert(svc);
             let t = self.table.clone();
@@ -531,8 +623,10 @@ impl Director {
             .copied()
             .collect();
         for k in gone {
-            if let Some((false, _)) = self.health.remove(&k) {
-                self.dirty.insert(k.0);
+            if let Some(v) = self.health.remove(&k) {
+                if !v.up || v.weight.is_some() {
+                    self.dirty.insert(k.0);
+                }
             }
         }
         if !self.dirty.is_empty() {
@@ -618,7 +712,7 @@ impl Director {
         for (a, s) in &self.table.services {
             let sid = self.svc_ids[a];
             let st = Dataplane::sum_stats(&self.dp.svc_stats, sid);
-            let reals = s
+            let mut reals: Vec<RealView> = s
                 .reals
                 .values()
                 .map(|r| {
@@ -626,14 +720,15 @@ impl Director {
                     let rs = Dataplane::sum_stats(&self.dp.rs_stats, id);
                     let c = counts.get(&id).copied().unwrap_or_default();
                     let health = self.health.get(&(*a, r.address));
-                    let up = health.is_none_or(|(up, _)| *up);
-                    let remove = self.on_failure.get(a) == Some(&crate::health::OnFailure::Remove);
+                    let up = health.is_none_or(|v| v.up);
+                    let remove =
+                        self.policies.get(a).map(|p| p.on_failure) == Some(OnFailure::Remove);
                     RealView {
-                        health: health.map(|(up, reason)| HealthView {
-                            up: *up,
-                            reason: reason.clone(),
+                        health: health.map(|v| HealthView {
+                            up: v.up,
+                            reason: v.reason.clone(),
                         }),
-                        effective_weight: if up { r.weight } else { 0 },
+                        effective_weight: effective_weight(r.weight, health),
                         in_service: up || !remove,
                         spec: *r,
                         active_conns: c.active,
@@ -647,6 +742,34 @@ impl Director {
                     }
                 })
                 .collect();
+            // An active sorry server is listed like a real server (as
+            // keepalived adds it to IPVS).
+            if let (Some(sr), true) = (self.sorry_real(a), self.sorry_active(a)) {
+                let id = self.real_ids.get(&(sid, sr.address, sr.port)).copied();
+                let st = id
+                    .map(|id| Dataplane::sum_stats(&self.dp.rs_stats, id))
+                    .unwrap_or_default();
+                let c = id
+                    .and_then(|id| counts.get(&id).copied())
+                    .unwrap_or_default();
+                reals.push(RealView {
+                    spec: sr,
+                    health: Some(HealthView {
+                        up: true,
+                        reason: "sorry server (quorum lost)".into(),
+                    }),
+                    effective_weight: 1,
+                    in_service: true,
+                    active_conns: c.active,
+                    inactive_conns: c.inactive,
+                    stats: StatsView {
+                        conns: st.conns,
+                        in_packets: st.packets,
+                        in_bytes: st.bytes,
+                    },
+                    mac: self.macs.get(&sr.address).map(fmt_mac),
+                });
+            }
             services.push(ServiceView {
                 spec: s.spec.clone(),
                 stats: StatsView {

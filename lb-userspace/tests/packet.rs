@@ -567,3 +567,131 @@ fn reapplying_an_unchanged_table_republishes_nothing() {
     t.d.apply(tab).unwrap();
     assert_eq!(gens(&t)[0], after[0]);
 }
+
+#[test]
+fn health_verdicts_weights_quorum_and_sorry_server() {
+    use lb_userspace::health::{ServicePolicy, WeightChange};
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: wrr,
+     real_servers: [{address: 192.0.2.11, weight: 2}, {address: 192.0.2.12, weight: 2},
+                    {address: 192.0.2.13, weight: 2}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+        ("192.0.2.99", Some(rs_mac(99))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    let svc = *t.d.table.services.keys().next().unwrap();
+    t.d.set_policies(
+        [(
+            svc,
+            ServicePolicy {
+                sorry_server: Some("192.0.2.99".parse().unwrap()),
+                quorum: 3,
+                hysteresis: 1,
+                ..Default::default()
+            },
+        )]
+        .into(),
+    );
+    let tab = t.d.table.clone();
+    t.d.apply(tab).unwrap();
+    let mut port = 50000u16;
+    let mut spread = |t: &mut TestDirector, n: u16| {
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            port += 1;
+            let (a, out) = t.run(&tcp("203.0.113.10", port, "192.0.2.100", 80, SYN).frame());
+            assert_eq!(a, XDP_TX);
+            *seen.entry(out[5]).or_insert(0u32) += 1;
+        }
+        seen
+    };
+    let ip = |n: u8| -> std::net::IpAddr { format!("192.0.2.{n}").parse().unwrap() };
+    assert_eq!(
+        spread(&mut t, 12).keys().copied().collect::<Vec<_>>(),
+        vec![11, 12, 13]
+    );
+    // Agent: rs11 at 50% (weight 1 of 2), rs12 drained.
+    t.d.set_health(
+        svc,
+        ip(11),
+        true,
+        Some(WeightChange::Percent(50)),
+        "agent: 50%".into(),
+    )
+    .unwrap();
+    t.d.set_health(
+        svc,
+        ip(12),
+        true,
+        Some(WeightChange::Percent(0)),
+        "agent: drain".into(),
+    )
+    .unwrap();
+    let s = spread(&mut t, 30);
+    assert_eq!(
+        (s.get(&11), s.get(&12), s.get(&13)),
+        (Some(&10), None, Some(&20)),
+        "{s:?}"
+    );
+    // External program: absolute weight.
+    t.d.set_health(
+        svc,
+        ip(12),
+        true,
+        Some(WeightChange::Absolute(4)),
+        "exit 6".into(),
+    )
+    .unwrap();
+    assert!(spread(&mut t, 14).get(&12).copied().unwrap_or(0) >= 7);
+    t.d.set_health(svc, ip(11), true, None, "ok".into())
+        .unwrap();
+    t.d.set_health(svc, ip(12), true, None, "ok".into())
+        .unwrap();
+    // Down one by one: healthy weight 4, then 2 (2 + 1 >= 3: quorum kept).
+    t.d.set_health(svc, ip(11), false, None, "HTTP 503".into())
+        .unwrap();
+    t.d.set_health(svc, ip(12), false, None, "HTTP 503".into())
+        .unwrap();
+    assert_eq!(
+        spread(&mut t, 6).keys().copied().collect::<Vec<_>>(),
+        vec![13]
+    );
+    assert!(!t.d.sorry_active(&svc));
+    // All down: quorum lost, the sorry server takes every new connection.
+    t.d.set_health(svc, ip(13), false, None, "connect timeout 1 s".into())
+        .unwrap();
+    assert_eq!(
+        spread(&mut t, 6).keys().copied().collect::<Vec<_>>(),
+        vec![99]
+    );
+    assert!(t.d.sorry_active(&svc));
+    let l = t.d.listing();
+    assert!(l.services[0]
+        .reals
+        .iter()
+        .any(|r| r.spec.address == ip(99) && r.in_service));
+    // One back (healthy 2 < quorum + hysteresis 4): still the sorry server.
+    t.d.set_health(svc, ip(11), true, None, "ok".into())
+        .unwrap();
+    assert_eq!(
+        spread(&mut t, 4).keys().copied().collect::<Vec<_>>(),
+        vec![99]
+    );
+    // Two back (4): quorum regained, the sorry server gets nothing new.
+    t.d.set_health(svc, ip(12), true, None, "ok".into())
+        .unwrap();
+    assert_eq!(
+        spread(&mut t, 8).keys().copied().collect::<Vec<_>>(),
+        vec![11, 12]
+    );
+    assert!(!t.d.sorry_active(&svc));
+}

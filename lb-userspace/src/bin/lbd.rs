@@ -118,7 +118,7 @@ async fn run() -> Result<()> {
         .with_context(|| format!("loading the XDP program (pins in {})", dir.display()))?;
     dp.set_director_mac(own_mac)?;
     let mut director = Director::recover(dp)?;
-    director.on_failure = config.on_failure();
+    director.set_policies(config.policies());
     // Resolve MACs before the first apply so rings are complete at once.
     let updates = resolver.resolve(&table_addresses(&table)).await?;
     director.update_macs(&updates)?;
