@@ -401,3 +401,85 @@ fn a_failed_real_server_leaves_and_rejoins_by_itself() {
         assert!(row.contains(" up "), "{row}");
     }
 }
+
+const AGENT_CONFIG: &str = r#"
+services:
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 80
+    scheduler: rr
+    health_check: {type: agent, port: 10000, interval: 0.5, timeout: 0.5, rise: 1, fall: 1}
+    real_servers:
+      - {address: 192.0.2.11}
+      - {address: 192.0.2.12}
+      - {address: 192.0.2.13}
+"#;
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
+    let lab = lab();
+    let state = |i: usize| std::env::temp_dir().join(format!("{}-agent-rs{i}", lab.prefix));
+    for i in 1..=3 {
+        std::fs::write(state(i), "up\n").unwrap();
+        // The agents run in the real servers' namespaces (killed at teardown).
+        lab.cmd(&lab.rs_ns(i), "python3")
+            .arg(lab.paths.root.join("tests/lab/agent.py"))
+            .arg("10000")
+            .arg(state(i))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    }
+    let _lbd = Lbd::start(&lab, AGENT_CONFIG);
+    // Three long downloads: rr puts one on each real server.
+    let outs: Vec<_> = (0..3)
+        .map(|n| std::env::temp_dir().join(format!("{}-dl{n}", lab.prefix)))
+        .collect();
+    let downloads: Vec<Child> = outs
+        .iter()
+        .map(|o| {
+            let c = lab
+                .cmd(&lab.ns("client"), "curl")
+                .args(["-sS", "--max-time", "30", "-o"])
+                .arg(o)
+                .arg(format!("http://{}/slow?s=5", lab::VIP))
+                .spawn()
+                .unwrap();
+            sleep(Duration::from_millis(200));
+            c
+        })
+        .collect();
+    // rs2's agent says drain.
+    std::fs::write(state(2), "drain\n").unwrap();
+    sleep(Duration::from_millis(1500));
+    let mut seen = BTreeMap::new();
+    for _ in 0..9 {
+        let who = lab.curl_vip("/", 3).unwrap().trim().to_string();
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("rs2"), None, "a draining server got new connections: {seen:?}");
+    let list = lab.lbadm(&["-L", "-n", "--health"]).unwrap();
+    let row = list.lines().find(|l| l.contains("192.0.2.12:80")).unwrap().to_string();
+    assert!(row.contains("Route   0 ") && row.contains("agent: drain"), "{row}");
+    // ...while its established download finishes.
+    let mut finished = BTreeMap::new();
+    for (mut c, o) in downloads.into_iter().zip(&outs) {
+        assert!(c.wait().unwrap().success());
+        let body = std::fs::read_to_string(o).unwrap();
+        let _ = std::fs::remove_file(o);
+        let who = body.lines().last().unwrap_or("").trim_end_matches(" done").to_string();
+        *finished.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(finished.get("rs2"), Some(&1), "{finished:?}");
+    // Back to up: rs2 receives new connections again.
+    std::fs::write(state(2), "up\n").unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (0..3).any(|_| lab.curl_vip("/", 3).map(|b| b.trim() == "rs2").unwrap_or(false))
+    })
+    .expect("rs2 back after its agent said up");
+    for i in 1..=3 {
+        let _ = std::fs::remove_file(state(i));
+    }
+}
