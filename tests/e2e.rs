@@ -362,7 +362,8 @@ fn a_failed_real_server_leaves_and_rejoins_by_itself() {
         // one interval of phase) no new connection reaches it.
         lab.stop_rs_http(2);
         let killed = Instant::now();
-        sleep(Duration::from_millis(2500));
+        // fall x interval + one timeout = 1.5 s, plus a little slack.
+        sleep(Duration::from_millis(1800));
         let mut after = BTreeMap::new();
         for _ in 0..12 {
             let who = curl(&lab).expect("a request failed after the check took rs2 out");
@@ -459,24 +460,44 @@ fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
         let who = lab.curl_vip("/", 3).unwrap().trim().to_string();
         *seen.entry(who).or_insert(0) += 1;
     }
-    assert_eq!(seen.get("rs2"), None, "a draining server got new connections: {seen:?}");
+    assert_eq!(
+        seen.get("rs2"),
+        None,
+        "a draining server got new connections: {seen:?}"
+    );
     let list = lab.lbadm(&["-L", "-n", "--health"]).unwrap();
-    let row = list.lines().find(|l| l.contains("192.0.2.12:80")).unwrap().to_string();
-    assert!(row.contains("Route   0 ") && row.contains("agent: drain"), "{row}");
+    let row = list
+        .lines()
+        .find(|l| l.contains("192.0.2.12:80"))
+        .unwrap()
+        .to_string();
+    assert!(
+        row.contains("Route   0 ") && row.contains("agent: drain"),
+        "{row}"
+    );
     // ...while its established download finishes.
     let mut finished = BTreeMap::new();
     for (mut c, o) in downloads.into_iter().zip(&outs) {
         assert!(c.wait().unwrap().success());
         let body = std::fs::read_to_string(o).unwrap();
         let _ = std::fs::remove_file(o);
-        let who = body.lines().last().unwrap_or("").trim_end_matches(" done").to_string();
+        let who = body
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_end_matches(" done")
+            .to_string();
         *finished.entry(who).or_insert(0) += 1;
     }
     assert_eq!(finished.get("rs2"), Some(&1), "{finished:?}");
     // Back to up: rs2 receives new connections again.
     std::fs::write(state(2), "up\n").unwrap();
     wait_for(Duration::from_secs(10), || {
-        (0..3).any(|_| lab.curl_vip("/", 3).map(|b| b.trim() == "rs2").unwrap_or(false))
+        (0..3).any(|_| {
+            lab.curl_vip("/", 3)
+                .map(|b| b.trim() == "rs2")
+                .unwrap_or(false)
+        })
     })
     .expect("rs2 back after its agent said up");
     for i in 1..=3 {

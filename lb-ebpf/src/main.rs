@@ -438,3 +438,48 @@ pub fn bench_minimal_lb(ctx: XdpContext) -> u32 {
     }
     XDP_TX
 }
+
+#[map]
+static BENCH_SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The benchmark's sink: counts and drops every frame (and, being an XDP
+/// program, lets a veth receive XDP_TX frames from its peer).
+#[xdp]
+pub fn bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(c) = BENCH_SINK_COUNT.get_ptr_mut(0) {
+        unsafe { *c += 1 };
+    }
+    XDP_DROP
+}
+
+/// The benchmark's traffic generator (run in live-frames mode): the floor's
+/// MAC swap, plus TTL reset to 64 and a fresh IPv4 header checksum, because
+/// live frames reuse pages that a forwarding path may have modified.
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    let Ok(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN) else {
+        return XDP_DROP;
+    };
+    unsafe {
+        let mut tmp = [0u8; 6];
+        core::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(p.add(6), p, 6);
+        core::ptr::copy_nonoverlapping(tmp.as_ptr(), p.add(6), 6);
+        let ip = p.add(ETH_HLEN);
+        *ip.add(8) = 64;
+        *ip.add(10) = 0;
+        *ip.add(11) = 0;
+        let mut sum: u32 = 0;
+        let mut i = 0;
+        while i < Ipv4Hdr::LEN {
+            sum += u16::from_be_bytes([*ip.add(i), *ip.add(i + 1)]) as u32;
+            i += 2;
+        }
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        let c = !(sum as u16);
+        *ip.add(10) = (c >> 8) as u8;
+        *ip.add(11) = c as u8;
+    }
+    XDP_TX
+}

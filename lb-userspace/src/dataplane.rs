@@ -172,7 +172,8 @@ impl Dataplane {
             let id = prog.attach_to_link(xdp_link)?;
             // Keep the link alive beyond this process: it stays pinned.
             let link = prog.take_link(id)?;
-            std::mem::forget(link);
+            // Dropping it closes our fd; the pin keeps the link (and the program) alive.
+            drop(link);
             info!(link = %link_path.display(), "replaced the program in the pinned XDP link");
             return Ok(Attached::PinnedLink);
         }
@@ -206,7 +207,7 @@ impl Dataplane {
                         path: link_path.display().to_string(),
                         msg: e.to_string(),
                     })?;
-                    std::mem::forget(pinned);
+                    drop(pinned); // closes our fd; the pin keeps the link
                     info!(iface, mode = name, "attached XDP program");
                     return Ok(*kind);
                 }
@@ -330,7 +331,7 @@ pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
         path: pin.display().to_string(),
         msg: e.to_string(),
     })?;
-    std::mem::forget(pinned);
+    drop(pinned); // closes our fd; the pin keeps the link
     let _ = fs::remove_dir_all(&scratch);
     Ok(())
 }

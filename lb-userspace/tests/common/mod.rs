@@ -1,6 +1,7 @@
 //! Helpers for packet tests: a director over a private pin directory, and a
 //! small frame builder (Ethernet, optional 802.1Q, IPv4 with options, IPv6,
-//! TCP, UDP). Checksums are left zero: the XDP program never reads them.
+//! TCP, UDP). The IPv4 header checksum is valid; L4 checksums are left zero
+//! (the XDP program never reads them).
 #![allow(dead_code)]
 
 use std::{net::IpAddr, path::PathBuf};
@@ -188,8 +189,20 @@ impl Pkt {
                 f.extend_from_slice(&[0, 0]);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
-                // NOP options then end-of-list
+                // NOP options
                 f.extend(std::iter::repeat_n(1u8, self.ip_options));
+                // A valid header checksum, so the kernel's own stack accepts
+                // the frame too (the benchmark's Linux-routing baseline).
+                let l3 = f.len() - ihl * 4;
+                let mut sum: u32 = 0;
+                for c in f[l3..].chunks(2) {
+                    sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+                }
+                while sum >> 16 != 0 {
+                    sum = (sum & 0xffff) + (sum >> 16);
+                }
+                let csum = !(sum as u16);
+                f[l3 + 10..l3 + 12].copy_from_slice(&csum.to_be_bytes());
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&0x86ddu16.to_be_bytes());
