@@ -393,16 +393,6 @@ fn map_memlock(max_entries: u32, map_type: u32) -> Option<u64> {
     None
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn memory(o: &Opts, memory: &mut BTreeMap<String, Value>) -> Result<()> {
     const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
     let sizes: &[u32] = if o.quick {
@@ -436,7 +426,6 @@ fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
         max_reals: 131_072,
         max_conns: 1024,
     };
-    let rss0 = rss_kib();
     let mut d = load(&dir, &limits);
     let real_addrs: Vec<IpAddr> = (1..=100)
         .map(|n| format!("192.0.2.{n}").parse().unwrap())
@@ -457,7 +446,6 @@ fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
     let t0 = Instant::now();
     d.apply(t.clone())?;
     let apply = t0.elapsed();
-    let rss1 = rss_kib();
     let first = *t.services.keys().next().unwrap();
     let mut times = Vec::new();
     for w in 0..5u32 {
@@ -475,10 +463,6 @@ fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
     rows.insert(
         "change_one_weight_ms".into(),
         json!((median(times) * 100.0).round() / 100.0),
-    );
-    rows.insert(
-        format!("userspace_rss_delta_{n_svc}x100_kib"),
-        json!(rss1.saturating_sub(rss0)),
     );
 
     // Maglev build time and disruption.
@@ -886,7 +870,9 @@ fn markdown(result: &Value) -> String {
             r["note"].as_str().unwrap_or("")
         ));
     }
-    s.push_str("\n## Control plane and memory\n\n```json\n");
+    s.push_str("\n## Through the lab\n\nA real client (wrk, iperf3) in the lab through the XDP director, against HAProxy in TCP mode on the same director namespace balancing the same nginx real servers, in the same run. Everything (client, router, bridge, director, real servers) shares the machine's 2 CPUs, so these are relative figures.\n\n```json\n");
+    s.push_str(&serde_json::to_string_pretty(&result["through_the_lab"]).unwrap());
+    s.push_str("\n```\n\n## Control plane and memory\n\n```json\n");
     s.push_str(
         &serde_json::to_string_pretty(&json!({
             "control_plane": result["control_plane"],
@@ -966,10 +952,13 @@ fn main() -> Result<()> {
         "per_packet": per_packet,
         "control_plane": cp,
         "memory": mem,
+        "through_the_lab": std::env::var_os("LB_BENCH_LAB_RESULTS")
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .unwrap_or(Value::Null),
         "not_measured": [
             "IPVS side by side: this kernel has no IPVS (CONFIG_IP_VS is not set), so there is no IPVS figure.",
-            "wrk/iperf3 through the lab against HAProxy: not yet built.",
-            "lbd resident memory: the figure above is the userspace state's RSS delta inside this benchmark process, not a running lbd.",
+            "Persistence templates (issue 3) are not implemented, so the persistence-hit case has no figure.",
         ],
     });
     std::fs::create_dir_all(&o.out_dir)?;

@@ -1,5 +1,6 @@
 //! xtask: set-up, the namespace lab, the demo, the test tiers.
 pub mod lab;
+pub mod labbench;
 
 use std::path::PathBuf;
 
