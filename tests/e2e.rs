@@ -421,10 +421,12 @@ services:
 fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
     let lab = lab();
     let state = |i: usize| std::env::temp_dir().join(format!("{}-agent-rs{i}", lab.prefix));
+    let mut agents = Vec::new();
     for i in 1..=3 {
         std::fs::write(state(i), "up\n").unwrap();
-        // The agents run in the real servers' namespaces (killed at teardown).
-        lab.cmd(&lab.rs_ns(i), "python3")
+        // The agents run in the real servers' namespaces (also killed at teardown).
+        let agent = lab
+            .cmd(&lab.rs_ns(i), "python3")
             .arg(lab.paths.root.join("tests/lab/agent.py"))
             .arg("10000")
             .arg(state(i))
@@ -432,6 +434,7 @@ fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        agents.push(agent);
     }
     let _lbd = Lbd::start(&lab, AGENT_CONFIG);
     // Three long downloads: rr puts one on each real server.
@@ -502,5 +505,9 @@ fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
     .expect("rs2 back after its agent said up");
     for i in 1..=3 {
         let _ = std::fs::remove_file(state(i));
+    }
+    for mut a in agents {
+        let _ = a.kill();
+        let _ = a.wait();
     }
 }

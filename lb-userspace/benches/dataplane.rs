@@ -621,7 +621,7 @@ fn network_pps(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
         let a: aya::maps::PerCpuArray<&MapData, u64> = aya::maps::PerCpuArray::try_from(m).unwrap();
         a.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
     };
-    let mut run = |gen_dp: &mut Dataplane| -> Result<(f64, f64)> {
+    let run = |gen_dp: &mut Dataplane| -> Result<(f64, f64)> {
         let mut sent = Vec::new();
         let mut got = Vec::new();
         for _ in 0..rounds {
