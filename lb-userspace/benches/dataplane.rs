@@ -548,7 +548,7 @@ fn link_mac(ns: &str, dev: &str) -> Result<[u8; 6]> {
         .split(':')
         .filter_map(|h| u8::from_str_radix(h, 16).ok())
         .collect();
-    Ok(v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {m}"))?)
+    v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {m}"))
 }
 
 /// Packets per second through a director namespace over veth, native XDP:
