@@ -42,7 +42,11 @@ static RINGS: Array<Ring> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
 #[map]
 static REALS: Array<RealServer> = Array::pinned(DEFAULT_MAX_REALS, 0);
 #[map]
-static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::pinned(DEFAULT_MAX_CONNS, 0);
+/// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU, as Katran): inserts do not
+/// contend on one global list; eviction happens per CPU.
+static CONNS: LruHashMap<ConnKey, ConnValue> =
+    LruHashMap::pinned(DEFAULT_MAX_CONNS, BPF_F_NO_COMMON_LRU);
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 /// Round-robin cursor per service, shared by all CPUs so that rr and wrr
 /// follow the published sequence as IPVS does. The read-modify-write is not
 /// atomic (aya-build links for BPF cpu v1, which has no fetch-and-add): two
@@ -294,14 +298,15 @@ fn add_stats(map: &PerCpuArray<Stats>, idx: u32, new_conn: bool, bytes: u64) {
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Result<u32, u32> {
     let flow = parse(ctx)?;
-    let svc = lookup_service(&flow.key)?;
     // CLOCK_MONOTONIC_COARSE: cheaper, and tick resolution is plenty for
     // timeouts counted in seconds.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let is_tcp = flow.key.proto == PROTO_TCP;
 
-    let mut real_id = 0;
-    let mut new_conn = true;
+    // The connection entry first, as IPVS does: an established flow costs one
+    // hash lookup, and keeps going to its real server even if its service
+    // was edited or deleted since (until the entry expires).
+    let mut known = None;
     if let Some(entry) = CONNS.get_ptr_mut(&flow.key) {
         let e = unsafe { &mut *entry };
         let closed = e.state == tcp_state::CLOSE || e.state == tcp_state::TIME_WAIT;
@@ -310,17 +315,27 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
             // Port reuse: a new SYN on a closed entry starts a new connection.
             count(counter::CONN_REUSE);
         } else {
-            new_conn = false;
-            real_id = e.real_id;
-            e.last_seen_ns = now;
-            if is_tcp {
-                e.state = tcp_state::next(e.state, flow.tcp_flags);
+            // Write only what changed: the entry's cache line is shared by
+            // every CPU that sees this flow.
+            if e.last_seen_ns != now {
+                e.last_seen_ns = now;
             }
+            if is_tcp {
+                let next = tcp_state::next(e.state, flow.tcp_flags);
+                if next != e.state {
+                    e.state = next;
+                }
+            }
+            known = Some((e.real_id, e.svc_id));
         }
     }
-    if new_conn {
-        real_id = schedule(&svc, &flow.key)?;
-    }
+    let (real_id, svc_id, new_conn) = match known {
+        Some((real, svc)) => (real, svc, false),
+        None => {
+            let svc = lookup_service(&flow.key)?;
+            (schedule(&svc, &flow.key)?, svc.id, true)
+        }
+    };
 
     let rs = match REALS.get(real_id) {
         Some(rs) if rs.flags & rs_flags::MAC_VALID != 0 && rs.flags & rs_flags::IN_USE != 0 => *rs,
@@ -341,7 +356,7 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
         };
         let value = ConnValue {
             real_id,
-            svc_id: svc.id,
+            svc_id,
             last_seen_ns: now,
             state,
             _pad: [0; 7],
@@ -353,7 +368,7 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
         }
     }
 
-    add_stats(&SVC_STATS, svc.id, new_conn, flow.ip_len);
+    add_stats(&SVC_STATS, svc_id, new_conn, flow.ip_len);
     add_stats(&RS_STATS, real_id, new_conn, flow.ip_len);
 
     // Rewrite the MACs only: destination = real server, source = director.
