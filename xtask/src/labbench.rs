@@ -108,6 +108,16 @@ fn iperf(lab: &Lab, seconds: u32, reverse: bool) -> Result<f64> {
     Ok((bps / 1e7).round() / 100.0)
 }
 
+/// The client measurements, identical for every balancer.
+fn client_runs(lab: &Lab, seconds: u32) -> Result<Value> {
+    Ok(json!({
+        "http_requests_per_s_keepalive": wrk(lab, seconds, false)?,
+        "http_connections_per_s": wrk(lab, seconds, true)?,
+        "iperf3_upload_gbit_s": iperf(lab, seconds, false)?,
+        "iperf3_download_gbit_s": iperf(lab, seconds, true)?,
+    }))
+}
+
 fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -194,14 +204,7 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
     let mut lbd = lab.start_lbd(&cfg, &["--xdp-mode", "native"])?;
     lab.wait_lbd_ready(Duration::from_secs(20))?;
     let rss_small = rss_kib(lbd.id());
-    let xdp = (|| -> Result<Value> {
-        Ok(json!({
-            "http_requests_per_s_keepalive": wrk(&lab, seconds, false)?,
-            "http_connections_per_s": wrk(&lab, seconds, true)?,
-            "iperf3_upload_gbit_s": iperf(&lab, seconds, false)?,
-            "iperf3_download_gbit_s": iperf(&lab, seconds, true)?,
-        }))
-    })();
+    let xdp = client_runs(&lab, seconds);
     let _ = lbd.kill();
     let _ = lbd.wait();
     let xdp = xdp?;
@@ -251,14 +254,7 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
         .context("haproxy")?;
     wait_for(Duration::from_secs(10), || lab.curl_vip("/", 1).is_ok())
         .context("haproxy did not answer")?;
-    let hap = (|| -> Result<Value> {
-        Ok(json!({
-            "http_requests_per_s_keepalive": wrk(&lab, seconds, false)?,
-            "http_connections_per_s": wrk(&lab, seconds, true)?,
-            "iperf3_upload_gbit_s": iperf(&lab, seconds, false)?,
-            "iperf3_download_gbit_s": iperf(&lab, seconds, true)?,
-        }))
-    })();
+    let hap = client_runs(&lab, seconds);
     let _ = haproxy.kill();
     let _ = haproxy.wait();
     let hap = hap?;
