@@ -42,6 +42,9 @@ pub mod svc_flags {
     pub const MH_FALLBACK: u32 = 1 << 1;
     /// persistent service (-p); port-0 services are always persistent.
     pub const PERSISTENT: u32 = 1 << 2;
+    /// one-packet scheduling (-o, UDP): no connection entry, every datagram
+    /// is scheduled on its own.
+    pub const ONE_PACKET: u32 = 1 << 3;
 }
 
 /// Real server flags ([`RealServer::flags`]).
@@ -71,8 +74,11 @@ pub mod tcp_state {
     pub const COUNT: usize = 11;
     /// The state used for UDP entries.
     pub const UDP: u8 = 11;
+    /// A persistence template (client address masked, client port 0); its
+    /// timeout is the service's persistence timeout, kept in the entry.
+    pub const TEMPLATE: u8 = 12;
 
-    pub const NAMES: [&str; 12] = [
+    pub const NAMES: [&str; 13] = [
         "NONE",
         "ESTABLISHED",
         "SYN_SENT",
@@ -85,6 +91,7 @@ pub mod tcp_state {
         "LISTEN",
         "SYNACK",
         "UDP",
+        "NONE",
     ];
 
     // IPVS tcp_states_dos-free input-only table (net/netfilter/ipvs/ip_vs_proto_tcp.c,
@@ -170,7 +177,9 @@ pub struct ServiceValue {
     pub sched: u8,
     /// Which of the service's two rings is live (0 or 1).
     pub gen: u8,
-    pub _pad: [u8; 2],
+    /// Persistence granularity (-M) as a prefix length of the client address.
+    pub persist_prefix: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
 
@@ -223,7 +232,9 @@ pub struct ConnValue {
     pub last_seen_ns: u64,
     /// Connection state ([`tcp_state`]; UDP entries hold `tcp_state::UDP`).
     pub state: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Templates only: the persistence timeout in seconds.
+    pub timeout: u32,
 }
 const _: () = assert!(core::mem::size_of::<ConnValue>() == 24);
 
@@ -273,10 +284,14 @@ pub mod counter {
     pub const CONN_INSERT_FAIL: u32 = 9;
     /// A SYN hit a closed entry and started a new connection (port reuse).
     pub const CONN_REUSE: u32 = 10;
+    /// A new connection followed its client's persistence template.
+    pub const PERSIST_HIT: u32 = 11;
+    /// A persistence template was created.
+    pub const PERSIST_NEW: u32 = 12;
     /// Number of counters.
     pub const COUNT: u32 = 16;
 
-    pub const NAMES: [&str; 11] = [
+    pub const NAMES: [&str; 13] = [
         "pass_not_vip",
         "pass_not_ip",
         "drop_malformed",
@@ -288,7 +303,30 @@ pub mod counter {
         "conn_new",
         "conn_insert_fail",
         "conn_reuse",
+        "persist_hit",
+        "persist_new",
     ];
+}
+
+/// `addr` with only its first `prefix` bits kept (persistence granularity).
+#[inline(always)]
+pub fn mask_addr(addr: &[u8; 16], prefix: u8) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        let start = (i * 8) as u32;
+        let p = prefix as u32;
+        let m: u8 = if p >= start + 8 {
+            0xff
+        } else if p <= start {
+            0
+        } else {
+            0xffu8 << (8 - (p - start))
+        };
+        out[i] = addr[i] & m;
+        i += 1;
+    }
+    out
 }
 
 /// The hash used for Maglev lookups, shared by the XDP program and the
@@ -363,6 +401,22 @@ mod tests {
         assert_eq!(DEFAULT_TIMEOUTS[ESTABLISHED as usize], 900);
         assert_eq!(DEFAULT_TIMEOUTS[UDP as usize], 300);
         assert_eq!(NAMES[UDP as usize], "UDP");
+    }
+
+    #[test]
+    fn masks() {
+        let a = [192, 0, 2, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(mask_addr(&a, 32), a);
+        assert_eq!(mask_addr(&a, 24)[..4], [192, 0, 2, 0]);
+        assert_eq!(mask_addr(&a, 20)[..4], [192, 0, 0, 0]);
+        assert_eq!(mask_addr(&a, 0), [0; 16]);
+        let v6 = [
+            0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let m = mask_addr(&v6, 64);
+        assert_eq!(&m[..8], &v6[..8]);
+        assert_eq!(&m[8..], &[0; 8]);
+        assert_eq!(mask_addr(&v6, 128), v6);
     }
 
     #[test]

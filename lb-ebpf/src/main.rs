@@ -19,9 +19,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    counter, flow_hash, rs_flags, sched, svc_flags, tcp_state, ConnKey, ConnValue, DirectorConfig,
-    RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6, DEFAULT_MAX_CONNS,
-    DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
+    counter, flow_hash, mask_addr, rs_flags, sched, svc_flags, tcp_state, ConnKey, ConnValue,
+    DirectorConfig, RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6,
+    DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
 };
 use network_types::{
     eth::EthHdr,
@@ -213,8 +213,10 @@ fn parse(ctx: &XdpContext) -> Result<Flow, u32> {
 
 // --------------------------------------------------------------- lookup ----
 
+/// The service of a packet and the virtual port it was found under (the
+/// packet's port, or 0 for a port-0 service), in network order.
 #[inline(always)]
-fn lookup_service(key: &ConnKey) -> Result<ServiceValue, u32> {
+fn lookup_service(key: &ConnKey) -> Result<(ServiceValue, u16), u32> {
     let mut sk = ServiceKey {
         addr: key.daddr,
         port: key.dport,
@@ -222,12 +224,12 @@ fn lookup_service(key: &ConnKey) -> Result<ServiceValue, u32> {
         family: key.family,
     };
     if let Some(v) = unsafe { SERVICES.get(&sk) } {
-        return Ok(*v);
+        return Ok((*v, key.dport));
     }
     // A port-0 service matches every port of the VIP.
     sk.port = 0;
     match unsafe { SERVICES.get(&sk) } {
-        Some(v) => Ok(*v),
+        Some(v) => Ok((*v, 0)),
         None => {
             count(counter::PASS_NOT_VIP);
             Err(XDP_PASS)
@@ -280,6 +282,59 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
     Ok(unsafe { *(*ring).reals.as_ptr().add(idx) })
 }
 
+/// A real server is usable for a persistent client while it is in the
+/// service with a valid MAC, even at weight 0 (IPVS keeps following a
+/// template to a quiesced real server; only removal breaks it).
+#[inline(always)]
+fn usable(real_id: u32) -> bool {
+    match REALS.get(real_id) {
+        Some(rs) => {
+            rs.flags & (rs_flags::IN_USE | rs_flags::MAC_VALID | rs_flags::REMOVED)
+                == rs_flags::IN_USE | rs_flags::MAC_VALID
+        }
+        None => false,
+    }
+}
+
+/// Persistence: follow the client's template (client address masked by the
+/// service's prefix, client port 0, the virtual port) or schedule and create
+/// one. Every new connection refreshes the template.
+#[inline(always)]
+fn persistent(svc: &ServiceValue, vport: u16, key: &ConnKey, now: u64) -> Result<u32, u32> {
+    let tkey = ConnKey {
+        saddr: mask_addr(&key.saddr, svc.persist_prefix),
+        daddr: key.daddr,
+        sport: 0,
+        dport: vport,
+        proto: key.proto,
+        family: key.family,
+        _pad: [0; 2],
+    };
+    if let Some(t) = CONNS.get_ptr_mut(&tkey) {
+        let t = unsafe { &mut *t };
+        if t.state == tcp_state::TEMPLATE && usable(t.real_id) {
+            t.last_seen_ns = now;
+            count(counter::PERSIST_HIT);
+            return Ok(t.real_id);
+        }
+    }
+    let real_id = schedule(svc, key)?;
+    let template = ConnValue {
+        real_id,
+        svc_id: svc.id,
+        last_seen_ns: now,
+        state: tcp_state::TEMPLATE,
+        _pad: [0; 3],
+        timeout: svc.persist_timeout,
+    };
+    if CONNS.insert(&tkey, &template, 0).is_ok() {
+        count(counter::PERSIST_NEW);
+    } else {
+        count(counter::CONN_INSERT_FAIL);
+    }
+    Ok(real_id)
+}
+
 #[inline(always)]
 fn add_stats(map: &PerCpuArray<Stats>, idx: u32, new_conn: bool, bytes: u64) {
     if let Some(s) = map.get_ptr_mut(idx) {
@@ -329,11 +384,18 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
             known = Some((e.real_id, e.svc_id));
         }
     }
+    let mut one_packet = false;
     let (real_id, svc_id, new_conn) = match known {
         Some((real, svc)) => (real, svc, false),
         None => {
-            let svc = lookup_service(&flow.key)?;
-            (schedule(&svc, &flow.key)?, svc.id, true)
+            let (svc, vport) = lookup_service(&flow.key)?;
+            one_packet = svc.flags & svc_flags::ONE_PACKET != 0;
+            let real = if svc.flags & svc_flags::PERSISTENT != 0 {
+                persistent(&svc, vport, &flow.key, now)?
+            } else {
+                schedule(&svc, &flow.key)?
+            };
+            (real, svc.id, true)
         }
     };
 
@@ -345,7 +407,7 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
         }
     };
 
-    if new_conn {
+    if new_conn && !one_packet {
         let state = if !is_tcp {
             tcp_state::UDP
         } else if flow.tcp_flags & (tcp_state::F_SYN | tcp_state::F_FIN | tcp_state::F_RST) == 0 {
@@ -359,7 +421,8 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
             svc_id,
             last_seen_ns: now,
             state,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            timeout: 0,
         };
         if CONNS.insert(&flow.key, &value, 0).is_err() {
             count(counter::CONN_INSERT_FAIL);

@@ -107,6 +107,12 @@ pub struct ServiceCfg {
     /// Persistence timeout in seconds; `true` means ipvsadm's default (360).
     #[serde(default)]
     pub persistent: Option<Persistence>,
+    /// Persistence granularity as a prefix length (ipvsadm -M): 24 = a /24 of clients.
+    #[serde(default)]
+    pub netmask: Option<u8>,
+    /// One-packet scheduling for UDP (ipvsadm -o).
+    #[serde(default)]
+    pub one_packet: bool,
     #[serde(default)]
     pub real_servers: Vec<RealCfg>,
     /// Health check for every real server of the service.
@@ -298,6 +304,8 @@ impl Config {
                 scheduler: s.scheduler,
                 flags,
                 persistent,
+                netmask: s.netmask,
+                one_packet: s.one_packet,
             };
             t.add_service(spec.clone()).map_err(|e| match e {
                 ModelError::ServiceExists => {

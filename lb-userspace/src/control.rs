@@ -49,6 +49,10 @@ pub enum Request {
     },
     /// The table with counters and connection counts.
     List,
+    /// Connection entries and persistence templates (at most `limit`).
+    ListConns {
+        limit: usize,
+    },
     /// Director-wide counters (verdicts of the XDP program).
     Counters,
     /// Daemon and protocol version.
@@ -88,6 +92,8 @@ pub struct RealView {
     pub in_service: bool,
     pub active_conns: u64,
     pub inactive_conns: u64,
+    /// Persistence templates pointing at it (ipvsadm --persistent-conn).
+    pub persistent_conns: u64,
     pub stats: StatsView,
     /// MAC address from the neighbour table, if resolved.
     pub mac: Option<String>,
@@ -98,6 +104,21 @@ pub struct ServiceView {
     pub spec: ServiceSpec,
     pub stats: StatsView,
     pub reals: Vec<RealView>,
+}
+
+/// One connection entry as `ipvsadm -Lnc` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnView {
+    pub protocol: String,
+    /// Seconds until it expires.
+    pub expire_s: u64,
+    pub state: String,
+    pub client: String,
+    #[serde(rename = "virtual")]
+    pub virtual_: String,
+    pub real: String,
+    /// A persistence template (client port 0).
+    pub template: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +133,7 @@ pub struct Listing {
 pub enum Response {
     Ok,
     Listing { listing: Listing },
+    Conns { conns: Vec<ConnView> },
     Counters { counters: Vec<(String, u64)> },
     Version { daemon: String, protocol: u32 },
     Error { message: String },

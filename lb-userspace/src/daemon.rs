@@ -99,6 +99,11 @@ pub fn handle(director: &mut Director, req: Request) -> Response {
                 listing: director.listing(),
             }
         }
+        Request::ListConns { limit } => {
+            return Response::Conns {
+                conns: director.connections(limit.min(1_000_000)),
+            }
+        }
         Request::Counters => {
             return Response::Counters {
                 counters: director.dp.global_counters(),
@@ -290,7 +295,10 @@ impl Daemon {
         loop {
             tokio::select! {
                 Some((req, reply)) = rx.recv() => {
-                    let changes = !matches!(req, Request::List | Request::Counters | Request::Version);
+                    let changes = !matches!(
+                        req,
+                        Request::List | Request::ListConns { .. } | Request::Counters | Request::Version
+                    );
                     let resp = handle(&mut self.director, req);
                     let _ = reply.send(resp);
                     if changes {

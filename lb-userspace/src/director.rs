@@ -14,13 +14,13 @@ use std::{
 
 use aya::maps::MapError;
 use lb_common::{
-    rs_flags, svc_flags, tcp_state, ConnKey, RealServer, Ring, ServiceKey, ServiceValue, AF_INET,
-    AF_INET6, RING_SIZE,
+    rs_flags, svc_flags, tcp_state, ConnKey, ConnValue, RealServer, Ring, ServiceKey, ServiceValue,
+    AF_INET, AF_INET6, RING_SIZE,
 };
 use tracing::{debug, info};
 
 use crate::{
-    control::{HealthView, Listing, RealView, ServiceView, StatsView},
+    control::{ConnView, HealthView, Listing, RealView, ServiceView, StatsView},
     dataplane::{Dataplane, DataplaneError},
     health::{OnFailure, ServicePolicy, WeightChange},
     model::{fmt_addr_port, Protocol, RealSpec, ServiceAddr, Table},
@@ -163,6 +163,8 @@ pub fn monotonic_ns() -> u64 {
 pub struct ConnCounts {
     pub active: u64,
     pub inactive: u64,
+    /// Persistence templates pointing at the real server.
+    pub persistent: u64,
 }
 
 impl Director {
@@ -516,6 +518,9 @@ impl Director {
             if s.spec.persistent.is_some() {
                 flags |= svc_flags::PERSISTENT;
             }
+            if s.spec.one_packet {
+                flags |= svc_flags::ONE_PACKET;
+            }
             let v = ServiceValue {
                 id: sid,
                 ring_len: ring.len() as u32,
@@ -523,7 +528,8 @@ impl Director {
                 persist_timeout: s.spec.persistent.unwrap_or(0),
                 sched: s.spec.scheduler.id(),
                 gen,
-                _pad: [0; 2],
+                persist_prefix: s.spec.prefix(),
+                _pad: 0,
             };
             if current != Some(v) {
                 self.dp
@@ -668,27 +674,57 @@ impl Director {
 
     /// Walks the connection table: deletes expired entries when `collect` is
     /// set and counts live ones per real-server slot (ActiveConn = ESTABLISHED,
-    /// InActConn = every other state, as ipvsadm shows them).
+    /// InActConn = every other state, as ipvsadm shows them; persistence
+    /// templates apart). A template outlives its timeout while connections
+    /// of its clients exist, as in IPVS.
     pub fn sweep(&mut self, collect: bool) -> HashMap<u32, ConnCounts> {
         let now = monotonic_ns();
         let mut counts: HashMap<u32, ConnCounts> = HashMap::new();
         let mut expired: Vec<ConnKey> = Vec::new();
+        let prefixes: HashMap<u32, u8> = self
+            .written_svcs
+            .values()
+            .map(|v| (v.id, v.persist_prefix))
+            .collect();
+        let mut templates: Vec<(ConnKey, ConnValue)> = Vec::new();
+        // (service, masked client) of live connections, to keep their templates.
+        let mut clients: BTreeSet<(u32, [u8; 16])> = BTreeSet::new();
         for (k, v) in self.dp.conns.iter().filter_map(|r| r.ok()) {
-            let timeout = self
-                .timeouts
-                .get(v.state as usize)
-                .copied()
-                .unwrap_or(tcp_state::DEFAULT_TIMEOUTS[tcp_state::UDP as usize]);
-            let age = now.saturating_sub(v.last_seen_ns);
-            if age > timeout as u64 * 1_000_000_000 {
+            if v.state == tcp_state::TEMPLATE {
+                templates.push((k, v));
+                continue;
+            }
+            if self.expired(&v, now) {
                 expired.push(k);
                 continue;
+            }
+            if let Some(p) = prefixes.get(&v.svc_id) {
+                clients.insert((v.svc_id, lb_common::mask_addr(&k.saddr, *p)));
             }
             let c = counts.entry(v.real_id).or_default();
             if v.state == tcp_state::ESTABLISHED {
                 c.active += 1;
             } else {
                 c.inactive += 1;
+            }
+        }
+        let mut rearm: Vec<(ConnKey, ConnValue)> = Vec::new();
+        for (k, mut v) in templates {
+            if self.expired(&v, now) {
+                if !clients.contains(&(v.svc_id, k.saddr)) {
+                    expired.push(k);
+                    continue;
+                }
+                // IPVS re-arms a template whose timer runs out while it
+                // still controls connections.
+                v.last_seen_ns = now;
+                rearm.push((k, v));
+            }
+            counts.entry(v.real_id).or_default().persistent += 1;
+        }
+        if collect {
+            for (k, v) in rearm {
+                let _ = self.dp.conns.insert(k, v, 0);
             }
         }
         if collect {
@@ -703,6 +739,71 @@ impl Director {
             }
         }
         counts
+    }
+
+    fn timeout_s(&self, v: &ConnValue) -> u64 {
+        if v.state == tcp_state::TEMPLATE {
+            return v.timeout as u64;
+        }
+        self.timeouts
+            .get(v.state as usize)
+            .copied()
+            .unwrap_or(tcp_state::DEFAULT_TIMEOUTS[tcp_state::UDP as usize]) as u64
+    }
+
+    fn expired(&self, v: &ConnValue, now: u64) -> bool {
+        now.saturating_sub(v.last_seen_ns) > self.timeout_s(v) * 1_000_000_000
+    }
+
+    /// The connection entries, as `ipvsadm -Lnc` lists them (at most `limit`).
+    pub fn connections(&mut self, limit: usize) -> Vec<ConnView> {
+        let now = monotonic_ns();
+        let mut reals: HashMap<u32, (IpAddr, u16)> = HashMap::new();
+        for ((_, a, p), id) in &self.real_ids {
+            reals.insert(*id, (*a, *p));
+        }
+        let mut out = Vec::new();
+        for (k, v) in self.dp.conns.iter().filter_map(|r| r.ok()) {
+            if out.len() >= limit {
+                break;
+            }
+            if self.expired(&v, now) {
+                continue;
+            }
+            let Some((raddr, rport)) = reals.get(&v.real_id).copied() else {
+                continue;
+            };
+            let left = (self.timeout_s(&v) * 1_000_000_000)
+                .saturating_sub(now.saturating_sub(v.last_seen_ns))
+                / 1_000_000_000;
+            let proto = if k.proto == lb_common::PROTO_TCP {
+                "TCP"
+            } else {
+                "UDP"
+            };
+            let template = v.state == tcp_state::TEMPLATE;
+            out.push(ConnView {
+                protocol: proto.to_string(),
+                expire_s: left,
+                state: tcp_state::NAMES
+                    .get(v.state as usize)
+                    .copied()
+                    .unwrap_or("NONE")
+                    .to_string(),
+                client: fmt_addr_port(&bytes_addr(&k.saddr, k.family), u16::from_be(k.sport)),
+                virtual_: fmt_addr_port(&bytes_addr(&k.daddr, k.family), u16::from_be(k.dport)),
+                real: fmt_addr_port(
+                    &raddr,
+                    if template {
+                        u16::from_be(k.dport)
+                    } else {
+                        rport
+                    },
+                ),
+                template,
+            });
+        }
+        out
     }
 
     /// The table with counters, for `lbadm -L`.
@@ -733,6 +834,7 @@ impl Director {
                         spec: *r,
                         active_conns: c.active,
                         inactive_conns: c.inactive,
+                        persistent_conns: c.persistent,
                         stats: StatsView {
                             conns: rs.conns,
                             in_packets: rs.packets,
@@ -762,6 +864,7 @@ impl Director {
                     in_service: true,
                     active_conns: c.active,
                     inactive_conns: c.inactive,
+                    persistent_conns: c.persistent,
                     stats: StatsView {
                         conns: st.conns,
                         in_packets: st.packets,

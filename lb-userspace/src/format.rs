@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    control::Listing,
+    control::{ConnView, Listing},
     model::{fmt_addr_port, ServiceSpec},
 };
 
@@ -23,8 +23,43 @@ fn service_line(spec: &ServiceSpec) -> String {
     }
     if let Some(t) = spec.persistent {
         let _ = write!(s, " persistent {t}");
+        let full = if a.address.is_ipv4() { 32 } else { 128 };
+        let p = spec.prefix();
+        if p != full {
+            if a.address.is_ipv4() {
+                let m = if p == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - p as u32)
+                };
+                let _ = write!(s, " mask {}", std::net::Ipv4Addr::from(m));
+            } else {
+                let _ = write!(s, " mask {p}");
+            }
+        }
+    }
+    if spec.one_packet {
+        s.push_str(" ops");
     }
     s
+}
+
+/// `ipvsadm -Lnc`: connection entries; templates show client port 0.
+pub fn list_conns(conns: &[ConnView]) -> String {
+    let mut out = String::from("IPVS connection entries\npro expire state       source             virtual            destination\n");
+    for c in conns {
+        let _ = writeln!(
+            out,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            c.protocol,
+            format!("{:02}:{:02}", c.expire_s / 60, c.expire_s % 60),
+            c.state,
+            c.client,
+            c.virtual_,
+            c.real
+        );
+    }
+    out
 }
 
 fn render(l: &Listing, health: bool) -> String {
@@ -100,6 +135,7 @@ mod tests {
             inactive_conns: inact,
             stats: StatsView::default(),
             mac: None,
+            persistent_conns: 0,
             health: None,
             effective_weight: w,
             in_service: true,
@@ -121,6 +157,8 @@ mod tests {
                         scheduler: Scheduler::Wrr,
                         flags: SchedFlags::default(),
                         persistent: Some(360),
+                        netmask: None,
+                        one_packet: false,
                     },
                     stats: StatsView::default(),
                     reals: vec![real("10.0.0.11", 80, 1, 3, 12)],
@@ -138,6 +176,8 @@ mod tests {
                             mh_port: true,
                         },
                         persistent: None,
+                        netmask: None,
+                        one_packet: false,
                     },
                     stats: StatsView::default(),
                     reals: vec![real("2001:db8::11", 53, 65535, 0, 0)],
@@ -154,6 +194,53 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
   -> [2001:db8::11]:53            Route   65535  0          0         
 ";
         assert_eq!(list(&l), want);
+    }
+
+    #[test]
+    fn connection_listing_and_service_flags_match_ipvsadm() {
+        let conns = vec![
+            ConnView {
+                protocol: "TCP".into(),
+                expire_s: 899,
+                state: "ESTABLISHED".into(),
+                client: "192.0.2.7:51922".into(),
+                virtual_: "10.0.0.100:80".into(),
+                real: "10.0.0.11:80".into(),
+                template: false,
+            },
+            ConnView {
+                protocol: "TCP".into(),
+                expire_s: 360,
+                state: "NONE".into(),
+                client: "192.0.2.0:0".into(),
+                virtual_: "10.0.0.100:0".into(),
+                real: "10.0.0.11:0".into(),
+                template: true,
+            },
+        ];
+        assert_eq!(
+            list_conns(&conns),
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination\n\
+             TCP 14:59  ESTABLISHED 192.0.2.7:51922    10.0.0.100:80      10.0.0.11:80\n\
+             TCP 06:00  NONE        192.0.2.0:0        10.0.0.100:0       10.0.0.11:0\n"
+        );
+        let spec = ServiceSpec {
+            addr: ServiceAddr {
+                protocol: Protocol::Udp,
+                address: "10.0.0.100".parse().unwrap(),
+                port: 53,
+            },
+            scheduler: Scheduler::Rr,
+            flags: SchedFlags::default(),
+            persistent: Some(600),
+            netmask: Some(24),
+            one_packet: true,
+        };
+        assert_eq!(
+            service_line(&spec),
+            "UDP  10.0.0.100:53 rr persistent 600 mask 255.255.255.0 ops"
+        );
     }
 
     #[test]
@@ -183,6 +270,8 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
                     scheduler: Scheduler::Rr,
                     flags: SchedFlags::default(),
                     persistent: None,
+                    netmask: None,
+                    one_packet: false,
                 },
                 stats: StatsView::default(),
                 reals: vec![real("10.0.0.11", 80, 1, 2, 0), down, removed],

@@ -68,6 +68,22 @@ pub struct Cli {
     /// Persistent service, optional timeout in seconds (default 360).
     #[arg(short = 'p', long = "persistent", num_args = 0..=1, default_missing_value = "360", value_name = "TIMEOUT")]
     pub persistent: Option<u32>,
+    /// Persistence granularity: a netmask (255.255.255.0) or a prefix length.
+    #[arg(short = 'M', long = "netmask")]
+    pub netmask: Option<String>,
+    /// `-o` alone: one-packet scheduling (UDP, ipvsadm's --ops);
+    /// `-o json` with a listing: JSON output for programs.
+    #[arg(short = 'o', num_args = 0..=1, default_missing_value = "ops", value_name = "json")]
+    pub o: Option<String>,
+    /// One-packet scheduling (UDP).
+    #[arg(long = "ops")]
+    pub ops: bool,
+    /// JSON output for listings (same as -o json).
+    #[arg(long = "json")]
+    pub json: bool,
+    /// List connection entries (with -L).
+    #[arg(short = 'c', long = "connection")]
+    pub connection: bool,
     /// Scheduler flags: mh-fallback, mh-port.
     #[arg(short = 'b', long = "sched-flags")]
     pub sched_flags: Option<String>,
@@ -95,9 +111,6 @@ pub struct Cli {
     /// Listing: add health state, configured weight and reason columns.
     #[arg(long)]
     pub health: bool,
-    /// Output format for listings.
-    #[arg(short = 'o', long = "output", value_parser = ["text", "json"], default_value = "text")]
-    pub output: String,
 
     /// Control socket of the lbd instance to talk to.
     #[arg(long, env = "LB_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
@@ -144,7 +157,25 @@ pub struct RsArgs {
 pub enum Action {
     Send(Request),
     List,
+    ListConns,
     Version,
+}
+
+/// Parses ipvsadm's -M: a dotted IPv4 netmask or a prefix length.
+pub fn parse_netmask(s: &str, v4: bool) -> Result<u8, String> {
+    if let Ok(n) = s.parse::<u8>() {
+        return Ok(n);
+    }
+    if v4 {
+        if let Ok(m) = s.parse::<std::net::Ipv4Addr>() {
+            let bits = u32::from(m);
+            let n = bits.leading_ones();
+            if bits.checked_shl(n).unwrap_or(0) == 0 {
+                return Ok(n as u8);
+            }
+        }
+    }
+    Err(format!("-M: invalid netmask '{s}'"))
 }
 
 /// Parses `host[:port]`, `[v6]:port` or bare `v6`; port absent = 0.
@@ -170,6 +201,21 @@ pub fn parse_addr_port(s: &str) -> Result<(IpAddr, u16), String> {
 }
 
 impl Cli {
+    /// -o / --ops.
+    pub fn one_packet(&self) -> Result<bool, String> {
+        match self.o.as_deref() {
+            None => Ok(self.ops),
+            Some("ops") => Ok(true),
+            Some("json") => Ok(self.ops),
+            Some(other) => Err(format!("-o: unexpected '{other}' (-o alone = one-packet scheduling, -o json = JSON listing)")),
+        }
+    }
+
+    /// JSON output for listings (-o json, --json).
+    pub fn json_output(&self) -> bool {
+        self.json || self.o.as_deref() == Some("json")
+    }
+
     fn service(&self) -> Result<ServiceAddr, String> {
         let (protocol, s) = match (&self.tcp, &self.udp) {
             (Some(t), None) => (Protocol::Tcp, t),
@@ -200,6 +246,11 @@ impl Cli {
             scheduler,
             flags,
             persistent: self.persistent,
+            netmask: match &self.netmask {
+                Some(m) => Some(parse_netmask(m, addr.address.is_ipv4())?),
+                None => None,
+            },
+            one_packet: self.one_packet()?,
         };
         spec.validate().map_err(|e| e.to_string())?;
         Ok(spec)
@@ -263,6 +314,8 @@ impl Cli {
                 service: self.service()?,
                 address: self.real_spec()?.address,
             })
+        } else if self.connection {
+            Action::ListConns
         } else {
             // -L, or no command at all (ipvsadm lists then).
             Action::List
@@ -337,6 +390,19 @@ mod tests {
         ));
         assert_eq!(action("-C").unwrap(), Action::Send(Request::Clear));
         assert_eq!(action("-Ln").unwrap(), Action::List);
+        assert_eq!(action("-Lnc").unwrap(), Action::ListConns);
+        let a = action("-A -u 192.0.2.100:53 -s rr -p 60 -M 255.255.255.0 -o").unwrap();
+        let Action::Send(Request::AddService { service }) = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!((service.netmask, service.one_packet), (Some(24), true));
+        assert!(action("-A -t 192.0.2.100:80 -o")
+            .unwrap_err()
+            .contains("UDP"));
+        assert!(action("-A -t 192.0.2.100:80 -p -M 255.0.255.0")
+            .unwrap_err()
+            .contains("-M"));
+        assert!(action("-A -t [2001:db8::1]:80 -p -M 64").is_ok());
         assert_eq!(action("-l -n").unwrap(), Action::List);
         assert_eq!(action("").unwrap(), Action::List);
     }

@@ -32,6 +32,10 @@ pub enum ModelError {
         real_family: &'static str,
         svc_family: &'static str,
     },
+    #[error("netmask /{0} is longer than the address (/{1})")]
+    Netmask(u8, u8),
+    #[error("one-packet scheduling (-o) applies to UDP services only")]
+    OnePacketTcp,
     #[error("scheduler flag {flag} does not apply to scheduler {sched}")]
     FlagMismatch { flag: String, sched: Scheduler },
 }
@@ -231,12 +235,36 @@ pub struct ServiceSpec {
     /// Persistence timeout in seconds (`-p`).
     #[serde(default)]
     pub persistent: Option<u32>,
+    /// Persistence granularity (`-M`) as a prefix length of the client
+    /// address (default /32 for IPv4, /128 for IPv6).
+    #[serde(default)]
+    pub netmask: Option<u8>,
+    /// One-packet scheduling (`-o`, UDP only).
+    #[serde(default)]
+    pub one_packet: bool,
 }
 
 impl ServiceSpec {
+    /// The persistence prefix length in force.
+    pub fn prefix(&self) -> u8 {
+        self.netmask.unwrap_or(match self.addr.address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.addr.port == 0 && self.persistent.is_none() {
             return Err(ModelError::PortZeroNotPersistent);
+        }
+        let max = if self.addr.address.is_ipv4() { 32 } else { 128 };
+        if let Some(m) = self.netmask {
+            if m > max {
+                return Err(ModelError::Netmask(m, max));
+            }
+        }
+        if self.one_packet && self.addr.protocol != Protocol::Udp {
+            return Err(ModelError::OnePacketTcp);
         }
         if !self.flags.is_empty() && self.scheduler != Scheduler::Mh {
             return Err(ModelError::FlagMismatch {
@@ -384,6 +412,8 @@ mod tests {
             scheduler: Scheduler::Wrr,
             flags: SchedFlags::default(),
             persistent: None,
+            netmask: None,
+            one_packet: false,
         }
     }
 

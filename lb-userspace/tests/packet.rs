@@ -695,3 +695,107 @@ services:
     );
     assert!(!t.d.sorry_active(&svc));
 }
+
+#[test]
+fn persistence_templates_netmask_port_zero_and_one_packet() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: rr, persistent: 360, netmask: 24,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: tcp, address: 192.0.2.101, port: 0, scheduler: rr, persistent: 1,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: udp, address: 192.0.2.100, port: 53, scheduler: rr, one_packet: true,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    let to = |t: &mut TestDirector, src: &str, sport: u16, dst: &str, dport: u16| -> u8 {
+        let (a, out) = t.run(&tcp(src, sport, dst, dport, SYN).frame());
+        assert_eq!(a, XDP_TX);
+        out[5]
+    };
+    // Every connection of a client, and of its /24, follows the template.
+    let first = to(&mut t, "203.0.113.10", 1000, "192.0.2.100", 80);
+    for p in 1001..1010 {
+        assert_eq!(to(&mut t, "203.0.113.10", p, "192.0.2.100", 80), first);
+    }
+    assert_eq!(
+        to(&mut t, "203.0.113.77", 2000, "192.0.2.100", 80),
+        first,
+        "same /24"
+    );
+    assert_eq!(t.counter("persist_new"), 1);
+    assert_eq!(t.counter("persist_hit"), 10);
+    // Another network gets its own template (rr moves on).
+    let other = to(&mut t, "198.51.100.5", 3000, "192.0.2.100", 80);
+    assert_ne!(other, first);
+    // -Lnc shows the templates with client port 0 and state NONE.
+    let conns = t.d.connections(100);
+    let tpl: Vec<_> = conns.iter().filter(|c| c.template).collect();
+    assert_eq!(tpl.len(), 2, "{conns:?}");
+    assert!(tpl.iter().any(|c| c.client == "203.0.113.0:0"
+        && c.virtual_ == "192.0.2.100:80"
+        && c.state == "NONE"
+        && c.real == format!("192.0.2.{first}:80")));
+    let l = t.d.listing();
+    let pc: u64 = l.services[0].reals.iter().map(|r| r.persistent_conns).sum();
+    assert_eq!(pc, 2);
+    // Quiescing the template's real server keeps its persistent clients on
+    // it (IPVS); removing it sends them elsewhere.
+    let svc = *t.d.table.services.keys().next().unwrap();
+    let ip: std::net::IpAddr = format!("192.0.2.{first}").parse().unwrap();
+    let mut tab = t.d.table.clone();
+    let r = tab.services[&svc].reals[&(ip, 80)];
+    tab.edit_real(&svc, RealSpec { weight: 0, ..r }).unwrap();
+    t.d.apply(tab).unwrap();
+    assert_eq!(to(&mut t, "203.0.113.10", 1100, "192.0.2.100", 80), first);
+    let mut tab = t.d.table.clone();
+    tab.del_real(&svc, ip).unwrap();
+    t.d.apply(tab).unwrap();
+    assert_ne!(to(&mut t, "203.0.113.10", 1101, "192.0.2.100", 80), first);
+
+    // Port-0 service: all ports of the VIP go to one real server.
+    let any = to(&mut t, "203.0.113.20", 4000, "192.0.2.101", 443);
+    for (sp, dp) in [(4001, 80), (4002, 8080), (4003, 22)] {
+        assert_eq!(to(&mut t, "203.0.113.20", sp, "192.0.2.101", dp), any);
+    }
+    // The template (timeout 1 s) outlives its timeout while a connection of
+    // its client lives, then goes.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    t.d.sweep(true);
+    let has_tpl = |t: &mut TestDirector| {
+        t.d.connections(1000)
+            .iter()
+            .any(|c| c.template && c.virtual_ == "192.0.2.101:0")
+    };
+    assert!(
+        has_tpl(&mut t),
+        "template dropped while its connections live"
+    );
+    // Its connections expire; the re-armed template lasts one more timeout.
+    t.d.timeouts = [0; 12];
+    t.d.sweep(true);
+    assert!(has_tpl(&mut t));
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    t.d.sweep(true);
+    assert!(!has_tpl(&mut t), "expired template kept");
+
+    // One-packet scheduling: every datagram scheduled on its own, no entry.
+    let before = t.d.dp.conns.keys().count();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (a, out) = t.run(&udp("203.0.113.30", 5353, "192.0.2.100", 53).frame());
+        assert_eq!(a, XDP_TX);
+        seen.insert(out[5]);
+    }
+    assert_eq!(seen.len(), 3, "one flow spread by rr: {seen:?}");
+    assert_eq!(t.d.dp.conns.keys().count(), before, "-o created entries");
+}

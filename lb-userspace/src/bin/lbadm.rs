@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Action::List => match control::call(&cli.socket, Request::List)? {
             Response::Listing { listing } => {
-                if cli.output == "json" {
+                if cli.json_output() {
                     println!("{}", serde_json::to_string_pretty(&listing)?);
                 } else if cli.health {
                     print!("{}", format::list_health(&listing));
@@ -65,6 +65,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             other => fail(other),
         },
+        Action::ListConns => {
+            match control::call(&cli.socket, Request::ListConns { limit: 1_000_000 })? {
+                Response::Conns { conns } => {
+                    if cli.json_output() {
+                        println!("{}", serde_json::to_string_pretty(&conns)?);
+                    } else {
+                        print!("{}", format::list_conns(&conns));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            }
+        }
         Action::Send(req) => match control::call(&cli.socket, req)? {
             Response::Ok => Ok(ExitCode::SUCCESS),
             other => fail(other),
