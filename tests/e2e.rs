@@ -511,3 +511,49 @@ fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
         let _ = a.wait();
     }
 }
+
+const WRR_CONFIG: &str = r#"
+services:
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 80
+    scheduler: wrr
+    real_servers:
+      - {address: 192.0.2.11, weight: 3}
+      - {address: 192.0.2.12, weight: 1}
+      - {address: 192.0.2.13, weight: 0}
+"#;
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn wrr_splits_by_weight_and_persistence_pins_a_client() {
+    let lab = lab();
+    let _lbd = Lbd::start(&lab, WRR_CONFIG);
+    let tally = |n: u32| {
+        let mut m: BTreeMap<String, u32> = BTreeMap::new();
+        for _ in 0..n {
+            let b = lab.curl_vip("/", 5).expect("request");
+            *m.entry(b.trim().to_string()).or_default() += 1;
+        }
+        m
+    };
+    // 3:1:0 — about 3:1, never the weight-0 server.
+    let m = tally(40);
+    assert_eq!(m.get("rs3"), None, "{m:?}");
+    let (a, b) = (m.get("rs1").copied().unwrap_or(0), m.get("rs2").copied().unwrap_or(0));
+    assert_eq!(a + b, 40);
+    assert!((26..=34).contains(&a), "expected about 30:10, got {m:?}");
+    // Made persistent (rr, -p 60): every connection of the client now goes
+    // to one real server, although rr alone would rotate.
+    lab.lbadm(&["-E", "-t", "192.0.2.100:80", "-s", "rr", "-p", "60"]).unwrap();
+    lab.lbadm(&["-e", "-t", "192.0.2.100:80", "-r", "192.0.2.13", "-g", "-w", "1"]).unwrap();
+    let m = tally(15);
+    assert_eq!(m.len(), 1, "a persistent client moved: {m:?}");
+    let conns = lab.lbadm(&["-L", "-n", "-c"]).unwrap();
+    assert!(
+        conns.lines().any(|l| l.contains("203.0.113.10:0 ") && l.contains(" NONE ")),
+        "no template in -Lnc:\n{conns}"
+    );
+    let list = lab.lbadm(&["-L", "-n"]).unwrap();
+    assert!(list.contains("TCP  192.0.2.100:80 rr persistent 60"), "{list}");
+}
