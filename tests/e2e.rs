@@ -313,6 +313,16 @@ fn lbadm_changes_take_effect_on_live_traffic() {
             .unwrap_or(false)
     })
     .unwrap();
+    // Timeouts, as ipvsadm --set / --timeout print them.
+    assert_eq!(
+        lab.lbadm(&["-L", "--timeout"]).unwrap(),
+        "Timeout (tcp tcpfin udp): 900 120 300\n"
+    );
+    lab.lbadm(&["--set", "3600", "0", "60"]).unwrap();
+    assert_eq!(
+        lab.lbadm(&["-L", "--timeout"]).unwrap(),
+        "Timeout (tcp tcpfin udp): 3600 120 60\n"
+    );
     // port 80 still has its own service; the rest of the table is listed.
     let list = lab.lbadm(&["-L", "-n"]).unwrap();
     assert!(
@@ -540,20 +550,39 @@ fn wrr_splits_by_weight_and_persistence_pins_a_client() {
     // 3:1:0 — about 3:1, never the weight-0 server.
     let m = tally(40);
     assert_eq!(m.get("rs3"), None, "{m:?}");
-    let (a, b) = (m.get("rs1").copied().unwrap_or(0), m.get("rs2").copied().unwrap_or(0));
+    let (a, b) = (
+        m.get("rs1").copied().unwrap_or(0),
+        m.get("rs2").copied().unwrap_or(0),
+    );
     assert_eq!(a + b, 40);
     assert!((26..=34).contains(&a), "expected about 30:10, got {m:?}");
     // Made persistent (rr, -p 60): every connection of the client now goes
     // to one real server, although rr alone would rotate.
-    lab.lbadm(&["-E", "-t", "192.0.2.100:80", "-s", "rr", "-p", "60"]).unwrap();
-    lab.lbadm(&["-e", "-t", "192.0.2.100:80", "-r", "192.0.2.13", "-g", "-w", "1"]).unwrap();
+    lab.lbadm(&["-E", "-t", "192.0.2.100:80", "-s", "rr", "-p", "60"])
+        .unwrap();
+    lab.lbadm(&[
+        "-e",
+        "-t",
+        "192.0.2.100:80",
+        "-r",
+        "192.0.2.13",
+        "-g",
+        "-w",
+        "1",
+    ])
+    .unwrap();
     let m = tally(15);
     assert_eq!(m.len(), 1, "a persistent client moved: {m:?}");
     let conns = lab.lbadm(&["-L", "-n", "-c"]).unwrap();
     assert!(
-        conns.lines().any(|l| l.contains("203.0.113.10:0 ") && l.contains(" NONE ")),
+        conns
+            .lines()
+            .any(|l| l.contains("203.0.113.10:0 ") && l.contains(" NONE ")),
         "no template in -Lnc:\n{conns}"
     );
     let list = lab.lbadm(&["-L", "-n"]).unwrap();
-    assert!(list.contains("TCP  192.0.2.100:80 rr persistent 60"), "{list}");
+    assert!(
+        list.contains("TCP  192.0.2.100:80 rr persistent 60"),
+        "{list}"
+    );
 }

@@ -153,8 +153,25 @@ pub struct Config {
     pub xdp_mode: XdpModeCfg,
     #[serde(default)]
     pub limits: Limits,
+    /// Connection timeouts in seconds, as ipvsadm --set (0 = default).
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsCfg>,
     #[serde(default)]
     pub services: Vec<ServiceCfg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsCfg {
+    /// TCP ESTABLISHED (default 900).
+    #[serde(default)]
+    pub tcp: u32,
+    /// TCP FIN_WAIT (default 120).
+    #[serde(default)]
+    pub tcpfin: u32,
+    /// UDP (default 300).
+    #[serde(default)]
+    pub udp: u32,
 }
 
 impl Config {

@@ -55,6 +55,15 @@ pub enum Request {
     },
     /// Director-wide counters (verdicts of the XDP program).
     Counters,
+    /// ipvsadm --set: TCP established, TCP FIN_WAIT and UDP timeouts in
+    /// seconds; 0 leaves a value unchanged.
+    SetTimeouts {
+        tcp: u32,
+        tcpfin: u32,
+        udp: u32,
+    },
+    /// ipvsadm --timeout.
+    GetTimeouts,
     /// Daemon and protocol version.
     Version,
 }
@@ -136,6 +145,7 @@ pub enum Response {
     Conns { conns: Vec<ConnView> },
     Counters { counters: Vec<(String, u64)> },
     Version { daemon: String, protocol: u32 },
+    Timeouts { tcp: u32, tcpfin: u32, udp: u32 },
     Error { message: String },
 }
 

@@ -104,6 +104,14 @@ pub fn handle(director: &mut Director, req: Request) -> Response {
                 conns: director.connections(limit.min(1_000_000)),
             }
         }
+        Request::SetTimeouts { tcp, tcpfin, udp } => {
+            director.set_timeouts(tcp, tcpfin, udp);
+            return Response::Ok;
+        }
+        Request::GetTimeouts => {
+            let (tcp, tcpfin, udp) = director.get_timeouts();
+            return Response::Timeouts { tcp, tcpfin, udp };
+        }
         Request::Counters => {
             return Response::Counters {
                 counters: director.dp.global_counters(),
@@ -232,6 +240,9 @@ impl Daemon {
             let t = c.table(&p.display().to_string())?;
             self.director.apply(t)?;
             self.director.set_policies(c.policies());
+            if let Some(t) = &c.timeouts {
+                self.director.set_timeouts(t.tcp, t.tcpfin, t.udp);
+            }
             self.checks = c.checks();
             Ok(())
         });
@@ -297,7 +308,12 @@ impl Daemon {
                 Some((req, reply)) = rx.recv() => {
                     let changes = !matches!(
                         req,
-                        Request::List | Request::ListConns { .. } | Request::Counters | Request::Version
+                        Request::List
+                            | Request::ListConns { .. }
+                            | Request::Counters
+                            | Request::Version
+                            | Request::GetTimeouts
+                            | Request::SetTimeouts { .. }
                     );
                     let resp = handle(&mut self.director, req);
                     let _ = reply.send(resp);

@@ -564,6 +564,28 @@ impl Director {
         Ok(())
     }
 
+    /// ipvsadm --set: 0 leaves a value unchanged.
+    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) {
+        for (v, i) in [
+            (tcp, tcp_state::ESTABLISHED),
+            (tcpfin, tcp_state::FIN_WAIT),
+            (udp, tcp_state::UDP),
+        ] {
+            if v != 0 {
+                self.timeouts[i as usize] = v;
+            }
+        }
+    }
+
+    /// (tcp, tcpfin, udp) as ipvsadm --timeout prints them.
+    pub fn get_timeouts(&self) -> (u32, u32, u32) {
+        (
+            self.timeouts[tcp_state::ESTABLISHED as usize],
+            self.timeouts[tcp_state::FIN_WAIT as usize],
+            self.timeouts[tcp_state::UDP as usize],
+        )
+    }
+
     /// Replaces the per-service health policies; every service is rebuilt at
     /// the next apply.
     pub fn set_policies(&mut self, p: HashMap<ServiceAddr, ServicePolicy>) {

@@ -24,7 +24,7 @@ use crate::{
     args_conflicts_with_subcommands = true,
     group(ArgGroup::new("command").args([
         "add_service", "edit_service", "delete_service", "clear",
-        "add_server", "edit_server", "delete_server", "list"
+        "add_server", "edit_server", "delete_server", "list", "set"
     ]))
 )]
 pub struct Cli {
@@ -81,6 +81,12 @@ pub struct Cli {
     /// JSON output for listings (same as -o json).
     #[arg(long = "json")]
     pub json: bool,
+    /// Set the TCP, TCP FIN_WAIT and UDP timeouts in seconds (0 = unchanged).
+    #[arg(long = "set", num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"])]
+    pub set: Option<Vec<u32>>,
+    /// List the timeouts (with -L).
+    #[arg(long = "timeout")]
+    pub timeout: bool,
     /// List connection entries (with -L).
     #[arg(short = 'c', long = "connection")]
     pub connection: bool,
@@ -314,6 +320,14 @@ impl Cli {
                 service: self.service()?,
                 address: self.real_spec()?.address,
             })
+        } else if let Some(v) = &self.set {
+            Action::Send(Request::SetTimeouts {
+                tcp: v[0],
+                tcpfin: v[1],
+                udp: v[2],
+            })
+        } else if self.timeout {
+            Action::Send(Request::GetTimeouts)
         } else if self.connection {
             Action::ListConns
         } else {
@@ -391,6 +405,19 @@ mod tests {
         assert_eq!(action("-C").unwrap(), Action::Send(Request::Clear));
         assert_eq!(action("-Ln").unwrap(), Action::List);
         assert_eq!(action("-Lnc").unwrap(), Action::ListConns);
+        assert_eq!(
+            action("--set 3600 60 0").unwrap(),
+            Action::Send(Request::SetTimeouts {
+                tcp: 3600,
+                tcpfin: 60,
+                udp: 0
+            })
+        );
+        assert_eq!(
+            action("-L --timeout").unwrap(),
+            Action::Send(Request::GetTimeouts)
+        );
+        assert!(action("--set 1 2").is_err());
         let a = action("-A -u 192.0.2.100:53 -s rr -p 60 -M 255.255.255.0 -o").unwrap();
         let Action::Send(Request::AddService { service }) = a else {
             panic!("{a:?}")

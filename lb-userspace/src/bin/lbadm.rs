@@ -80,6 +80,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Action::Send(req) => match control::call(&cli.socket, req)? {
             Response::Ok => Ok(ExitCode::SUCCESS),
+            Response::Timeouts { tcp, tcpfin, udp } => {
+                println!("Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}");
+                Ok(ExitCode::SUCCESS)
+            }
             other => fail(other),
         },
     }

@@ -119,6 +119,9 @@ async fn run() -> Result<()> {
     dp.set_director_mac(own_mac)?;
     let mut director = Director::recover(dp)?;
     director.set_policies(config.policies());
+    if let Some(t) = &config.timeouts {
+        director.set_timeouts(t.tcp, t.tcpfin, t.udp);
+    }
     // Resolve MACs before the first apply so rings are complete at once.
     let updates = resolver.resolve(&table_addresses(&table)).await?;
     director.update_macs(&updates)?;
