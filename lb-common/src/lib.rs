@@ -31,6 +31,42 @@ pub mod sched {
     pub const WRR: u8 = 2;
     /// Maglev hashing of the client address (and port with MH_PORT).
     pub const MH: u8 = 3;
+    /// Dynamic schedulers: the ring lists the available real servers and the
+    /// program picks by their live connection counts (RS_LOAD - RS_CLOSED).
+    /// Least connections: lowest active*256 + inactive.
+    pub const LC: u8 = 4;
+    /// Weighted least connections: lowest (active*256 + inactive) / weight.
+    pub const WLC: u8 = 5;
+    /// Shortest expected delay: lowest (active + 1) / weight.
+    pub const SED: u8 = 6;
+    /// Never queue: an idle server (no active connection) if any, else sed.
+    pub const NQ: u8 = 7;
+
+    /// How many real servers a dynamic scheduler compares: all of them (the
+    /// ring holds up to RING_SIZE), walked with bpf_loop as IPVS walks its
+    /// destination list.
+    pub const MAX_DYNAMIC: usize = super::RING_SIZE;
+
+    /// Whether candidate `a` (active, inactive, weight) beats the current
+    /// best `b` under scheduler `sched`, exactly as the kernel compares
+    /// (ip_vs_lc/wlc/sed/nq.c: strict, so the first of equals wins).
+    #[inline(always)]
+    pub fn better(sched: u8, a: (u64, u64, u32), b: (u64, u64, u32)) -> bool {
+        let (aa, ai, aw) = a;
+        let (ba, bi, bw) = b;
+        match sched {
+            LC => aa * 256 + ai < ba * 256 + bi,
+            WLC => (ba * 256 + bi) * (aw as u64) > (aa * 256 + ai) * (bw as u64),
+            _ => {
+                // sed; nq prefers an idle server first (handled by the caller
+                // too, this keeps the comparison total).
+                if sched == NQ && (aa == 0) != (ba == 0) {
+                    return aa == 0;
+                }
+                (ba + 1) * (aw as u64) > (aa + 1) * (bw as u64)
+            }
+        }
+    }
 }
 
 /// Service flags ([`ServiceValue::flags`]).
@@ -238,6 +274,17 @@ pub struct ConnValue {
 }
 const _: () = assert!(core::mem::size_of::<ConnValue>() == 24);
 
+/// Live connection counts of a real server: RS_LOAD is incremented by the
+/// program (atomic adds), RS_CLOSED by the daemon (entries it expired or
+/// found evicted); the load is their difference.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealLoad {
+    pub active: u64,
+    pub inactive: u64,
+}
+const _: () = assert!(core::mem::size_of::<RealLoad>() == 16);
+
 /// Per-CPU traffic counters per service and per real server.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -367,6 +414,7 @@ mod pod {
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for ConnValue {}
     unsafe impl aya::Pod for Stats {}
+    unsafe impl aya::Pod for RealLoad {}
     unsafe impl aya::Pod for DirectorConfig {}
 }
 
@@ -401,6 +449,23 @@ mod tests {
         assert_eq!(DEFAULT_TIMEOUTS[ESTABLISHED as usize], 900);
         assert_eq!(DEFAULT_TIMEOUTS[UDP as usize], 300);
         assert_eq!(NAMES[UDP as usize], "UDP");
+    }
+
+    #[test]
+    fn dynamic_comparisons_follow_the_kernel() {
+        use super::sched::*;
+        // lc: overhead active*256 + inactive.
+        assert!(better(LC, (0, 100, 1), (1, 0, 1)));
+        assert!(!better(LC, (1, 0, 1), (1, 0, 1)), "ties keep the first");
+        // wlc: 1 active at weight 3 beats 1 active at weight 1.
+        assert!(better(WLC, (1, 0, 3), (1, 0, 1)));
+        assert!(!better(WLC, (2, 0, 1), (1, 0, 1)));
+        // sed: (active+1)/weight: (2+1)/3 = 1 beats (0+1)/1 = 1? equal: no.
+        assert!(!better(SED, (2, 0, 3), (0, 0, 1)));
+        assert!(better(SED, (1, 0, 3), (0, 0, 1)));
+        // nq: an idle server wins whatever its weight.
+        assert!(better(NQ, (0, 5, 1), (1, 0, 100)));
+        assert!(!better(NQ, (1, 0, 100), (0, 0, 1)));
     }
 
     #[test]

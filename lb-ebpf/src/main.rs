@@ -10,6 +10,10 @@
 //! Every stage returns `Result<_, u32>` whose error side is the final action.
 #![no_std]
 #![no_main]
+// Atomic adds whose result is unused lower to BPF_XADD, which the cpu v1
+// target aya-build links for supports (fetch-and-add would not).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
@@ -20,7 +24,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     counter, flow_hash, mask_addr, rs_flags, sched, svc_flags, tcp_state, ConnKey, ConnValue,
-    DirectorConfig, RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6,
+    DirectorConfig, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6,
     DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
 };
 use network_types::{
@@ -57,6 +61,12 @@ static CURSORS: Array<u32> = Array::pinned(DEFAULT_MAX_SERVICES, 0);
 static SVC_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
 #[map]
 static RS_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_REALS, 0);
+/// Live connection counts per real server, incremented by the program...
+#[map]
+static RS_LOAD: Array<RealLoad> = Array::pinned(DEFAULT_MAX_REALS, 0);
+/// ...and what the daemon found closed (expired or evicted) since.
+#[map]
+static RS_CLOSED: Array<RealLoad> = Array::pinned(DEFAULT_MAX_REALS, 0);
 #[map]
 static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 #[map]
@@ -253,6 +263,9 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
             return Err(XDP_DROP);
         }
     };
+    if svc.sched >= sched::LC {
+        return dynamic_pick(svc.sched, slot, n);
+    }
     let idx = match svc.sched {
         sched::MH => {
             let port = if svc.flags & svc_flags::MH_PORT != 0 {
@@ -280,6 +293,146 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
         return Err(XDP_DROP);
     }
     Ok(unsafe { *(*ring).reals.as_ptr().add(idx) })
+}
+
+/// Atomically adds `v` (two's complement for a decrement) to `*p`.
+#[inline(always)]
+fn xadd(p: *mut u64, v: u64) {
+    unsafe {
+        let _ = core::intrinsics::atomic_xadd::<
+            u64,
+            u64,
+            { core::intrinsics::AtomicOrdering::Relaxed },
+        >(p, v);
+    }
+}
+
+/// Moves the live connection counts of `real_id`.
+#[inline(always)]
+fn account(real_id: u32, active: i64, inactive: i64) {
+    if let Some(l) = RS_LOAD.get_ptr_mut(real_id) {
+        unsafe {
+            if active != 0 {
+                xadd(&mut (*l).active, active as u64);
+            }
+            if inactive != 0 {
+                xadd(&mut (*l).inactive, inactive as u64);
+            }
+        }
+    }
+}
+
+/// (active, inactive) connections of a real server, as the dynamic
+/// schedulers see them.
+#[inline(always)]
+fn load_of(real_id: u32) -> (u64, u64) {
+    let (mut a, mut i) = (0u64, 0u64);
+    if let Some(l) = RS_LOAD.get(real_id) {
+        a = l.active;
+        i = l.inactive;
+    }
+    if let Some(c) = RS_CLOSED.get(real_id) {
+        a = a.wrapping_sub(c.active);
+        i = i.wrapping_sub(c.inactive);
+    }
+    // A transient negative (a close seen before its open) counts as zero.
+    if a > u32::MAX as u64 {
+        a = 0;
+    }
+    if i > u32::MAX as u64 {
+        i = 0;
+    }
+    (a, i)
+}
+
+/// State of a dynamic pick, carried through bpf_loop.
+#[repr(C)]
+struct DynPick {
+    slot: u32,
+    n: u32,
+    sched: u32,
+    best: u32,
+    best_active: u64,
+    best_inactive: u64,
+    best_weight: u32,
+    _pad: u32,
+}
+
+/// One step of the dynamic pick: real server `i` of the ring. A BPF
+/// subprogram called by bpf_loop, so the verifier checks it once instead of
+/// once per unrolled iteration.
+#[inline(never)]
+extern "C" fn dynamic_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut DynPick) };
+    if i >= c.n {
+        return 1;
+    }
+    let Some(ring) = RINGS.get_ptr(c.slot) else {
+        return 1;
+    };
+    // Laundered so the compiler keeps the bound the verifier needs.
+    let idx = unsafe { core::ptr::read_volatile(&(i as usize)) };
+    if idx >= RING_SIZE {
+        return 1;
+    }
+    let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
+    let w = match REALS.get(id) {
+        Some(rs) => rs.weight,
+        None => 0,
+    };
+    if w == 0 {
+        return 0;
+    }
+    let (a, ina) = load_of(id);
+    let sched = c.sched as u8;
+    if sched == sched::NQ && a == 0 {
+        c.best = id;
+        return 1;
+    }
+    let cand = (a, ina, w);
+    if c.best == u32::MAX
+        || sched::better(sched, cand, (c.best_active, c.best_inactive, c.best_weight))
+    {
+        c.best = id;
+        c.best_active = a;
+        c.best_inactive = ina;
+        c.best_weight = w;
+    }
+    0
+}
+
+/// lc, wlc, sed, nq: compare the first MAX_DYNAMIC real servers of the ring
+/// by their live connection counts and weights, as the kernel does.
+#[inline(always)]
+fn dynamic_pick(sched: u8, slot: u32, n: u32) -> Result<u32, u32> {
+    let mut c = DynPick {
+        slot,
+        n,
+        sched: sched as u32,
+        best: u32::MAX,
+        best_active: 0,
+        best_inactive: 0,
+        best_weight: 0,
+        _pad: 0,
+    };
+    let loops = if (n as usize) < sched::MAX_DYNAMIC {
+        n
+    } else {
+        sched::MAX_DYNAMIC as u32
+    };
+    unsafe {
+        aya_ebpf::helpers::bpf_loop(
+            loops,
+            dynamic_step as *mut core::ffi::c_void,
+            &mut c as *mut DynPick as *mut core::ffi::c_void,
+            0,
+        );
+    }
+    if c.best == u32::MAX {
+        count(counter::DROP_NO_REAL);
+        return Err(XDP_DROP);
+    }
+    Ok(c.best)
 }
 
 /// A real server is usable for a persistent client while it is in the
@@ -367,8 +520,10 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
         let closed = e.state == tcp_state::CLOSE || e.state == tcp_state::TIME_WAIT;
         let syn_only = flow.tcp_flags & (tcp_state::F_SYN | tcp_state::F_ACK) == tcp_state::F_SYN;
         if is_tcp && closed && syn_only {
-            // Port reuse: a new SYN on a closed entry starts a new connection.
+            // Port reuse: a new SYN on a closed entry starts a new connection
+            // (the closed one stops counting as inactive).
             count(counter::CONN_REUSE);
+            account(e.real_id, 0, -1);
         } else {
             // Write only what changed: the entry's cache line is shared by
             // every CPU that sees this flow.
@@ -378,6 +533,12 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
             if is_tcp {
                 let next = tcp_state::next(e.state, flow.tcp_flags);
                 if next != e.state {
+                    let was = e.state == tcp_state::ESTABLISHED;
+                    let is = next == tcp_state::ESTABLISHED;
+                    if was != is {
+                        let d = if is { 1 } else { -1 };
+                        account(e.real_id, d, -d);
+                    }
                     e.state = next;
                 }
             }
@@ -428,6 +589,11 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
             count(counter::CONN_INSERT_FAIL);
         } else {
             count(counter::CONN_NEW);
+            if state == tcp_state::ESTABLISHED {
+                account(real_id, 1, 0);
+            } else {
+                account(real_id, 0, 1);
+            }
         }
     }
 

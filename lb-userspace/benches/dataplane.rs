@@ -170,6 +170,7 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
         (80, Scheduler::Rr),
         (81, Scheduler::Wrr),
         (82, Scheduler::Mh),
+        (84, Scheduler::Wlc),
     ] {
         let s = svc(Protocol::Tcp, "192.0.2.100", port, sched);
         t.add_service(s.clone()).unwrap();
@@ -271,6 +272,7 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
         (80u16, "new TCP connection (SYN), rr"),
         (81, "new TCP connection (SYN), wrr"),
         (82, "new TCP connection (SYN), mh"),
+        (84, "new TCP connection (SYN), wlc (3 real servers)"),
     ];
     for (b, (port, name)) in (1u32..).zip(scheds) {
         let ns = one("lb", &mut |i| {

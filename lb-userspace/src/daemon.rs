@@ -301,7 +301,12 @@ impl Daemon {
         };
         checker.reconcile(&self.checks, &mut self.director);
         let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
-        let mut sweep_tick = tokio::time::interval(Duration::from_secs(10));
+        // The sweep collects expired entries and re-bases the dynamic
+        // schedulers' connection counts: every 2 s (every 10 s beyond
+        // 200,000 entries, where one walk costs about a second).
+        let mut sweep_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut sweeps = 0u64;
+        let mut big_table = false;
         let mut resolved_rounds = 0u32;
         loop {
             tokio::select! {
@@ -333,7 +338,14 @@ impl Daemon {
                         self.refresh_neighbours().await;
                     }
                 }
-                _ = sweep_tick.tick() => { self.director.sweep(true); }
+                _ = sweep_tick.tick() => {
+                    sweeps += 1;
+                    if !big_table || sweeps.is_multiple_of(5) {
+                        let counts = self.director.sweep(true);
+                        let live: u64 = counts.values().map(|c| c.active + c.inactive + c.persistent).sum();
+                        big_table = live > 200_000;
+                    }
+                }
                 _ = hup.recv() => {
                     self.reload();
                     checker.reconcile(&self.checks, &mut self.director);

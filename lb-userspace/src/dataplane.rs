@@ -19,7 +19,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    ConnKey, ConnValue, DirectorConfig, RealServer, Ring, ServiceKey, ServiceValue, Stats,
+    ConnKey, ConnValue, DirectorConfig, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats,
 };
 use tracing::{info, warn};
 
@@ -83,6 +83,8 @@ pub struct Dataplane {
     pub rs_stats: PerCpuArray<MapData, Stats>,
     pub global_stats: PerCpuArray<MapData, u64>,
     pub cursors: Array<MapData, u32>,
+    pub rs_load: Array<MapData, RealLoad>,
+    pub rs_closed: Array<MapData, RealLoad>,
     pub config: Array<MapData, DirectorConfig>,
     program_name: &'static str,
 }
@@ -104,6 +106,8 @@ impl Dataplane {
             .map_max_entries("SVC_STATS", limits.max_services)
             .map_max_entries("REALS", limits.max_reals)
             .map_max_entries("RS_STATS", limits.max_reals)
+            .map_max_entries("RS_LOAD", limits.max_reals)
+            .map_max_entries("RS_CLOSED", limits.max_reals)
             .map_max_entries("CONNS", limits.max_conns);
         let mut ebpf = loader.load(OBJECT)?;
         let program_name = "lb";
@@ -131,6 +135,8 @@ impl Dataplane {
             rs_stats: take!("RS_STATS"),
             global_stats: take!("GLOBAL_STATS"),
             cursors: take!("CURSORS"),
+            rs_load: take!("RS_LOAD"),
+            rs_closed: take!("RS_CLOSED"),
             config: take!("CONFIG"),
             _ebpf: ebpf,
             dir: dir.to_path_buf(),

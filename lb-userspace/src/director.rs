@@ -14,8 +14,8 @@ use std::{
 
 use aya::maps::MapError;
 use lb_common::{
-    rs_flags, svc_flags, tcp_state, ConnKey, ConnValue, RealServer, Ring, ServiceKey, ServiceValue,
-    AF_INET, AF_INET6, RING_SIZE,
+    rs_flags, svc_flags, tcp_state, ConnKey, ConnValue, RealLoad, RealServer, Ring, ServiceKey,
+    ServiceValue, AF_INET, AF_INET6, RING_SIZE,
 };
 use tracing::{debug, info};
 
@@ -390,7 +390,8 @@ impl Director {
                     port: r.port.to_be(),
                     family,
                     _pad: 0,
-                    weight: r.weight,
+                    // The weight in force: what the dynamic schedulers divide by.
+                    weight: effective_weight(r.weight, self.health.get(&(*a, r.address))),
                 };
                 if self.written_reals.get(&id) != Some(&v) {
                     self.dp.reals.set(id, v, 0).map_err(map_err("REALS"))?;
@@ -687,6 +688,9 @@ impl Director {
                 .reals
                 .set(id, RealServer::default(), 0)
                 .map_err(map_err("REALS"))?;
+            // A reused slot starts with no connections.
+            let _ = self.dp.rs_load.set(id, RealLoad::default(), 0);
+            let _ = self.dp.rs_closed.set(id, RealLoad::default(), 0);
             self.written_reals.remove(&id);
             self.removed.remove(&id);
             self.real_ids.retain(|_, v| *v != id);
@@ -747,6 +751,25 @@ impl Director {
         if collect {
             for (k, v) in rearm {
                 let _ = self.dp.conns.insert(k, v, 0);
+            }
+        }
+        if collect {
+            // Expired (now deleted) and LRU-evicted entries leave the
+            // program's counts too high: record the difference so that
+            // RS_LOAD - RS_CLOSED equals the live counts just observed.
+            // Connections opened during the walk are counted on the next one.
+            for id in self.real_ids.values().copied().collect::<Vec<_>>() {
+                let Ok(load) = self.dp.rs_load.get(&id, 0) else {
+                    continue;
+                };
+                let live = counts.get(&id).copied().unwrap_or_default();
+                let closed = RealLoad {
+                    active: load.active.wrapping_sub(live.active),
+                    inactive: load.inactive.wrapping_sub(live.inactive),
+                };
+                if self.dp.rs_closed.get(&id, 0).ok() != Some(closed) {
+                    let _ = self.dp.rs_closed.set(id, closed, 0);
+                }
             }
         }
         if collect {

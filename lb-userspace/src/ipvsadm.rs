@@ -62,7 +62,7 @@ pub struct Cli {
     /// UDP virtual service.
     #[arg(short = 'u', long = "udp-service", value_name = "SERVICE-ADDRESS")]
     pub udp: Option<String>,
-    /// Scheduler: rr, wrr, mh (default wrr; ipvsadm's default wlc is not yet available).
+    /// Scheduler: rr, wrr, mh, lc, wlc, sed, nq (default wlc, as ipvsadm).
     #[arg(short = 's', long = "scheduler")]
     pub scheduler: Option<String>,
     /// Persistent service, optional timeout in seconds (default 360).
@@ -241,7 +241,7 @@ impl Cli {
         let addr = self.service()?;
         let scheduler: Scheduler = match &self.scheduler {
             Some(s) => s.parse().map_err(|e| format!("-s: {e}"))?,
-            None => Scheduler::Wrr,
+            None => Scheduler::Wlc,
         };
         let flags = match &self.sched_flags {
             Some(f) => SchedFlags::parse(f).map_err(|e| format!("-b: {e}"))?,

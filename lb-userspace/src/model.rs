@@ -145,26 +145,55 @@ impl fmt::Display for ServiceAddr {
 #[serde(rename_all = "lowercase")]
 pub enum Scheduler {
     Rr,
-    #[default]
     Wrr,
     Mh,
+    Lc,
+    /// ipvsadm's default.
+    #[default]
+    Wlc,
+    Sed,
+    Nq,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 3] = [Scheduler::Rr, Scheduler::Wrr, Scheduler::Mh];
+    pub const ALL: [Scheduler; 7] = [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Mh,
+        Scheduler::Lc,
+        Scheduler::Wlc,
+        Scheduler::Sed,
+        Scheduler::Nq,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Scheduler::Rr => "rr",
             Scheduler::Wrr => "wrr",
             Scheduler::Mh => "mh",
+            Scheduler::Lc => "lc",
+            Scheduler::Wlc => "wlc",
+            Scheduler::Sed => "sed",
+            Scheduler::Nq => "nq",
         }
     }
     pub fn id(self) -> u8 {
+        use lb_common::sched;
         match self {
-            Scheduler::Rr => lb_common::sched::RR,
-            Scheduler::Wrr => lb_common::sched::WRR,
-            Scheduler::Mh => lb_common::sched::MH,
+            Scheduler::Rr => sched::RR,
+            Scheduler::Wrr => sched::WRR,
+            Scheduler::Mh => sched::MH,
+            Scheduler::Lc => sched::LC,
+            Scheduler::Wlc => sched::WLC,
+            Scheduler::Sed => sched::SED,
+            Scheduler::Nq => sched::NQ,
         }
+    }
+    /// Picks by live connection counts in the data plane.
+    pub fn is_dynamic(self) -> bool {
+        matches!(
+            self,
+            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
+        )
     }
 }
 
@@ -175,7 +204,7 @@ impl fmt::Display for Scheduler {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown scheduler '{0}' (supported: rr, wrr, mh)")]
+#[error("unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq)")]
 pub struct UnknownScheduler(pub String);
 
 impl FromStr for Scheduler {

@@ -799,3 +799,77 @@ services:
     assert_eq!(seen.len(), 3, "one flow spread by rr: {seen:?}");
     assert_eq!(t.d.dp.conns.keys().count(), before, "-o created entries");
 }
+
+#[test]
+fn least_connection_schedulers_follow_live_counts() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: lc,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 81, scheduler: wlc,
+     real_servers: [{address: 192.0.2.11, weight: 1}, {address: 192.0.2.12, weight: 2}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 82, scheduler: nq,
+     real_servers: [{address: 192.0.2.11, weight: 100}, {address: 192.0.2.12, weight: 1}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    // Opens an established connection (SYN, ACK); returns its real server.
+    let open = |t: &mut TestDirector, sport: u16, dport: u16| -> u8 {
+        let (a, out) = t.run(&tcp("203.0.113.10", sport, "192.0.2.100", dport, SYN).frame());
+        assert_eq!(a, XDP_TX);
+        t.run(&tcp("203.0.113.10", sport, "192.0.2.100", dport, ACK).frame());
+        out[5]
+    };
+    let tally = |v: &[u8]| {
+        let mut m = std::collections::BTreeMap::new();
+        for x in v {
+            *m.entry(*x).or_insert(0u32) += 1;
+        }
+        m
+    };
+    // lc: long-lived connections spread evenly.
+    let lc: Vec<u8> = (0..30).map(|i| open(&mut t, 1000 + i, 80)).collect();
+    assert_eq!(
+        tally(&lc).values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10]
+    );
+    // wlc 1:2 — twice as many on the weight-2 server.
+    let wlc: Vec<u8> = (0..30).map(|i| open(&mut t, 2000 + i, 81)).collect();
+    let m = tally(&wlc);
+    assert!(
+        (9..=11).contains(&m[&11]) && (19..=21).contains(&m[&12]),
+        "{m:?}"
+    );
+    // nq: an idle server first, whatever the weights.
+    assert_eq!(open(&mut t, 3000, 82), 11);
+    assert_eq!(open(&mut t, 3001, 82), 12, "rs12 was idle");
+    // Close rs11's lc connections and
+    // let them expire; the daemon's sweep re-bases the counts and rs11 is
+    // the least loaded again.
+    for (i, who) in lc.iter().enumerate() {
+        if *who == 11 {
+            t.run(&tcp("203.0.113.10", 1000 + i as u16, "192.0.2.100", 80, RST).frame());
+        }
+    }
+    // CLOSE entries still count (inactive) until they expire.
+    let l = t.d.listing();
+    let rs11 = l.services[0]
+        .reals
+        .iter()
+        .find(|r| r.spec.address.to_string() == "192.0.2.11")
+        .unwrap();
+    assert!(rs11.inactive_conns >= 10, "{rs11:?}");
+    t.d.timeouts[lb_common::tcp_state::CLOSE as usize] = 0;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t.d.sweep(true);
+    let next: Vec<u8> = (0..5).map(|i| open(&mut t, 4000 + i, 80)).collect();
+    assert!(next.iter().all(|x| *x == 11), "after expiry: {next:?}");
+}
