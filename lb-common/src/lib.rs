@@ -41,6 +41,18 @@ pub mod sched {
     pub const SED: u8 = 6;
     /// Never queue: an idle server (no active connection) if any, else sed.
     pub const NQ: u8 = 7;
+    /// Weighted failover: the available server with the highest weight.
+    pub const FO: u8 = 8;
+    /// Overflow: the highest-weight server whose active connections are
+    /// below its weight.
+    pub const OVF: u8 = 9;
+
+    /// Whether a server with `active` connections and weight `w` may take a
+    /// new connection under `sched` (ovf's own overflow rule).
+    #[inline(always)]
+    pub fn eligible(sched: u8, active: u64, w: u32) -> bool {
+        w > 0 && (sched != OVF || active < w as u64)
+    }
 
     /// How many real servers a dynamic scheduler compares: all of them (the
     /// ring holds up to RING_SIZE), walked with bpf_loop as IPVS walks its
@@ -55,6 +67,7 @@ pub mod sched {
         let (aa, ai, aw) = a;
         let (ba, bi, bw) = b;
         match sched {
+            FO | OVF => aw > bw,
             LC => aa * 256 + ai < ba * 256 + bi,
             WLC => (ba * 256 + bi) * (aw as u64) > (aa * 256 + ai) * (bw as u64),
             _ => {
@@ -466,6 +479,10 @@ mod tests {
         // nq: an idle server wins whatever its weight.
         assert!(better(NQ, (0, 5, 1), (1, 0, 100)));
         assert!(!better(NQ, (1, 0, 100), (0, 0, 1)));
+        // fo / ovf: the highest weight, the first of equals.
+        assert!(better(FO, (100, 0, 5), (0, 0, 4)));
+        assert!(!better(FO, (0, 0, 4), (0, 0, 4)));
+        assert!(eligible(OVF, 2, 3) && !eligible(OVF, 3, 3) && !eligible(FO, 0, 0));
     }
 
     #[test]

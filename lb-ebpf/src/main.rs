@@ -385,6 +385,9 @@ extern "C" fn dynamic_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     }
     let (a, ina) = load_of(id);
     let sched = c.sched as u8;
+    if !sched::eligible(sched, a, w) {
+        return 0;
+    }
     if sched == sched::NQ && a == 0 {
         c.best = id;
         return 1;

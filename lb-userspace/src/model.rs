@@ -153,10 +153,12 @@ pub enum Scheduler {
     Wlc,
     Sed,
     Nq,
+    Fo,
+    Ovf,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 7] = [
+    pub const ALL: [Scheduler; 9] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Mh,
@@ -164,6 +166,8 @@ impl Scheduler {
         Scheduler::Wlc,
         Scheduler::Sed,
         Scheduler::Nq,
+        Scheduler::Fo,
+        Scheduler::Ovf,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -174,6 +178,8 @@ impl Scheduler {
             Scheduler::Wlc => "wlc",
             Scheduler::Sed => "sed",
             Scheduler::Nq => "nq",
+            Scheduler::Fo => "fo",
+            Scheduler::Ovf => "ovf",
         }
     }
     pub fn id(self) -> u8 {
@@ -186,6 +192,8 @@ impl Scheduler {
             Scheduler::Wlc => sched::WLC,
             Scheduler::Sed => sched::SED,
             Scheduler::Nq => sched::NQ,
+            Scheduler::Fo => sched::FO,
+            Scheduler::Ovf => sched::OVF,
         }
     }
     /// Picks by live connection counts in the data plane.
@@ -204,7 +212,7 @@ impl fmt::Display for Scheduler {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq)")]
+#[error("unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf)")]
 pub struct UnknownScheduler(pub String);
 
 impl FromStr for Scheduler {

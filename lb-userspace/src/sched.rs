@@ -30,7 +30,12 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
     match sched {
         Scheduler::Rr => c.iter().map(|c| c.id).collect(),
         // The program compares the first MAX_DYNAMIC by live counts.
-        Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => c
+        Scheduler::Lc
+        | Scheduler::Wlc
+        | Scheduler::Sed
+        | Scheduler::Nq
+        | Scheduler::Fo
+        | Scheduler::Ovf => c
             .iter()
             .take(lb_common::sched::MAX_DYNAMIC)
             .map(|c| c.id)

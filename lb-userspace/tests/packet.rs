@@ -873,3 +873,44 @@ services:
     let next: Vec<u8> = (0..5).map(|i| open(&mut t, 4000 + i, 80)).collect();
     assert!(next.iter().all(|x| *x == 11), "after expiry: {next:?}");
 }
+
+#[test]
+fn failover_and_overflow_schedulers() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: fo,
+     real_servers: [{address: 192.0.2.11, weight: 5}, {address: 192.0.2.12, weight: 10},
+                    {address: 192.0.2.13, weight: 10}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 81, scheduler: ovf,
+     real_servers: [{address: 192.0.2.11, weight: 2}, {address: 192.0.2.12, weight: 3}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    let open = |t: &mut TestDirector, sport: u16, dport: u16| -> Option<u8> {
+        let (a, out) = t.run(&tcp("203.0.113.10", sport, "192.0.2.100", dport, SYN).frame());
+        if a != XDP_TX {
+            return None;
+        }
+        t.run(&tcp("203.0.113.10", sport, "192.0.2.100", dport, ACK).frame());
+        Some(out[5])
+    };
+    // fo: always the first highest-weight server, whatever its load.
+    for p in 0..5 {
+        assert_eq!(open(&mut t, 1000 + p, 80), Some(12));
+    }
+    // ovf: the highest weight until its active connections reach the
+    // weight, then the next; when all overflow, nothing.
+    let got: Vec<Option<u8>> = (0..6).map(|p| open(&mut t, 2000 + p, 81)).collect();
+    assert_eq!(
+        got,
+        vec![Some(12), Some(12), Some(12), Some(11), Some(11), None]
+    );
+}
