@@ -46,6 +46,13 @@ pub mod sched {
     /// Overflow: the highest-weight server whose active connections are
     /// below its weight.
     pub const OVF: u8 = 9;
+    /// Source hashing: a 256-bucket table indexed by the client address
+    /// (and port with HASH_PORT).
+    pub const SH: u8 = 10;
+    /// Destination hashing: the same table indexed by the destination address.
+    pub const DH: u8 = 11;
+    /// Buckets of the sh/dh table (the kernel's IP_VS_SH_TAB_SIZE).
+    pub const HASH_BUCKETS: usize = 256;
 
     /// Whether a server with `active` connections and weight `w` may take a
     /// new connection under `sched` (ovf's own overflow rule).
@@ -84,10 +91,11 @@ pub mod sched {
 
 /// Service flags ([`ServiceValue::flags`]).
 pub mod svc_flags {
-    /// mh-port: add the client port to the hash.
+    /// mh-port / sh-port: add the client port to the hash.
     pub const MH_PORT: u32 = 1 << 0;
-    /// mh-fallback: accepted and recorded; the published ring already holds
-    /// only available real servers, so lookups never land on an unavailable one.
+    /// mh-fallback: accepted and recorded; the published Maglev ring already
+    /// holds only available real servers. sh-fallback: when the bucket's real
+    /// server is unavailable, the next buckets are tried instead of dropping.
     pub const MH_FALLBACK: u32 = 1 << 1;
     /// persistent service (-p); port-0 services are always persistent.
     pub const PERSISTENT: u32 = 1 << 2;

@@ -263,6 +263,9 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
             return Err(XDP_DROP);
         }
     };
+    if svc.sched == sched::SH || svc.sched == sched::DH {
+        return hash_pick(svc, key, slot, n);
+    }
     if svc.sched >= sched::LC {
         return dynamic_pick(svc.sched, slot, n);
     }
@@ -436,6 +439,106 @@ fn dynamic_pick(sched: u8, slot: u32, n: u32) -> Result<u32, u32> {
         return Err(XDP_DROP);
     }
     Ok(c.best)
+}
+
+/// sh/dh: may this real server take a new connection now?
+#[inline(always)]
+fn available(real_id: u32) -> bool {
+    match REALS.get(real_id) {
+        Some(rs) => {
+            rs.weight > 0
+                && rs.flags & (rs_flags::IN_USE | rs_flags::MAC_VALID | rs_flags::REMOVED)
+                    == rs_flags::IN_USE | rs_flags::MAC_VALID
+        }
+        None => false,
+    }
+}
+
+#[repr(C)]
+struct HashWalk {
+    slot: u32,
+    n: u32,
+    start: u32,
+    found: u32,
+}
+
+/// sh-fallback: bucket start + i + 1 (a bpf_loop callback).
+#[inline(never)]
+extern "C" fn hash_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut HashWalk) };
+    if c.n == 0 {
+        return 1;
+    }
+    let Some(ring) = RINGS.get_ptr(c.slot) else {
+        return 1;
+    };
+    // checked_rem: no division-by-zero panic path in the subprogram.
+    let Some(m) = c.start.wrapping_add(i).wrapping_add(1).checked_rem(c.n) else {
+        return 1;
+    };
+    let idx = unsafe { core::ptr::read_volatile(&(m as usize)) };
+    if idx >= RING_SIZE {
+        return 1;
+    }
+    let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
+    if available(id) {
+        c.found = id;
+        return 1;
+    }
+    0
+}
+
+/// sh / dh: the bucket of the client (or destination) address; an
+/// unavailable real server drops the connection, or with sh-fallback the
+/// next buckets are tried (as ip_vs_sh).
+#[inline(always)]
+fn hash_pick(svc: &ServiceValue, key: &ConnKey, slot: u32, n: u32) -> Result<u32, u32> {
+    let h = if svc.sched == sched::DH {
+        flow_hash(&key.daddr, 0)
+    } else if svc.flags & svc_flags::MH_PORT != 0 {
+        flow_hash(&key.saddr, key.sport)
+    } else {
+        flow_hash(&key.saddr, 0)
+    };
+    let Some(start) = h.checked_rem(n) else {
+        count(counter::DROP_NO_REAL);
+        return Err(XDP_DROP);
+    };
+    let ring = match RINGS.get_ptr(slot) {
+        Some(r) => r,
+        None => {
+            count(counter::DROP_NO_REAL);
+            return Err(XDP_DROP);
+        }
+    };
+    let idx = unsafe { core::ptr::read_volatile(&(start as usize)) };
+    if idx < RING_SIZE {
+        let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
+        if available(id) {
+            return Ok(id);
+        }
+    }
+    if svc.flags & svc_flags::MH_FALLBACK != 0 {
+        let mut c = HashWalk {
+            slot,
+            n,
+            start,
+            found: u32::MAX,
+        };
+        unsafe {
+            aya_ebpf::helpers::bpf_loop(
+                n.saturating_sub(1),
+                hash_step as *mut core::ffi::c_void,
+                &mut c as *mut HashWalk as *mut core::ffi::c_void,
+                0,
+            );
+        }
+        if c.found != u32::MAX {
+            return Ok(c.found);
+        }
+    }
+    count(counter::DROP_NO_REAL);
+    Err(XDP_DROP)
 }
 
 /// A real server is usable for a persistent client while it is in the

@@ -23,7 +23,7 @@ use crate::{
     control::{ConnView, HealthView, Listing, RealView, ServiceView, StatsView},
     dataplane::{Dataplane, DataplaneError},
     health::{OnFailure, ServicePolicy, WeightChange},
-    model::{fmt_addr_port, Protocol, RealSpec, ServiceAddr, Table},
+    model::{fmt_addr_port, Protocol, RealSpec, Scheduler, ServiceAddr, Table},
     sched::{build_ring, Candidate},
 };
 
@@ -481,6 +481,18 @@ impl Director {
                     name: fmt_addr_port(&sr.address, sr.port),
                     weight: 1,
                 }],
+                // sh/dh hash over every real server of the service (the
+                // program skips unavailable ones, or falls back), so one
+                // going down moves nobody else.
+                _ if matches!(s.spec.scheduler, Scheduler::Sh | Scheduler::Dh) => s
+                    .reals
+                    .values()
+                    .map(|r| Candidate {
+                        id: self.real_ids[&(sid, r.address, r.port)],
+                        name: fmt_addr_port(&r.address, r.port),
+                        weight: r.weight,
+                    })
+                    .collect(),
                 _ => candidates,
             };
             let (mut gen, old_ring) = self.published.get(&sid).cloned().unwrap_or((0, Vec::new()));
@@ -510,10 +522,10 @@ impl Director {
                     .map_err(map_err("RINGS"))?;
             }
             let mut flags = 0;
-            if s.spec.flags.mh_port {
+            if s.spec.flags.mh_port || s.spec.flags.sh_port {
                 flags |= svc_flags::MH_PORT;
             }
-            if s.spec.flags.mh_fallback {
+            if s.spec.flags.mh_fallback || s.spec.flags.sh_fallback {
                 flags |= svc_flags::MH_FALLBACK;
             }
             if s.spec.persistent.is_some() {

@@ -174,6 +174,7 @@ mod tests {
                         flags: SchedFlags {
                             mh_fallback: true,
                             mh_port: true,
+                            ..Default::default()
                         },
                         persistent: None,
                         netmask: None,

@@ -62,7 +62,7 @@ pub struct Cli {
     /// UDP virtual service.
     #[arg(short = 'u', long = "udp-service", value_name = "SERVICE-ADDRESS")]
     pub udp: Option<String>,
-    /// Scheduler: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf (default wlc, as ipvsadm).
+    /// Scheduler: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh (default wlc, as ipvsadm).
     #[arg(short = 's', long = "scheduler")]
     pub scheduler: Option<String>,
     /// Persistent service, optional timeout in seconds (default 360).
@@ -90,7 +90,7 @@ pub struct Cli {
     /// List connection entries (with -L).
     #[arg(short = 'c', long = "connection")]
     pub connection: bool,
-    /// Scheduler flags: mh-fallback, mh-port.
+    /// Scheduler flags: mh-fallback, mh-port, sh-fallback, sh-port.
     #[arg(short = 'b', long = "sched-flags")]
     pub sched_flags: Option<String>,
     /// Real server: host[:port] (the port is forced to the virtual port in DR).

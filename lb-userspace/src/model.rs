@@ -155,10 +155,12 @@ pub enum Scheduler {
     Nq,
     Fo,
     Ovf,
+    Sh,
+    Dh,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 9] = [
+    pub const ALL: [Scheduler; 11] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Mh,
@@ -168,6 +170,8 @@ impl Scheduler {
         Scheduler::Nq,
         Scheduler::Fo,
         Scheduler::Ovf,
+        Scheduler::Sh,
+        Scheduler::Dh,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -180,6 +184,8 @@ impl Scheduler {
             Scheduler::Nq => "nq",
             Scheduler::Fo => "fo",
             Scheduler::Ovf => "ovf",
+            Scheduler::Sh => "sh",
+            Scheduler::Dh => "dh",
         }
     }
     pub fn id(self) -> u8 {
@@ -194,6 +200,8 @@ impl Scheduler {
             Scheduler::Nq => sched::NQ,
             Scheduler::Fo => sched::FO,
             Scheduler::Ovf => sched::OVF,
+            Scheduler::Sh => sched::SH,
+            Scheduler::Dh => sched::DH,
         }
     }
     /// Picks by live connection counts in the data plane.
@@ -212,7 +220,7 @@ impl fmt::Display for Scheduler {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf)")]
+#[error("unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh)")]
 pub struct UnknownScheduler(pub String);
 
 impl FromStr for Scheduler {
@@ -232,6 +240,10 @@ pub struct SchedFlags {
     pub mh_fallback: bool,
     #[serde(default)]
     pub mh_port: bool,
+    #[serde(default)]
+    pub sh_fallback: bool,
+    #[serde(default)]
+    pub sh_port: bool,
 }
 
 impl SchedFlags {
@@ -242,6 +254,8 @@ impl SchedFlags {
             match part {
                 "mh-fallback" => f.mh_fallback = true,
                 "mh-port" => f.mh_port = true,
+                "sh-fallback" => f.sh_fallback = true,
+                "sh-port" => f.sh_port = true,
                 other => return Err(format!("unknown scheduler flag '{other}'")),
             }
         }
@@ -249,6 +263,12 @@ impl SchedFlags {
     }
     pub fn names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
+        if self.sh_fallback {
+            v.push("sh-fallback");
+        }
+        if self.sh_port {
+            v.push("sh-port");
+        }
         if self.mh_fallback {
             v.push("mh-fallback");
         }
@@ -303,7 +323,10 @@ impl ServiceSpec {
         if self.one_packet && self.addr.protocol != Protocol::Udp {
             return Err(ModelError::OnePacketTcp);
         }
-        if !self.flags.is_empty() && self.scheduler != Scheduler::Mh {
+        let f = &self.flags;
+        let mh = f.mh_fallback || f.mh_port;
+        let sh = f.sh_fallback || f.sh_port;
+        if (mh && self.scheduler != Scheduler::Mh) || (sh && self.scheduler != Scheduler::Sh) {
             return Err(ModelError::FlagMismatch {
                 flag: self.flags.names().join(","),
                 sched: self.scheduler,
@@ -543,6 +566,10 @@ mod tests {
         s.flags = SchedFlags::parse("mh-port").unwrap();
         assert!(matches!(s.validate(), Err(ModelError::FlagMismatch { .. })));
         s.scheduler = Scheduler::Mh;
+        s.validate().unwrap();
+        s.flags = SchedFlags::parse("sh-port,sh-fallback").unwrap();
+        assert!(matches!(s.validate(), Err(ModelError::FlagMismatch { .. })));
+        s.scheduler = Scheduler::Sh;
         s.validate().unwrap();
         assert!(SchedFlags::parse("sh-bogus").is_err());
     }

@@ -23,6 +23,9 @@ pub struct Candidate {
 /// Builds the ring for `sched` from `candidates` (already filtered and in
 /// ipvsadm order). Returns an empty ring when there is no candidate.
 pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
+    if matches!(sched, Scheduler::Sh | Scheduler::Dh) {
+        return hash_table(candidates);
+    }
     let c: Vec<&Candidate> = candidates.iter().filter(|c| c.weight > 0).collect();
     if c.is_empty() {
         return Vec::new();
@@ -42,7 +45,30 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
             .collect(),
         Scheduler::Wrr => wrr_sequence(&c),
         Scheduler::Mh => maglev(&c, RING_SIZE),
+        Scheduler::Sh | Scheduler::Dh => unreachable!("handled above"),
     }
+}
+
+/// The sh/dh bucket table, filled as ip_vs_sh_reassign does: the real
+/// servers in order, each taking `weight` consecutive buckets (a weight-0
+/// one takes one: the program skips it as unavailable), cycling. Built from
+/// every real server of the service, available or not, so that a server
+/// going down does not move anyone else's clients.
+fn hash_table(c: &[Candidate]) -> Vec<u32> {
+    if c.is_empty() {
+        return Vec::new();
+    }
+    let mut t = Vec::with_capacity(lb_common::sched::HASH_BUCKETS);
+    let (mut i, mut n) = (0usize, 0u32);
+    while t.len() < lb_common::sched::HASH_BUCKETS {
+        t.push(c[i].id);
+        n += 1;
+        if n >= c[i].weight {
+            i = (i + 1) % c.len();
+            n = 0;
+        }
+    }
+    t
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -189,6 +215,13 @@ mod tests {
         assert!(c[&2] >= 1);
         let ratio = c[&1] as f64 / c[&3] as f64;
         assert!((ratio - 65535.0 / 30000.0).abs() < 0.01, "{ratio}");
+    }
+
+    #[test]
+    fn sh_buckets_follow_the_kernel_fill() {
+        let t = build_ring(Scheduler::Sh, &cands(&[2, 0, 1]));
+        assert_eq!(t.len(), 256);
+        assert_eq!(&t[..8], &[1, 1, 2, 3, 1, 1, 2, 3]);
     }
 
     #[test]

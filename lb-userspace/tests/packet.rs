@@ -914,3 +914,81 @@ services:
         vec![Some(12), Some(12), Some(12), Some(11), Some(11), None]
     );
 }
+
+#[test]
+fn source_hashing_with_and_without_fallback() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: sh,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 81, scheduler: sh, flags: [sh-fallback],
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 82, scheduler: sh, flags: [sh-port],
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 83, scheduler: dh,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    let mut sport = 10000u16;
+    let mut to = |t: &mut TestDirector, client: &str, dport: u16| -> Option<u8> {
+        sport += 1;
+        let (a, out) = t.run(&tcp(client, sport, "192.0.2.100", dport, SYN).frame());
+        (a == XDP_TX).then_some(out[5])
+    };
+    let clients: Vec<String> = (1..=60).map(|i| format!("203.0.113.{i}")).collect();
+    // A client always lands on the same server; clients spread over all.
+    let before: Vec<u8> = clients.iter().map(|c| to(&mut t, c, 80).unwrap()).collect();
+    for (c, b) in clients.iter().zip(&before) {
+        assert_eq!(to(&mut t, c, 80), Some(*b));
+    }
+    assert_eq!(
+        before
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
+    // sh-port: one client's ports spread.
+    let ports: std::collections::BTreeSet<u8> = (0..40)
+        .map(|_| to(&mut t, "203.0.113.1", 82).unwrap())
+        .collect();
+    assert_eq!(ports.len(), 3);
+    // dh: every client of one destination on one server.
+    let dh: std::collections::BTreeSet<u8> =
+        clients.iter().map(|c| to(&mut t, c, 83).unwrap()).collect();
+    assert_eq!(dh.len(), 1);
+    // rs12 goes down: without fallback its clients are refused, the others
+    // stay where they were; with sh-fallback its clients move, the others stay.
+    let svc80 = *t.d.table.services.keys().next().unwrap();
+    let svc81 = *t.d.table.services.keys().nth(1).unwrap();
+    let down: std::net::IpAddr = "192.0.2.12".parse().unwrap();
+    t.d.set_health(svc80, down, false, None, "test".into())
+        .unwrap();
+    t.d.set_health(svc81, down, false, None, "test".into())
+        .unwrap();
+    let fb_before: Vec<u8> = clients.iter().map(|c| to(&mut t, c, 81).unwrap()).collect();
+    for (i, c) in clients.iter().enumerate() {
+        let now = to(&mut t, c, 80);
+        if before[i] == 12 {
+            assert_eq!(now, None, "client of a down server without fallback");
+        } else {
+            assert_eq!(now, Some(before[i]), "an unaffected client moved");
+        }
+        assert_ne!(fb_before[i], 12);
+        if before[i] != 12 {
+            assert_eq!(
+                fb_before[i], before[i],
+                "fallback moved an unaffected client"
+            );
+        }
+    }
+}
