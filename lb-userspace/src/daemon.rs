@@ -114,7 +114,7 @@ pub fn handle(director: &mut Director, req: Request) -> Response {
         }
         Request::Counters => {
             return Response::Counters {
-                counters: director.dp.global_counters(),
+                counters: director.counters(),
             }
         }
         Request::Version => {

@@ -17,7 +17,7 @@ use lb_common::{
     rs_flags, svc_flags, tcp_state, ConnKey, ConnValue, RealLoad, RealServer, Ring, ServiceKey,
     ServiceValue, AF_INET, AF_INET6, RING_SIZE,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     control::{ConnView, HealthView, Listing, RealView, ServiceView, StatsView},
@@ -134,6 +134,11 @@ pub struct Director {
     dirty: BTreeSet<ServiceAddr>,
     /// Health-check verdicts (absent = not checked = up).
     health: HashMap<(ServiceAddr, IpAddr), Verdict>,
+    /// Connection entries the LRU evicted (running balance; see sweep), all
+    /// and ESTABLISHED ones.
+    evicted: i64,
+    evicted_active: i64,
+    evicted_active_reported: i64,
     /// Health policy per service (on_failure, sorry server, quorum).
     policies: HashMap<ServiceAddr, ServicePolicy>,
     /// Quorum state per service (absent = not yet computed).
@@ -184,6 +189,9 @@ impl Director {
             health: HashMap::new(),
             policies: HashMap::new(),
             quorum_up: HashMap::new(),
+            evicted: 0,
+            evicted_active: 0,
+            evicted_active_reported: 0,
             real_ids: HashMap::new(),
             removed: BTreeSet::new(),
             macs: HashMap::new(),
@@ -577,6 +585,18 @@ impl Director {
         Ok(())
     }
 
+    /// The program's counters plus the daemon's: connection entries evicted
+    /// by the LRU (all, and established ones), as found by the sweeps.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        let mut c = self.dp.global_counters();
+        c.push(("conn_evicted".into(), self.evicted.max(0) as u64));
+        c.push((
+            "conn_evicted_established".into(),
+            self.evicted_active.max(0) as u64,
+        ));
+        c
+    }
+
     /// ipvsadm --set: 0 leaves a value unchanged.
     pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) {
         for (v, i) in [
@@ -725,6 +745,7 @@ impl Director {
             .map(|v| (v.id, v.persist_prefix))
             .collect();
         let mut templates: Vec<(ConnKey, ConnValue)> = Vec::new();
+        let mut expired_counts: HashMap<u32, ConnCounts> = HashMap::new();
         // (service, masked client) of live connections, to keep their templates.
         let mut clients: BTreeSet<(u32, [u8; 16])> = BTreeSet::new();
         for (k, v) in self.dp.conns.iter().filter_map(|r| r.ok()) {
@@ -734,6 +755,12 @@ impl Director {
             }
             if self.expired(&v, now) {
                 expired.push(k);
+                let e = expired_counts.entry(v.real_id).or_default();
+                if v.state == tcp_state::ESTABLISHED {
+                    e.active += 1;
+                } else {
+                    e.inactive += 1;
+                }
                 continue;
             }
             if let Some(p) = prefixes.get(&v.svc_id) {
@@ -779,9 +806,26 @@ impl Director {
                     active: load.active.wrapping_sub(live.active),
                     inactive: load.inactive.wrapping_sub(live.inactive),
                 };
-                if self.dp.rs_closed.get(&id, 0).ok() != Some(closed) {
+                let prev = self.dp.rs_closed.get(&id, 0).unwrap_or_default();
+                // What closed since the last walk beyond what this walk
+                // expired was evicted by the LRU (a connection opened during
+                // a walk shows up here once and is taken back the next time,
+                // hence a running balance).
+                let gone = expired_counts.get(&id).copied().unwrap_or_default();
+                let da = closed.active.wrapping_sub(prev.active) as i64 - gone.active as i64;
+                let di = closed.inactive.wrapping_sub(prev.inactive) as i64 - gone.inactive as i64;
+                self.evicted_active += da;
+                self.evicted += da + di;
+                if closed != prev {
                     let _ = self.dp.rs_closed.set(id, closed, 0);
                 }
+            }
+            if self.evicted_active > self.evicted_active_reported {
+                warn!(
+                    evicted_established = self.evicted_active,
+                    "the connection table evicted established connections: raise limits.max_conns"
+                );
+                self.evicted_active_reported = self.evicted_active;
             }
         }
         if collect {

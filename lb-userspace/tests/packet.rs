@@ -992,3 +992,49 @@ services:
         }
     }
 }
+
+#[test]
+fn evictions_of_established_connections_are_counted() {
+    if !require_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: rr,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+    ];
+    let limits = lb_userspace::config::Limits {
+        max_services: 4,
+        max_reals: 8,
+        max_conns: 128,
+    };
+    let mut t = TestDirector::with_limits(table(yaml), &macs, limits);
+    t.d.sweep(true);
+    assert_eq!(t.counter("conn_evicted_established"), 0);
+    // 400 established connections in a 128-entry table.
+    for p in 0..400u16 {
+        t.run(&tcp("203.0.113.10", 20000 + p, "192.0.2.100", 80, SYN).frame());
+        t.run(&tcp("203.0.113.10", 20000 + p, "192.0.2.100", 80, ACK).frame());
+    }
+    let live = t.d.dp.conns.keys().count() as u64;
+    assert!(live <= 128);
+    t.d.sweep(true);
+    let evicted = t.counter("conn_evicted_established");
+    assert_eq!(
+        evicted,
+        400 - live,
+        "every evicted established entry is counted"
+    );
+    assert_eq!(t.counter("conn_evicted"), 400 - live);
+    // Closing and expiring normally is not eviction.
+    let before = t.counter("conn_evicted");
+    t.d.timeouts = [0; 12];
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t.d.sweep(true);
+    assert_eq!(t.counter("conn_evicted"), before);
+}

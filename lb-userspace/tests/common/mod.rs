@@ -69,12 +69,20 @@ static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new
 
 impl TestDirector {
     pub fn new(table: Table, macs: &[(&str, Option<[u8; 6]>)]) -> TestDirector {
-        let dir = PinDir::new("pkt");
         let limits = Limits {
             max_services: 16,
             max_reals: 64,
             max_conns: 4096,
         };
+        Self::with_limits(table, macs, limits)
+    }
+
+    pub fn with_limits(
+        table: Table,
+        macs: &[(&str, Option<[u8; 6]>)],
+        limits: Limits,
+    ) -> TestDirector {
+        let dir = PinDir::new("pkt");
         let mut dp = Dataplane::load(&dir.0, &limits).expect("load XDP object");
         dp.set_director_mac(DIRECTOR_MAC).unwrap();
         let mut d = Director::recover(dp).unwrap();
@@ -91,8 +99,7 @@ impl TestDirector {
 
     pub fn counter(&self, name: &str) -> u64 {
         self.d
-            .dp
-            .global_counters()
+            .counters()
             .into_iter()
             .find(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no counter {name}"))
