@@ -51,6 +51,9 @@ pub mod sched {
     pub const SH: u8 = 10;
     /// Destination hashing: the same table indexed by the destination address.
     pub const DH: u8 = 11;
+    /// Power of two choices: two weighted-random picks, the one with the
+    /// lower (active*256 + inactive) / weight wins.
+    pub const TWOS: u8 = 12;
     /// Buckets of the sh/dh table (the kernel's IP_VS_SH_TAB_SIZE).
     pub const HASH_BUCKETS: usize = 256;
 

@@ -266,6 +266,9 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
     if svc.sched == sched::SH || svc.sched == sched::DH {
         return hash_pick(svc, key, slot, n);
     }
+    if svc.sched == sched::TWOS {
+        return twos_pick(slot, n);
+    }
     if svc.sched >= sched::LC {
         return dynamic_pick(svc.sched, slot, n);
     }
@@ -439,6 +442,116 @@ fn dynamic_pick(sched: u8, slot: u32, n: u32) -> Result<u32, u32> {
         return Err(XDP_DROP);
     }
     Ok(c.best)
+}
+
+/// twos: state of the two passes over the ring (bpf_loop).
+#[repr(C)]
+struct TwosPick {
+    slot: u32,
+    n: u32,
+    /// 0: sum the weights; 1: find the servers at r1 and r2.
+    phase: u32,
+    c1: u32,
+    c2: u32,
+    w1: u32,
+    w2: u32,
+    _pad: u32,
+    total: u64,
+    cum: u64,
+    r1: u64,
+    r2: u64,
+}
+
+#[inline(never)]
+extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut TwosPick) };
+    if i >= c.n {
+        return 1;
+    }
+    let Some(ring) = RINGS.get_ptr(c.slot) else {
+        return 1;
+    };
+    let idx = unsafe { core::ptr::read_volatile(&(i as usize)) };
+    if idx >= RING_SIZE {
+        return 1;
+    }
+    let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
+    let w = match REALS.get(id) {
+        Some(rs) => rs.weight,
+        None => 0,
+    };
+    if c.phase == 0 {
+        c.total += w as u64;
+        return 0;
+    }
+    if w == 0 {
+        return 0;
+    }
+    c.cum += w as u64;
+    if c.c1 == u32::MAX && c.r1 < c.cum {
+        c.c1 = id;
+        c.w1 = w;
+    }
+    if c.c2 == u32::MAX && c.r2 < c.cum {
+        c.c2 = id;
+        c.w2 = w;
+    }
+    if c.c1 != u32::MAX && c.c2 != u32::MAX {
+        return 1;
+    }
+    0
+}
+
+/// twos (ip_vs_twos): two weighted-random servers, keep the lower
+/// overhead/weight.
+#[inline(always)]
+fn twos_pick(slot: u32, n: u32) -> Result<u32, u32> {
+    let mut c = TwosPick {
+        slot,
+        n,
+        phase: 0,
+        c1: u32::MAX,
+        c2: u32::MAX,
+        w1: 0,
+        w2: 0,
+        _pad: 0,
+        total: 0,
+        cum: 0,
+        r1: 0,
+        r2: 0,
+    };
+    let loops = if (n as usize) < RING_SIZE {
+        n
+    } else {
+        RING_SIZE as u32
+    };
+    let f = twos_step as *mut core::ffi::c_void;
+    let ctx = &mut c as *mut TwosPick as *mut core::ffi::c_void;
+    unsafe { aya_ebpf::helpers::bpf_loop(loops, f, ctx, 0) };
+    let Some(r1) =
+        (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64).checked_rem(c.total)
+    else {
+        count(counter::DROP_NO_REAL);
+        return Err(XDP_DROP);
+    };
+    let r2 = (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64)
+        .checked_rem(c.total)
+        .unwrap_or(0);
+    c.r1 = r1;
+    c.r2 = r2;
+    c.phase = 1;
+    unsafe { aya_ebpf::helpers::bpf_loop(loops, f, ctx, 0) };
+    if c.c1 == u32::MAX || c.c2 == u32::MAX {
+        count(counter::DROP_NO_REAL);
+        return Err(XDP_DROP);
+    }
+    let (a1, i1) = load_of(c.c1);
+    let (a2, i2) = load_of(c.c2);
+    if sched::better(sched::WLC, (a1, i1, c.w1), (a2, i2, c.w2)) {
+        Ok(c.c1)
+    } else {
+        Ok(c.c2)
+    }
 }
 
 /// sh/dh: may this real server take a new connection now?

@@ -62,7 +62,7 @@ pub struct Cli {
     /// UDP virtual service.
     #[arg(short = 'u', long = "udp-service", value_name = "SERVICE-ADDRESS")]
     pub udp: Option<String>,
-    /// Scheduler: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh (default wlc, as ipvsadm).
+    /// Scheduler: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh, twos (default wlc, as ipvsadm).
     #[arg(short = 's', long = "scheduler")]
     pub scheduler: Option<String>,
     /// Persistent service, optional timeout in seconds (default 360).

@@ -157,10 +157,11 @@ pub enum Scheduler {
     Ovf,
     Sh,
     Dh,
+    Twos,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 11] = [
+    pub const ALL: [Scheduler; 12] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Mh,
@@ -172,6 +173,7 @@ impl Scheduler {
         Scheduler::Ovf,
         Scheduler::Sh,
         Scheduler::Dh,
+        Scheduler::Twos,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -186,6 +188,7 @@ impl Scheduler {
             Scheduler::Ovf => "ovf",
             Scheduler::Sh => "sh",
             Scheduler::Dh => "dh",
+            Scheduler::Twos => "twos",
         }
     }
     pub fn id(self) -> u8 {
@@ -202,6 +205,7 @@ impl Scheduler {
             Scheduler::Ovf => sched::OVF,
             Scheduler::Sh => sched::SH,
             Scheduler::Dh => sched::DH,
+            Scheduler::Twos => sched::TWOS,
         }
     }
     /// Picks by live connection counts in the data plane.
@@ -220,7 +224,9 @@ impl fmt::Display for Scheduler {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh)")]
+#[error(
+    "unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh, twos)"
+)]
 pub struct UnknownScheduler(pub String);
 
 impl FromStr for Scheduler {

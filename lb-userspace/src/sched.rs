@@ -38,7 +38,8 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
         | Scheduler::Sed
         | Scheduler::Nq
         | Scheduler::Fo
-        | Scheduler::Ovf => c
+        | Scheduler::Ovf
+        | Scheduler::Twos => c
             .iter()
             .take(lb_common::sched::MAX_DYNAMIC)
             .map(|c| c.id)

@@ -1038,3 +1038,31 @@ services:
     t.d.sweep(true);
     assert_eq!(t.counter("conn_evicted"), before);
 }
+
+#[test]
+fn twos_picks_among_available_servers_and_balances() {
+    if !require_root() {
+        return;
+    }
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: twos,
+     real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13, weight: 0}]}
+"#;
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+    ];
+    let mut t = TestDirector::new(table(yaml), &macs);
+    let mut seen = std::collections::BTreeMap::new();
+    for p in 0..60u16 {
+        let (a, out) = t.run(&tcp("203.0.113.10", 30000 + p, "192.0.2.100", 80, SYN).frame());
+        assert_eq!(a, XDP_TX);
+        t.run(&tcp("203.0.113.10", 30000 + p, "192.0.2.100", 80, ACK).frame());
+        *seen.entry(out[5]).or_insert(0u32) += 1;
+    }
+    assert_eq!(seen.get(&13), None, "weight 0 chosen: {seen:?}");
+    // Two choices keep the load close: neither server gets two thirds.
+    assert!(seen.values().all(|n| (20..=40).contains(n)), "{seen:?}");
+}
