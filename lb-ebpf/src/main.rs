@@ -351,6 +351,28 @@ fn load_of(real_id: u32) -> (u64, u64) {
     (a, i)
 }
 
+/// The real-server id at position `i` of ring `slot`. The index is
+/// laundered through memory so the compiler keeps the bound the verifier
+/// needs.
+#[inline(always)]
+fn ring_entry(slot: u32, i: u32) -> Option<u32> {
+    let ring = RINGS.get_ptr(slot)?;
+    let idx = unsafe { core::ptr::read_volatile(&(i as usize)) };
+    if idx >= RING_SIZE {
+        return None;
+    }
+    Some(unsafe { *(*ring).reals.as_ptr().add(idx) })
+}
+
+/// The weight in force of a real server (0 if unknown).
+#[inline(always)]
+fn weight_of(real_id: u32) -> u32 {
+    match REALS.get(real_id) {
+        Some(rs) => rs.weight,
+        None => 0,
+    }
+}
+
 /// State of a dynamic pick, carried through bpf_loop.
 #[repr(C)]
 struct DynPick {
@@ -373,19 +395,10 @@ extern "C" fn dynamic_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     if i >= c.n {
         return 1;
     }
-    let Some(ring) = RINGS.get_ptr(c.slot) else {
+    let Some(id) = ring_entry(c.slot, i) else {
         return 1;
     };
-    // Laundered so the compiler keeps the bound the verifier needs.
-    let idx = unsafe { core::ptr::read_volatile(&(i as usize)) };
-    if idx >= RING_SIZE {
-        return 1;
-    }
-    let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
-    let w = match REALS.get(id) {
-        Some(rs) => rs.weight,
-        None => 0,
-    };
+    let w = weight_of(id);
     if w == 0 {
         return 0;
     }
@@ -468,18 +481,10 @@ extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     if i >= c.n {
         return 1;
     }
-    let Some(ring) = RINGS.get_ptr(c.slot) else {
+    let Some(id) = ring_entry(c.slot, i) else {
         return 1;
     };
-    let idx = unsafe { core::ptr::read_volatile(&(i as usize)) };
-    if idx >= RING_SIZE {
-        return 1;
-    }
-    let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
-    let w = match REALS.get(id) {
-        Some(rs) => rs.weight,
-        None => 0,
-    };
+    let w = weight_of(id);
     if c.phase == 0 {
         c.total += w as u64;
         return 0;
@@ -582,18 +587,13 @@ extern "C" fn hash_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     if c.n == 0 {
         return 1;
     }
-    let Some(ring) = RINGS.get_ptr(c.slot) else {
-        return 1;
-    };
     // checked_rem: no division-by-zero panic path in the subprogram.
     let Some(m) = c.start.wrapping_add(i).wrapping_add(1).checked_rem(c.n) else {
         return 1;
     };
-    let idx = unsafe { core::ptr::read_volatile(&(m as usize)) };
-    if idx >= RING_SIZE {
+    let Some(id) = ring_entry(c.slot, m) else {
         return 1;
-    }
-    let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
+    };
     if available(id) {
         c.found = id;
         return 1;
@@ -617,16 +617,7 @@ fn hash_pick(svc: &ServiceValue, key: &ConnKey, slot: u32, n: u32) -> Result<u32
         count(counter::DROP_NO_REAL);
         return Err(XDP_DROP);
     };
-    let ring = match RINGS.get_ptr(slot) {
-        Some(r) => r,
-        None => {
-            count(counter::DROP_NO_REAL);
-            return Err(XDP_DROP);
-        }
-    };
-    let idx = unsafe { core::ptr::read_volatile(&(start as usize)) };
-    if idx < RING_SIZE {
-        let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
+    if let Some(id) = ring_entry(slot, start) {
         if available(id) {
             return Ok(id);
         }
