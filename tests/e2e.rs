@@ -27,6 +27,17 @@ fn lab() -> Lab {
     Lab::up(&prefix, 3, paths()).expect("lab up")
 }
 
+/// `n` HTTP requests from the client to the VIP: answers per real server
+/// (each request must succeed).
+fn tally(lab: &Lab, n: u32) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let body = lab.curl_vip("/", 5).expect("request through the director");
+        *m.entry(body.trim().to_string()).or_default() += 1;
+    }
+    m
+}
+
 /// lbd running with `config` (YAML text), killed on drop.
 struct Lbd<'a> {
     lab: &'a Lab,
@@ -142,11 +153,7 @@ fn requests_reach_every_real_server_and_replies_bypass_the_director() {
         "eth1",
         "src host 192.0.2.100 and tcp src port 80",
     );
-    let mut answers: BTreeMap<String, u32> = BTreeMap::new();
-    for _ in 0..30 {
-        let body = lab.curl_vip("/", 5).expect("request through the director");
-        *answers.entry(body.trim().to_string()).or_default() += 1;
-    }
+    let answers = tally(&lab, 30);
     let router_lines = router_cap.finish();
     let dir_lines = dir_cap.finish();
 
@@ -266,14 +273,7 @@ fn an_established_connection_survives_killing_and_restarting_lbd() {
 fn lbadm_changes_take_effect_on_live_traffic() {
     let lab = lab();
     let _lbd = Lbd::start(&lab, RR_CONFIG);
-    let tally = |n: u32| {
-        let mut m: BTreeMap<String, u32> = BTreeMap::new();
-        for _ in 0..n {
-            let b = lab.curl_vip("/", 5).unwrap();
-            *m.entry(b.trim().to_string()).or_default() += 1;
-        }
-        m
-    };
+    let tally = |n: u32| tally(&lab, n);
     // Quiesce rs2 (weight 0): it gets no new connection.
     lab.lbadm(&[
         "-e",
@@ -468,11 +468,7 @@ fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
     // rs2's agent says drain.
     std::fs::write(state(2), "drain\n").unwrap();
     sleep(Duration::from_millis(1500));
-    let mut seen = BTreeMap::new();
-    for _ in 0..9 {
-        let who = lab.curl_vip("/", 3).unwrap().trim().to_string();
-        *seen.entry(who).or_insert(0) += 1;
-    }
+    let seen = tally(&lab, 9);
     assert_eq!(
         seen.get("rs2"),
         None,
@@ -539,14 +535,7 @@ services:
 fn wrr_splits_by_weight_and_persistence_pins_a_client() {
     let lab = lab();
     let _lbd = Lbd::start(&lab, WRR_CONFIG);
-    let tally = |n: u32| {
-        let mut m: BTreeMap<String, u32> = BTreeMap::new();
-        for _ in 0..n {
-            let b = lab.curl_vip("/", 5).expect("request");
-            *m.entry(b.trim().to_string()).or_default() += 1;
-        }
-        m
-    };
+    let tally = |n: u32| tally(&lab, n);
     // 3:1:0 — about 3:1, never the weight-0 server.
     let m = tally(40);
     assert_eq!(m.get("rs3"), None, "{m:?}");

@@ -344,11 +344,7 @@ services:
   - {protocol: tcp, address: 192.0.2.100, port: 81, scheduler: rr,
      real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
 "#;
-    let macs = [
-        ("192.0.2.11", Some(rs_mac(11))),
-        ("192.0.2.12", Some(rs_mac(12))),
-        ("192.0.2.13", Some(rs_mac(13))),
-    ];
+    let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     let count = |t: &mut TestDirector, dport: u16| {
         let mut m: HashMap<u8, u32> = HashMap::new();
@@ -384,11 +380,7 @@ services:
   - {protocol: udp, address: 192.0.2.100, port: 54, scheduler: mh, flags: [mh-port],
      real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
 "#;
-    let macs = [
-        ("192.0.2.11", Some(rs_mac(11))),
-        ("192.0.2.12", Some(rs_mac(12))),
-        ("192.0.2.13", Some(rs_mac(13))),
-    ];
+    let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     // Without mh-port: every port of one client lands on one real server.
     let mut seen = std::collections::BTreeSet::new();
@@ -711,11 +703,7 @@ services:
   - {protocol: udp, address: 192.0.2.100, port: 53, scheduler: rr, one_packet: true,
      real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
 "#;
-    let macs = [
-        ("192.0.2.11", Some(rs_mac(11))),
-        ("192.0.2.12", Some(rs_mac(12))),
-        ("192.0.2.13", Some(rs_mac(13))),
-    ];
+    let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     let to = |t: &mut TestDirector, src: &str, sport: u16, dst: &str, dport: u16| -> u8 {
         let (a, out) = t.run(&tcp(src, sport, dst, dport, SYN).frame());
@@ -815,11 +803,7 @@ services:
   - {protocol: tcp, address: 192.0.2.100, port: 82, scheduler: nq,
      real_servers: [{address: 192.0.2.11, weight: 100}, {address: 192.0.2.12, weight: 1}]}
 "#;
-    let macs = [
-        ("192.0.2.11", Some(rs_mac(11))),
-        ("192.0.2.12", Some(rs_mac(12))),
-        ("192.0.2.13", Some(rs_mac(13))),
-    ];
+    let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     // Opens an established connection (SYN, ACK); returns its real server.
     let open = |t: &mut TestDirector, sport: u16, dport: u16| -> u8 {
@@ -888,11 +872,7 @@ services:
   - {protocol: tcp, address: 192.0.2.100, port: 81, scheduler: ovf,
      real_servers: [{address: 192.0.2.11, weight: 2}, {address: 192.0.2.12, weight: 3}]}
 "#;
-    let macs = [
-        ("192.0.2.11", Some(rs_mac(11))),
-        ("192.0.2.12", Some(rs_mac(12))),
-        ("192.0.2.13", Some(rs_mac(13))),
-    ];
+    let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     let open = |t: &mut TestDirector, sport: u16, dport: u16| -> Option<u8> {
         let (a, out) = t.run(&tcp("203.0.113.10", sport, "192.0.2.100", dport, SYN).frame());
@@ -932,11 +912,7 @@ services:
   - {protocol: tcp, address: 192.0.2.100, port: 83, scheduler: dh,
      real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}
 "#;
-    let macs = [
-        ("192.0.2.11", Some(rs_mac(11))),
-        ("192.0.2.12", Some(rs_mac(12))),
-        ("192.0.2.13", Some(rs_mac(13))),
-    ];
+    let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     let mut sport = 10000u16;
     let mut to = |t: &mut TestDirector, client: &str, dport: u16| -> Option<u8> {
@@ -1049,11 +1025,7 @@ services:
   - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: twos,
      real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13, weight: 0}]}
 "#;
-    let macs = [
-        ("192.0.2.11", Some(rs_mac(11))),
-        ("192.0.2.12", Some(rs_mac(12))),
-        ("192.0.2.13", Some(rs_mac(13))),
-    ];
+    let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     let mut seen = std::collections::BTreeMap::new();
     for p in 0..60u16 {

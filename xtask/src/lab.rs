@@ -285,6 +285,20 @@ impl Lab {
         Ok(child)
     }
 
+    /// `lbd --unload` for the director's instance: detaches the program and
+    /// removes its pins (after lbd itself has stopped).
+    pub fn unload_lbd(&self) {
+        let _ = Command::new(self.paths.lbd())
+            .args([
+                "--interface",
+                "eth1",
+                "--instance",
+                &self.instance(),
+                "--unload",
+            ])
+            .status();
+    }
+
     pub fn lbd_log(&self) -> PathBuf {
         std::env::temp_dir().join(format!("{}-lbd.log", self.prefix))
     }

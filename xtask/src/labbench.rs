@@ -5,7 +5,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     thread::sleep,
     time::Duration,
 };
@@ -212,15 +212,7 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
     let big = tmp.join("big.yaml");
     let (n_svc, n_rs) = if quick { (100, 100) } else { (1000, 100) };
     fs::write(&big, big_config(n_svc, n_rs))?;
-    let _ = Command::new(lab.paths.lbd())
-        .args([
-            "--interface",
-            "eth1",
-            "--instance",
-            &lab.instance(),
-            "--unload",
-        ])
-        .status();
+    lab.unload_lbd();
     let mut lbd = lab.start_lbd(&big, &["--xdp-mode", "native"])?;
     let listed = wait_for(Duration::from_secs(60), || {
         lab.lbadm(&["-L", "-n"])
@@ -232,15 +224,7 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
     let _ = lbd.kill();
     let _ = lbd.wait();
     listed.context("lbd did not list the big configuration")?;
-    let _ = Command::new(lab.paths.lbd())
-        .args([
-            "--interface",
-            "eth1",
-            "--instance",
-            &lab.instance(),
-            "--unload",
-        ])
-        .status();
+    lab.unload_lbd();
 
     // 2. HAProxy (TCP mode) on the director, same real servers.
     let hcfg = haproxy_conf(&tmp, 3)?;

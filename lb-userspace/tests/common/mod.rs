@@ -11,9 +11,16 @@ use lb_userspace::{config::Limits, dataplane::Dataplane, director::Director, mod
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const CLIENT_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
-pub fn rs_mac(n: u8) -> [u8; 6] {
+pub const fn rs_mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x10, n]
 }
+
+/// The three lab-style real servers 192.0.2.11-13 with their MACs.
+pub const RS3: [(&str, Option<[u8; 6]>); 3] = [
+    ("192.0.2.11", Some(rs_mac(11))),
+    ("192.0.2.12", Some(rs_mac(12))),
+    ("192.0.2.13", Some(rs_mac(13))),
+];
 
 /// Skips (or, in CI, fails) when not root: BPF needs it.
 pub fn require_root() -> bool {
