@@ -54,6 +54,21 @@ pub mod sched {
     /// Power of two choices: two weighted-random picks, the one with the
     /// lower (active*256 + inactive) / weight wins.
     pub const TWOS: u8 = 12;
+    /// Locality-based least connections: per destination address, stick to
+    /// one real server (LBLC map) until it is overloaded (active > weight)
+    /// while another server is under half load; then the wlc choice.
+    pub const LBLC: u8 = 13;
+    /// lblc with replication: per destination address a set of servers
+    /// (up to [`LBLCR_SET`]), the least loaded member is used; the set grows
+    /// with the wlc choice when that member is overloaded, and its most
+    /// loaded member leaves when the set has not changed for a while.
+    pub const LBLCR: u8 = 14;
+    /// Members of an lblcr destination set.
+    pub const LBLCR_SET: usize = 8;
+    /// An lblcr set with more than one member drops its most loaded member
+    /// when it has not changed for this long (the kernel's
+    /// sysctl lblcr_expiration default: one day).
+    pub const LBLCR_EXPIRATION_NS: u64 = 24 * 3600 * 1_000_000_000;
     /// Buckets of the sh/dh table (the kernel's IP_VS_SH_TAB_SIZE).
     pub const HASH_BUCKETS: usize = 256;
 
@@ -62,6 +77,29 @@ pub mod sched {
     #[inline(always)]
     pub fn eligible(sched: u8, active: u64, w: u32) -> bool {
         w > 0 && (sched != OVF || active < w as u64)
+    }
+
+    /// IPVS's overloaded flag of a real server with thresholds (-x upper,
+    /// -y lower): set when active + inactive reaches `upper`, cleared when
+    /// it falls below `lower` (below 3/4 of `upper` when `lower` is 0);
+    /// never set without an upper threshold (ip_vs_bind_dest/unbind_dest).
+    #[inline(always)]
+    pub fn overloaded_next(was: bool, total: u64, upper: u32, lower: u32) -> bool {
+        if upper == 0 {
+            return false;
+        }
+        if total >= upper as u64 {
+            return true;
+        }
+        if !was {
+            return false;
+        }
+        let clear = if lower != 0 {
+            total < lower as u64
+        } else {
+            total * 4 < upper as u64 * 3
+        };
+        !clear
     }
 
     /// How many real servers a dynamic scheduler compares: all of them (the
@@ -105,6 +143,22 @@ pub mod svc_flags {
     /// one-packet scheduling (-o, UDP): no connection entry, every datagram
     /// is scheduled on its own.
     pub const ONE_PACKET: u32 = 1 << 3;
+    /// A port group (fwmark service): several (protocol, VIP, port) keys
+    /// share this value; persistence templates are keyed by the fwmark
+    /// ([`ServiceValue::fwmark`]), so the group shares persistence.
+    pub const FWMARK: u32 = 1 << 4;
+    /// At least one real server has connection thresholds (-x/-y): the
+    /// scheduler checks the overloaded state of the servers it considers.
+    pub const THRESHOLDS: u32 = 1 << 5;
+}
+
+/// Director-wide flags ([`DirectorConfig::flags`]).
+pub mod dir_flags {
+    /// IPVS expire_nodest_conn: a packet of a connection whose real server
+    /// was removed expires the entry and is dropped (the client's
+    /// retransmission is scheduled afresh), instead of continuing to the
+    /// removed server.
+    pub const EXPIRE_NODEST_CONN: u8 = 1 << 0;
 }
 
 /// Real server flags ([`RealServer::flags`]).
@@ -233,6 +287,8 @@ pub struct ServiceValue {
     pub flags: u32,
     /// Persistence timeout in seconds (0 = not persistent).
     pub persist_timeout: u32,
+    /// The fwmark of a port group (0 for a plain service).
+    pub fwmark: u32,
     /// Scheduler from [`sched`].
     pub sched: u8,
     /// Which of the service's two rings is live (0 or 1).
@@ -241,7 +297,7 @@ pub struct ServiceValue {
     pub persist_prefix: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 24);
 
 /// One scheduling table: real-server ids. Entry `i < ring_len` is valid.
 #[repr(C)]
@@ -265,8 +321,37 @@ pub struct RealServer {
     pub family: u8,
     pub _pad: u8,
     pub weight: u32,
+    /// Connection thresholds (-x upper, -y lower; 0 = none). Over `upper`
+    /// (active + inactive) the server is overloaded: no new connections
+    /// until it drops below `lower` (3/4 of upper when 0).
+    pub u_threshold: u32,
+    pub l_threshold: u32,
 }
-const _: () = assert!(core::mem::size_of::<RealServer>() == 36);
+const _: () = assert!(core::mem::size_of::<RealServer>() == 44);
+
+/// Key of the lblc/lblcr destination cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct LblcKey {
+    pub daddr: [u8; 16],
+    pub svc_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<LblcKey>() == 20);
+
+/// lblc: `reals[0]` is the destination's server (`n` = 1); lblcr: the
+/// destination's set, `reals[..n]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LblcValue {
+    pub reals: [u32; sched::LBLCR_SET],
+    pub n: u32,
+    pub _pad: u32,
+    /// When the set last changed (CLOCK_MONOTONIC ns).
+    pub last_mod_ns: u64,
+    /// When the entry was last used.
+    pub last_use_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<LblcValue>() == 56);
 
 /// Key of the CONNS map: the connection's 5-tuple as seen from the client.
 #[repr(C)]
@@ -325,7 +410,9 @@ const _: () = assert!(core::mem::size_of::<Stats>() == 24);
 pub struct DirectorConfig {
     /// MAC of the director's NIC, used as the source MAC of forwarded frames.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// [`dir_flags`].
+    pub flags: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<DirectorConfig>() == 8);
 
@@ -359,10 +446,16 @@ pub mod counter {
     pub const PERSIST_HIT: u32 = 11;
     /// A persistence template was created.
     pub const PERSIST_NEW: u32 = 12;
+    /// A packet of a connection whose real server was removed, with
+    /// expire_nodest_conn: the entry was expired and the packet dropped.
+    pub const DROP_EXPIRED_NODEST: u32 = 13;
+    /// A new connection found every eligible real server over its upper
+    /// threshold (-x) and was dropped.
+    pub const DROP_OVERLOADED: u32 = 14;
     /// Number of counters.
     pub const COUNT: u32 = 16;
 
-    pub const NAMES: [&str; 13] = [
+    pub const NAMES: [&str; 15] = [
         "pass_not_vip",
         "pass_not_ip",
         "drop_malformed",
@@ -376,6 +469,8 @@ pub mod counter {
         "conn_reuse",
         "persist_hit",
         "persist_new",
+        "drop_expired_nodest",
+        "drop_overloaded",
     ];
 }
 
@@ -440,6 +535,8 @@ mod pod {
     unsafe impl aya::Pod for Stats {}
     unsafe impl aya::Pod for RealLoad {}
     unsafe impl aya::Pod for DirectorConfig {}
+    unsafe impl aya::Pod for LblcKey {}
+    unsafe impl aya::Pod for LblcValue {}
 }
 
 #[cfg(test)]
@@ -473,6 +570,21 @@ mod tests {
         assert_eq!(DEFAULT_TIMEOUTS[ESTABLISHED as usize], 900);
         assert_eq!(DEFAULT_TIMEOUTS[UDP as usize], 300);
         assert_eq!(NAMES[UDP as usize], "UDP");
+    }
+
+    #[test]
+    fn thresholds_have_ipvs_hysteresis() {
+        use super::sched::overloaded_next as o;
+        assert!(!o(false, 1000, 0, 0), "no upper threshold: never");
+        assert!(!o(false, 9, 10, 5));
+        assert!(o(false, 10, 10, 5), "reaching upper sets it");
+        assert!(o(true, 6, 10, 5), "stays set down to lower");
+        assert!(o(true, 5, 10, 5));
+        assert!(!o(true, 4, 10, 5), "below lower clears it");
+        assert!(!o(false, 8, 10, 5), "cleared: only upper sets it again");
+        // No lower threshold: cleared below 3/4 of upper.
+        assert!(o(true, 8, 10, 0));
+        assert!(!o(true, 7, 10, 0));
     }
 
     #[test]

@@ -19,12 +19,13 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use lb_common::{
-    counter, flow_hash, mask_addr, rs_flags, sched, svc_flags, tcp_state, ConnKey, ConnValue,
-    DirectorConfig, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats, AF_INET, AF_INET6,
+    counter, dir_flags, flow_hash, mask_addr, rs_flags, sched, svc_flags, tcp_state, ConnKey,
+    ConnValue, DirectorConfig, LblcKey, LblcValue, RealLoad, RealServer, Ring, ServiceKey,
+    ServiceValue, Stats, AF_INET, AF_INET6,
     DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
 };
 use network_types::{
@@ -71,6 +72,42 @@ static RS_CLOSED: Array<RealLoad> = Array::pinned(DEFAULT_MAX_REALS, 0);
 static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 #[map]
 static CONFIG: Array<DirectorConfig> = Array::pinned(1, 0);
+/// Overloaded flag per real server (thresholds -x/-y), kept by the program
+/// when it considers the server and re-evaluated by the daemon's sweep.
+#[map]
+static RS_OVER: Array<u32> = Array::pinned(DEFAULT_MAX_REALS, 0);
+/// lblc / lblcr: destination address -> real server (set), per service.
+#[map]
+static LBLC: LruHashMap<LblcKey, LblcValue> = LruHashMap::pinned(LBLC_ENTRIES, 0);
+/// Destinations remembered by lblc/lblcr (LRU beyond that).
+const LBLC_ENTRIES: u32 = 65536;
+/// Index 0: `lb_new`, the new-connection half of the program, entered by
+/// tail call; index 1: `lb_lblc`, the same for lblc/lblcr services (their
+/// destination cache makes a program of its own for the verifier). Pinned like the other maps: a prog array is emptied when no
+/// user reference remains, and new connections must keep being scheduled
+/// while the daemon is down.
+#[map]
+static JUMP: ProgramArray = ProgramArray::pinned(4, 0);
+/// The packet's flow and service, handed from `lb` to `lb_new` (per CPU:
+/// a tail call stays on the CPU).
+#[map]
+static SCRATCH: PerCpuArray<NewConn> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NewConn {
+    key: ConnKey,
+    svc: ServiceValue,
+    ip_len: u64,
+    now: u64,
+    vport: u16,
+    tcp_flags: u8,
+    _pad: u8,
+    /// lblcr: what lb_lblcr found of the set, for lb_lblcr_grow.
+    lblcr_cur: u32,
+    lblcr_max_i: u32,
+    _pad2: u32,
+}
 
 // ------------------------------------------------------------- entries ----
 
@@ -80,6 +117,47 @@ pub fn lb(ctx: XdpContext) -> u32 {
         Ok(action) | Err(action) => action,
     }
 }
+
+/// The new-connection half of `lb` (tail call): schedule, persistence,
+/// connection entry, forward. Verified on its own, so the scheduler code is
+/// checked once rather than once per parse path of `lb`.
+#[xdp]
+pub fn lb_new(ctx: XdpContext) -> u32 {
+    match new_conn::<MODE_NEW>(&ctx) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// `lb_new` for lblc services (tail call from lb_new).
+#[xdp]
+pub fn lb_lblc(ctx: XdpContext) -> u32 {
+    match new_conn::<MODE_LBLC>(&ctx) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// `lb_new` for lblcr services (tail call from lb_new): the set.
+#[xdp]
+pub fn lb_lblcr(ctx: XdpContext) -> u32 {
+    match new_conn::<MODE_LBLCR>(&ctx) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// lblcr, when the set has no usable, unloaded member (tail call from
+/// lb_lblcr): the wlc scan, and the set grows.
+#[xdp]
+pub fn lb_lblcr_grow(ctx: XdpContext) -> u32 {
+    match new_conn::<MODE_LBLCR_GROW>(&ctx) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// JUMP indices (and new_conn's modes).
+const MODE_NEW: u8 = 0;
+const MODE_LBLC: u8 = 1;
+const MODE_LBLCR: u8 = 2;
+const MODE_LBLCR_GROW: u8 = 3;
 
 /// The XDP_PASS program the lab attaches to veth peers so that XDP_TX frames
 /// are received there (a veth requirement in native mode).
@@ -247,30 +325,58 @@ fn lookup_service(key: &ConnKey) -> Result<(ServiceValue, u16), u32> {
     }
 }
 
-/// Scheduler: pick a real server id for a new connection of `svc`.
+/// Scheduler: pick a real server id for a new connection of `svc`. No
+/// server available is counted (drop_overloaded when the service has
+/// connection thresholds, drop_no_real otherwise) and dropped.
 #[inline(always)]
-fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
+fn schedule<const MODE: u8>(
+    svc: &ServiceValue,
+    key: &ConnKey,
+    now: u64,
+    cur: u32,
+    max_i: u32,
+) -> Result<u32, u32> {
+    match pick_call::<MODE>(svc, key, now, cur, max_i) {
+        u32::MAX => {
+            count(if svc.flags & svc_flags::THRESHOLDS != 0 {
+                counter::DROP_OVERLOADED
+            } else {
+                counter::DROP_NO_REAL
+            });
+            Err(XDP_DROP)
+        }
+        id => Ok(id),
+    }
+}
+
+/// The schedulers run in a BPF subprogram of their own: their scratch
+/// state (bpf_loop contexts, lblc entries) lives in its frame, not in the
+/// main program's, which keeps the combined stack under 512 bytes.
+#[inline(never)]
+fn pick_call<const MODE: u8>(svc: &ServiceValue, key: &ConnKey, now: u64, cur: u32, max_i: u32) -> u32 {
+    pick::<MODE>(svc, key, now, cur, max_i).unwrap_or(u32::MAX)
+}
+
+#[inline(always)]
+fn pick<const MODE: u8>(svc: &ServiceValue, key: &ConnKey, now: u64, cur: u32, max_i: u32) -> Option<u32> {
     let n = svc.ring_len;
     if n == 0 || n as usize > RING_SIZE {
-        count(counter::DROP_NO_REAL);
-        return Err(XDP_DROP);
+        return None;
     }
+    let thr = svc.flags & svc_flags::THRESHOLDS != 0;
     let slot = svc.id * 2 + (svc.gen as u32 & 1);
-    let ring = match RINGS.get_ptr(slot) {
-        Some(r) => r,
-        None => {
-            count(counter::DROP_NO_REAL);
-            return Err(XDP_DROP);
-        }
-    };
+    let ring = RINGS.get_ptr(slot)?;
     if svc.sched == sched::SH || svc.sched == sched::DH {
-        return hash_pick(svc, key, slot, n);
+        return hash_pick(svc, key, slot, n, thr);
     }
     if svc.sched == sched::TWOS {
-        return twos_pick(slot, n);
+        return twos_pick(slot, n, thr);
+    }
+    if MODE != MODE_NEW {
+        return lblc_pick::<MODE>(svc, key, slot, n, thr, now, cur, max_i);
     }
     if svc.sched >= sched::LC {
-        return dynamic_pick(svc.sched, slot, n);
+        return dynamic_pick(svc.sched, slot, n, thr).best();
     }
     let idx = match svc.sched {
         sched::MH => {
@@ -295,10 +401,38 @@ fn schedule(svc: &ServiceValue, key: &ConnKey) -> Result<u32, u32> {
     // check; the verifier does not know it. Launder idx through memory.
     let idx = unsafe { core::ptr::read_volatile(&idx) };
     if idx >= RING_SIZE {
-        count(counter::DROP_NO_REAL);
-        return Err(XDP_DROP);
+        return None;
     }
-    Ok(unsafe { *(*ring).reals.as_ptr().add(idx) })
+    let id = unsafe { *(*ring).reals.as_ptr().add(idx) };
+    if !thr || !overloaded(id) {
+        return Some(id);
+    }
+    // Over its upper threshold: rr and wrr go on to the next servers of the
+    // sequence (as ip_vs_rr/wrr skip overloaded ones); mh only with
+    // mh-fallback (ip_vs_mh returns no destination otherwise).
+    if svc.sched == sched::MH && svc.flags & svc_flags::MH_FALLBACK == 0 {
+        return None;
+    }
+    walk_from(slot, n, idx as u32, thr)
+}
+
+/// Whether a real server is over its connection thresholds now (IPVS's
+/// overloaded flag, kept in RS_OVER with its hysteresis).
+#[inline(always)]
+fn overloaded(real_id: u32) -> bool {
+    let Some(rs) = REALS.get(real_id) else {
+        return false;
+    };
+    let Some(flag) = RS_OVER.get_ptr_mut(real_id) else {
+        return false;
+    };
+    let (a, i) = load_of(real_id);
+    let was = unsafe { *flag } != 0;
+    let now = sched::overloaded_next(was, a + i, rs.u_threshold, rs.l_threshold);
+    if now != was {
+        unsafe { *flag = now as u32 };
+    }
+    now
 }
 
 /// Atomically adds `v` (two's complement for a decrement) to `*p`.
@@ -380,10 +514,13 @@ struct DynPick {
     n: u32,
     sched: u32,
     best: u32,
-    best_active: u64,
-    best_inactive: u64,
+    best_active: u32,
+    best_inactive: u32,
     best_weight: u32,
-    _pad: u32,
+    /// Check the overloaded state (the service has thresholds).
+    thr: u32,
+    /// Some eligible server has active * 2 < weight (lblc's "half load").
+    half: u32,
 }
 
 /// One step of the dynamic pick: real server `i` of the ring. A BPF
@@ -392,41 +529,54 @@ struct DynPick {
 #[inline(never)]
 extern "C" fn dynamic_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut DynPick) };
-    if i >= c.n {
-        return 1;
+    match consider(c, i) {
+        Some((_, _, _, _, stop)) => stop,
+        None => 1,
     }
-    let Some(id) = ring_entry(c.slot, i) else {
-        return 1;
-    };
-    let w = weight_of(id);
-    if w == 0 {
-        return 0;
+}
+
+/// Considers ring entry `i` for the dynamic pick. None: end of the ring;
+/// else (id, weight in force (0 = not eligible), active, inactive, what
+/// the step returns to bpf_loop).
+#[inline(always)]
+fn consider(c: &mut DynPick, i: u32) -> Option<(u32, u32, u64, u64, i64)> {
+    if i >= c.n {
+        return None;
+    }
+    let id = ring_entry(c.slot, i)?;
+    let mut w = weight_of(id);
+    if w > 0 && c.thr != 0 && overloaded(id) {
+        w = 0;
     }
     let (a, ina) = load_of(id);
     let sched = c.sched as u8;
     if !sched::eligible(sched, a, w) {
-        return 0;
+        return Some((id, 0, a, ina, 0));
     }
+    // Branch-free (a * 2 < w): a constant written on one branch only would
+    // double the states the verifier tracks through the loop.
+    c.half |= ((a * 2).wrapping_sub(w as u64) >> 63) as u32;
     if sched == sched::NQ && a == 0 {
         c.best = id;
-        return 1;
+        return Some((id, w, a, ina, 1));
     }
     let cand = (a, ina, w);
     if c.best == u32::MAX
-        || sched::better(sched, cand, (c.best_active, c.best_inactive, c.best_weight))
+        || sched::better(sched, cand, (c.best_active as u64, c.best_inactive as u64, c.best_weight))
     {
         c.best = id;
-        c.best_active = a;
-        c.best_inactive = ina;
+        c.best_active = a as u32;
+        c.best_inactive = ina as u32;
         c.best_weight = w;
     }
-    0
+    Some((id, w, a, ina, 0))
 }
 
-/// lc, wlc, sed, nq: compare the first MAX_DYNAMIC real servers of the ring
-/// by their live connection counts and weights, as the kernel does.
+/// lc, wlc, sed, nq, fo, ovf: compare the real servers of the ring by their
+/// live connection counts and weights, as the kernel does. Also says
+/// whether some server is under half load (for lblc/lblcr).
 #[inline(always)]
-fn dynamic_pick(sched: u8, slot: u32, n: u32) -> Result<u32, u32> {
+fn dynamic_pick(sched: u8, slot: u32, n: u32, thr: bool) -> DynPick {
     let mut c = DynPick {
         slot,
         n,
@@ -435,46 +585,258 @@ fn dynamic_pick(sched: u8, slot: u32, n: u32) -> Result<u32, u32> {
         best_active: 0,
         best_inactive: 0,
         best_weight: 0,
-        _pad: 0,
+        thr: thr as u32,
+        half: 0,
     };
+    let step = dynamic_step as *mut core::ffi::c_void;
     let loops = if (n as usize) < sched::MAX_DYNAMIC {
         n
     } else {
         sched::MAX_DYNAMIC as u32
     };
     unsafe {
+        aya_ebpf::helpers::bpf_loop(loops, step, &mut c as *mut DynPick as *mut core::ffi::c_void, 0);
+    }
+    c
+}
+
+impl DynPick {
+    fn best(&self) -> Option<u32> {
+        if self.best == u32::MAX {
+            None
+        } else {
+            Some(self.best)
+        }
+    }
+}
+
+/// Whether lblc/lblcr should leave real server `id`: lblc's is_overloaded
+/// (more active connections than its weight) while another server is
+/// under half load (which needs the scan: `half`).
+#[inline(always)]
+fn lblc_over(id: u32) -> bool {
+    let (a, _) = load_of(id);
+    a > weight_of(id) as u64
+}
+
+/// What lblc/lblcr found for a destination before the scan.
+struct LblcState {
+    key: LblcKey,
+    entry: *mut LblcValue,
+    current: u32,
+    max_i: usize,
+}
+
+/// State of the scan of an lblcr set (bpf_loop): the least loaded (wlc)
+/// usable member and the position of the most loaded one.
+#[repr(C)]
+struct SetScan {
+    reals: [u32; sched::LBLCR_SET],
+    n: u32,
+    thr: u32,
+    min_id: u32,
+    max_at: u32,
+    have_max: u32,
+    min_w: u32,
+    max_w: u32,
+    _pad: u32,
+    min_a: u64,
+    min_in: u64,
+    max_a: u64,
+    max_in: u64,
+}
+
+#[inline(never)]
+extern "C" fn set_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut SetScan) };
+    if i >= c.n {
+        return 1;
+    }
+    let id = c.reals[(i as usize) & (sched::LBLCR_SET - 1)];
+    let w = weight_of(id);
+    let (a, ina) = load_of(id);
+    if c.have_max == 0 || sched::better(sched::WLC, (c.max_a, c.max_in, c.max_w), (a, ina, w)) {
+        c.have_max = 1;
+        c.max_at = i;
+        c.max_a = a;
+        c.max_in = ina;
+        c.max_w = w;
+    }
+    if w > 0
+        && usable(id)
+        && !(c.thr != 0 && overloaded(id))
+        && (c.min_id == u32::MAX
+            || sched::better(sched::WLC, (a, ina, w), (c.min_a, c.min_in, c.min_w)))
+    {
+        c.min_id = id;
+        c.min_a = a;
+        c.min_in = ina;
+        c.min_w = w;
+    }
+    0
+}
+
+/// lblcr, first half (program lb_lblcr): the least loaded member of the
+/// destination's set, used while it is not overloaded (active <= weight).
+/// Otherwise (None) lb_lblcr_grow runs the wlc scan: one program for both
+/// loops would exceed the verifier's budget. Returns the member and the
+/// position of the most loaded one (u32::MAX: no usable member).
+#[inline(always)]
+fn lblcr_set(svc: &ServiceValue, key: &ConnKey, thr: bool, now: u64) -> (Option<u32>, u32, u32) {
+    let k = LblcKey {
+        daddr: key.daddr,
+        svc_id: svc.id,
+    };
+    let Some(e) = LBLC.get_ptr_mut(&k) else {
+        return (None, u32::MAX, 0);
+    };
+    let e = unsafe { &mut *e };
+    e.last_use_ns = now;
+    let mut c = SetScan {
+        reals: e.reals,
+        n: e.n,
+        thr: thr as u32,
+        min_id: u32::MAX,
+        max_at: 0,
+        have_max: 0,
+        min_w: 0,
+        max_w: 0,
+        _pad: 0,
+        min_a: 0,
+        min_in: 0,
+        max_a: 0,
+        max_in: 0,
+    };
+    unsafe {
         aya_ebpf::helpers::bpf_loop(
-            loops,
-            dynamic_step as *mut core::ffi::c_void,
-            &mut c as *mut DynPick as *mut core::ffi::c_void,
+            sched::LBLCR_SET as u32,
+            set_step as *mut core::ffi::c_void,
+            &mut c as *mut SetScan as *mut core::ffi::c_void,
             0,
         );
     }
-    if c.best == u32::MAX {
-        count(counter::DROP_NO_REAL);
-        return Err(XDP_DROP);
+    if e.n > 1 && now.saturating_sub(e.last_mod_ns) > sched::LBLCR_EXPIRATION_NS {
+        // The set has not changed for a long time: drop its most loaded
+        // member (the kernel's set shrinking). Masks (LBLCR_SET is a power
+        // of two) give the verifier its bounds; n <= LBLCR_SET.
+        let last = (e.n - 1) as usize & (sched::LBLCR_SET - 1);
+        let mi = c.max_at as usize & (sched::LBLCR_SET - 1);
+        e.reals[mi] = e.reals[last];
+        e.n -= 1;
+        e.last_mod_ns = now;
     }
-    Ok(c.best)
+    if c.min_id != u32::MAX && !lblc_over(c.min_id) {
+        return (Some(c.min_id), c.min_id, c.max_at);
+    }
+    (None, c.min_id, c.max_at)
 }
 
-/// twos: state of the two passes over the ring (bpf_loop).
+/// lblc (program lb_lblc) and the second half of lblcr (lb_lblcr_grow):
+/// the wlc scan first, from one verifier state, then the destination's
+/// entry. lblc: its server while not overloaded (active <= weight), else
+/// as [`lblc_after`] decides; lblcr: `cur` and `max_i` come from
+/// [`lblcr_set`].
+#[inline(always)]
+fn lblc_pick<const MODE: u8>(
+    svc: &ServiceValue,
+    key: &ConnKey,
+    slot: u32,
+    n: u32,
+    thr: bool,
+    now: u64,
+    cur: u32,
+    max_i: u32,
+) -> Option<u32> {
+    let c = dynamic_pick(sched::WLC, slot, n, thr);
+    let mut st = LblcState {
+        key: LblcKey {
+            daddr: key.daddr,
+            svc_id: svc.id,
+        },
+        entry: core::ptr::null_mut(),
+        current: u32::MAX,
+        max_i: 0,
+    };
+    if let Some(e) = LBLC.get_ptr_mut(&st.key) {
+        st.entry = e;
+        let e = unsafe { &mut *e };
+        e.last_use_ns = now;
+        if MODE == MODE_LBLC {
+            let id = e.reals[0];
+            if e.n > 0 && weight_of(id) > 0 && usable(id) && !(thr && overloaded(id)) {
+                st.current = id;
+            }
+        } else {
+            st.current = cur;
+            st.max_i = max_i as usize;
+        }
+    }
+    if MODE == MODE_LBLC && st.current != u32::MAX && !lblc_over(st.current) {
+        return Some(st.current);
+    }
+    lblc_after(svc, &st, c.best(), c.half != 0, now)
+}
+
+/// lblc / lblcr, second half: keep the overloaded server unless another is
+/// under half load (`half`); else the wlc choice `best` becomes the
+/// destination's server (lblc) or joins its set (lblcr).
+#[inline(always)]
+fn lblc_after(svc: &ServiceValue, st: &LblcState, best: Option<u32>, half: bool, now: u64) -> Option<u32> {
+    if st.current != u32::MAX && !half {
+        return Some(st.current);
+    }
+    let best = best?;
+    if st.entry.is_null() {
+        let mut v = LblcValue {
+            reals: [best, 0, 0, 0, 0, 0, 0, 0],
+            n: 1,
+            _pad: 0,
+            last_mod_ns: now,
+            last_use_ns: now,
+        };
+        v.n = 1;
+        let _ = LBLC.insert(&st.key, &v, 0);
+        return Some(best);
+    }
+    let e = unsafe { &mut *st.entry };
+    if svc.sched == sched::LBLC || e.n == 0 {
+        e.reals[0] = best;
+        e.n = 1;
+    } else {
+        // lblcr: the set grows by the wlc choice (its most loaded member
+        // makes room when it is full).
+        let at = if (e.n as usize) < sched::LBLCR_SET {
+            e.n as usize
+        } else {
+            st.max_i
+        };
+        e.reals[at & (sched::LBLCR_SET - 1)] = best;
+        if (e.n as usize) < sched::LBLCR_SET {
+            e.n += 1;
+        }
+    }
+    e.last_mod_ns = now;
+    Some(best)
+}
+
+/// twos: state of the pass over the ring (bpf_loop).
 #[repr(C)]
 struct TwosPick {
     slot: u32,
     n: u32,
-    /// 0: sum the weights; 1: find the servers at r1 and r2.
-    phase: u32,
+    /// Skip overloaded servers (the service has thresholds).
+    thr: u32,
     c1: u32,
     c2: u32,
     w1: u32,
     w2: u32,
     _pad: u32,
-    total: u64,
     cum: u64,
-    r1: u64,
-    r2: u64,
 }
 
+/// Two independent weighted random picks in one pass (weighted reservoir
+/// sampling: server i replaces a pick with probability w_i / sum of the
+/// weights so far, so each pick is server i with probability w_i / total).
 #[inline(never)]
 extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut TwosPick) };
@@ -485,24 +847,23 @@ extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     };
     let w = weight_of(id);
-    if c.phase == 0 {
-        c.total += w as u64;
-        return 0;
-    }
-    if w == 0 {
+    if w == 0 || (c.thr != 0 && overloaded(id)) {
         return 0;
     }
     c.cum += w as u64;
-    if c.c1 == u32::MAX && c.r1 < c.cum {
+    let r1 = (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64)
+        .checked_rem(c.cum)
+        .unwrap_or(0);
+    if r1 < w as u64 {
         c.c1 = id;
         c.w1 = w;
     }
-    if c.c2 == u32::MAX && c.r2 < c.cum {
+    let r2 = (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64)
+        .checked_rem(c.cum)
+        .unwrap_or(0);
+    if r2 < w as u64 {
         c.c2 = id;
         c.w2 = w;
-    }
-    if c.c1 != u32::MAX && c.c2 != u32::MAX {
-        return 1;
     }
     0
 }
@@ -510,66 +871,56 @@ extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
 /// twos (ip_vs_twos): two weighted-random servers, keep the lower
 /// overhead/weight.
 #[inline(always)]
-fn twos_pick(slot: u32, n: u32) -> Result<u32, u32> {
+fn twos_pick(slot: u32, n: u32, thr: bool) -> Option<u32> {
     let mut c = TwosPick {
         slot,
         n,
-        phase: 0,
+        thr: thr as u32,
         c1: u32::MAX,
         c2: u32::MAX,
         w1: 0,
         w2: 0,
         _pad: 0,
-        total: 0,
         cum: 0,
-        r1: 0,
-        r2: 0,
     };
     let loops = if (n as usize) < RING_SIZE {
         n
     } else {
         RING_SIZE as u32
     };
-    let f = twos_step as *mut core::ffi::c_void;
-    let ctx = &mut c as *mut TwosPick as *mut core::ffi::c_void;
-    unsafe { aya_ebpf::helpers::bpf_loop(loops, f, ctx, 0) };
-    let Some(r1) =
-        (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64).checked_rem(c.total)
-    else {
-        count(counter::DROP_NO_REAL);
-        return Err(XDP_DROP);
+    unsafe {
+        aya_ebpf::helpers::bpf_loop(
+            loops,
+            twos_step as *mut core::ffi::c_void,
+            &mut c as *mut TwosPick as *mut core::ffi::c_void,
+            0,
+        )
     };
-    let r2 = (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64)
-        .checked_rem(c.total)
-        .unwrap_or(0);
-    c.r1 = r1;
-    c.r2 = r2;
-    c.phase = 1;
-    unsafe { aya_ebpf::helpers::bpf_loop(loops, f, ctx, 0) };
     if c.c1 == u32::MAX || c.c2 == u32::MAX {
-        count(counter::DROP_NO_REAL);
-        return Err(XDP_DROP);
+        return None;
     }
     let (a1, i1) = load_of(c.c1);
     let (a2, i2) = load_of(c.c2);
     if sched::better(sched::WLC, (a1, i1, c.w1), (a2, i2, c.w2)) {
-        Ok(c.c1)
+        Some(c.c1)
     } else {
-        Ok(c.c2)
+        Some(c.c2)
     }
 }
 
-/// sh/dh: may this real server take a new connection now?
+/// May this real server take a new connection now (weight, in service,
+/// resolved, and under its thresholds when `thr`)?
 #[inline(always)]
-fn available(real_id: u32) -> bool {
-    match REALS.get(real_id) {
+fn available(real_id: u32, thr: bool) -> bool {
+    let ok = match REALS.get(real_id) {
         Some(rs) => {
             rs.weight > 0
                 && rs.flags & (rs_flags::IN_USE | rs_flags::MAC_VALID | rs_flags::REMOVED)
                     == rs_flags::IN_USE | rs_flags::MAC_VALID
         }
         None => false,
-    }
+    };
+    ok && !(thr && overloaded(real_id))
 }
 
 #[repr(C)]
@@ -578,6 +929,7 @@ struct HashWalk {
     n: u32,
     start: u32,
     found: u32,
+    thr: u32,
 }
 
 /// sh-fallback: bucket start + i + 1 (a bpf_loop callback).
@@ -594,18 +946,44 @@ extern "C" fn hash_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     let Some(id) = ring_entry(c.slot, m) else {
         return 1;
     };
-    if available(id) {
+    if available(id, c.thr != 0) {
         c.found = id;
         return 1;
     }
     0
 }
 
+/// The first available server after position `start` of the ring, going
+/// round (sh-fallback, mh-fallback, and rr/wrr past overloaded servers).
+#[inline(always)]
+fn walk_from(slot: u32, n: u32, start: u32, thr: bool) -> Option<u32> {
+    let mut c = HashWalk {
+        slot,
+        n,
+        start,
+        found: u32::MAX,
+        thr: thr as u32,
+    };
+    unsafe {
+        aya_ebpf::helpers::bpf_loop(
+            n.saturating_sub(1),
+            hash_step as *mut core::ffi::c_void,
+            &mut c as *mut HashWalk as *mut core::ffi::c_void,
+            0,
+        );
+    }
+    if c.found == u32::MAX {
+        None
+    } else {
+        Some(c.found)
+    }
+}
+
 /// sh / dh: the bucket of the client (or destination) address; an
 /// unavailable real server drops the connection, or with sh-fallback the
 /// next buckets are tried (as ip_vs_sh).
 #[inline(always)]
-fn hash_pick(svc: &ServiceValue, key: &ConnKey, slot: u32, n: u32) -> Result<u32, u32> {
+fn hash_pick(svc: &ServiceValue, key: &ConnKey, slot: u32, n: u32, thr: bool) -> Option<u32> {
     let h = if svc.sched == sched::DH {
         flow_hash(&key.daddr, 0)
     } else if svc.flags & svc_flags::MH_PORT != 0 {
@@ -613,36 +991,16 @@ fn hash_pick(svc: &ServiceValue, key: &ConnKey, slot: u32, n: u32) -> Result<u32
     } else {
         flow_hash(&key.saddr, 0)
     };
-    let Some(start) = h.checked_rem(n) else {
-        count(counter::DROP_NO_REAL);
-        return Err(XDP_DROP);
-    };
+    let start = h.checked_rem(n)?;
     if let Some(id) = ring_entry(slot, start) {
-        if available(id) {
-            return Ok(id);
+        if available(id, thr) {
+            return Some(id);
         }
     }
     if svc.flags & svc_flags::MH_FALLBACK != 0 {
-        let mut c = HashWalk {
-            slot,
-            n,
-            start,
-            found: u32::MAX,
-        };
-        unsafe {
-            aya_ebpf::helpers::bpf_loop(
-                n.saturating_sub(1),
-                hash_step as *mut core::ffi::c_void,
-                &mut c as *mut HashWalk as *mut core::ffi::c_void,
-                0,
-            );
-        }
-        if c.found != u32::MAX {
-            return Ok(c.found);
-        }
+        return walk_from(slot, n, start, thr);
     }
-    count(counter::DROP_NO_REAL);
-    Err(XDP_DROP)
+    None
 }
 
 /// A real server is usable for a persistent client while it is in the
@@ -659,12 +1017,12 @@ fn usable(real_id: u32) -> bool {
     }
 }
 
-/// Persistence: follow the client's template (client address masked by the
-/// service's prefix, client port 0, the virtual port) or schedule and create
-/// one. Every new connection refreshes the template.
+/// Persistence: the client's template key (client address masked by the
+/// service's prefix, client port 0, the virtual port; for a port group the
+/// fwmark in place of VIP and port, protocol 0, as IPVS keys them).
 #[inline(always)]
-fn persistent(svc: &ServiceValue, vport: u16, key: &ConnKey, now: u64) -> Result<u32, u32> {
-    let tkey = ConnKey {
+fn template_key(svc: &ServiceValue, vport: u16, key: &ConnKey) -> ConnKey {
+    let mut tkey = ConnKey {
         saddr: mask_addr(&key.saddr, svc.persist_prefix),
         daddr: key.daddr,
         sport: 0,
@@ -673,15 +1031,36 @@ fn persistent(svc: &ServiceValue, vport: u16, key: &ConnKey, now: u64) -> Result
         family: key.family,
         _pad: [0; 2],
     };
-    if let Some(t) = CONNS.get_ptr_mut(&tkey) {
-        let t = unsafe { &mut *t };
-        if t.state == tcp_state::TEMPLATE && usable(t.real_id) {
-            t.last_seen_ns = now;
-            count(counter::PERSIST_HIT);
-            return Ok(t.real_id);
-        }
+    if svc.flags & svc_flags::FWMARK != 0 {
+        let m = svc.fwmark.to_be_bytes();
+        tkey.daddr = [m[0], m[1], m[2], m[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        tkey.dport = 0;
+        tkey.proto = 0;
     }
-    let real_id = schedule(svc, key)?;
+    tkey
+}
+
+/// The real server of a live template (refreshed), if any. IPVS keeps
+/// following a template to a quiesced real server; only removal breaks it.
+/// (Own frame, as template_new: the main frame stays small.)
+#[inline(never)]
+fn template_hit(svc: &ServiceValue, vport: u16, key: &ConnKey, now: u64) -> Option<u32> {
+    let tkey = template_key(svc, vport, key);
+    let t = CONNS.get_ptr_mut(&tkey)?;
+    let t = unsafe { &mut *t };
+    if t.state == tcp_state::TEMPLATE && usable(t.real_id) {
+        t.last_seen_ns = now;
+        count(counter::PERSIST_HIT);
+        return Some(t.real_id);
+    }
+    None
+}
+
+/// Creates the template of a newly scheduled persistent client. (Its own
+/// frame: the scheduler's and this one are never on the stack together.)
+#[inline(never)]
+fn template_new(svc: &ServiceValue, vport: u16, key: &ConnKey, real_id: u32, now: u64) {
+    let tkey = template_key(svc, vport, key);
     let template = ConnValue {
         real_id,
         svc_id: svc.id,
@@ -695,7 +1074,6 @@ fn persistent(svc: &ServiceValue, vport: u16, key: &ConnKey, now: u64) -> Result
     } else {
         count(counter::CONN_INSERT_FAIL);
     }
-    Ok(real_id)
 }
 
 #[inline(always)]
@@ -752,40 +1130,168 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
                     e.state = next;
                 }
             }
-            known = Some((e.real_id, e.svc_id));
+            known = Some((e.real_id, e.svc_id, e.state));
         }
     }
-    let mut one_packet = false;
-    let (real_id, svc_id, new_conn) = match known {
-        Some((real, svc)) => (real, svc, false),
-        None => {
-            let (svc, vport) = lookup_service(&flow.key)?;
-            one_packet = svc.flags & svc_flags::ONE_PACKET != 0;
-            let real = if svc.flags & svc_flags::PERSISTENT != 0 {
-                persistent(&svc, vport, &flow.key, now)?
-            } else {
-                schedule(&svc, &flow.key)?
+    let Some((real_id, svc_id, state)) = known else {
+        // A new connection: hand over to lb_new.
+        let (svc, vport) = lookup_service(&flow.key)?;
+        let sc = SCRATCH.get_ptr_mut(0).ok_or(XDP_DROP)?;
+        unsafe {
+            *sc = NewConn {
+                key: flow.key,
+                svc,
+                ip_len: flow.ip_len,
+                now,
+                vport,
+                tcp_flags: flow.tcp_flags,
+                _pad: 0,
+                lblcr_cur: u32::MAX,
+                lblcr_max_i: 0,
+                _pad2: 0,
             };
-            (real, svc.id, true)
+            JUMP.tail_call(ctx, 0);
         }
+        // Only reached when lb_new is not installed.
+        count(counter::DROP_NO_REAL);
+        return Err(XDP_DROP);
     };
+    let config = config();
+    let (mac, rflags) = resolved(real_id)?;
+    if rflags & rs_flags::REMOVED != 0 && config.flags & dir_flags::EXPIRE_NODEST_CONN != 0 {
+        // expire_nodest_conn: the real server is gone; expire the entry and
+        // drop, so the client's retransmission is scheduled afresh.
+        let _ = CONNS.remove(&flow.key);
+        if state == tcp_state::ESTABLISHED {
+            account(real_id, -1, 0);
+        } else {
+            account(real_id, 0, -1);
+        }
+        count(counter::DROP_EXPIRED_NODEST);
+        return Err(XDP_DROP);
+    }
+    forward(ctx, &config, &mac, svc_id, real_id, false, flow.ip_len)
+}
 
-    let rs = match REALS.get(real_id) {
-        Some(rs) if rs.flags & rs_flags::MAC_VALID != 0 && rs.flags & rs_flags::IN_USE != 0 => *rs,
+#[inline(always)]
+fn config() -> DirectorConfig {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => DirectorConfig::default(),
+    }
+}
+
+/// The real server's MAC and flags, if its MAC is known.
+#[inline(always)]
+fn resolved(real_id: u32) -> Result<([u8; 6], u16), u32> {
+    match REALS.get(real_id) {
+        Some(rs) if rs.flags & rs_flags::MAC_VALID != 0 && rs.flags & rs_flags::IN_USE != 0 => {
+            Ok((rs.mac, rs.flags))
+        }
         _ => {
             count(counter::DROP_UNRESOLVED);
+            Err(XDP_DROP)
+        }
+    }
+}
+
+/// Counts the packet and rewrites the MACs only: destination = real
+/// server, source = director.
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    config: &DirectorConfig,
+    mac: &[u8; 6],
+    svc_id: u32,
+    real_id: u32,
+    new_conn: bool,
+    ip_len: u64,
+) -> Result<u32, u32> {
+    add_stats(&SVC_STATS, svc_id, new_conn, ip_len);
+    add_stats(&RS_STATS, real_id, new_conn, ip_len);
+    let eth = ptr_at(ctx, 0, ETH_HLEN)?;
+    unsafe {
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), eth, 6);
+        core::ptr::copy_nonoverlapping(config.mac.as_ptr(), eth.add(6), 6);
+    }
+    Ok(XDP_TX)
+}
+
+#[inline(always)]
+fn new_conn<const MODE: u8>(ctx: &XdpContext) -> Result<u32, u32> {
+    // Read in place: a copy would cost 88 bytes of the 512-byte stack.
+    let sc = match SCRATCH.get(0) {
+        Some(sc) => sc,
+        None => return Err(XDP_DROP),
+    };
+    let svc = &sc.svc;
+    let now = sc.now;
+    let is_tcp = sc.key.proto == PROTO_TCP;
+    let one_packet = svc.flags & svc_flags::ONE_PACKET != 0;
+    let persist = svc.flags & svc_flags::PERSISTENT != 0;
+    let hit = if persist {
+        template_hit(svc, sc.vport, &sc.key, now)
+    } else {
+        None
+    };
+    if hit.is_none() && MODE == MODE_NEW {
+        let to = match svc.sched {
+            sched::LBLC => MODE_LBLC,
+            sched::LBLCR => MODE_LBLCR,
+            _ => MODE_NEW,
+        };
+        if to != MODE_NEW {
+            unsafe { JUMP.tail_call(ctx, to as u32) };
+            count(counter::DROP_NO_REAL);
             return Err(XDP_DROP);
         }
+    }
+    let mut early = None;
+    if hit.is_none() && MODE == MODE_LBLCR {
+        let thr = svc.flags & svc_flags::THRESHOLDS != 0;
+        let (id, cur, max_i) = lblcr_set(svc, &sc.key, thr, now);
+        match id {
+            Some(id) => early = Some(id),
+            None => {
+                if let Some(m) = SCRATCH.get_ptr_mut(0) {
+                    unsafe {
+                        (*m).lblcr_cur = cur;
+                        (*m).lblcr_max_i = max_i;
+                    }
+                }
+                unsafe { JUMP.tail_call(ctx, MODE_LBLCR_GROW as u32) };
+                count(counter::DROP_NO_REAL);
+                return Err(XDP_DROP);
+            }
+        }
+    }
+    let real_id = match (hit, early) {
+        (Some(r), _) | (None, Some(r)) => r,
+        (None, None) => schedule::<MODE>(svc, &sc.key, now, sc.lblcr_cur, sc.lblcr_max_i)?,
     };
+    if persist && hit.is_none() {
+        template_new(svc, sc.vport, &sc.key, real_id, now);
+    }
+    let (mac, _) = resolved(real_id)?;
+    if !one_packet {
+        insert_conn(sc, svc.id, real_id, now);
+    }
+    let config = config();
+    forward(ctx, &config, &mac, svc.id, real_id, true, sc.ip_len)
+}
 
-    if new_conn && !one_packet {
+/// The connection entry of a new connection, counted in RS_LOAD.
+#[inline(never)]
+fn insert_conn(sc: &NewConn, svc_id: u32, real_id: u32, now: u64) {
+    let is_tcp = sc.key.proto == PROTO_TCP;
+    {
         let state = if !is_tcp {
             tcp_state::UDP
-        } else if flow.tcp_flags & (tcp_state::F_SYN | tcp_state::F_FIN | tcp_state::F_RST) == 0 {
+        } else if sc.tcp_flags & (tcp_state::F_SYN | tcp_state::F_FIN | tcp_state::F_RST) == 0 {
             // Mid-stream pick-up (no SYN seen): treat as established.
             tcp_state::ESTABLISHED
         } else {
-            tcp_state::next(tcp_state::NONE, flow.tcp_flags)
+            tcp_state::next(tcp_state::NONE, sc.tcp_flags)
         };
         let value = ConnValue {
             real_id,
@@ -795,7 +1301,7 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
             _pad: [0; 3],
             timeout: 0,
         };
-        if CONNS.insert(&flow.key, &value, 0).is_err() {
+        if CONNS.insert(&sc.key, &value, 0).is_err() {
             count(counter::CONN_INSERT_FAIL);
         } else {
             count(counter::CONN_NEW);
@@ -806,21 +1312,6 @@ fn process(ctx: &XdpContext) -> Result<u32, u32> {
             }
         }
     }
-
-    add_stats(&SVC_STATS, svc_id, new_conn, flow.ip_len);
-    add_stats(&RS_STATS, real_id, new_conn, flow.ip_len);
-
-    // Rewrite the MACs only: destination = real server, source = director.
-    let eth = ptr_at(ctx, 0, ETH_HLEN)?;
-    let src = match CONFIG.get(0) {
-        Some(c) => c.mac,
-        None => [0; 6],
-    };
-    unsafe {
-        core::ptr::copy_nonoverlapping(rs.mac.as_ptr(), eth, 6);
-        core::ptr::copy_nonoverlapping(src.as_ptr(), eth.add(6), 6);
-    }
-    Ok(XDP_TX)
 }
 
 #[cfg(not(test))]

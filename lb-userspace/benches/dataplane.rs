@@ -90,6 +90,7 @@ impl Xorshift {
 fn svc(proto: Protocol, addr: &str, port: u16, sched: Scheduler) -> ServiceSpec {
     ServiceSpec {
         addr: ServiceAddr {
+            fwmark: 0,
             protocol: proto,
             address: addr.parse().unwrap(),
             port,
@@ -104,6 +105,8 @@ fn svc(proto: Protocol, addr: &str, port: u16, sched: Scheduler) -> ServiceSpec 
 
 fn real(addr: IpAddr, port: u16, weight: u32) -> RealSpec {
     RealSpec {
+        u_threshold: 0,
+        l_threshold: 0,
         address: addr,
         port,
         weight,
@@ -860,6 +863,7 @@ fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()
             let mut sp = spec.clone();
             sp.port = Some(ports[i % ports.len()]);
             let svc = ServiceAddr {
+                fwmark: 0,
                 protocol: Protocol::Tcp,
                 address: "192.0.2.100".parse().unwrap(),
                 port: (i % 60000) as u16 + 1,

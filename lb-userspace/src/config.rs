@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     health::{CheckSpec, OnFailure, ServicePolicy},
     model::{
-        Forward, ModelError, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec,
-        Table, DEFAULT_PERSISTENCE,
+        Forward, ModelError, PortGroup, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr,
+        ServiceSpec, Table, DEFAULT_PERSISTENCE,
     },
 };
 
@@ -84,9 +84,23 @@ pub struct RealCfg {
     /// Forwarding method; only `route` (direct routing) exists.
     #[serde(default)]
     pub forward: Forward,
+    /// Upper connection threshold (ipvsadm -x; 0 = none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub upper_threshold: u32,
+    /// Lower connection threshold (ipvsadm -y; 0 = 3/4 of the upper).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lower_threshold: u32,
     /// Overrides the service's health check for this real server.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<CheckSpec>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn default_weight() -> u32 {
@@ -96,9 +110,18 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceCfg {
-    pub protocol: Protocol,
-    pub address: IpAddr,
-    pub port: u16,
+    /// (protocol, address, port) of a plain service...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// ...or the port group it serves, by name or by fwmark (ipvsadm -f).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
     #[serde(default)]
     pub scheduler: Scheduler,
     /// Scheduler flags, as ipvsadm's -b: mh-port, mh-fallback.
@@ -143,6 +166,25 @@ pub enum Persistence {
     Seconds(u32),
 }
 
+/// A port group: (protocol, address, port) entries served by one fwmark
+/// service with shared persistence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortGroupCfg {
+    pub name: String,
+    /// The fwmark number (ipvsadm -f N).
+    pub fwmark: u32,
+    pub members: Vec<MemberCfg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberCfg {
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -154,8 +196,16 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     /// Connection timeouts in seconds, as ipvsadm --set (0 = default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<TimeoutsCfg>,
+    /// IPVS expire_nodest_conn: connections of a removed real server end
+    /// (their next packet is dropped and the entry expired) instead of
+    /// continuing until they close.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub expire_nodest_conn: bool,
+    /// Port groups (fwmark services' members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_groups: Vec<PortGroupCfg>,
     #[serde(default)]
     pub services: Vec<ServiceCfg>,
 }
@@ -198,8 +248,24 @@ impl Config {
             }
         })?;
         // Build the table once to run every semantic check.
-        cfg.table(file)?;
+        let table = cfg.table(file)?;
         for (i, s) in cfg.services.iter().enumerate() {
+            let addr = cfg.service_addr(s, i, file)?;
+            if addr.is_fwmark() {
+                for (f, c) in std::iter::once((format!("services[{i}].health_check"), &s.health_check))
+                    .chain(s.real_servers.iter().enumerate().map(|(j, r)| {
+                        (format!("services[{i}].real_servers[{j}].health_check"), &r.health_check)
+                    }))
+                {
+                    if c.as_ref().is_some_and(|c| c.port.is_none() && c.needs_port()) {
+                        return Err(ConfigError::Invalid {
+                            file: file.to_string(),
+                            field: format!("{f}.port"),
+                            msg: "required for a port group (it has no single port to check)".into(),
+                        });
+                    }
+                }
+            }
             let check = |field: String, c: &Option<CheckSpec>| match c {
                 Some(c) => c.validate().map_err(|msg| ConfigError::Invalid {
                     file: file.to_string(),
@@ -210,7 +276,7 @@ impl Config {
             };
             check(format!("services[{i}].health_check"), &s.health_check)?;
             if let Some(sorry) = s.sorry_server {
-                if sorry.is_ipv4() != s.address.is_ipv4() {
+                if sorry.is_ipv4() != addr.address.is_ipv4() {
                     return Err(ConfigError::Invalid {
                         file: file.to_string(),
                         field: format!("services[{i}].sorry_server"),
@@ -241,28 +307,91 @@ impl Config {
         if l.max_services == 0 || l.max_reals == 0 || l.max_conns == 0 {
             return Err(invalid("limits", "limits must be greater than 0".into()));
         }
-        if cfg.services.len() as u32 > l.max_services {
+        let keys: usize = table
+            .services
+            .keys()
+            .map(|a| crate::director::keys_of(a, &table).len().max(1))
+            .sum();
+        if keys as u32 > l.max_services {
             return Err(invalid(
                 "services",
                 format!(
-                    "{} services exceed limits.max_services={}",
-                    cfg.services.len(),
-                    l.max_services
+                    "{} services (port-group members counted) exceed limits.max_services={}",
+                    keys, l.max_services
                 ),
             ));
         }
         Ok(cfg)
     }
 
+    /// The service a `services[i]` entry declares.
+    pub fn service_addr(
+        &self,
+        s: &ServiceCfg,
+        i: usize,
+        file: &str,
+    ) -> Result<ServiceAddr, ConfigError> {
+        let invalid = |f: &str, msg: String| ConfigError::Invalid {
+            file: file.to_string(),
+            field: format!("services[{i}]{f}"),
+            msg,
+        };
+        let group = match (&s.port_group, s.fwmark) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "",
+                    "give port_group or fwmark, not both".into(),
+                ))
+            }
+            (Some(name), None) => Some(
+                self.port_groups
+                    .iter()
+                    .find(|g| &g.name == name)
+                    .ok_or_else(|| {
+                        invalid(
+                            ".port_group",
+                            format!("no port group named '{name}' (declare it under port_groups)"),
+                        )
+                    })?,
+            ),
+            (None, Some(m)) => Some(
+                self.port_groups
+                    .iter()
+                    .find(|g| g.fwmark == m)
+                    .ok_or_else(|| {
+                        invalid(
+                            ".fwmark",
+                            format!("no port group with fwmark {m} (declare it under port_groups)"),
+                        )
+                    })?,
+            ),
+            (None, None) => None,
+        };
+        match (group, s.protocol, s.address, s.port) {
+            (Some(g), None, None, None) => Ok(ServiceAddr::fwmark(
+                g.fwmark,
+                g.members.first().is_some_and(|m| m.address.is_ipv6()),
+            )),
+            (Some(_), ..) => Err(invalid(
+                "",
+                "a port-group service takes no protocol, address or port (its members have them)"
+                    .into(),
+            )),
+            (None, Some(p), Some(a), Some(port)) => Ok(ServiceAddr::new(p, a, port)),
+            (None, ..) => Err(invalid(
+                "",
+                "needs protocol, address and port (or port_group)".into(),
+            )),
+        }
+    }
+
     /// The health checks this configuration declares: (service, real server,
     /// check), the real server's own check overriding the service's.
     pub fn checks(&self) -> Vec<(ServiceAddr, IpAddr, CheckSpec)> {
         let mut v = Vec::new();
-        for s in &self.services {
-            let addr = ServiceAddr {
-                protocol: s.protocol,
-                address: s.address,
-                port: s.port,
+        for (i, s) in self.services.iter().enumerate() {
+            let Ok(addr) = self.service_addr(s, i, "") else {
+                continue;
             };
             for r in &s.real_servers {
                 if let Some(c) = r.health_check.as_ref().or(s.health_check.as_ref()) {
@@ -277,13 +406,11 @@ impl Config {
     pub fn policies(&self) -> std::collections::HashMap<ServiceAddr, ServicePolicy> {
         self.services
             .iter()
-            .map(|s| {
+            .enumerate()
+            .filter_map(|(i, s)| Some((self.service_addr(s, i, "").ok()?, s)))
+            .map(|(addr, s)| {
                 (
-                    ServiceAddr {
-                        protocol: s.protocol,
-                        address: s.address,
-                        port: s.port,
-                    },
+                    addr,
                     ServicePolicy {
                         on_failure: s.on_failure,
                         sorry_server: s.sorry_server,
@@ -298,6 +425,34 @@ impl Config {
     /// The service table this configuration declares.
     pub fn table(&self, file: &str) -> Result<Table, ConfigError> {
         let mut t = Table::default();
+        for (i, g) in self.port_groups.iter().enumerate() {
+            let invalid = |f: &str, msg: String| ConfigError::Invalid {
+                file: file.to_string(),
+                field: format!("port_groups[{i}]{f}"),
+                msg,
+            };
+            if self.port_groups[..i].iter().any(|o| o.name == g.name) {
+                return Err(invalid(".name", format!("duplicate port group name '{}'", g.name)));
+            }
+            if t.groups.contains_key(&g.fwmark) {
+                return Err(invalid(".fwmark", format!("duplicate fwmark {}", g.fwmark)));
+            }
+            if g.members.is_empty() {
+                return Err(invalid(".members", "a port group needs at least one member".into()));
+            }
+            let group = PortGroup {
+                name: g.name.clone(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| ServiceAddr::new(m.protocol, m.address, m.port))
+                    .collect(),
+            };
+            t.set_group(g.fwmark, group).map_err(|e| match e {
+                ModelError::Fwmark => invalid(".fwmark", e.to_string()),
+                e => invalid(".members", e.to_string()),
+            })?;
+        }
         for (i, s) in self.services.iter().enumerate() {
             let field = format!("services[{i}]");
             let invalid = |f: String, e: String| ConfigError::Invalid {
@@ -313,11 +468,7 @@ impl Config {
                 Some(Persistence::Seconds(n)) => Some(n),
             };
             let spec = ServiceSpec {
-                addr: ServiceAddr {
-                    protocol: s.protocol,
-                    address: s.address,
-                    port: s.port,
-                },
+                addr: self.service_addr(s, i, file)?,
                 scheduler: s.scheduler,
                 flags,
                 persistent,
@@ -332,8 +483,10 @@ impl Config {
             })?;
             for (j, r) in s.real_servers.iter().enumerate() {
                 let rs = RealSpec {
+                    u_threshold: r.upper_threshold,
+                    l_threshold: r.lower_threshold,
                     address: r.address,
-                    port: s.port,
+                    port: spec.addr.port,
                     weight: r.weight,
                     forward: r.forward,
                 };
@@ -341,6 +494,9 @@ impl Config {
                     let f = format!("{field}.real_servers[{j}]");
                     match e {
                         ModelError::Weight(_) => invalid(format!("{f}.weight"), e.to_string()),
+                        ModelError::Thresholds(..) => {
+                            invalid(format!("{f}.lower_threshold"), e.to_string())
+                        }
                         ModelError::RealExists => {
                             invalid(f, format!("duplicate real server {}", r.address))
                         }

@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{RealSpec, ServiceAddr, ServiceSpec};
+use crate::model::{PortGroup, RealSpec, ServiceAddr, ServiceSpec};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest accepted request line.
@@ -64,6 +64,35 @@ pub enum Request {
     },
     /// ipvsadm --timeout.
     GetTimeouts,
+    /// ipvsadm -Z: zero the counters of one service, or of all.
+    Zero {
+        #[serde(default)]
+        service: Option<ServiceAddr>,
+    },
+    /// Declare (or replace) the port group of fwmark `fwmark`.
+    SetGroup {
+        fwmark: u32,
+        group: PortGroup,
+    },
+    /// Remove a port group (its fwmark service then matches nothing).
+    DelGroup {
+        fwmark: u32,
+    },
+    /// Several table changes applied together or not at all (ipvsadm -R).
+    Batch {
+        requests: Vec<Request>,
+    },
+    /// Apply a whole YAML configuration (`lbadm apply -f`): validated, the
+    /// difference to the running state applied at once. `file` names it in
+    /// error messages. With `dry_run`, only the difference is reported.
+    Apply {
+        yaml: String,
+        file: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// The running state as a YAML configuration (`lbadm export`).
+    Export,
     /// Daemon and protocol version.
     Version,
 }
@@ -80,6 +109,15 @@ pub struct StatsView {
     pub conns: u64,
     pub in_packets: u64,
     pub in_bytes: u64,
+}
+
+/// Rates per second, as ipvsadm --rate shows them (estimated over 2 s
+/// samples, smoothed as the IPVS estimator does).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateView {
+    pub cps: u64,
+    pub in_pps: u64,
+    pub in_bps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +142,8 @@ pub struct RealView {
     /// Persistence templates pointing at it (ipvsadm --persistent-conn).
     pub persistent_conns: u64,
     pub stats: StatsView,
+    #[serde(default)]
+    pub rate: RateView,
     /// MAC address from the neighbour table, if resolved.
     pub mac: Option<String>,
 }
@@ -112,6 +152,8 @@ pub struct RealView {
 pub struct ServiceView {
     pub spec: ServiceSpec,
     pub stats: StatsView,
+    #[serde(default)]
+    pub rate: RateView,
     pub reals: Vec<RealView>,
 }
 
@@ -135,6 +177,9 @@ pub struct Listing {
     /// Size of the connection table (ipvsadm's "size=").
     pub conn_table_size: u32,
     pub services: Vec<ServiceView>,
+    /// Port groups by fwmark.
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<u32, PortGroup>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +191,9 @@ pub enum Response {
     Counters { counters: Vec<(String, u64)> },
     Version { daemon: String, protocol: u32 },
     Timeouts { tcp: u32, tcpfin: u32, udp: u32 },
+    /// What an apply changed (or would change, with dry_run): one line each.
+    Applied { changes: Vec<String> },
+    Export { yaml: String },
     Error { message: String },
 }
 

@@ -90,6 +90,26 @@ impl Checker {
 
 type Job = (Request, oneshot::Sender<Response>);
 
+/// One table-editing request (the ones a batch may hold) applied to `t`.
+fn edit_table(t: &mut Table, req: Request) -> Result<(), String> {
+    let r = match req {
+        Request::AddService { service } => t.add_service(service),
+        Request::EditService { service } => t.edit_service(service),
+        Request::DelService { service } => t.del_service(&service),
+        Request::Clear => {
+            t.clear();
+            Ok(())
+        }
+        Request::AddReal { service, real } => t.add_real(&service, real),
+        Request::EditReal { service, real } => t.edit_real(&service, real),
+        Request::DelReal { service, address } => t.del_real(&service, address),
+        Request::SetGroup { fwmark, group } => t.set_group(fwmark, group),
+        Request::DelGroup { fwmark } => t.del_group(fwmark),
+        other => return Err(format!("{other:?} cannot be part of a batch")),
+    };
+    r.map_err(|e| e.to_string())
+}
+
 /// Applies one control request to the director.
 pub fn handle(director: &mut Director, req: Request) -> Response {
     let mut t: Table = director.table.clone();
@@ -133,6 +153,36 @@ pub fn handle(director: &mut Director, req: Request) -> Response {
         Request::AddReal { service, real } => t.add_real(&service, real),
         Request::EditReal { service, real } => t.edit_real(&service, real),
         Request::DelReal { service, address } => t.del_real(&service, address),
+        Request::Zero { service } => {
+            return match director.zero(service.as_ref()) {
+                Ok(()) => Response::Ok,
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+        Request::SetGroup { fwmark, group } => t.set_group(fwmark, group),
+        Request::DelGroup { fwmark } => t.del_group(fwmark),
+        Request::Batch { requests } => {
+            // ipvsadm -R: every line against a scratch table; the first
+            // failure names its line and nothing is applied.
+            let mut r = Ok(());
+            for (i, req) in requests.into_iter().enumerate() {
+                if let Err(e) = edit_table(&mut t, req) {
+                    r = Err(format!("line {}: {e}", i + 1));
+                    break;
+                }
+            }
+            if let Err(message) = r {
+                return Response::Error { message };
+            }
+            Ok(())
+        }
+        Request::Apply { .. } | Request::Export => {
+            return Response::Error {
+                message: "apply/export are served by the daemon loop".into(),
+            }
+        }
     };
     if let Err(e) = r {
         return Response::Error {

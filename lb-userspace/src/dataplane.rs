@@ -40,6 +40,12 @@ pub enum DataplaneError {
     Map { name: &'static str, cause: MapError },
     #[error("BPF map {0} missing from the object")]
     MissingMap(&'static str),
+    #[error("pinned map {path} has key/value sizes {found:?}, this build needs {want:?}: it was left by an incompatible version; detach and remove the instance's pins to start afresh (established connections are lost)")]
+    Layout {
+        path: String,
+        found: (u32, u32),
+        want: (u32, u32),
+    },
     #[error("pinned link {path}: {msg}")]
     Link { path: String, msg: String },
     #[error("attaching to {iface} in {mode} mode: {cause}")]
@@ -86,6 +92,8 @@ pub struct Dataplane {
     pub rs_load: Array<MapData, RealLoad>,
     pub rs_closed: Array<MapData, RealLoad>,
     pub config: Array<MapData, DirectorConfig>,
+    pub rs_over: Array<MapData, u32>,
+    pub lblc: HashMap<MapData, lb_common::LblcKey, lb_common::LblcValue>,
     program_name: &'static str,
 }
 
@@ -108,7 +116,9 @@ impl Dataplane {
             .map_max_entries("RS_STATS", limits.max_reals)
             .map_max_entries("RS_LOAD", limits.max_reals)
             .map_max_entries("RS_CLOSED", limits.max_reals)
+            .map_max_entries("RS_OVER", limits.max_reals)
             .map_max_entries("CONNS", limits.max_conns);
+        check_pinned_layout(dir)?;
         let mut ebpf = loader.load(OBJECT)?;
         let program_name = "lb";
         {
@@ -117,6 +127,29 @@ impl Dataplane {
                 .ok_or(DataplaneError::MissingMap("program lb"))?
                 .try_into()?;
             prog.load()?;
+        }
+        // The new-connection halves, entered by tail call through JUMP.
+        {
+            let mut fds = Vec::new();
+            for name in ["lb_new", "lb_lblc", "lb_lblcr", "lb_lblcr_grow"] {
+                let p: &mut Xdp = ebpf
+                    .program_mut(name)
+                    .ok_or(DataplaneError::MissingMap(name))?
+                    .try_into()?;
+                p.load()?;
+                fds.push(p.fd()?.try_clone().map_err(|e| DataplaneError::PinDir {
+                    path: format!("{name} fd"),
+                    cause: e,
+                })?);
+            }
+            let mut jump: aya::maps::ProgramArray<MapData> = ebpf
+                .take_map("JUMP")
+                .ok_or(DataplaneError::MissingMap("JUMP"))?
+                .try_into()
+                .map_err(map_err("JUMP"))?;
+            for (i, fd) in fds.iter().enumerate() {
+                jump.set(i as u32, fd, 0).map_err(map_err("JUMP"))?;
+            }
         }
         macro_rules! take {
             ($name:literal) => {{
@@ -138,11 +171,23 @@ impl Dataplane {
             rs_load: take!("RS_LOAD"),
             rs_closed: take!("RS_CLOSED"),
             config: take!("CONFIG"),
+            rs_over: take!("RS_OVER"),
+            lblc: take!("LBLC"),
             _ebpf: ebpf,
             dir: dir.to_path_buf(),
             limits: limits.clone(),
             program_name,
         })
+    }
+
+    /// How many instructions the verifier processed loading program `name`.
+    pub fn verified_instructions(&mut self, name: &'static str) -> Result<u32> {
+        let prog: &mut Xdp = self
+            ._ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))?
+            .try_into()?;
+        Ok(prog.info()?.verified_instruction_count().unwrap_or(0))
     }
 
     /// The loaded object, for the benchmark's reference programs.
@@ -244,9 +289,16 @@ impl Dataplane {
     }
 
     pub fn set_director_mac(&mut self, mac: [u8; 6]) -> Result<()> {
-        self.config
-            .set(0, DirectorConfig { mac, _pad: [0; 2] }, 0)
-            .map_err(map_err("CONFIG"))
+        let mut c = self.config.get(&0, 0).unwrap_or_default();
+        c.mac = mac;
+        self.config.set(0, c, 0).map_err(map_err("CONFIG"))
+    }
+
+    /// Director-wide flags (lb_common::dir_flags).
+    pub fn set_flags(&mut self, flags: u8) -> Result<()> {
+        let mut c = self.config.get(&0, 0).unwrap_or_default();
+        c.flags = flags;
+        self.config.set(0, c, 0).map_err(map_err("CONFIG"))
     }
 
     pub fn sum_stats(map: &PerCpuArray<MapData, Stats>, idx: u32) -> Stats {
@@ -284,6 +336,37 @@ impl Dataplane {
     }
 }
 
+/// Refuses pins left by a build whose map layout differs (a key or value
+/// size changed): the program would read them wrongly. The message says
+/// how to start afresh.
+fn check_pinned_layout(dir: &Path) -> Result<()> {
+    use std::mem::size_of;
+    let expect: [(&str, usize, usize); 5] = [
+        ("SERVICES", size_of::<ServiceKey>(), size_of::<ServiceValue>()),
+        ("REALS", 4, size_of::<RealServer>()),
+        ("CONNS", size_of::<ConnKey>(), size_of::<ConnValue>()),
+        ("CONFIG", 4, size_of::<DirectorConfig>()),
+        ("LBLC", size_of::<lb_common::LblcKey>(), size_of::<lb_common::LblcValue>()),
+    ];
+    for (name, k, v) in expect {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        if info.key_size() as usize != k || info.value_size() as usize != v {
+            return Err(DataplaneError::Layout {
+                path: path.display().to_string(),
+                found: (info.key_size(), info.value_size()),
+                want: (k as u32, v as u32),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Attaches the `lb_pass` program (XDP_PASS) to `iface` and pins its link
 /// at `pin`. A veth only delivers XDP_TX frames if its peer runs an XDP
 /// program too: the lab puts this one on the director's peer.
@@ -303,6 +386,7 @@ pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
         "CURSORS",
         "SVC_STATS",
         "RS_STATS",
+        "LBLC",
     ] {
         loader.map_max_entries(m, 1);
     }

@@ -70,13 +70,40 @@ pub fn service_key(a: &ServiceAddr) -> ServiceKey {
     }
 }
 
-fn service_addr(k: &ServiceKey) -> Option<ServiceAddr> {
+/// The SERVICES keys of service `a` in `table`: its own, or its port
+/// group's members (none while the group is not declared).
+pub fn keys_of(a: &ServiceAddr, table: &Table) -> Vec<ServiceKey> {
+    if a.is_fwmark() {
+        table
+            .groups
+            .get(&a.fwmark)
+            .map(|g| g.members.iter().map(service_key).collect())
+            .unwrap_or_default()
+    } else {
+        vec![service_key(a)]
+    }
+}
+
+fn remove_key(dp: &mut Dataplane, k: &ServiceKey) -> Result<(), ApplyError> {
+    match dp.services.remove(k) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err("SERVICES")(e)),
+    }
+}
+
+/// The service a SERVICES entry belongs to (a port group's members all
+/// carry the group's fwmark).
+fn service_addr(k: &ServiceKey, v: &ServiceValue) -> Option<ServiceAddr> {
+    if v.fwmark != 0 {
+        return Some(ServiceAddr::fwmark(v.fwmark, k.family == AF_INET6));
+    }
     let protocol = match k.proto {
         lb_common::PROTO_TCP => Protocol::Tcp,
         lb_common::PROTO_UDP => Protocol::Udp,
         _ => return None,
     };
     Some(ServiceAddr {
+        fwmark: 0,
         protocol,
         address: bytes_addr(&k.addr, k.family),
         port: u16::from_be(k.port),
@@ -123,9 +150,10 @@ pub struct Director {
     /// candidates it was built from (an unchanged input skips the rebuild).
     published: HashMap<u32, (u8, Vec<u32>)>,
     built_from: HashMap<u32, (crate::model::Scheduler, Vec<Candidate>)>,
-    /// What was last written to SERVICES and REALS, so that an apply writes
-    /// only what changed without reading the maps back.
-    written_svcs: HashMap<ServiceAddr, ServiceValue>,
+    /// What was last written to SERVICES (value and keys: one key for a
+    /// plain service, the members for a port group) and REALS, so that an
+    /// apply writes only what changed without reading the maps back.
+    written_svcs: HashMap<ServiceAddr, (ServiceValue, Vec<ServiceKey>)>,
     written_reals: HashMap<u32, RealServer>,
     /// True when the maps reflect `table` with the current MACs.
     clean: bool,
@@ -150,6 +178,49 @@ pub struct Director {
     macs: HashMap<IpAddr, [u8; 6]>,
     /// Per-state timeouts in seconds (tcp_state indices, then UDP).
     pub timeouts: [u32; 12],
+    /// IPVS expire_nodest_conn: connections of removed real servers end.
+    expire_nodest: bool,
+    /// Rate estimation (ipvsadm --rate): the last sample of each counter.
+    rates: RateEstimator,
+}
+
+/// Per-second rates of connections, packets and bytes, estimated as the
+/// IPVS estimator does: a sample every 2 s, smoothed (avg += (rate - avg) / 4).
+#[derive(Debug, Default)]
+pub struct RateEstimator {
+    last: HashMap<(bool, u32), (u64, lb_common::Stats)>,
+    /// (connections, packets, bytes) per second, by (is_real, id).
+    pub avg: HashMap<(bool, u32), (f64, f64, f64)>,
+}
+
+impl RateEstimator {
+    pub fn sample(&mut self, key: (bool, u32), now_ns: u64, s: lb_common::Stats) {
+        if let Some((t, prev)) = self.last.get(&key) {
+            let dt = now_ns.saturating_sub(*t) as f64 / 1e9;
+            if dt < 0.5 {
+                return;
+            }
+            let r = (
+                s.conns.saturating_sub(prev.conns) as f64 / dt,
+                s.packets.saturating_sub(prev.packets) as f64 / dt,
+                s.bytes.saturating_sub(prev.bytes) as f64 / dt,
+            );
+            let a = self.avg.entry(key).or_insert(r);
+            a.0 += (r.0 - a.0) / 4.0;
+            a.1 += (r.1 - a.1) / 4.0;
+            a.2 += (r.2 - a.2) / 4.0;
+        }
+        self.last.insert(key, (now_ns, s));
+    }
+
+    pub fn get(&self, key: (bool, u32)) -> crate::control::RateView {
+        let (c, p, b) = self.avg.get(&key).copied().unwrap_or_default();
+        crate::control::RateView {
+            cps: c.round() as u64,
+            in_pps: p.round() as u64,
+            in_bps: b.round() as u64,
+        }
+    }
 }
 
 /// Monotonic clock in ns, the clock bpf_ktime_get_coarse_ns() reads.
@@ -196,13 +267,15 @@ impl Director {
             removed: BTreeSet::new(),
             macs: HashMap::new(),
             timeouts: tcp_state::DEFAULT_TIMEOUTS,
+            expire_nodest: false,
+            rates: RateEstimator::default(),
         };
         let entries: Vec<(ServiceKey, ServiceValue)> =
             d.dp.services.iter().filter_map(|r| r.ok()).collect();
         for (k, v) in entries {
-            if let Some(addr) = service_addr(&k) {
+            if let Some(addr) = service_addr(&k, &v) {
                 d.svc_ids.insert(addr, v.id);
-                d.written_svcs.insert(addr, v);
+                d.written_svcs.entry(addr).or_insert((v, Vec::new())).1.push(k);
                 let ring = d.read_ring(v.id, v.gen, v.ring_len);
                 d.published.insert(v.id, (v.gen, ring));
             }
@@ -290,9 +363,14 @@ impl Director {
     pub fn apply(&mut self, table: Table) -> Result<(), ApplyError> {
         // --- capacity check -----------------------------------------------
         let max_s = self.dp.limits.max_services;
-        if table.services.len() > max_s as usize {
+        let n_keys: usize = table
+            .services
+            .keys()
+            .map(|a| keys_of(a, &table).len().max(1))
+            .sum();
+        if table.services.len().max(n_keys) > max_s as usize {
             return Err(ApplyError::ServicesFull {
-                need: table.services.len(),
+                need: table.services.len().max(n_keys),
                 max: max_s,
             });
         }
@@ -327,7 +405,9 @@ impl Director {
                 !(clean
                     && !self.dirty.contains(a)
                     && self.svc_ids.contains_key(a)
-                    && self.table.services.get(a) == Some(s))
+                    && self.table.services.get(a) == Some(s)
+                    && (!a.is_fwmark()
+                        || self.table.groups.get(&a.fwmark) == table.groups.get(&a.fwmark)))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -400,6 +480,8 @@ impl Director {
                     _pad: 0,
                     // The weight in force: what the dynamic schedulers divide by.
                     weight: effective_weight(r.weight, self.health.get(&(*a, r.address))),
+                    u_threshold: r.u_threshold,
+                    l_threshold: r.l_threshold,
                 };
                 if self.written_reals.get(&id) != Some(&v) {
                     self.dp.reals.set(id, v, 0).map_err(map_err("REALS"))?;
@@ -443,6 +525,13 @@ impl Director {
         }
 
         // --- services and rings ---------------------------------------------
+        // Every key the new table uses: a key moving between services in
+        // this apply is never removed by the one it leaves.
+        let claimed: std::collections::HashSet<ServiceKey> = table
+            .services
+            .keys()
+            .flat_map(|a| keys_of(a, &table))
+            .collect();
         for a in &changed {
             let s = &table.services[a];
             let sid = self.svc_ids[a];
@@ -514,8 +603,8 @@ impl Director {
                 build_ring(s.spec.scheduler, &candidates)
             };
             self.built_from.insert(sid, (s.spec.scheduler, candidates));
-            let key = service_key(a);
-            let current = self.written_svcs.get(a).copied();
+            let keys = keys_of(a, &table);
+            let current = self.written_svcs.get(a).map(|w| w.0);
             let ring_changed = current.is_none() || ring != old_ring;
             if ring_changed && !ring.is_empty() {
                 // Write the standby ring, then flip the generation below.
@@ -542,22 +631,42 @@ impl Director {
             if s.spec.one_packet {
                 flags |= svc_flags::ONE_PACKET;
             }
+            if a.is_fwmark() {
+                flags |= svc_flags::FWMARK;
+            }
+            if s.reals.values().any(|r| r.u_threshold > 0) {
+                flags |= svc_flags::THRESHOLDS;
+            }
             let v = ServiceValue {
                 id: sid,
                 ring_len: ring.len() as u32,
                 flags,
                 persist_timeout: s.spec.persistent.unwrap_or(0),
+                fwmark: a.fwmark,
                 sched: s.spec.scheduler.id(),
                 gen,
                 persist_prefix: s.spec.prefix(),
                 _pad: 0,
             };
-            if current != Some(v) {
-                self.dp
-                    .services
-                    .insert(key, v, 0)
-                    .map_err(map_err("SERVICES"))?;
-                self.written_svcs.insert(*a, v);
+            let old_keys = self
+                .written_svcs
+                .get(a)
+                .map(|w| w.1.clone())
+                .unwrap_or_default();
+            if current != Some(v) || old_keys != keys {
+                for k in &keys {
+                    self.dp
+                        .services
+                        .insert(*k, v, 0)
+                        .map_err(map_err("SERVICES"))?;
+                }
+                // Members that left the group (and are nobody else's now).
+                for k in old_keys.iter().filter(|k| !keys.contains(k)) {
+                    if !claimed.contains(k) {
+                        remove_key(&mut self.dp, k)?;
+                    }
+                }
+                self.written_svcs.insert(*a, (v, keys));
             }
             self.published.insert(sid, (gen, ring));
         }
@@ -569,11 +678,14 @@ impl Director {
             .copied()
             .collect();
         for a in gone {
-            match self.dp.services.remove(&service_key(&a)) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("SERVICES")(e)),
+            let keys = self
+                .written_svcs
+                .remove(&a)
+                .map(|w| w.1)
+                .unwrap_or_default();
+            for k in keys.iter().filter(|k| !claimed.contains(k)) {
+                remove_key(&mut self.dp, k)?;
             }
-            self.written_svcs.remove(&a);
             if let Some(id) = self.svc_ids.remove(&a) {
                 self.published.remove(&id);
                 self.built_from.remove(&id);
@@ -595,6 +707,74 @@ impl Director {
             self.evicted_active.max(0) as u64,
         ));
         c
+    }
+
+    /// IPVS expire_nodest_conn (YAML `expire_nodest_conn`): when set, a
+    /// removed real server's connections end (the program drops their next
+    /// packet and expires the entry; the sweep collects the rest).
+    pub fn set_expire_nodest(&mut self, on: bool) -> Result<(), ApplyError> {
+        self.expire_nodest = on;
+        let flags = if on {
+            lb_common::dir_flags::EXPIRE_NODEST_CONN
+        } else {
+            0
+        };
+        self.dp.set_flags(flags).map_err(ApplyError::Dataplane)
+    }
+
+    pub fn expire_nodest(&self) -> bool {
+        self.expire_nodest
+    }
+
+    /// ipvsadm -Z: zero the packet, byte and connection counters of one
+    /// service (and its real servers) or of all.
+    pub fn zero(&mut self, svc: Option<&ServiceAddr>) -> Result<(), crate::model::ModelError> {
+        let ids: Vec<u32> = match svc {
+            Some(a) => vec![*self
+                .svc_ids
+                .get(a)
+                .ok_or(crate::model::ModelError::NoService)?],
+            None => self.svc_ids.values().copied().collect(),
+        };
+        let ncpu = aya::util::nr_cpus().map(|n| n).unwrap_or(1);
+        let zero = |m: &mut aya::maps::PerCpuArray<aya::maps::MapData, lb_common::Stats>, id: u32| {
+            if let Ok(v) = aya::maps::PerCpuValues::try_from(vec![lb_common::Stats::default(); ncpu]) {
+                let _ = m.set(id, v, 0);
+            }
+        };
+        for id in &ids {
+            zero(&mut self.dp.svc_stats, *id);
+        }
+        let reals: Vec<u32> = self
+            .real_ids
+            .iter()
+            .filter(|((sid, _, _), _)| ids.contains(sid))
+            .map(|(_, id)| *id)
+            .collect();
+        for id in reals {
+            zero(&mut self.dp.rs_stats, id);
+            self.rates.last.remove(&(true, id));
+            self.rates.avg.remove(&(true, id));
+        }
+        for id in ids {
+            self.rates.last.remove(&(false, id));
+            self.rates.avg.remove(&(false, id));
+        }
+        Ok(())
+    }
+
+    /// Takes a rate-estimator sample of every service and real server
+    /// (called by the daemon every 2 s).
+    pub fn sample_rates(&mut self) {
+        let now = monotonic_ns();
+        for id in self.svc_ids.values() {
+            let st = Dataplane::sum_stats(&self.dp.svc_stats, *id);
+            self.rates.sample((false, *id), now, st);
+        }
+        for id in self.real_ids.values() {
+            let st = Dataplane::sum_stats(&self.dp.rs_stats, *id);
+            self.rates.sample((true, *id), now, st);
+        }
     }
 
     /// ipvsadm --set: 0 leaves a value unchanged.
@@ -632,6 +812,8 @@ impl Director {
     fn sorry_real(&self, svc: &ServiceAddr) -> Option<RealSpec> {
         let a = self.policies.get(svc)?.sorry_server?;
         Some(RealSpec {
+            u_threshold: 0,
+            l_threshold: 0,
             address: a,
             port: svc.port,
             weight: 1,
@@ -723,6 +905,7 @@ impl Director {
             // A reused slot starts with no connections.
             let _ = self.dp.rs_load.set(id, RealLoad::default(), 0);
             let _ = self.dp.rs_closed.set(id, RealLoad::default(), 0);
+            let _ = self.dp.rs_over.set(id, 0, 0);
             self.written_reals.remove(&id);
             self.removed.remove(&id);
             self.real_ids.retain(|_, v| *v != id);
@@ -742,7 +925,7 @@ impl Director {
         let prefixes: HashMap<u32, u8> = self
             .written_svcs
             .values()
-            .map(|v| (v.id, v.persist_prefix))
+            .map(|(v, _)| (v.id, v.persist_prefix))
             .collect();
         let mut templates: Vec<(ConnKey, ConnValue)> = Vec::new();
         let mut expired_counts: HashMap<u32, ConnCounts> = HashMap::new();
@@ -753,7 +936,8 @@ impl Director {
                 templates.push((k, v));
                 continue;
             }
-            if self.expired(&v, now) {
+            let nodest = self.expire_nodest && self.removed.contains(&v.real_id);
+            if nodest || self.expired(&v, now) {
                 expired.push(k);
                 let e = expired_counts.entry(v.real_id).or_default();
                 if v.state == tcp_state::ESTABLISHED {
@@ -820,6 +1004,21 @@ impl Director {
                     let _ = self.dp.rs_closed.set(id, closed, 0);
                 }
             }
+            // Overloaded flags (-x/-y): the program sets and clears them
+            // when it considers a server; clear here those that fell below
+            // the lower threshold since.
+            for (id, rs) in &self.written_reals {
+                if rs.u_threshold == 0 {
+                    continue;
+                }
+                if let Ok(1) = self.dp.rs_over.get(id, 0) {
+                    let c = counts.get(id).copied().unwrap_or_default();
+                    let total = c.active + c.inactive;
+                    if !lb_common::sched::overloaded_next(true, total, rs.u_threshold, rs.l_threshold) {
+                        let _ = self.dp.rs_over.set(*id, 0, 0);
+                    }
+                }
+            }
             if self.evicted_active > self.evicted_active_reported {
                 warn!(
                     evicted_established = self.evicted_active,
@@ -877,10 +1076,11 @@ impl Director {
             let left = (self.timeout_s(&v) * 1_000_000_000)
                 .saturating_sub(now.saturating_sub(v.last_seen_ns))
                 / 1_000_000_000;
-            let proto = if k.proto == lb_common::PROTO_TCP {
-                "TCP"
-            } else {
-                "UDP"
+            let proto = match k.proto {
+                lb_common::PROTO_TCP => "TCP",
+                lb_common::PROTO_UDP => "UDP",
+                // A port group's template (fwmark in place of the VIP).
+                _ => "IP",
             };
             let template = v.state == tcp_state::TEMPLATE;
             out.push(ConnView {
@@ -941,6 +1141,7 @@ impl Director {
                             in_packets: rs.packets,
                             in_bytes: rs.bytes,
                         },
+                        rate: self.rates.get((true, id)),
                         mac: self.macs.get(&r.address).map(fmt_mac),
                     }
                 })
@@ -971,10 +1172,12 @@ impl Director {
                         in_packets: st.packets,
                         in_bytes: st.bytes,
                     },
+                    rate: id.map(|id| self.rates.get((true, id))).unwrap_or_default(),
                     mac: self.macs.get(&sr.address).map(fmt_mac),
                 });
             }
             services.push(ServiceView {
+                rate: self.rates.get((false, sid)),
                 spec: s.spec.clone(),
                 stats: StatsView {
                     conns: st.conns,
@@ -987,6 +1190,7 @@ impl Director {
         Listing {
             conn_table_size: self.dp.limits.max_conns,
             services,
+            groups: self.table.groups.clone(),
         }
     }
 }

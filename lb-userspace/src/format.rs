@@ -126,6 +126,8 @@ mod tests {
     fn real(a: &str, port: u16, w: u32, act: u64, inact: u64) -> RealView {
         RealView {
             spec: RealSpec {
+                u_threshold: 0,
+                l_threshold: 0,
                 address: a.parse().unwrap(),
                 port,
                 weight: w,
@@ -150,6 +152,7 @@ mod tests {
                 ServiceView {
                     spec: ServiceSpec {
                         addr: ServiceAddr {
+                            fwmark: 0,
                             protocol: Protocol::Tcp,
                             address: "10.0.0.100".parse().unwrap(),
                             port: 80,
@@ -166,6 +169,7 @@ mod tests {
                 ServiceView {
                     spec: ServiceSpec {
                         addr: ServiceAddr {
+                            fwmark: 0,
                             protocol: Protocol::Udp,
                             address: "2001:db8::100".parse().unwrap(),
                             port: 53,
@@ -228,6 +232,7 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
         );
         let spec = ServiceSpec {
             addr: ServiceAddr {
+                fwmark: 0,
                 protocol: Protocol::Udp,
                 address: "10.0.0.100".parse().unwrap(),
                 port: 53,
@@ -264,6 +269,7 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
             services: vec![ServiceView {
                 spec: ServiceSpec {
                     addr: ServiceAddr {
+                        fwmark: 0,
                         protocol: Protocol::Tcp,
                         address: "10.0.0.100".parse().unwrap(),
                         port: 80,

@@ -176,6 +176,11 @@ impl CheckSpec {
         s
     }
 
+    /// Whether the check probes a port (icmp and external ones do not).
+    pub fn needs_port(&self) -> bool {
+        !matches!(self.kind, CheckKind::Icmp | CheckKind::External)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !(self.interval > 0.0 && self.interval <= 3600.0) {
             return Err(format!(

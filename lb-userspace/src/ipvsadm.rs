@@ -231,6 +231,7 @@ impl Cli {
         };
         let (address, port) = parse_addr_port(s)?;
         Ok(ServiceAddr {
+            fwmark: 0,
             protocol,
             address,
             port,
@@ -273,6 +274,8 @@ impl Cli {
             return Err(format!("-w: weight {weight} out of range (0..=65535)"));
         }
         Ok(RealSpec {
+            u_threshold: 0,
+            l_threshold: 0,
             address,
             port,
             weight,

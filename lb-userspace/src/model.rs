@@ -38,6 +38,16 @@ pub enum ModelError {
     OnePacketTcp,
     #[error("scheduler flag {flag} does not apply to scheduler {sched}")]
     FlagMismatch { flag: String, sched: Scheduler },
+    #[error("lower threshold {1} is above the upper threshold {0}")]
+    Thresholds(u32, u32),
+    #[error("fwmark must be greater than 0")]
+    Fwmark,
+    #[error("port group member {0} {1}")]
+    GroupMember(String, String),
+    #[error("no port group with fwmark {0}")]
+    NoGroup(u32),
+    #[error("{0} is a member of port group {1}: use -f {1}")]
+    InGroup(String, u32),
 }
 
 #[derive(
@@ -75,18 +85,57 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A virtual service's identity: (protocol, VIP, port).
+/// A virtual service's identity: (protocol, VIP, port), or a port group's
+/// fwmark (ipvsadm -f N): then `address` is the unspecified address of the
+/// group's family, `protocol` TCP and `port` 0, and the group's members
+/// ([`Table::groups`]) say which (protocol, VIP, port) it serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceAddr {
+    /// Port group (fwmark) of the service; 0 = a plain (protocol, VIP, port).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fwmark: u32,
     pub protocol: Protocol,
     pub address: IpAddr,
     pub port: u16,
 }
 
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 impl ServiceAddr {
-    /// ipvsadm's sort order: family, protocol, address, port.
-    fn sort_key(&self) -> (u8, Protocol, IpAddr, u16) {
+    pub fn new(protocol: Protocol, address: IpAddr, port: u16) -> ServiceAddr {
+        ServiceAddr {
+            fwmark: 0,
+            protocol,
+            address,
+            port,
+        }
+    }
+
+    /// The service of port group `mark` (IPv6 with `v6`, as ipvsadm -f N -6).
+    pub fn fwmark(mark: u32, v6: bool) -> ServiceAddr {
+        ServiceAddr {
+            fwmark: mark,
+            protocol: Protocol::Tcp,
+            address: if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            },
+            port: 0,
+        }
+    }
+
+    pub fn is_fwmark(&self) -> bool {
+        self.fwmark != 0
+    }
+
+    /// ipvsadm's sort order: fwmark (plain services first), family,
+    /// protocol, address, port.
+    fn sort_key(&self) -> (u32, u8, Protocol, IpAddr, u16) {
         (
+            self.fwmark,
             family_rank(&self.address),
             self.protocol,
             self.address,
@@ -130,6 +179,10 @@ pub fn fmt_addr_port(addr: &IpAddr, port: u16) -> String {
 
 impl fmt::Display for ServiceAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_fwmark() {
+            let v6 = if self.address.is_ipv6() { " ipv6" } else { "" };
+            return write!(f, "fwmark {}{v6}", self.fwmark);
+        }
         write!(
             f,
             "{} {}",
@@ -158,10 +211,12 @@ pub enum Scheduler {
     Sh,
     Dh,
     Twos,
+    Lblc,
+    Lblcr,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 12] = [
+    pub const ALL: [Scheduler; 14] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Mh,
@@ -174,6 +229,8 @@ impl Scheduler {
         Scheduler::Sh,
         Scheduler::Dh,
         Scheduler::Twos,
+        Scheduler::Lblc,
+        Scheduler::Lblcr,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -189,6 +246,8 @@ impl Scheduler {
             Scheduler::Sh => "sh",
             Scheduler::Dh => "dh",
             Scheduler::Twos => "twos",
+            Scheduler::Lblc => "lblc",
+            Scheduler::Lblcr => "lblcr",
         }
     }
     pub fn id(self) -> u8 {
@@ -206,13 +265,20 @@ impl Scheduler {
             Scheduler::Sh => sched::SH,
             Scheduler::Dh => sched::DH,
             Scheduler::Twos => sched::TWOS,
+            Scheduler::Lblc => sched::LBLC,
+            Scheduler::Lblcr => sched::LBLCR,
         }
     }
     /// Picks by live connection counts in the data plane.
     pub fn is_dynamic(self) -> bool {
         matches!(
             self,
-            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
+            Scheduler::Lc
+                | Scheduler::Wlc
+                | Scheduler::Sed
+                | Scheduler::Nq
+                | Scheduler::Lblc
+                | Scheduler::Lblcr
         )
     }
 }
@@ -225,7 +291,7 @@ impl fmt::Display for Scheduler {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "unknown scheduler '{0}' (supported: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh, twos)"
+    "unknown scheduler '{0}' (supported: rr, wrr, lc, wlc, sed, nq, lblc, lblcr, dh, sh, mh, fo, ovf, twos)"
 )]
 pub struct UnknownScheduler(pub String);
 
@@ -317,7 +383,7 @@ impl ServiceSpec {
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.addr.port == 0 && self.persistent.is_none() {
+        if self.addr.port == 0 && !self.addr.is_fwmark() && self.persistent.is_none() {
             return Err(ModelError::PortZeroNotPersistent);
         }
         let max = if self.addr.address.is_ipv4() { 32 } else { 128 };
@@ -364,6 +430,24 @@ pub struct RealSpec {
     pub weight: u32,
     #[serde(default)]
     pub forward: Forward,
+    /// Upper connection threshold (-x; 0 = none): at active + inactive >=
+    /// this, no new connections until below the lower threshold.
+    #[serde(default)]
+    pub u_threshold: u32,
+    /// Lower connection threshold (-y; 0 = 3/4 of the upper one).
+    #[serde(default)]
+    pub l_threshold: u32,
+}
+
+/// A port group: the (protocol, VIP, port) entries one fwmark service
+/// serves, sharing its scheduler, real servers and persistence (what an
+/// iptables MARK rule does for IPVS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PortGroup {
+    /// A name for the operator (YAML `port_groups[].name`).
+    #[serde(default)]
+    pub name: String,
+    pub members: Vec<ServiceAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,13 +461,83 @@ pub struct Service {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     pub services: BTreeMap<ServiceAddr, Service>,
+    /// Port groups by fwmark.
+    #[serde(default)]
+    pub groups: BTreeMap<u32, PortGroup>,
 }
 
 impl Table {
+    /// The group (fwmark) a (protocol, VIP, port) entry belongs to.
+    pub fn group_of(&self, a: &ServiceAddr) -> Option<u32> {
+        self.groups
+            .iter()
+            .find(|(_, g)| g.members.contains(a))
+            .map(|(m, _)| *m)
+    }
+
+    /// Declares (or replaces) port group `mark`. Members are plain
+    /// (protocol, VIP, port) entries of one family, not services of their
+    /// own and not in another group.
+    pub fn set_group(&mut self, mark: u32, group: PortGroup) -> Result<(), ModelError> {
+        if mark == 0 {
+            return Err(ModelError::Fwmark);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &group.members {
+            if m.is_fwmark() {
+                return Err(ModelError::GroupMember(m.to_string(), "is a fwmark".into()));
+            }
+            if m.port == 0 {
+                return Err(ModelError::GroupMember(m.to_string(), "needs a port".into()));
+            }
+            if !seen.insert(*m) {
+                return Err(ModelError::GroupMember(m.to_string(), "is listed twice".into()));
+            }
+            if family_rank(&m.address) != family_rank(&group.members[0].address) {
+                return Err(ModelError::GroupMember(
+                    m.to_string(),
+                    "mixes address families in one group".into(),
+                ));
+            }
+            if self.services.contains_key(m) {
+                return Err(ModelError::GroupMember(
+                    m.to_string(),
+                    "is also a virtual service of its own".into(),
+                ));
+            }
+            if let Some(other) = self.group_of(m).filter(|o| *o != mark) {
+                return Err(ModelError::GroupMember(
+                    m.to_string(),
+                    format!("is already in port group {other}"),
+                ));
+            }
+        }
+        if let (Some(first), Some(svc)) = (
+            group.members.first(),
+            self.services.keys().find(|a| a.fwmark == mark),
+        ) {
+            if family_rank(&first.address) != family_rank(&svc.address) {
+                return Err(ModelError::GroupMember(
+                    first.to_string(),
+                    format!("is not of the family of service {svc}"),
+                ));
+            }
+        }
+        self.groups.insert(mark, group);
+        Ok(())
+    }
+
+    pub fn del_group(&mut self, mark: u32) -> Result<(), ModelError> {
+        self.groups.remove(&mark).map(|_| ()).ok_or(ModelError::NoGroup(mark))
+    }
+
     pub fn add_service(&mut self, spec: ServiceSpec) -> Result<(), ModelError> {
         spec.validate()?;
         if self.services.contains_key(&spec.addr) {
             return Err(ModelError::ServiceExists);
+        }
+        if let Some(m) = self.group_of(&spec.addr) {
+            return Err(ModelError::InGroup(spec.addr.to_string(), m));
         }
         self.services.insert(
             spec.addr,
@@ -412,6 +566,8 @@ impl Table {
             .ok_or(ModelError::NoService)
     }
 
+    /// ipvsadm -C: every virtual service goes (port groups stay, as
+    /// iptables MARK rules survive an ipvsadm -C).
     pub fn clear(&mut self) {
         self.services.clear();
     }
@@ -420,6 +576,9 @@ impl Table {
     fn normalise(svc: &ServiceSpec, mut real: RealSpec) -> Result<RealSpec, ModelError> {
         if real.weight > MAX_WEIGHT {
             return Err(ModelError::Weight(real.weight));
+        }
+        if real.l_threshold > real.u_threshold && real.u_threshold != 0 {
+            return Err(ModelError::Thresholds(real.u_threshold, real.l_threshold));
         }
         if family_rank(&real.address) != family_rank(&svc.addr.address) {
             return Err(ModelError::FamilyMismatch {
@@ -471,6 +630,7 @@ mod tests {
     fn svc(port: u16) -> ServiceSpec {
         ServiceSpec {
             addr: ServiceAddr {
+                fwmark: 0,
                 protocol: Protocol::Tcp,
                 address: "192.0.2.100".parse().unwrap(),
                 port,
@@ -485,6 +645,8 @@ mod tests {
 
     fn real(a: &str, port: u16, weight: u32) -> RealSpec {
         RealSpec {
+            u_threshold: 0,
+            l_threshold: 0,
             address: a.parse().unwrap(),
             port,
             weight,

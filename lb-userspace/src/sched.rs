@@ -39,6 +39,8 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
         | Scheduler::Nq
         | Scheduler::Fo
         | Scheduler::Ovf
+        | Scheduler::Lblc
+        | Scheduler::Lblcr
         | Scheduler::Twos => c
             .iter()
             .take(lb_common::sched::MAX_DYNAMIC)

@@ -295,6 +295,8 @@ fn known_flow_stays_on_its_real_server_after_weight_changes() {
     tab.edit_real(
         &svc,
         RealSpec {
+            u_threshold: 0,
+            l_threshold: 0,
             weight: 0,
             ..*tab.services[&svc]
                 .reals
