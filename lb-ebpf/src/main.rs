@@ -1226,7 +1226,6 @@ fn new_conn<const MODE: u8>(ctx: &XdpContext) -> Result<u32, u32> {
     };
     let svc = &sc.svc;
     let now = sc.now;
-    let is_tcp = sc.key.proto == PROTO_TCP;
     let one_packet = svc.flags & svc_flags::ONE_PACKET != 0;
     let persist = svc.flags & svc_flags::PERSISTENT != 0;
     let hit = if persist {

@@ -129,6 +129,9 @@ pub struct HealthView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealView {
+    /// Slot of the real server in the data plane (--nosort order).
+    #[serde(default)]
+    pub id: u32,
     pub spec: RealSpec,
     /// Health-check state (None: not checked).
     pub health: Option<HealthView>,
@@ -150,6 +153,9 @@ pub struct RealView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceView {
+    /// Id of the service in the data plane (--nosort order).
+    #[serde(default)]
+    pub id: u32,
     pub spec: ServiceSpec,
     pub stats: StatsView,
     #[serde(default)]

@@ -35,6 +35,9 @@ pub struct Daemon {
     pub config_path: Option<PathBuf>,
     /// Health checks the configuration declares.
     pub checks: Vec<(ServiceAddr, IpAddr, CheckSpec)>,
+    /// The configuration last applied (interface, mode and limits for
+    /// `lbadm export`).
+    pub base: Config,
 }
 
 type CheckKey = (ServiceAddr, IpAddr);
@@ -286,20 +289,82 @@ impl Daemon {
             warn!("SIGHUP without --config: nothing to reload");
             return;
         };
-        let res = Config::load(&p).map_err(anyhow::Error::from).and_then(|c| {
-            let t = c.table(&p.display().to_string())?;
-            self.director.apply(t)?;
-            self.director.set_policies(c.policies());
-            if let Some(t) = &c.timeouts {
-                self.director.set_timeouts(t.tcp, t.tcpfin, t.udp);
-            }
-            self.checks = c.checks();
-            Ok(())
-        });
+        let file = p.display().to_string();
+        let res = Config::load(&p)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| self.apply_config(c, &file, false));
         match res {
-            Ok(()) => info!(config = %p.display(), "configuration reloaded"),
+            Ok(changes) => info!(config = %p.display(), changes = changes.len(), "configuration reloaded"),
             Err(e) => error!("reload refused, running state unchanged: {e:#}"),
         }
+    }
+
+    /// Applies a whole (validated) configuration: the table's difference,
+    /// health policies, checks, timeouts and expire_nodest_conn, all or
+    /// nothing. Limits, interface and mode need a restart and must match.
+    pub fn apply_config(&mut self, c: Config, file: &str, dry_run: bool) -> Result<Vec<String>> {
+        let table = c.table(file)?;
+        if c.limits != self.base.limits {
+            anyhow::bail!("{file}: limits differ from the running ones: they need a restart of lbd");
+        }
+        let mut changes = crate::apply::diff(&self.director.table, &table);
+        let t = c.timeouts.unwrap_or(crate::config::TimeoutsCfg {
+            tcp: 0,
+            tcpfin: 0,
+            udp: 0,
+        });
+        if c.policies() != *self.director.policies() {
+            changes.push("~ health policies (on_failure, sorry server, quorum)".into());
+        }
+        if c.checks() != self.checks {
+            changes.push("~ health checks".into());
+        }
+        if c.expire_nodest_conn != self.director.expire_nodest() {
+            changes.push(format!("~ expire_nodest_conn -> {}", c.expire_nodest_conn));
+        }
+        if dry_run {
+            return Ok(changes);
+        }
+        let old = self.director.policies().clone();
+        self.director.set_policies(c.policies());
+        if let Err(e) = self.director.apply(table) {
+            self.director.set_policies(old);
+            return Err(e.into());
+        }
+        self.director.set_timeouts(t.tcp, t.tcpfin, t.udp);
+        self.director.set_expire_nodest(c.expire_nodest_conn)?;
+        self.checks = c.checks();
+        self.base = c;
+        Ok(changes)
+    }
+
+    /// `lbadm export`: the running state as YAML.
+    pub fn export(&self) -> Result<String> {
+        let c = crate::apply::export(
+            &self.base,
+            &self.director.table,
+            self.director.policies(),
+            &self.checks,
+            self.director.get_timeouts(),
+            self.director.expire_nodest(),
+        );
+        let head = "# lbd configuration exported by `lbadm export` (the running state)\n";
+        Ok(format!("{head}{}", serde_yaml::to_string(&c)?))
+    }
+
+    /// Control requests that need the whole daemon (config, checks).
+    fn serve(&mut self, req: Request) -> Response {
+        let r = match req {
+            Request::Apply { yaml, file, dry_run } => Config::parse(&yaml, &file)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| self.apply_config(c, &file, dry_run))
+                .map(|changes| Response::Applied { changes }),
+            Request::Export => self.export().map(|yaml| Response::Export { yaml }),
+            other => return handle(&mut self.director, other),
+        };
+        r.unwrap_or_else(|e| Response::Error {
+            message: format!("{e:#}"),
+        })
     }
 
     fn health_event(&mut self, ev: HealthEvent) {
@@ -369,8 +434,10 @@ impl Daemon {
                             | Request::Version
                             | Request::GetTimeouts
                             | Request::SetTimeouts { .. }
+                            | Request::Zero { .. }
+                            | Request::Export
                     );
-                    let resp = handle(&mut self.director, req);
+                    let resp = self.serve(req);
                     let _ = reply.send(resp);
                     if changes {
                         // New real servers need their MACs now, not at the next tick.
@@ -389,6 +456,7 @@ impl Daemon {
                     }
                 }
                 _ = sweep_tick.tick() => {
+                    self.director.sample_rates();
                     sweeps += 1;
                     if !big_table || sweeps.is_multiple_of(5) {
                         let counts = self.director.sweep(true);

@@ -799,6 +799,10 @@ impl Director {
         )
     }
 
+    pub fn policies(&self) -> &HashMap<ServiceAddr, ServicePolicy> {
+        &self.policies
+    }
+
     /// Replaces the per-service health policies; every service is rebuilt at
     /// the next apply.
     pub fn set_policies(&mut self, p: HashMap<ServiceAddr, ServicePolicy>) {
@@ -1126,6 +1130,7 @@ impl Director {
                     let remove =
                         self.policies.get(a).map(|p| p.on_failure) == Some(OnFailure::Remove);
                     RealView {
+                        id,
                         health: health.map(|v| HealthView {
                             up: v.up,
                             reason: v.reason.clone(),
@@ -1157,6 +1162,7 @@ impl Director {
                     .and_then(|id| counts.get(&id).copied())
                     .unwrap_or_default();
                 reals.push(RealView {
+                    id: id.unwrap_or(u32::MAX),
                     spec: sr,
                     health: Some(HealthView {
                         up: true,
@@ -1177,6 +1183,7 @@ impl Director {
                 });
             }
             services.push(ServiceView {
+                id: sid,
                 rate: self.rates.get((false, sid)),
                 spec: s.spec.clone(),
                 stats: StatsView {

@@ -13,7 +13,11 @@ use clap::{ArgGroup, Parser, Subcommand};
 
 use crate::{
     control::{Request, DEFAULT_SOCKET},
-    model::{Forward, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec},
+    format::Fmt,
+    model::{
+        Forward, PortGroup, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec,
+    },
+    resolve::Names,
 };
 
 /// ipvsadm-compatible administration of the XDP director (lbd).
@@ -24,7 +28,8 @@ use crate::{
     args_conflicts_with_subcommands = true,
     group(ArgGroup::new("command").args([
         "add_service", "edit_service", "delete_service", "clear",
-        "add_server", "edit_server", "delete_server", "list", "set"
+        "add_server", "edit_server", "delete_server", "list", "set",
+        "save", "restore", "zero", "start_daemon", "stop_daemon"
     ]))
 )]
 pub struct Cli {
@@ -55,6 +60,22 @@ pub struct Cli {
     /// List the table (also -l).
     #[arg(short = 'L', short_alias = 'l', long = "list")]
     pub list: bool,
+    /// Print the table as ipvsadm rules (ipvsadm-save; -Sn numeric).
+    #[arg(short = 'S', long = "save")]
+    pub save: bool,
+    /// Read ipvsadm rules (-A/-a/... lines, as -S prints them) from stdin and
+    /// apply them all at once, or none if a line fails.
+    #[arg(short = 'R', long = "restore")]
+    pub restore: bool,
+    /// Zero the packet, byte and rate counters (of one service with -t/-u/-f).
+    #[arg(short = 'Z', long = "zero")]
+    pub zero: bool,
+    /// Connection synchronisation daemon: not implemented (refused).
+    #[arg(long = "start-daemon", value_name = "STATE")]
+    pub start_daemon: Option<String>,
+    /// Connection synchronisation daemon: not implemented (refused).
+    #[arg(long = "stop-daemon", value_name = "STATE")]
+    pub stop_daemon: Option<String>,
 
     /// TCP virtual service: host[:port], IPv6 as [addr]:port.
     #[arg(short = 't', long = "tcp-service", value_name = "SERVICE-ADDRESS")]
@@ -62,7 +83,13 @@ pub struct Cli {
     /// UDP virtual service.
     #[arg(short = 'u', long = "udp-service", value_name = "SERVICE-ADDRESS")]
     pub udp: Option<String>,
-    /// Scheduler: rr, wrr, mh, lc, wlc, sed, nq, fo, ovf, sh, dh, twos (default wlc, as ipvsadm).
+    /// Port-group (fwmark) service: the group declared with this mark.
+    #[arg(short = 'f', long = "fwmark-service", value_name = "FWMARK")]
+    pub fwmark: Option<u32>,
+    /// With -f: an IPv6 port group.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Scheduler: rr, wrr, lc, wlc, sed, nq, lblc, lblcr, dh, sh, mh, fo, ovf, twos (default wlc, as ipvsadm).
     #[arg(short = 's', long = "scheduler")]
     pub scheduler: Option<String>,
     /// Persistent service, optional timeout in seconds (default 360).
@@ -108,6 +135,36 @@ pub struct Cli {
     /// Weight 0..65535 (0 = quiescent), default 1.
     #[arg(short = 'w', long = "weight")]
     pub weight: Option<u32>,
+    /// Upper connection threshold: over it no new connections (0 = none).
+    #[arg(short = 'x', long = "u-threshold")]
+    pub u_threshold: Option<u32>,
+    /// Lower connection threshold: new connections again below it (0 = 3/4 of the upper).
+    #[arg(short = 'y', long = "l-threshold")]
+    pub l_threshold: Option<u32>,
+    /// Listing: packet, byte and connection counters.
+    #[arg(long)]
+    pub stats: bool,
+    /// Listing: rates per second.
+    #[arg(long)]
+    pub rate: bool,
+    /// Listing: exact numbers (no K/M/G).
+    #[arg(short = 'X', long)]
+    pub exact: bool,
+    /// Listing: connection thresholds.
+    #[arg(long)]
+    pub thresholds: bool,
+    /// Listing: persistence templates per real server.
+    #[arg(long = "persistent-conn")]
+    pub persistent_conn: bool,
+    /// Listing: the sync daemon's state (none runs: prints nothing).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Listing: services and real servers in the order they were created.
+    #[arg(long)]
+    pub nosort: bool,
+    /// Listing: sorted (the default).
+    #[arg(long)]
+    pub sort: bool,
     /// Numeric output (addresses and ports are always printed numerically).
     #[arg(short = 'n', long = "numeric")]
     pub numeric: bool,
@@ -133,6 +190,51 @@ pub enum Sub {
     },
     /// Show the XDP program's director-wide counters.
     Counters,
+    /// Apply a YAML configuration to the running daemon: validated, the
+    /// difference applied at once (established connections stay).
+    Apply {
+        /// The configuration file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the running state as a YAML configuration (lbd --config takes it).
+    Export,
+    /// Port groups (what fwmark services serve).
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupAction {
+    /// Declare or replace group FWMARK with these members.
+    Set {
+        fwmark: u32,
+        /// A name for the operator.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// TCP members VIP:PORT.
+        #[arg(short = 't', long = "tcp-service")]
+        tcp: Vec<String>,
+        /// UDP members VIP:PORT.
+        #[arg(short = 'u', long = "udp-service")]
+        udp: Vec<String>,
+    },
+    /// Remove group FWMARK.
+    Del { fwmark: u32 },
+    /// List the groups.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,9 +264,54 @@ pub struct RsArgs {
 #[derive(Debug, PartialEq)]
 pub enum Action {
     Send(Request),
-    List,
+    /// A listing (of one service when given), in format `Fmt`.
+    List(Option<ServiceAddr>, Fmt),
     ListConns,
+    /// -S: the rules.
+    Save(Fmt),
+    /// -R: rules from stdin.
+    Restore,
+    /// --daemon: no sync daemon runs, nothing to print.
+    ListDaemon,
     Version,
+}
+
+/// The requests of ipvsadm rule lines (-R input): each line parsed as a
+/// command line; the first bad one is named with its line number. Blank
+/// lines and # comments are skipped.
+pub fn restore_requests(text: &str) -> Result<Vec<Request>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let argv = std::iter::once("lbadm").chain(l.split_whitespace());
+        let cli = Cli::try_parse_from(argv).map_err(|e| {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+            format!("line {}: {first}", i + 1)
+        })?;
+        match cli.action() {
+            Ok(Action::Send(r)) if is_table_edit(&r) => out.push(r),
+            Ok(_) => return Err(format!("line {}: not a rule: {l}", i + 1)),
+            Err(e) => return Err(format!("line {}: {e}", i + 1)),
+        }
+    }
+    Ok(out)
+}
+
+fn is_table_edit(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::AddService { .. }
+            | Request::EditService { .. }
+            | Request::DelService { .. }
+            | Request::Clear
+            | Request::AddReal { .. }
+            | Request::EditReal { .. }
+            | Request::DelReal { .. }
+    )
 }
 
 /// Parses ipvsadm's -M: a dotted IPv4 netmask or a prefix length.
@@ -184,14 +331,24 @@ pub fn parse_netmask(s: &str, v4: bool) -> Result<u8, String> {
     Err(format!("-M: invalid netmask '{s}'"))
 }
 
-/// Parses `host[:port]`, `[v6]:port` or bare `v6`; port absent = 0.
+/// Parses `host[:port]`, `[v6]:port` or bare `v6`; port absent = 0. Host
+/// and port may be names (hosts and services files, as ipvsadm).
 pub fn parse_addr_port(s: &str) -> Result<(IpAddr, u16), String> {
+    parse_addr_port_names(s, Protocol::Tcp, &Names::system())
+}
+
+pub fn parse_addr_port_names(s: &str, proto: Protocol, names: &Names) -> Result<(IpAddr, u16), String> {
     let bad = || format!("invalid address '{s}'");
+    let port_of = |p: &str| {
+        names
+            .port(p, proto)
+            .ok_or_else(|| format!("invalid port in '{s}' (not a number nor a {proto} service name)"))
+    };
     if let Some(rest) = s.strip_prefix('[') {
         let (a, tail) = rest.split_once(']').ok_or_else(bad)?;
         let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
         let port = match tail.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| format!("invalid port in '{s}'"))?,
+            Some(p) => port_of(p)?,
             None if tail.is_empty() => 0,
             None => return Err(bad()),
         };
@@ -200,9 +357,20 @@ pub fn parse_addr_port(s: &str) -> Result<(IpAddr, u16), String> {
     if let Ok(a) = s.parse::<IpAddr>() {
         return Ok((a, 0));
     }
-    let (a, p) = s.rsplit_once(':').ok_or_else(bad)?;
-    let addr: IpAddr = a.parse().map_err(|_| bad())?;
-    let port = p.parse().map_err(|_| format!("invalid port in '{s}'"))?;
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, port_of(p)?),
+        None => (s, 0),
+    };
+    if let Ok(a) = host.parse::<IpAddr>() {
+        return Ok((a, port));
+    }
+    // A dotted-quad that does not parse is a bad address, not a name.
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(bad());
+    }
+    let addr = names
+        .host(host)
+        .ok_or_else(|| format!("invalid address '{s}' (host '{host}' does not resolve)"))?;
     Ok((addr, port))
 }
 
@@ -223,19 +391,32 @@ impl Cli {
     }
 
     fn service(&self) -> Result<ServiceAddr, String> {
-        let (protocol, s) = match (&self.tcp, &self.udp) {
-            (Some(t), None) => (Protocol::Tcp, t),
-            (None, Some(u)) => (Protocol::Udp, u),
-            (None, None) => return Err("a service is required: -t|-u VIP[:PORT]".into()),
-            (Some(_), Some(_)) => return Err("only one of -t and -u may be given".into()),
+        let (protocol, s) = match (&self.tcp, &self.udp, self.fwmark) {
+            (Some(t), None, None) => (Protocol::Tcp, t),
+            (None, Some(u), None) => (Protocol::Udp, u),
+            (None, None, Some(0)) => return Err("-f: fwmark must be greater than 0".into()),
+            (None, None, Some(m)) => return Ok(ServiceAddr::fwmark(m, self.ipv6)),
+            (None, None, None) => {
+                return Err("a service is required: -t|-u VIP[:PORT] or -f FWMARK".into())
+            }
+            _ => return Err("only one of -t, -u and -f may be given".into()),
         };
-        let (address, port) = parse_addr_port(s)?;
-        Ok(ServiceAddr {
-            fwmark: 0,
-            protocol,
-            address,
-            port,
-        })
+        let (address, port) = parse_addr_port_names(s, protocol, &Names::system())?;
+        Ok(ServiceAddr::new(protocol, address, port))
+    }
+
+    /// The listing options.
+    pub fn fmt(&self) -> Fmt {
+        Fmt {
+            numeric: self.numeric,
+            stats: self.stats,
+            rate: self.rate,
+            thresholds: self.thresholds,
+            persistent_conn: self.persistent_conn,
+            exact: self.exact,
+            nosort: self.nosort && !self.sort,
+            health: self.health,
+        }
     }
 
     fn service_spec(&self) -> Result<ServiceSpec, String> {
@@ -268,14 +449,23 @@ impl Cli {
             .real
             .as_deref()
             .ok_or("a real server is required: -r SERVER[:PORT]")?;
-        let (address, port) = parse_addr_port(r)?;
+        let proto = if self.udp.is_some() {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        let (address, port) = parse_addr_port_names(r, proto, &Names::system())?;
         let weight = self.weight.unwrap_or(1);
         if weight > crate::model::MAX_WEIGHT {
             return Err(format!("-w: weight {weight} out of range (0..=65535)"));
         }
+        let (u, l) = (self.u_threshold.unwrap_or(0), self.l_threshold.unwrap_or(0));
+        if u != 0 && l > u {
+            return Err(format!("-y: lower threshold {l} is above the upper threshold {u} (-x)"));
+        }
         Ok(RealSpec {
-            u_threshold: 0,
-            l_threshold: 0,
+            u_threshold: u,
+            l_threshold: l,
             address,
             port,
             weight,
@@ -294,7 +484,21 @@ impl Cli {
         if self.ipip {
             return Err("-i (tunnelling) is not supported: this director forwards by direct routing only (-g)".into());
         }
-        Ok(if self.add_service {
+        if self.start_daemon.is_some() || self.stop_daemon.is_some() {
+            return Err("--start-daemon/--stop-daemon: connection synchronisation is not implemented by this director".into());
+        }
+        Ok(if self.save {
+            Action::Save(self.fmt())
+        } else if self.restore {
+            Action::Restore
+        } else if self.zero {
+            let service = if self.tcp.is_some() || self.udp.is_some() || self.fwmark.is_some() {
+                Some(self.service()?)
+            } else {
+                None
+            };
+            Action::Send(Request::Zero { service })
+        } else if self.add_service {
             Action::Send(Request::AddService {
                 service: self.service_spec()?,
             })
@@ -333,9 +537,52 @@ impl Cli {
             Action::Send(Request::GetTimeouts)
         } else if self.connection {
             Action::ListConns
+        } else if self.daemon {
+            Action::ListDaemon
         } else {
-            // -L, or no command at all (ipvsadm lists then).
-            Action::List
+            // -L, or no command at all (ipvsadm lists then); one service
+            // with -t/-u/-f.
+            let one = if self.tcp.is_some() || self.udp.is_some() || self.fwmark.is_some() {
+                Some(self.service()?)
+            } else {
+                None
+            };
+            Action::List(one, self.fmt())
+        })
+    }
+}
+
+impl GroupAction {
+    /// The request of `lbadm group set|del`.
+    pub fn request(&self) -> Result<Option<Request>, String> {
+        Ok(match self {
+            GroupAction::Set {
+                fwmark,
+                name,
+                tcp,
+                udp,
+            } => {
+                let names = Names::system();
+                let mut members = Vec::new();
+                for (proto, list) in [(Protocol::Tcp, tcp), (Protocol::Udp, udp)] {
+                    for m in list {
+                        let (a, p) = parse_addr_port_names(m, proto, &names)?;
+                        members.push(ServiceAddr::new(proto, a, p));
+                    }
+                }
+                if members.is_empty() {
+                    return Err("a port group needs members: -t|-u VIP:PORT ...".into());
+                }
+                Some(Request::SetGroup {
+                    fwmark: *fwmark,
+                    group: PortGroup {
+                        name: name.clone(),
+                        members,
+                    },
+                })
+            }
+            GroupAction::Del { fwmark } => Some(Request::DelGroup { fwmark: *fwmark }),
+            GroupAction::List => None,
         })
     }
 }
@@ -406,7 +653,7 @@ mod tests {
             Ok(Action::Send(Request::DelService { .. }))
         ));
         assert_eq!(action("-C").unwrap(), Action::Send(Request::Clear));
-        assert_eq!(action("-Ln").unwrap(), Action::List);
+        assert_eq!(action("-Ln").unwrap(), Action::List(None, Fmt { numeric: true, ..Default::default() }));
         assert_eq!(action("-Lnc").unwrap(), Action::ListConns);
         assert_eq!(
             action("--set 3600 60 0").unwrap(),
@@ -433,8 +680,8 @@ mod tests {
             .unwrap_err()
             .contains("-M"));
         assert!(action("-A -t [2001:db8::1]:80 -p -M 64").is_ok());
-        assert_eq!(action("-l -n").unwrap(), Action::List);
-        assert_eq!(action("").unwrap(), Action::List);
+        assert_eq!(action("-l -n").unwrap(), Action::List(None, Fmt { numeric: true, ..Default::default() }));
+        assert_eq!(action("").unwrap(), Action::List(None, Fmt::default()));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use std::io::Read as _;
+
+use clap::{CommandFactory, Parser};
 use lb_userspace::{
-    control::{self, Request, Response},
+    control::{self, Listing, Request, Response},
     format,
-    ipvsadm::{Action, Cli, RsAction, Sub},
+    ipvsadm::{self, Action, Cli, RsAction, Sub},
     realserver,
 };
 
@@ -35,6 +37,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => fail(other),
             };
         }
+        Some(Sub::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "lbadm", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Sub::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Sub::Export) => {
+            return match control::call(&cli.socket, Request::Export)? {
+                Response::Export { yaml } => {
+                    print!("{yaml}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        Some(Sub::Apply { file, dry_run }) => {
+            let yaml = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;
+            let req = Request::Apply {
+                yaml,
+                file: file.display().to_string(),
+                dry_run: *dry_run,
+            };
+            return match control::call(&cli.socket, req)? {
+                Response::Applied { changes } => {
+                    if changes.is_empty() {
+                        println!("no change");
+                    }
+                    for c in changes {
+                        println!("{c}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        Some(Sub::Group { action }) => {
+            let req = match action.request() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lbadm: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let Some(req) = req else {
+                let l = list(&cli)?;
+                for (m, g) in &l.groups {
+                    let members: Vec<String> = g.members.iter().map(|a| a.to_string()).collect();
+                    println!("{m} {} {}", if g.name.is_empty() { "-" } else { &g.name }, members.join(" "));
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            return match control::call(&cli.socket, req)? {
+                Response::Ok => Ok(ExitCode::SUCCESS),
+                other => fail(other),
+            };
+        }
         None => {}
     }
     let action = match cli.action() {
@@ -52,19 +114,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Action::List => match control::call(&cli.socket, Request::List)? {
-            Response::Listing { listing } => {
-                if cli.json_output() {
-                    println!("{}", serde_json::to_string_pretty(&listing)?);
-                } else if cli.health {
-                    print!("{}", format::list_health(&listing));
-                } else {
-                    print!("{}", format::list(&listing));
+        Action::List(one, fmt) => {
+            let mut listing = list(&cli)?;
+            if let Some(a) = one {
+                listing.services.retain(|s| s.spec.addr == a);
+                if listing.services.is_empty() {
+                    eprintln!("lbadm: No such service");
+                    return Ok(ExitCode::from(1));
                 }
-                Ok(ExitCode::SUCCESS)
             }
-            other => fail(other),
-        },
+            if cli.json_output() {
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+            } else {
+                print!("{}", format::listing(&listing, &fmt));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Save(fmt) => {
+            print!("{}", format::rules(&list(&cli)?, &fmt));
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::ListDaemon => Ok(ExitCode::SUCCESS),
+        Action::Restore => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let requests = match ipvsadm::restore_requests(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lbadm: -R: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            match control::call(&cli.socket, Request::Batch { requests })? {
+                Response::Ok => Ok(ExitCode::SUCCESS),
+                other => fail(other),
+            }
+        }
         Action::ListConns => {
             match control::call(&cli.socket, Request::ListConns { limit: 1_000_000 })? {
                 Response::Conns { conns } => {
@@ -86,6 +171,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             other => fail(other),
         },
+    }
+}
+
+fn list(cli: &Cli) -> anyhow::Result<Listing> {
+    match control::call(&cli.socket, Request::List)? {
+        Response::Listing { listing } => Ok(listing),
+        Response::Error { message } => anyhow::bail!("{message}"),
+        other => anyhow::bail!("unexpected response {other:?}"),
     }
 }
 

@@ -122,6 +122,7 @@ async fn run() -> Result<()> {
     if let Some(t) = &config.timeouts {
         director.set_timeouts(t.tcp, t.tcpfin, t.udp);
     }
+    director.set_expire_nodest(config.expire_nodest_conn)?;
     // Resolve MACs before the first apply so rings are complete at once.
     let updates = resolver.resolve(&table_addresses(&table)).await?;
     director.update_macs(&updates)?;
@@ -136,6 +137,7 @@ async fn run() -> Result<()> {
         resolver,
         config_path: args.config.clone(),
         checks: config.checks(),
+        base: config,
     };
     let r = daemon.run(listener).await;
     let _ = std::fs::remove_file(&args.socket);

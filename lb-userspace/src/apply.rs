@@ -1,0 +1,201 @@
+//! `lbadm apply -f` / SIGHUP: the difference between the running table and
+//! a configuration, and `lbadm export`: the running state as a
+//! configuration that `lbd --config` (or `lbadm apply`) reproduces.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use crate::{
+    config::{Config, MemberCfg, Persistence, PortGroupCfg, RealCfg, ServiceCfg, TimeoutsCfg},
+    health::{CheckSpec, ServicePolicy},
+    model::{Table, DEFAULT_PERSISTENCE},
+};
+
+/// One line per change from `old` to `new`: `+` added, `-` removed, `~`
+/// changed (with what changed).
+pub fn diff(old: &Table, new: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for (m, g) in &new.groups {
+        match old.groups.get(m) {
+            None => out.push(format!("+ port group {m} ({} members)", g.members.len())),
+            Some(o) if o != g => out.push(format!("~ port group {m}: members changed")),
+            _ => {}
+        }
+    }
+    for m in old.groups.keys().filter(|m| !new.groups.contains_key(m)) {
+        out.push(format!("- port group {m}"));
+    }
+    for (a, s) in &new.services {
+        let Some(o) = old.services.get(a) else {
+            out.push(format!("+ service {a} {}", s.spec.scheduler));
+            for r in s.reals.values() {
+                out.push(format!("+ real {} to {a} weight {}", r.address, r.weight));
+            }
+            continue;
+        };
+        if o.spec != s.spec {
+            let mut what = Vec::new();
+            if o.spec.scheduler != s.spec.scheduler {
+                what.push(format!("scheduler {} -> {}", o.spec.scheduler, s.spec.scheduler));
+            }
+            if o.spec.persistent != s.spec.persistent {
+                what.push(format!("persistent {:?} -> {:?}", o.spec.persistent, s.spec.persistent));
+            }
+            if what.is_empty() {
+                what.push("flags".into());
+            }
+            out.push(format!("~ service {a}: {}", what.join(", ")));
+        }
+        for (k, r) in &s.reals {
+            match o.reals.get(k) {
+                None => out.push(format!("+ real {} to {a} weight {}", r.address, r.weight)),
+                Some(or) if or != r => {
+                    let mut what = Vec::new();
+                    if or.weight != r.weight {
+                        what.push(format!("weight {} -> {}", or.weight, r.weight));
+                    }
+                    if (or.u_threshold, or.l_threshold) != (r.u_threshold, r.l_threshold) {
+                        what.push(format!(
+                            "thresholds {}/{} -> {}/{}",
+                            or.u_threshold, or.l_threshold, r.u_threshold, r.l_threshold
+                        ));
+                    }
+                    out.push(format!("~ real {} of {a}: {}", r.address, what.join(", ")));
+                }
+                _ => {}
+            }
+        }
+        for (k, r) in &o.reals {
+            if !s.reals.contains_key(k) {
+                out.push(format!("- real {} from {a}", r.address));
+            }
+        }
+    }
+    for a in old.services.keys().filter(|a| !new.services.contains_key(a)) {
+        out.push(format!("- service {a}"));
+    }
+    out
+}
+
+/// The running state as a configuration: `base` gives interface, mode and
+/// limits; the table, policies, checks, timeouts and expire_nodest_conn are
+/// the running ones (so changes made with lbadm appear).
+pub fn export(
+    base: &Config,
+    table: &Table,
+    policies: &HashMap<crate::model::ServiceAddr, ServicePolicy>,
+    checks: &[(crate::model::ServiceAddr, IpAddr, CheckSpec)],
+    timeouts: (u32, u32, u32),
+    expire_nodest_conn: bool,
+) -> Config {
+    let group_name = |m: u32| {
+        table
+            .groups
+            .get(&m)
+            .map(|g| g.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("fwmark{m}"))
+    };
+    let port_groups = table
+        .groups
+        .iter()
+        .map(|(m, g)| PortGroupCfg {
+            name: group_name(*m),
+            fwmark: *m,
+            members: g
+                .members
+                .iter()
+                .map(|a| MemberCfg {
+                    protocol: a.protocol,
+                    address: a.address,
+                    port: a.port,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut services = Vec::new();
+    for (a, s) in &table.services {
+        let check_of = |r: &IpAddr| {
+            checks
+                .iter()
+                .find(|(sa, ra, _)| sa == a && ra == r)
+                .map(|(_, _, c)| c.clone())
+        };
+        let per_real: Vec<Option<CheckSpec>> = s.reals.values().map(|r| check_of(&r.address)).collect();
+        // One check shared by every real server goes to the service.
+        let shared = match per_real.first() {
+            Some(Some(c)) if per_real.iter().all(|x| x.as_ref() == Some(c)) => Some(c.clone()),
+            _ => None,
+        };
+        let full = if a.address.is_ipv4() { 32 } else { 128 };
+        let p = policies.get(a).cloned().unwrap_or(ServicePolicy {
+            quorum: 1,
+            ..Default::default()
+        });
+        let (protocol, address, port, port_group) = if a.is_fwmark() {
+            (None, None, None, Some(group_name(a.fwmark)))
+        } else {
+            (Some(a.protocol), Some(a.address), Some(a.port), None)
+        };
+        // A fwmark service without its group exports the mark.
+        let (port_group, fwmark) = match port_group {
+            Some(_) if !table.groups.contains_key(&a.fwmark) => (None, Some(a.fwmark)),
+            g => (g, None),
+        };
+        services.push(ServiceCfg {
+            protocol,
+            address,
+            port,
+            port_group,
+            fwmark,
+            scheduler: s.spec.scheduler,
+            flags: s.spec.flags.names().iter().map(|x| x.to_string()).collect(),
+            persistent: s.spec.persistent.map(|t| {
+                if t == DEFAULT_PERSISTENCE {
+                    Persistence::Enabled(true)
+                } else {
+                    Persistence::Seconds(t)
+                }
+            }),
+            netmask: s.spec.netmask.filter(|m| *m != full),
+            one_packet: s.spec.one_packet,
+            real_servers: s
+                .reals
+                .values()
+                .zip(per_real)
+                .map(|(r, c)| RealCfg {
+                    address: r.address,
+                    weight: r.weight,
+                    forward: r.forward,
+                    upper_threshold: r.u_threshold,
+                    lower_threshold: r.l_threshold,
+                    health_check: if shared.is_some() { None } else { c },
+                })
+                .collect(),
+            health_check: shared,
+            on_failure: p.on_failure,
+            sorry_server: p.sorry_server,
+            quorum: p.quorum,
+            hysteresis: p.hysteresis,
+        });
+    }
+    let defaults = lb_common::tcp_state::DEFAULT_TIMEOUTS;
+    let t = TimeoutsCfg {
+        tcp: timeouts.0,
+        tcpfin: timeouts.1,
+        udp: timeouts.2,
+    };
+    let default_t = (
+        defaults[lb_common::tcp_state::ESTABLISHED as usize],
+        defaults[lb_common::tcp_state::FIN_WAIT as usize],
+        defaults[lb_common::tcp_state::UDP as usize],
+    );
+    Config {
+        interface: base.interface.clone(),
+        xdp_mode: base.xdp_mode,
+        limits: base.limits.clone(),
+        timeouts: if timeouts == default_t { None } else { Some(t) },
+        expire_nodest_conn,
+        port_groups,
+        services,
+    }
+}
