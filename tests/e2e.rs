@@ -575,3 +575,79 @@ fn wrr_splits_by_weight_and_persistence_pins_a_client() {
         "{list}"
     );
 }
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
+    let lab = lab();
+    // lbd starts empty; the table comes from an ipvsadm-save file.
+    let _lbd = Lbd::start(&lab, "services: []\n");
+    let save = "\
+-A -t 192.0.2.100:80 -s rr
+-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 1
+-a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 1
+-a -t 192.0.2.100:80 -r 192.0.2.13:80 -g -w 1
+";
+    let mut child = std::process::Command::new(paths().lbadm())
+        .args(["-R", "--socket"])
+        .arg(lab.socket())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(save.as_bytes()).unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "lbadm -R failed");
+    // -Sn gives the same rules back, and they forward real traffic.
+    assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), save);
+    wait_for(Duration::from_secs(10), || {
+        lab.curl_vip("/", 2).is_ok_and(|b| b.starts_with("rs"))
+    })
+    .expect("the restored service forwards");
+    let m = tally(&lab, 30);
+    assert_eq!(m.len(), 3, "every real server answers: {m:?}");
+    // A download in flight on each real server (rr over 3 connections).
+    let outs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| std::env::temp_dir().join(format!("{}-apply{i}.out", lab.prefix)))
+        .collect();
+    let mut curls: Vec<Child> = outs
+        .iter()
+        .map(|o| {
+            lab.cmd(&lab.ns("client"), "curl")
+                .args(["-sS", "--max-time", "30", "-o"])
+                .arg(o)
+                .arg(format!("http://{}/slow?s=4", lab::VIP))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    sleep(Duration::from_millis(1000));
+    // lbadm apply: new weights (one server quiesced) and a new scheduler.
+    let cfg = std::env::temp_dir().join(format!("{}-apply.yaml", lab.prefix));
+    std::fs::write(
+        &cfg,
+        "services:\n  - protocol: tcp\n    address: 192.0.2.100\n    port: 80\n    scheduler: wrr\n    real_servers:\n      - {address: 192.0.2.11, weight: 3}\n      - {address: 192.0.2.12, weight: 1}\n      - {address: 192.0.2.13, weight: 0}\n",
+    )
+    .unwrap();
+    let dry = lab.lbadm(&["apply", "-f", cfg.to_str().unwrap(), "--dry-run"]).unwrap();
+    assert!(dry.contains("~ real 192.0.2.13 of tcp 192.0.2.100:80: weight 1 -> 0"), "{dry}");
+    assert!(lab.lbadm(&["-S", "-n"]).unwrap().contains("-s rr"), "dry run changed nothing");
+    let applied = lab.lbadm(&["apply", "-f", cfg.to_str().unwrap()]).unwrap();
+    assert!(applied.contains("scheduler rr -> wrr"), "{applied}");
+    // Every established download finishes on its real server.
+    for (c, o) in curls.iter_mut().zip(&outs) {
+        assert!(c.wait().unwrap().success(), "a transfer broke during apply");
+        let got = std::fs::read_to_string(o).unwrap();
+        let _ = std::fs::remove_file(o);
+        assert_eq!(got.len(), 40 * 1024 + "rsN done\n".len(), "truncated transfer");
+    }
+    let _ = std::fs::remove_file(&cfg);
+    // New connections follow the new weights: never the quiesced server.
+    let m = tally(&lab, 20);
+    assert!(!m.contains_key("rs3"), "{m:?}");
+    // export reproduces the applied state.
+    let exported = lab.lbadm(&["export"]).unwrap();
+    assert!(exported.contains("scheduler: wrr"), "{exported}");
+    assert!(exported.contains("weight: 3"), "{exported}");
+}

@@ -307,7 +307,10 @@ impl Lab {
     pub fn wait_lbd_ready(&self, timeout: Duration) -> Result<()> {
         let r = wait_for(timeout, || {
             self.lbadm(&["-L", "-n", "-o", "json"])
-                .map(|s| !s.contains("\"mac\": null") && s.contains("\"mac\""))
+                .map(|s| {
+                    !s.contains("\"mac\": null")
+                        && (s.contains("\"mac\"") || s.contains("\"services\": []"))
+                })
                 .unwrap_or(false)
         });
         if r.is_err() {
