@@ -159,7 +159,7 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     let calls = if o.quick { 3_000 } else { 20_000 };
     let dir = PinDir::new("bench-hot");
     let limits = Limits {
-        max_services: 16,
+        max_services: 32,
         max_reals: 64,
         max_conns: 1 << 20,
     };
@@ -174,7 +174,10 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
         (81, Scheduler::Wrr),
         (82, Scheduler::Mh),
         (84, Scheduler::Wlc),
-    ] {
+    ]
+    .into_iter()
+    .chain(OTHER_SCHEDS.iter().map(|(p, s, _)| (*p, *s)))
+    {
         let s = svc(Protocol::Tcp, "192.0.2.100", port, sched);
         t.add_service(s.clone()).unwrap();
         for (i, a) in reals.iter().enumerate() {
@@ -276,7 +279,9 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
         (81, "new TCP connection (SYN), wrr"),
         (82, "new TCP connection (SYN), mh"),
         (84, "new TCP connection (SYN), wlc (3 real servers)"),
-    ];
+    ]
+    .into_iter()
+    .chain(OTHER_SCHEDS.iter().map(|(p, _, n)| (*p, *n)));
     for (b, (port, name)) in (1u32..).zip(scheds) {
         let ns = one("lb", &mut |i| {
             let src = format!("198.51.100.{}", (i / 50_000) + b * 3);
@@ -307,6 +312,20 @@ fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     rows_for("hot, repeat 1 per call", &cases, floor1, minimal1, rows);
     Ok(())
 }
+
+/// The other schedulers' new-connection cost (3 real servers each).
+const OTHER_SCHEDS: [(u16, Scheduler, &str); 10] = [
+    (85, Scheduler::Lc, "new TCP connection (SYN), lc"),
+    (86, Scheduler::Sed, "new TCP connection (SYN), sed"),
+    (87, Scheduler::Nq, "new TCP connection (SYN), nq"),
+    (88, Scheduler::Fo, "new TCP connection (SYN), fo"),
+    (89, Scheduler::Ovf, "new TCP connection (SYN), ovf"),
+    (90, Scheduler::Sh, "new TCP connection (SYN), sh"),
+    (91, Scheduler::Dh, "new TCP connection (SYN), dh"),
+    (92, Scheduler::Twos, "new TCP connection (SYN), twos"),
+    (93, Scheduler::Lblc, "new TCP connection (SYN), lblc (two tail calls)"),
+    (94, Scheduler::Lblcr, "new TCP connection (SYN), lblcr (two or three tail calls)"),
+];
 
 /// Cold: maps populated at scale, a different flow on every call.
 fn cold(o: &Opts, rows: &mut Vec<Value>, memory: &mut BTreeMap<String, Value>) -> Result<()> {

@@ -26,12 +26,24 @@ pub enum ConfigError {
         column: usize,
         msg: String,
     },
-    #[error("{file}: {field}: {msg}")]
+    /// A semantic mistake: the field's path, and its line and column when
+    /// it can be found in the source.
+    #[error("{file}:{} {field}: {msg}", at_str(.at))]
     Invalid {
         file: String,
         field: String,
         msg: String,
+        at: Option<(usize, usize)>,
     },
+}
+
+mod locate;
+
+fn at_str(at: &Option<(usize, usize)>) -> String {
+    match at {
+        Some((l, c)) => format!("{l}:{c}:"),
+        None => String::new(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -234,7 +246,26 @@ impl Config {
         Self::parse(&text, &file)
     }
 
+    /// Parses and validates; a semantic error gets the line and column of
+    /// its field.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Self::parse_unlocated(text, file).map_err(|e| match e {
+            ConfigError::Invalid {
+                file,
+                field,
+                msg,
+                at: None,
+            } => ConfigError::Invalid {
+                at: locate::locate(text, &field),
+                file,
+                field,
+                msg,
+            },
+            e => e,
+        })
+    }
+
+    fn parse_unlocated(text: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
@@ -259,6 +290,7 @@ impl Config {
                 {
                     if c.as_ref().is_some_and(|c| c.port.is_none() && c.needs_port()) {
                         return Err(ConfigError::Invalid {
+                            at: None,
                             file: file.to_string(),
                             field: format!("{f}.port"),
                             msg: "required for a port group (it has no single port to check)".into(),
@@ -268,6 +300,7 @@ impl Config {
             }
             let check = |field: String, c: &Option<CheckSpec>| match c {
                 Some(c) => c.validate().map_err(|msg| ConfigError::Invalid {
+                    at: None,
                     file: file.to_string(),
                     field,
                     msg,
@@ -278,6 +311,7 @@ impl Config {
             if let Some(sorry) = s.sorry_server {
                 if sorry.is_ipv4() != addr.address.is_ipv4() {
                     return Err(ConfigError::Invalid {
+                        at: None,
                         file: file.to_string(),
                         field: format!("services[{i}].sorry_server"),
                         msg: format!("{sorry} is not of the VIP's address family"),
@@ -286,6 +320,7 @@ impl Config {
             }
             if s.hysteresis > s.quorum {
                 return Err(ConfigError::Invalid {
+                    at: None,
                     file: file.to_string(),
                     field: format!("services[{i}].hysteresis"),
                     msg: format!("hysteresis {} exceeds quorum {}", s.hysteresis, s.quorum),
@@ -300,6 +335,7 @@ impl Config {
         }
         let l = &cfg.limits;
         let invalid = |field: &str, msg: String| ConfigError::Invalid {
+            at: None,
             file: file.to_string(),
             field: field.to_string(),
             msg,
@@ -332,6 +368,7 @@ impl Config {
         file: &str,
     ) -> Result<ServiceAddr, ConfigError> {
         let invalid = |f: &str, msg: String| ConfigError::Invalid {
+            at: None,
             file: file.to_string(),
             field: format!("services[{i}]{f}"),
             msg,
@@ -427,6 +464,7 @@ impl Config {
         let mut t = Table::default();
         for (i, g) in self.port_groups.iter().enumerate() {
             let invalid = |f: &str, msg: String| ConfigError::Invalid {
+                at: None,
                 file: file.to_string(),
                 field: format!("port_groups[{i}]{f}"),
                 msg,
@@ -456,6 +494,7 @@ impl Config {
         for (i, s) in self.services.iter().enumerate() {
             let field = format!("services[{i}]");
             let invalid = |f: String, e: String| ConfigError::Invalid {
+                at: None,
                 file: file.to_string(),
                 field: f,
                 msg: e,
@@ -555,6 +594,28 @@ services:
     }
 
     #[test]
+    fn port_groups_thresholds_and_their_mistakes() {
+        let good = "port_groups:\n  - name: shop\n    fwmark: 7\n    members:\n      - {protocol: tcp, address: 192.0.2.100, port: 80}\n      - {protocol: tcp, address: 192.0.2.100, port: 443}\nservices:\n  - port_group: shop\n    scheduler: rr\n    persistent: 300\n    real_servers:\n      - {address: 192.0.2.11, upper_threshold: 10, lower_threshold: 5}\n";
+        let c = Config::parse(good, "t.yaml").unwrap();
+        let t = c.table("t.yaml").unwrap();
+        let (a, s) = t.services.iter().next().unwrap();
+        assert_eq!((a.fwmark, s.spec.persistent), (7, Some(300)));
+        assert_eq!(t.groups[&7].members.len(), 2);
+        let r = s.reals.values().next().unwrap();
+        assert_eq!((r.u_threshold, r.l_threshold, r.port), (10, 5, 0));
+        let e = err(&good.replace("port_group: shop", "port_group: shpo"));
+        assert!(e.starts_with("t.yaml:8:5: services[0].port_group: no port group named 'shpo'"), "{e}");
+        let e = err(&good.replace("lower_threshold: 5", "lower_threshold: 50"));
+        assert!(e.starts_with("t.yaml:12:") && e.contains("real_servers[0].lower_threshold: lower threshold 50 is above the upper threshold 10"), "{e}");
+        let e = err(&format!("{good}  - {{protocol: tcp, address: 192.0.2.100, port: 80}}\n"));
+        assert!(e.contains("services[1]: 192.0.2.100") || e.contains("is a member of port group 7"), "{e}");
+        let e = err(&good.replace("    scheduler: rr\n", "    scheduler: rr\n    health_check: {type: http}\n"));
+        assert!(e.contains("services[0].health_check.port: required for a port group"), "{e}");
+        let e = err(&good.replace("port_group: shop", "port_group: shop\n    port: 80"));
+        assert!(e.contains("takes no protocol, address or port"), "{e}");
+    }
+
+    #[test]
     fn the_shipped_example_config_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/lbd.yaml");
         let c = Config::load(&p).unwrap();
@@ -585,10 +646,10 @@ services:
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, real_servers: [{address: 192.0.2.11, weight: 70000}]}\n");
         assert_eq!(
             e,
-            "t.yaml: services[0].real_servers[0].weight: weight 70000 out of range (0..=65535)"
+            "t.yaml:2:88: services[0].real_servers[0].weight: weight 70000 out of range (0..=65535)"
         );
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n");
-        assert_eq!(e, "t.yaml: services[1]: duplicate service tcp 192.0.2.1:80");
+        assert_eq!(e, "t.yaml:3:6: services[1]: duplicate service tcp 192.0.2.1:80");
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 0}\n");
         assert!(e.contains("services[0]: port 0 is only allowed"), "{e}");
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, scheduler: rr, flags: [mh-port]}\n");
