@@ -651,3 +651,113 @@ fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
     assert!(exported.contains("scheduler: wrr"), "{exported}");
     assert!(exported.contains("weight: 3"), "{exported}");
 }
+
+/// Extra rs_server.py instances (a port of every real server), killed on drop.
+struct ExtraServers(Vec<Child>);
+
+impl ExtraServers {
+    fn start(lab: &Lab, port: u16) -> ExtraServers {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        ExtraServers(
+            (1..=3)
+                .map(|i| {
+                    lab.cmd(&lab.rs_ns(i), "python3")
+                        .arg(root.join("tests/lab/rs_server.py"))
+                        .arg(format!("rs{i}"))
+                        .arg(port.to_string())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for ExtraServers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and namespaces: run with `cargo xtask test`"]
+fn a_port_group_pins_a_client_across_ports_and_lc_spreads_long_connections() {
+    let lab = lab();
+    let _s8080 = ExtraServers::start(&lab, 8080);
+    let _s8081 = ExtraServers::start(&lab, 8081);
+    let _lbd = Lbd::start(
+        &lab,
+        r#"
+port_groups:
+  - name: web
+    fwmark: 7
+    members:
+      - {protocol: tcp, address: 192.0.2.100, port: 80}
+      - {protocol: tcp, address: 192.0.2.100, port: 8080}
+services:
+  - port_group: web
+    scheduler: rr
+    persistent: 300
+    real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 8081
+    scheduler: lc
+    real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]
+"#,
+    );
+    let get = |port: u16, path: &str, max: u32| {
+        lab.exec_out(
+            &lab.ns("client"),
+            &["curl", "-sS", "--max-time", &max.to_string(), &format!("http://{}:{port}{path}", lab::VIP)],
+        )
+    };
+    wait_for(Duration::from_secs(10), || get(8080, "/", 2).is_ok()).expect("port 8080 answers");
+    // Every connection of the client, on either port of the group, reaches
+    // the real server its template names (rr alone would rotate).
+    let mut seen = BTreeMap::<String, u32>::new();
+    for i in 0..12 {
+        let port = if i % 2 == 0 { 80 } else { 8080 };
+        let body = get(port, "/", 5).expect("request through the group");
+        *seen.entry(body.trim().to_string()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 1, "one real server for the client on both ports: {seen:?}");
+    let conns = lab.lbadm(&["-L", "-n", "-c"]).unwrap();
+    assert!(conns.contains("IP  ") && conns.contains("0.0.0.7:0"), "the group's template:\n{conns}");
+    // lc: six long downloads started one after another spread 2/2/2.
+    let mut curls: Vec<Child> = (0..6)
+        .map(|_| {
+            let c = lab
+                .cmd(&lab.ns("client"), "curl")
+                .args(["-sS", "--max-time", "30", "-o", "/dev/null"])
+                .arg(format!("http://{}:8081/slow?s=4", lab::VIP))
+                .spawn()
+                .unwrap();
+            sleep(Duration::from_millis(250));
+            c
+        })
+        .collect();
+    let listing: serde_json::Value =
+        serde_json::from_str(&lab.lbadm(&["-L", "-n", "-o", "json"]).unwrap()).unwrap();
+    let svc = listing["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["spec"]["addr"]["port"] == 8081)
+        .unwrap();
+    let live: Vec<u64> = svc["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["active_conns"].as_u64().unwrap() + r["inactive_conns"].as_u64().unwrap())
+        .collect();
+    assert_eq!(live, vec![2, 2, 2], "lc spreads long-lived connections evenly");
+    for c in &mut curls {
+        assert!(c.wait().unwrap().success());
+    }
+}

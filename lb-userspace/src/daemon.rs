@@ -146,16 +146,6 @@ pub fn handle(director: &mut Director, req: Request) -> Response {
                 protocol: control::PROTOCOL_VERSION,
             }
         }
-        Request::AddService { service } => t.add_service(service),
-        Request::EditService { service } => t.edit_service(service),
-        Request::DelService { service } => t.del_service(&service),
-        Request::Clear => {
-            t.clear();
-            Ok(())
-        }
-        Request::AddReal { service, real } => t.add_real(&service, real),
-        Request::EditReal { service, real } => t.edit_real(&service, real),
-        Request::DelReal { service, address } => t.del_real(&service, address),
         Request::Zero { service } => {
             return match director.zero(service.as_ref()) {
                 Ok(()) => Response::Ok,
@@ -164,8 +154,6 @@ pub fn handle(director: &mut Director, req: Request) -> Response {
                 },
             }
         }
-        Request::SetGroup { fwmark, group } => t.set_group(fwmark, group),
-        Request::DelGroup { fwmark } => t.del_group(fwmark),
         Request::Batch { requests } => {
             // ipvsadm -R: every line against a scratch table; the first
             // failure names its line and nothing is applied.
@@ -186,11 +174,10 @@ pub fn handle(director: &mut Director, req: Request) -> Response {
                 message: "apply/export are served by the daemon loop".into(),
             }
         }
+        edit => edit_table(&mut t, edit),
     };
-    if let Err(e) = r {
-        return Response::Error {
-            message: e.to_string(),
-        };
+    if let Err(message) = r {
+        return Response::Error { message };
     }
     match director.apply(t) {
         Ok(()) => Response::Ok,
