@@ -183,9 +183,11 @@ pub struct Listing {
     /// Size of the connection table (ipvsadm's "size=").
     pub conn_table_size: u32,
     pub services: Vec<ServiceView>,
-    /// Port groups by fwmark.
+    /// Port groups as (fwmark, group) pairs, by fwmark (a list: JSON
+    /// object keys are strings, and integer keys do not survive serde's
+    /// internally tagged responses).
     #[serde(default)]
-    pub groups: std::collections::BTreeMap<u32, PortGroup>,
+    pub groups: Vec<(u32, PortGroup)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,5 +284,26 @@ mod tests {
             "a".repeat(MAX_REQUEST)
         );
         assert!(decode_request(&big).unwrap_err().contains("longer"));
+    }
+
+    #[test]
+    fn a_listing_with_port_groups_survives_the_wire() {
+        let group = PortGroup {
+            name: "web".into(),
+            members: vec![ServiceAddr::new(
+                crate::model::Protocol::Tcp,
+                "192.0.2.100".parse().unwrap(),
+                80,
+            )],
+        };
+        let r = Response::Listing {
+            listing: Listing {
+                conn_table_size: 1,
+                services: vec![],
+                groups: vec![(7, group)],
+            },
+        };
+        let back: Response = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -1197,7 +1197,7 @@ impl Director {
         Listing {
             conn_table_size: self.dp.limits.max_conns,
             services,
-            groups: self.table.groups.clone(),
+            groups: self.table.groups.clone().into_iter().collect(),
         }
     }
 }

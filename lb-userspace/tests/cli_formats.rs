@@ -64,7 +64,7 @@ fn apply(t: &mut Table, reqs: Vec<Request>) {
 fn listing(t: &Table) -> Listing {
     Listing {
         conn_table_size: 4096,
-        groups: t.groups.clone(),
+        groups: t.groups.clone().into_iter().collect(),
         services: t
             .services
             .values()

@@ -144,7 +144,8 @@ services:
     // The listing names the service by its mark.
     let l = t.d.listing();
     assert_eq!(l.services[0].spec.addr.fwmark, 7);
-    assert_eq!(l.groups[&7].members.len(), 2);
+    assert_eq!(l.groups[0].0, 7);
+    assert_eq!(l.groups[0].1.members.len(), 2);
     // Removing a member from the group stops it matching; the rest stays.
     let mut tb = t.d.table.clone();
     let mut g = tb.groups[&7].clone();
