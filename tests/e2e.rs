@@ -596,7 +596,12 @@ fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
         .unwrap();
     {
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(save.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(save.as_bytes())
+            .unwrap();
     }
     assert!(child.wait().unwrap().success(), "lbadm -R failed");
     // -Sn gives the same rules back, and they forward real traffic.
@@ -630,9 +635,17 @@ fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
         "services:\n  - protocol: tcp\n    address: 192.0.2.100\n    port: 80\n    scheduler: wrr\n    real_servers:\n      - {address: 192.0.2.11, weight: 3}\n      - {address: 192.0.2.12, weight: 1}\n      - {address: 192.0.2.13, weight: 0}\n",
     )
     .unwrap();
-    let dry = lab.lbadm(&["apply", "-f", cfg.to_str().unwrap(), "--dry-run"]).unwrap();
-    assert!(dry.contains("~ real 192.0.2.13 of tcp 192.0.2.100:80: weight 1 -> 0"), "{dry}");
-    assert!(lab.lbadm(&["-S", "-n"]).unwrap().contains("-s rr"), "dry run changed nothing");
+    let dry = lab
+        .lbadm(&["apply", "-f", cfg.to_str().unwrap(), "--dry-run"])
+        .unwrap();
+    assert!(
+        dry.contains("~ real 192.0.2.13 of tcp 192.0.2.100:80: weight 1 -> 0"),
+        "{dry}"
+    );
+    assert!(
+        lab.lbadm(&["-S", "-n"]).unwrap().contains("-s rr"),
+        "dry run changed nothing"
+    );
     let applied = lab.lbadm(&["apply", "-f", cfg.to_str().unwrap()]).unwrap();
     assert!(applied.contains("scheduler rr -> wrr"), "{applied}");
     // Every established download finishes on its real server.
@@ -640,7 +653,11 @@ fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
         assert!(c.wait().unwrap().success(), "a transfer broke during apply");
         let got = std::fs::read_to_string(o).unwrap();
         let _ = std::fs::remove_file(o);
-        assert_eq!(got.len(), 40 * 1024 + "rsN done\n".len(), "truncated transfer");
+        assert_eq!(
+            got.len(),
+            40 * 1024 + "rsN done\n".len(),
+            "truncated transfer"
+        );
     }
     let _ = std::fs::remove_file(&cfg);
     // New connections follow the new weights: never the quiesced server.
@@ -714,7 +731,13 @@ services:
     let get = |port: u16, path: &str, max: u32| {
         lab.exec_out(
             &lab.ns("client"),
-            &["curl", "-sS", "--max-time", &max.to_string(), &format!("http://{}:{port}{path}", lab::VIP)],
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                &max.to_string(),
+                &format!("http://{}:{port}{path}", lab::VIP),
+            ],
         )
     };
     wait_for(Duration::from_secs(10), || get(8080, "/", 2).is_ok()).expect("port 8080 answers");
@@ -726,9 +749,16 @@ services:
         let body = get(port, "/", 5).expect("request through the group");
         *seen.entry(body.trim().to_string()).or_default() += 1;
     }
-    assert_eq!(seen.len(), 1, "one real server for the client on both ports: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "one real server for the client on both ports: {seen:?}"
+    );
     let conns = lab.lbadm(&["-L", "-n", "-c"]).unwrap();
-    assert!(conns.contains("IP  ") && conns.contains("0.0.0.7:0"), "the group's template:\n{conns}");
+    assert!(
+        conns.contains("IP  ") && conns.contains("0.0.0.7:0"),
+        "the group's template:\n{conns}"
+    );
     // lc: six long downloads started one after another spread 2/2/2.
     let mut curls: Vec<Child> = (0..6)
         .map(|_| {
@@ -756,7 +786,11 @@ services:
         .iter()
         .map(|r| r["active_conns"].as_u64().unwrap() + r["inactive_conns"].as_u64().unwrap())
         .collect();
-    assert_eq!(live, vec![2, 2, 2], "lc spreads long-lived connections evenly");
+    assert_eq!(
+        live,
+        vec![2, 2, 2],
+        "lc spreads long-lived connections evenly"
+    );
     for c in &mut curls {
         assert!(c.wait().unwrap().success());
     }

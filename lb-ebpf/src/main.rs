@@ -25,8 +25,8 @@ use aya_ebpf::{
 use lb_common::{
     counter, dir_flags, flow_hash, mask_addr, rs_flags, sched, svc_flags, tcp_state, ConnKey,
     ConnValue, DirectorConfig, LblcKey, LblcValue, RealLoad, RealServer, Ring, ServiceKey,
-    ServiceValue, Stats, AF_INET, AF_INET6,
-    DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
+    ServiceValue, Stats, AF_INET, AF_INET6, DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS,
+    DEFAULT_MAX_SERVICES, PROTO_TCP, PROTO_UDP, RING_SIZE,
 };
 use network_types::{
     eth::EthHdr,
@@ -353,12 +353,24 @@ fn schedule<const MODE: u8>(
 /// state (bpf_loop contexts, lblc entries) lives in its frame, not in the
 /// main program's, which keeps the combined stack under 512 bytes.
 #[inline(never)]
-fn pick_call<const MODE: u8>(svc: &ServiceValue, key: &ConnKey, now: u64, cur: u32, max_i: u32) -> u32 {
+fn pick_call<const MODE: u8>(
+    svc: &ServiceValue,
+    key: &ConnKey,
+    now: u64,
+    cur: u32,
+    max_i: u32,
+) -> u32 {
     pick::<MODE>(svc, key, now, cur, max_i).unwrap_or(u32::MAX)
 }
 
 #[inline(always)]
-fn pick<const MODE: u8>(svc: &ServiceValue, key: &ConnKey, now: u64, cur: u32, max_i: u32) -> Option<u32> {
+fn pick<const MODE: u8>(
+    svc: &ServiceValue,
+    key: &ConnKey,
+    now: u64,
+    cur: u32,
+    max_i: u32,
+) -> Option<u32> {
     let n = svc.ring_len;
     if n == 0 || n as usize > RING_SIZE {
         return None;
@@ -562,7 +574,11 @@ fn consider(c: &mut DynPick, i: u32) -> Option<(u32, u32, u64, u64, i64)> {
     }
     let cand = (a, ina, w);
     if c.best == u32::MAX
-        || sched::better(sched, cand, (c.best_active as u64, c.best_inactive as u64, c.best_weight))
+        || sched::better(
+            sched,
+            cand,
+            (c.best_active as u64, c.best_inactive as u64, c.best_weight),
+        )
     {
         c.best = id;
         c.best_active = a as u32;
@@ -595,7 +611,12 @@ fn dynamic_pick(sched: u8, slot: u32, n: u32, thr: bool) -> DynPick {
         sched::MAX_DYNAMIC as u32
     };
     unsafe {
-        aya_ebpf::helpers::bpf_loop(loops, step, &mut c as *mut DynPick as *mut core::ffi::c_void, 0);
+        aya_ebpf::helpers::bpf_loop(
+            loops,
+            step,
+            &mut c as *mut DynPick as *mut core::ffi::c_void,
+            0,
+        );
     }
     c
 }
@@ -781,7 +802,13 @@ fn lblc_pick<const MODE: u8>(
 /// under half load (`half`); else the wlc choice `best` becomes the
 /// destination's server (lblc) or joins its set (lblcr).
 #[inline(always)]
-fn lblc_after(svc: &ServiceValue, st: &LblcState, best: Option<u32>, half: bool, now: u64) -> Option<u32> {
+fn lblc_after(
+    svc: &ServiceValue,
+    st: &LblcState,
+    best: Option<u32>,
+    half: bool,
+    now: u64,
+) -> Option<u32> {
     if st.current != u32::MAX && !half {
         return Some(st.current);
     }

@@ -323,8 +323,16 @@ const OTHER_SCHEDS: [(u16, Scheduler, &str); 10] = [
     (90, Scheduler::Sh, "new TCP connection (SYN), sh"),
     (91, Scheduler::Dh, "new TCP connection (SYN), dh"),
     (92, Scheduler::Twos, "new TCP connection (SYN), twos"),
-    (93, Scheduler::Lblc, "new TCP connection (SYN), lblc (two tail calls)"),
-    (94, Scheduler::Lblcr, "new TCP connection (SYN), lblcr (two or three tail calls)"),
+    (
+        93,
+        Scheduler::Lblc,
+        "new TCP connection (SYN), lblc (two tail calls)",
+    ),
+    (
+        94,
+        Scheduler::Lblcr,
+        "new TCP connection (SYN), lblcr (two or three tail calls)",
+    ),
 ];
 
 /// Cold: maps populated at scale, a different flow on every call.

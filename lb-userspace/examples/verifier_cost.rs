@@ -4,7 +4,10 @@
 use lb_userspace::{config::Limits, dataplane::Dataplane};
 
 fn main() -> anyhow::Result<()> {
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/lb-verifier-cost-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/lb-verifier-cost-{}",
+        std::process::id()
+    ));
     let res = Dataplane::load(&dir, &Limits::default());
     let _ = std::fs::remove_dir_all(&dir);
     let mut dp = res?;

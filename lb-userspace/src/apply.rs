@@ -35,10 +35,16 @@ pub fn diff(old: &Table, new: &Table) -> Vec<String> {
         if o.spec != s.spec {
             let mut what = Vec::new();
             if o.spec.scheduler != s.spec.scheduler {
-                what.push(format!("scheduler {} -> {}", o.spec.scheduler, s.spec.scheduler));
+                what.push(format!(
+                    "scheduler {} -> {}",
+                    o.spec.scheduler, s.spec.scheduler
+                ));
             }
             if o.spec.persistent != s.spec.persistent {
-                what.push(format!("persistent {:?} -> {:?}", o.spec.persistent, s.spec.persistent));
+                what.push(format!(
+                    "persistent {:?} -> {:?}",
+                    o.spec.persistent, s.spec.persistent
+                ));
             }
             if what.is_empty() {
                 what.push("flags".into());
@@ -70,10 +76,22 @@ pub fn diff(old: &Table, new: &Table) -> Vec<String> {
             }
         }
     }
-    for a in old.services.keys().filter(|a| !new.services.contains_key(a)) {
+    for a in old
+        .services
+        .keys()
+        .filter(|a| !new.services.contains_key(a))
+    {
         out.push(format!("- service {a}"));
     }
     out
+}
+
+/// Checks in (service, real server) order, to compare two configurations'.
+pub fn sorted_checks(
+    mut v: Vec<(crate::model::ServiceAddr, IpAddr, CheckSpec)>,
+) -> Vec<(crate::model::ServiceAddr, IpAddr, CheckSpec)> {
+    v.sort_by_key(|a| (a.0, a.1));
+    v
 }
 
 /// The running state as a configuration: `base` gives interface, mode and
@@ -120,7 +138,8 @@ pub fn export(
                 .find(|(sa, ra, _)| sa == a && ra == r)
                 .map(|(_, _, c)| c.clone())
         };
-        let per_real: Vec<Option<CheckSpec>> = s.reals.values().map(|r| check_of(&r.address)).collect();
+        let per_real: Vec<Option<CheckSpec>> =
+            s.reals.values().map(|r| check_of(&r.address)).collect();
         // One check shared by every real server goes to the service.
         let shared = match per_real.first() {
             Some(Some(c)) if per_real.iter().all(|x| x.as_ref() == Some(c)) => Some(c.clone()),
@@ -197,5 +216,92 @@ pub fn export(
         expire_nodest_conn,
         port_groups,
         services,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+timeouts: {tcp: 3600, tcpfin: 0, udp: 0}
+expire_nodest_conn: true
+port_groups:
+  - name: shop
+    fwmark: 7
+    members:
+      - {protocol: tcp, address: 192.0.2.100, port: 80}
+      - {protocol: tcp, address: 192.0.2.100, port: 443}
+services:
+  - port_group: shop
+    scheduler: lblcr
+    persistent: 300
+    netmask: 24
+    health_check: {type: tcp, port: 80}
+    real_servers:
+      - {address: 192.0.2.11, weight: 3, upper_threshold: 100, lower_threshold: 50}
+      - {address: 192.0.2.12}
+  - protocol: udp
+    address: 2001:db8::100
+    port: 53
+    scheduler: sh
+    flags: [sh-port, sh-fallback]
+    sorry_server: 2001:db8::99
+    quorum: 2
+    real_servers:
+      - {address: 2001:db8::11, health_check: {type: dns, name: example.org}}
+      - {address: 2001:db8::12}
+"#;
+
+    #[test]
+    fn export_reproduces_the_configuration() {
+        let c = Config::parse(CFG, "a.yaml").unwrap();
+        let table = c.table("a.yaml").unwrap();
+        let t = c.timeouts.unwrap();
+        let out = export(
+            &c,
+            &table,
+            &c.policies(),
+            &c.checks(),
+            (t.tcp, 120, 300),
+            true,
+        );
+        let text = serde_yaml::to_string(&out).unwrap();
+        let again = Config::parse(&text, "exported.yaml").unwrap();
+        assert_eq!(again.table("exported.yaml").unwrap(), table, "{text}");
+        assert_eq!(again.policies(), c.policies());
+        assert_eq!(sorted_checks(again.checks()), sorted_checks(c.checks()));
+        assert!(again.expire_nodest_conn);
+        assert_eq!(again.timeouts.map(|t| t.tcp), Some(3600));
+    }
+
+    #[test]
+    fn diff_names_every_change() {
+        let c = Config::parse(CFG, "a.yaml").unwrap();
+        let old = c.table("a.yaml").unwrap();
+        let edited = CFG
+            .replace("weight: 3,", "weight: 0,")
+            .replace("scheduler: sh\n", "scheduler: mh\n")
+            .replace("flags: [sh-port, sh-fallback]", "flags: [mh-port]")
+            .replace("      - {address: 2001:db8::12}\n", "");
+        let new = Config::parse(&edited, "b.yaml")
+            .unwrap()
+            .table("b.yaml")
+            .unwrap();
+        let d = diff(&old, &new);
+        assert!(
+            d.contains(&"~ real 192.0.2.11 of fwmark 7: weight 3 -> 0".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"~ service udp [2001:db8::100]:53: scheduler sh -> mh".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"- real 2001:db8::12 from udp [2001:db8::100]:53".to_string()),
+            "{d:?}"
+        );
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(diff(&old, &old).is_empty());
     }
 }

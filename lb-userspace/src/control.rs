@@ -194,15 +194,34 @@ pub struct Listing {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    Listing { listing: Listing },
-    Conns { conns: Vec<ConnView> },
-    Counters { counters: Vec<(String, u64)> },
-    Version { daemon: String, protocol: u32 },
-    Timeouts { tcp: u32, tcpfin: u32, udp: u32 },
+    Listing {
+        listing: Listing,
+    },
+    Conns {
+        conns: Vec<ConnView>,
+    },
+    Counters {
+        counters: Vec<(String, u64)>,
+    },
+    Version {
+        daemon: String,
+        protocol: u32,
+    },
+    Timeouts {
+        tcp: u32,
+        tcpfin: u32,
+        udp: u32,
+    },
     /// What an apply changed (or would change, with dry_run): one line each.
-    Applied { changes: Vec<String> },
-    Export { yaml: String },
-    Error { message: String },
+    Applied {
+        changes: Vec<String>,
+    },
+    Export {
+        yaml: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

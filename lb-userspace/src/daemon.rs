@@ -281,7 +281,9 @@ impl Daemon {
             .map_err(anyhow::Error::from)
             .and_then(|c| self.apply_config(c, &file, false));
         match res {
-            Ok(changes) => info!(config = %p.display(), changes = changes.len(), "configuration reloaded"),
+            Ok(changes) => {
+                info!(config = %p.display(), changes = changes.len(), "configuration reloaded")
+            }
             Err(e) => error!("reload refused, running state unchanged: {e:#}"),
         }
     }
@@ -292,7 +294,9 @@ impl Daemon {
     pub fn apply_config(&mut self, c: Config, file: &str, dry_run: bool) -> Result<Vec<String>> {
         let table = c.table(file)?;
         if c.limits != self.base.limits {
-            anyhow::bail!("{file}: limits differ from the running ones: they need a restart of lbd");
+            anyhow::bail!(
+                "{file}: limits differ from the running ones: they need a restart of lbd"
+            );
         }
         let mut changes = crate::apply::diff(&self.director.table, &table);
         let t = c.timeouts.unwrap_or(crate::config::TimeoutsCfg {
@@ -303,7 +307,9 @@ impl Daemon {
         if c.policies() != *self.director.policies() {
             changes.push("~ health policies (on_failure, sorry server, quorum)".into());
         }
-        if c.checks() != self.checks {
+        if crate::apply::sorted_checks(c.checks())
+            != crate::apply::sorted_checks(self.checks.clone())
+        {
             changes.push("~ health checks".into());
         }
         if c.expire_nodest_conn != self.director.expire_nodest() {
@@ -342,7 +348,11 @@ impl Daemon {
     /// Control requests that need the whole daemon (config, checks).
     fn serve(&mut self, req: Request) -> Response {
         let r = match req {
-            Request::Apply { yaml, file, dry_run } => Config::parse(&yaml, &file)
+            Request::Apply {
+                yaml,
+                file,
+                dry_run,
+            } => Config::parse(&yaml, &file)
                 .map_err(anyhow::Error::from)
                 .and_then(|c| self.apply_config(c, &file, dry_run))
                 .map(|changes| Response::Applied { changes }),

@@ -342,11 +342,19 @@ impl Dataplane {
 fn check_pinned_layout(dir: &Path) -> Result<()> {
     use std::mem::size_of;
     let expect: [(&str, usize, usize); 5] = [
-        ("SERVICES", size_of::<ServiceKey>(), size_of::<ServiceValue>()),
+        (
+            "SERVICES",
+            size_of::<ServiceKey>(),
+            size_of::<ServiceValue>(),
+        ),
         ("REALS", 4, size_of::<RealServer>()),
         ("CONNS", size_of::<ConnKey>(), size_of::<ConnValue>()),
         ("CONFIG", 4, size_of::<DirectorConfig>()),
-        ("LBLC", size_of::<lb_common::LblcKey>(), size_of::<lb_common::LblcValue>()),
+        (
+            "LBLC",
+            size_of::<lb_common::LblcKey>(),
+            size_of::<lb_common::LblcValue>(),
+        ),
     ];
     for (name, k, v) in expect {
         let path = dir.join(name);

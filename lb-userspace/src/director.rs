@@ -275,7 +275,11 @@ impl Director {
         for (k, v) in entries {
             if let Some(addr) = service_addr(&k, &v) {
                 d.svc_ids.insert(addr, v.id);
-                d.written_svcs.entry(addr).or_insert((v, Vec::new())).1.push(k);
+                d.written_svcs
+                    .entry(addr)
+                    .or_insert((v, Vec::new()))
+                    .1
+                    .push(k);
                 let ring = d.read_ring(v.id, v.gen, v.ring_len);
                 d.published.insert(v.id, (v.gen, ring));
             }
@@ -736,9 +740,12 @@ impl Director {
                 .ok_or(crate::model::ModelError::NoService)?],
             None => self.svc_ids.values().copied().collect(),
         };
-        let ncpu = aya::util::nr_cpus().map(|n| n).unwrap_or(1);
-        let zero = |m: &mut aya::maps::PerCpuArray<aya::maps::MapData, lb_common::Stats>, id: u32| {
-            if let Ok(v) = aya::maps::PerCpuValues::try_from(vec![lb_common::Stats::default(); ncpu]) {
+        let ncpu = aya::util::nr_cpus().unwrap_or(1);
+        let zero = |m: &mut aya::maps::PerCpuArray<aya::maps::MapData, lb_common::Stats>,
+                    id: u32| {
+            if let Ok(v) =
+                aya::maps::PerCpuValues::try_from(vec![lb_common::Stats::default(); ncpu])
+            {
                 let _ = m.set(id, v, 0);
             }
         };
@@ -1018,7 +1025,12 @@ impl Director {
                 if let Ok(1) = self.dp.rs_over.get(id, 0) {
                     let c = counts.get(id).copied().unwrap_or_default();
                     let total = c.active + c.inactive;
-                    if !lb_common::sched::overloaded_next(true, total, rs.u_threshold, rs.l_threshold) {
+                    if !lb_common::sched::overloaded_next(
+                        true,
+                        total,
+                        rs.u_threshold,
+                        rs.l_threshold,
+                    ) {
                         let _ = self.dp.rs_over.set(*id, 0, 0);
                     }
                 }

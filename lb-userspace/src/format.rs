@@ -50,7 +50,11 @@ fn addr_port(a: &std::net::IpAddr, port: u16, proto: Protocol, f: &Fmt, names: &
         return fmt_addr_port(a, port);
     }
     let host = names.host_of(a).unwrap_or_else(|| a.to_string());
-    let host = if a.is_ipv6() { format!("[{host}]") } else { host };
+    let host = if a.is_ipv6() {
+        format!("[{host}]")
+    } else {
+        host
+    };
     let port = names
         .service_of(port, proto)
         .unwrap_or_else(|| port.to_string());
@@ -71,7 +75,11 @@ fn svc_name(a: &ServiceAddr, rule: bool, f: &Fmt, names: &Names) -> String {
     }
     let v = addr_port(&a.address, a.port, a.protocol, f, names);
     if rule {
-        let opt = if a.protocol == Protocol::Tcp { "-t" } else { "-u" };
+        let opt = if a.protocol == Protocol::Tcp {
+            "-t"
+        } else {
+            "-u"
+        };
         return format!("{opt} {v}");
     }
     let mut s = format!("{}  {v}", a.protocol.upper());
@@ -98,7 +106,11 @@ fn mask(spec: &ServiceSpec) -> Option<String> {
         return None;
     }
     Some(if a.address.is_ipv4() {
-        let m = if p == 0 { 0 } else { u32::MAX << (32 - p as u32) };
+        let m = if p == 0 {
+            0
+        } else {
+            u32::MAX << (32 - p as u32)
+        };
         std::net::Ipv4Addr::from(m).to_string()
     } else {
         p.to_string()
@@ -215,10 +227,26 @@ pub fn listing(l: &Listing, f: &Fmt) -> String {
         let name = svc_name(&svc.spec.addr, false, f, &names);
         if f.stats {
             let st = &svc.stats;
-            let _ = writeln!(out, "{name:<33}{}{}{}{}{}", n(st.conns), n(st.in_packets), n(0), n(st.in_bytes), n(0));
+            let _ = writeln!(
+                out,
+                "{name:<33}{}{}{}{}{}",
+                n(st.conns),
+                n(st.in_packets),
+                n(0),
+                n(st.in_bytes),
+                n(0)
+            );
         } else if f.rate {
             let r = &svc.rate;
-            let _ = writeln!(out, "{name:<33}{}{}{}{}{}", n(r.cps), n(r.in_pps), n(0), n(r.in_bps), n(0));
+            let _ = writeln!(
+                out,
+                "{name:<33}{}{}{}{}{}",
+                n(r.cps),
+                n(r.in_pps),
+                n(0),
+                n(r.in_bps),
+                n(0)
+            );
         } else {
             out.push_str(&service_line_named(&svc.spec, &name));
             out.push('\n');
@@ -227,10 +255,26 @@ pub fn listing(l: &Listing, f: &Fmt) -> String {
             let d = real_name(&svc.spec.addr, r, false, f, &names);
             if f.stats {
                 let st = &r.stats;
-                let _ = writeln!(out, "  -> {d:<28}{}{}{}{}{}", n(st.conns), n(st.in_packets), n(0), n(st.in_bytes), n(0));
+                let _ = writeln!(
+                    out,
+                    "  -> {d:<28}{}{}{}{}{}",
+                    n(st.conns),
+                    n(st.in_packets),
+                    n(0),
+                    n(st.in_bytes),
+                    n(0)
+                );
             } else if f.rate {
                 let rt = &r.rate;
-                let _ = writeln!(out, "  -> {d:<28} {:>8} {:>8} {:>8}{}{}", rt.cps, rt.in_pps, 0, n(rt.in_bps), n(0));
+                let _ = writeln!(
+                    out,
+                    "  -> {d:<28} {:>8} {:>8} {:>8}{}{}",
+                    rt.cps,
+                    rt.in_pps,
+                    0,
+                    n(rt.in_bps),
+                    n(0)
+                );
             } else if f.thresholds {
                 let _ = writeln!(
                     out,
@@ -513,8 +557,8 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
             conn_table_size: 4096,
             groups: Default::default(),
             services: vec![ServiceView {
-                    id: 0,
-                    rate: Default::default(),
+                id: 0,
+                rate: Default::default(),
                 spec: ServiceSpec {
                     addr: ServiceAddr {
                         fwmark: 0,

@@ -289,7 +289,12 @@ pub fn restore_requests(text: &str) -> Result<Vec<Request>, String> {
         let argv = std::iter::once("lbadm").chain(l.split_whitespace());
         let cli = Cli::try_parse_from(argv).map_err(|e| {
             let first = e.to_string();
-            let first = first.lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+            let first = first
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
             format!("line {}: {first}", i + 1)
         })?;
         match cli.action() {
@@ -337,12 +342,16 @@ pub fn parse_addr_port(s: &str) -> Result<(IpAddr, u16), String> {
     parse_addr_port_names(s, Protocol::Tcp, &Names::system())
 }
 
-pub fn parse_addr_port_names(s: &str, proto: Protocol, names: &Names) -> Result<(IpAddr, u16), String> {
+pub fn parse_addr_port_names(
+    s: &str,
+    proto: Protocol,
+    names: &Names,
+) -> Result<(IpAddr, u16), String> {
     let bad = || format!("invalid address '{s}'");
     let port_of = |p: &str| {
-        names
-            .port(p, proto)
-            .ok_or_else(|| format!("invalid port in '{s}' (not a number nor a {proto} service name)"))
+        names.port(p, proto).ok_or_else(|| {
+            format!("invalid port in '{s}' (not a number nor a {proto} service name)")
+        })
     };
     if let Some(rest) = s.strip_prefix('[') {
         let (a, tail) = rest.split_once(']').ok_or_else(bad)?;
@@ -461,7 +470,9 @@ impl Cli {
         }
         let (u, l) = (self.u_threshold.unwrap_or(0), self.l_threshold.unwrap_or(0));
         if u != 0 && l > u {
-            return Err(format!("-y: lower threshold {l} is above the upper threshold {u} (-x)"));
+            return Err(format!(
+                "-y: lower threshold {l} is above the upper threshold {u} (-x)"
+            ));
         }
         Ok(RealSpec {
             u_threshold: u,
@@ -653,7 +664,16 @@ mod tests {
             Ok(Action::Send(Request::DelService { .. }))
         ));
         assert_eq!(action("-C").unwrap(), Action::Send(Request::Clear));
-        assert_eq!(action("-Ln").unwrap(), Action::List(None, Fmt { numeric: true, ..Default::default() }));
+        assert_eq!(
+            action("-Ln").unwrap(),
+            Action::List(
+                None,
+                Fmt {
+                    numeric: true,
+                    ..Default::default()
+                }
+            )
+        );
         assert_eq!(action("-Lnc").unwrap(), Action::ListConns);
         assert_eq!(
             action("--set 3600 60 0").unwrap(),
@@ -680,7 +700,16 @@ mod tests {
             .unwrap_err()
             .contains("-M"));
         assert!(action("-A -t [2001:db8::1]:80 -p -M 64").is_ok());
-        assert_eq!(action("-l -n").unwrap(), Action::List(None, Fmt { numeric: true, ..Default::default() }));
+        assert_eq!(
+            action("-l -n").unwrap(),
+            Action::List(
+                None,
+                Fmt {
+                    numeric: true,
+                    ..Default::default()
+                }
+            )
+        );
         assert_eq!(action("").unwrap(), Action::List(None, Fmt::default()));
     }
 

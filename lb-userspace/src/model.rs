@@ -488,10 +488,16 @@ impl Table {
                 return Err(ModelError::GroupMember(m.to_string(), "is a fwmark".into()));
             }
             if m.port == 0 {
-                return Err(ModelError::GroupMember(m.to_string(), "needs a port".into()));
+                return Err(ModelError::GroupMember(
+                    m.to_string(),
+                    "needs a port".into(),
+                ));
             }
             if !seen.insert(*m) {
-                return Err(ModelError::GroupMember(m.to_string(), "is listed twice".into()));
+                return Err(ModelError::GroupMember(
+                    m.to_string(),
+                    "is listed twice".into(),
+                ));
             }
             if family_rank(&m.address) != family_rank(&group.members[0].address) {
                 return Err(ModelError::GroupMember(
@@ -528,7 +534,10 @@ impl Table {
     }
 
     pub fn del_group(&mut self, mark: u32) -> Result<(), ModelError> {
-        self.groups.remove(&mark).map(|_| ()).ok_or(ModelError::NoGroup(mark))
+        self.groups
+            .remove(&mark)
+            .map(|_| ())
+            .ok_or(ModelError::NoGroup(mark))
     }
 
     pub fn add_service(&mut self, spec: ServiceSpec) -> Result<(), ModelError> {

@@ -26,7 +26,8 @@ fn path(var: &str, default: &str) -> PathBuf {
 impl Names {
     /// The system's files (or the ones the environment names).
     pub fn system() -> Names {
-        let hosts = std::fs::read_to_string(path("LB_HOSTS_FILE", "/etc/hosts")).unwrap_or_default();
+        let hosts =
+            std::fs::read_to_string(path("LB_HOSTS_FILE", "/etc/hosts")).unwrap_or_default();
         let services =
             std::fs::read_to_string(path("LB_SERVICES_FILE", "/etc/services")).unwrap_or_default();
         Names::parse(&hosts, &services)
@@ -60,8 +61,12 @@ impl Names {
                 _ => continue,
             };
             if let Ok(port) = port.parse::<u16>() {
-                n.services
-                    .push((name.to_string(), w.map(str::to_string).collect(), port, proto));
+                n.services.push((
+                    name.to_string(),
+                    w.map(str::to_string).collect(),
+                    port,
+                    proto,
+                ));
             }
         }
         n
@@ -93,7 +98,9 @@ impl Names {
         }
         self.services
             .iter()
-            .find(|(n, aliases, _, p)| *p == proto && (n == name || aliases.iter().any(|a| a == name)))
+            .find(|(n, aliases, _, p)| {
+                *p == proto && (n == name || aliases.iter().any(|a| a == name))
+            })
             .map(|(_, _, port, _)| *port)
     }
 
@@ -118,22 +125,30 @@ impl Names {
 mod tests {
     use super::*;
 
-    const HOSTS: &str = "127.0.0.1 localhost\n192.0.2.100 www.example www # the VIP\n2001:db8::100 www6.example\n";
-    const SERVICES: &str = "http 80/tcp www # WorldWideWeb\nhttps 443/tcp\ndomain 53/udp\ndomain 53/tcp\n";
+    const HOSTS: &str =
+        "127.0.0.1 localhost\n192.0.2.100 www.example www # the VIP\n2001:db8::100 www6.example\n";
+    const SERVICES: &str =
+        "http 80/tcp www # WorldWideWeb\nhttps 443/tcp\ndomain 53/udp\ndomain 53/tcp\n";
 
     #[test]
     fn names_resolve_from_the_local_files_both_ways() {
         let n = Names::parse(HOSTS, SERVICES);
         assert_eq!(n.host("www.example"), Some("192.0.2.100".parse().unwrap()));
         assert_eq!(n.host("www"), Some("192.0.2.100".parse().unwrap()), "alias");
-        assert_eq!(n.host("www6.example"), Some("2001:db8::100".parse().unwrap()));
+        assert_eq!(
+            n.host("www6.example"),
+            Some("2001:db8::100".parse().unwrap())
+        );
         assert_eq!(n.host("192.0.2.7"), Some("192.0.2.7".parse().unwrap()));
         assert_eq!(n.port("http", Protocol::Tcp), Some(80));
         assert_eq!(n.port("www", Protocol::Tcp), Some(80), "alias");
         assert_eq!(n.port("http", Protocol::Udp), None);
         assert_eq!(n.port("domain", Protocol::Udp), Some(53));
         assert_eq!(n.port("8080", Protocol::Tcp), Some(8080));
-        assert_eq!(n.host_of(&"192.0.2.100".parse().unwrap()).as_deref(), Some("www.example"));
+        assert_eq!(
+            n.host_of(&"192.0.2.100".parse().unwrap()).as_deref(),
+            Some("www.example")
+        );
         assert_eq!(n.service_of(443, Protocol::Tcp).as_deref(), Some("https"));
         assert_eq!(n.service_of(443, Protocol::Udp), None);
     }

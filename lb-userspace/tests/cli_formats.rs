@@ -120,7 +120,10 @@ fn the_save_corpus_parses_and_round_trips() {
     let web = t.services.values().next().unwrap();
     assert_eq!(web.spec.netmask, Some(24));
     let rs12 = web.reals.values().nth(1).unwrap();
-    assert_eq!((rs12.weight, rs12.u_threshold, rs12.l_threshold), (3, 100, 50));
+    assert_eq!(
+        (rs12.weight, rs12.u_threshold, rs12.l_threshold),
+        (3, 100, 50)
+    );
     // -Sn of that table restores to the same table, and prints the same
     // rules again (a fixed point).
     let saved = format::rules(&listing(&t), &numeric());
@@ -129,22 +132,34 @@ fn the_save_corpus_parses_and_round_trips() {
     assert_eq!(t2, t, "round trip through -Sn:\n{saved}");
     assert_eq!(format::rules(&listing(&t2), &numeric()), saved);
     // ipvsadm-save's own lines, byte for byte.
-    assert!(saved.starts_with(
-        "-A -t 192.0.2.100:80 -s wlc -p 360 -M 255.255.255.0\n\
+    assert!(
+        saved.starts_with(
+            "-A -t 192.0.2.100:80 -s wlc -p 360 -M 255.255.255.0\n\
          -a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 1\n\
          -a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 3 -x 100 -y 50\n"
-    ), "{saved}");
+        ),
+        "{saved}"
+    );
     assert!(saved.contains("-A -u 192.0.2.100:53 -s sh -b sh-fallback,sh-port\n"));
     assert!(saved.contains("-A -u 192.0.2.100:5353 -s rr -o\n"));
     assert!(saved.contains("-A -t [2001:db8::100]:80 -s mh -p 360 -M 64 -b mh-fallback,mh-port\n"));
-    assert!(saved.ends_with("-A -f 7 -s rr -p 300\n-a -f 7 -r 0.0.0.0:0 -g -w 2\n") || saved.contains("-A -f 7 -s rr -p 300\n-a -f 7 -r 192.0.2.11:0 -g -w 2\n"), "{saved}");
+    assert!(
+        saved.ends_with("-A -f 7 -s rr -p 300\n-a -f 7 -r 0.0.0.0:0 -g -w 2\n")
+            || saved.contains("-A -f 7 -s rr -p 300\n-a -f 7 -r 192.0.2.11:0 -g -w 2\n"),
+        "{saved}"
+    );
 }
 
 #[test]
 fn bad_rule_lines_are_named_by_line_number() {
-    let e = restore_requests("-A -t 192.0.2.100:80 -s rr\n-A -t 192.0.2.100:81 -s nosuch\n").unwrap_err();
-    assert!(e.starts_with("line 2: -s: unknown scheduler 'nosuch'"), "{e}");
-    let e = restore_requests("-A -t 192.0.2.100:80\n\n-a -t 192.0.2.100:80 -r 192.0.2.11 -m\n").unwrap_err();
+    let e = restore_requests("-A -t 192.0.2.100:80 -s rr\n-A -t 192.0.2.100:81 -s nosuch\n")
+        .unwrap_err();
+    assert!(
+        e.starts_with("line 2: -s: unknown scheduler 'nosuch'"),
+        "{e}"
+    );
+    let e = restore_requests("-A -t 192.0.2.100:80\n\n-a -t 192.0.2.100:80 -r 192.0.2.11 -m\n")
+        .unwrap_err();
     assert!(e.starts_with("line 3: -m"), "{e}");
     let e = restore_requests("-L -n\n").unwrap_err();
     assert!(e.starts_with("line 1: not a rule"), "{e}");
@@ -232,13 +247,7 @@ FWM  3                                   0        0        0        0        0
         ..numeric()
     };
     assert_eq!(format::listing(&sample(), &f), want);
-    let exact = format::listing(
-        &sample(),
-        &Fmt {
-            exact: true,
-            ..f
-        },
-    );
+    let exact = format::listing(&sample(), &Fmt { exact: true, ..f });
     assert!(
         exact.contains("TCP  10.0.0.100:80                123456789 5000000000        0 1234567890123456        0\n"),
         "{exact}"

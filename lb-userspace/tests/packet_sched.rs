@@ -18,7 +18,10 @@ fn table(yaml: &str) -> Table {
 /// returns the last byte of the chosen real server's MAC (its number).
 fn open(t: &mut TestDirector, vip: &str, sport: u16, dport: u16) -> u8 {
     let (a, out) = t.run(&tcp("203.0.113.10", sport, vip, dport, SYN).frame());
-    assert_eq!(a, XDP_TX, "connection {sport} -> {vip}:{dport} not forwarded");
+    assert_eq!(
+        a, XDP_TX,
+        "connection {sport} -> {vip}:{dport} not forwarded"
+    );
     t.run(&tcp("203.0.113.10", sport, vip, dport, ACK).frame());
     out[5]
 }
@@ -49,17 +52,30 @@ services:
 "#;
     let mut t = TestDirector::new(table(yaml), &RS3);
     // rr alternates until rs11 holds 2 connections (its upper threshold).
-    let got: Vec<u8> = (0..6).map(|i| open(&mut t, "192.0.2.100", 1000 + i, 80)).collect();
+    let got: Vec<u8> = (0..6)
+        .map(|i| open(&mut t, "192.0.2.100", 1000 + i, 80))
+        .collect();
     assert_eq!(got, vec![11, 12, 11, 12, 12, 12], "rs11 is overloaded at 2");
     // One of rs11's two closes: 1 is not below the lower threshold (1).
     close_and_collect(&mut t, "192.0.2.100", &[1000], 80);
-    assert_eq!(open(&mut t, "192.0.2.100", 1100, 80), 12, "still overloaded at 1");
+    assert_eq!(
+        open(&mut t, "192.0.2.100", 1100, 80),
+        12,
+        "still overloaded at 1"
+    );
     // The other closes: 0 < 1 clears the flag; rs11 takes connections again.
     close_and_collect(&mut t, "192.0.2.100", &[1002], 80);
-    let after: Vec<u8> = (0..2).map(|i| open(&mut t, "192.0.2.100", 1200 + i, 80)).collect();
-    assert!(after.contains(&11), "rs11 back below its lower threshold: {after:?}");
+    let after: Vec<u8> = (0..2)
+        .map(|i| open(&mut t, "192.0.2.100", 1200 + i, 80))
+        .collect();
+    assert!(
+        after.contains(&11),
+        "rs11 back below its lower threshold: {after:?}"
+    );
     // wlc: each server takes one, then every server is overloaded.
-    let mut w: Vec<u8> = (0..2).map(|i| open(&mut t, "192.0.2.100", 2000 + i, 81)).collect();
+    let mut w: Vec<u8> = (0..2)
+        .map(|i| open(&mut t, "192.0.2.100", 2000 + i, 81))
+        .collect();
     w.sort();
     assert_eq!(w, vec![11, 12]);
     let before = t.counter("drop_overloaded");
@@ -89,10 +105,14 @@ services:
     // lblc, weights 1: rs11 until it has more active connections than its
     // weight while rs12 is under half load; then rs12, kept even when
     // overloaded because nobody is under half load.
-    let got: Vec<u8> = (0..6).map(|i| open(&mut t, "192.0.2.100", 1000 + i, 80)).collect();
+    let got: Vec<u8> = (0..6)
+        .map(|i| open(&mut t, "192.0.2.100", 1000 + i, 80))
+        .collect();
     assert_eq!(got, vec![11, 11, 12, 12, 12, 12]);
     // lblcr: the set grows to {rs11, rs12}; its least loaded member is used.
-    let got: Vec<u8> = (0..5).map(|i| open(&mut t, "192.0.2.101", 3000 + i, 80)).collect();
+    let got: Vec<u8> = (0..5)
+        .map(|i| open(&mut t, "192.0.2.101", 3000 + i, 80))
+        .collect();
     assert_eq!(got, vec![11, 11, 12, 12, 11]);
 }
 
@@ -117,7 +137,10 @@ services:
     // Three clients, each on :80 then :443: the same real server each time
     // (one template per client for the whole group), spread by rr.
     let mut seen = Vec::new();
-    for (i, client) in ["203.0.113.10", "203.0.113.11", "203.0.113.12"].iter().enumerate() {
+    for (i, client) in ["203.0.113.10", "203.0.113.11", "203.0.113.12"]
+        .iter()
+        .enumerate()
+    {
         let a = {
             let (v, out) = t.run(&tcp(client, 4000 + i as u16, "192.0.2.100", 80, SYN).frame());
             assert_eq!(v, XDP_TX);
@@ -140,7 +163,12 @@ services:
     let conns = t.d.connections(100);
     let templates: Vec<_> = conns.iter().filter(|c| c.template).collect();
     assert_eq!(templates.len(), 3, "{conns:?}");
-    assert!(templates.iter().all(|c| c.protocol == "IP" && c.virtual_ == "0.0.0.7:0"), "{templates:?}");
+    assert!(
+        templates
+            .iter()
+            .all(|c| c.protocol == "IP" && c.virtual_ == "0.0.0.7:0"),
+        "{templates:?}"
+    );
     // The listing names the service by its mark.
     let l = t.d.listing();
     assert_eq!(l.services[0].spec.addr.fwmark, 7);

@@ -88,7 +88,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let l = list(&cli)?;
                 for (m, g) in &l.groups {
                     let members: Vec<String> = g.members.iter().map(|a| a.to_string()).collect();
-                    println!("{m} {} {}", if g.name.is_empty() { "-" } else { &g.name }, members.join(" "));
+                    println!(
+                        "{m} {} {}",
+                        if g.name.is_empty() { "-" } else { &g.name },
+                        members.join(" ")
+                    );
                 }
                 return Ok(ExitCode::SUCCESS);
             };

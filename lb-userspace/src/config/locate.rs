@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(locate(y, "interface"), Some((1, 1)));
         assert_eq!(locate(y, "services[0].port"), Some((4, 5)));
         assert_eq!(locate(y, "services[1]"), Some((5, 5)));
-        assert_eq!(locate(y, "services[1].real_servers[1].weight"), Some((8, 30)));
+        assert_eq!(
+            locate(y, "services[1].real_servers[1].weight"),
+            Some((8, 30))
+        );
         assert_eq!(locate(y, "services[2]"), None);
         assert_eq!(locate(y, "nosuch"), None);
     }

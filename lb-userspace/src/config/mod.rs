@@ -283,17 +283,25 @@ impl Config {
         for (i, s) in cfg.services.iter().enumerate() {
             let addr = cfg.service_addr(s, i, file)?;
             if addr.is_fwmark() {
-                for (f, c) in std::iter::once((format!("services[{i}].health_check"), &s.health_check))
-                    .chain(s.real_servers.iter().enumerate().map(|(j, r)| {
-                        (format!("services[{i}].real_servers[{j}].health_check"), &r.health_check)
-                    }))
+                for (f, c) in
+                    std::iter::once((format!("services[{i}].health_check"), &s.health_check)).chain(
+                        s.real_servers.iter().enumerate().map(|(j, r)| {
+                            (
+                                format!("services[{i}].real_servers[{j}].health_check"),
+                                &r.health_check,
+                            )
+                        }),
+                    )
                 {
-                    if c.as_ref().is_some_and(|c| c.port.is_none() && c.needs_port()) {
+                    if c.as_ref()
+                        .is_some_and(|c| c.port.is_none() && c.needs_port())
+                    {
                         return Err(ConfigError::Invalid {
                             at: None,
                             file: file.to_string(),
                             field: format!("{f}.port"),
-                            msg: "required for a port group (it has no single port to check)".into(),
+                            msg: "required for a port group (it has no single port to check)"
+                                .into(),
                         });
                     }
                 }
@@ -375,10 +383,7 @@ impl Config {
         };
         let group = match (&s.port_group, s.fwmark) {
             (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "",
-                    "give port_group or fwmark, not both".into(),
-                ))
+                return Err(invalid("", "give port_group or fwmark, not both".into()))
             }
             (Some(name), None) => Some(
                 self.port_groups
@@ -391,17 +396,14 @@ impl Config {
                         )
                     })?,
             ),
-            (None, Some(m)) => Some(
-                self.port_groups
-                    .iter()
-                    .find(|g| g.fwmark == m)
-                    .ok_or_else(|| {
-                        invalid(
-                            ".fwmark",
-                            format!("no port group with fwmark {m} (declare it under port_groups)"),
-                        )
-                    })?,
-            ),
+            (None, Some(m)) => Some(self.port_groups.iter().find(|g| g.fwmark == m).ok_or_else(
+                || {
+                    invalid(
+                        ".fwmark",
+                        format!("no port group with fwmark {m} (declare it under port_groups)"),
+                    )
+                },
+            )?),
             (None, None) => None,
         };
         match (group, s.protocol, s.address, s.port) {
@@ -470,13 +472,19 @@ impl Config {
                 msg,
             };
             if self.port_groups[..i].iter().any(|o| o.name == g.name) {
-                return Err(invalid(".name", format!("duplicate port group name '{}'", g.name)));
+                return Err(invalid(
+                    ".name",
+                    format!("duplicate port group name '{}'", g.name),
+                ));
             }
             if t.groups.contains_key(&g.fwmark) {
                 return Err(invalid(".fwmark", format!("duplicate fwmark {}", g.fwmark)));
             }
             if g.members.is_empty() {
-                return Err(invalid(".members", "a port group needs at least one member".into()));
+                return Err(invalid(
+                    ".members",
+                    "a port group needs at least one member".into(),
+                ));
             }
             let group = PortGroup {
                 name: g.name.clone(),
@@ -604,13 +612,27 @@ services:
         let r = s.reals.values().next().unwrap();
         assert_eq!((r.u_threshold, r.l_threshold, r.port), (10, 5, 0));
         let e = err(&good.replace("port_group: shop", "port_group: shpo"));
-        assert!(e.starts_with("t.yaml:8:5: services[0].port_group: no port group named 'shpo'"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:8:5: services[0].port_group: no port group named 'shpo'"),
+            "{e}"
+        );
         let e = err(&good.replace("lower_threshold: 5", "lower_threshold: 50"));
         assert!(e.starts_with("t.yaml:12:") && e.contains("real_servers[0].lower_threshold: lower threshold 50 is above the upper threshold 10"), "{e}");
-        let e = err(&format!("{good}  - {{protocol: tcp, address: 192.0.2.100, port: 80}}\n"));
-        assert!(e.contains("services[1]: 192.0.2.100") || e.contains("is a member of port group 7"), "{e}");
-        let e = err(&good.replace("    scheduler: rr\n", "    scheduler: rr\n    health_check: {type: http}\n"));
-        assert!(e.contains("services[0].health_check.port: required for a port group"), "{e}");
+        let e = err(&format!(
+            "{good}  - {{protocol: tcp, address: 192.0.2.100, port: 80}}\n"
+        ));
+        assert!(
+            e.contains("services[1]: 192.0.2.100") || e.contains("is a member of port group 7"),
+            "{e}"
+        );
+        let e = err(&good.replace(
+            "    scheduler: rr\n",
+            "    scheduler: rr\n    health_check: {type: http}\n",
+        ));
+        assert!(
+            e.contains("services[0].health_check.port: required for a port group"),
+            "{e}"
+        );
         let e = err(&good.replace("port_group: shop", "port_group: shop\n    port: 80"));
         assert!(e.contains("takes no protocol, address or port"), "{e}");
     }
@@ -649,7 +671,10 @@ services:
             "t.yaml:2:88: services[0].real_servers[0].weight: weight 70000 out of range (0..=65535)"
         );
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n  - {protocol: tcp, address: 192.0.2.1, port: 80}\n");
-        assert_eq!(e, "t.yaml:3:6: services[1]: duplicate service tcp 192.0.2.1:80");
+        assert_eq!(
+            e,
+            "t.yaml:3:6: services[1]: duplicate service tcp 192.0.2.1:80"
+        );
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 0}\n");
         assert!(e.contains("services[0]: port 0 is only allowed"), "{e}");
         let e = err("services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, scheduler: rr, flags: [mh-port]}\n");
