@@ -94,7 +94,7 @@ impl Checker {
 type Job = (Request, oneshot::Sender<Response>);
 
 /// One table-editing request (the ones a batch may hold) applied to `t`.
-fn edit_table(t: &mut Table, req: Request) -> Result<(), String> {
+pub fn edit_table(t: &mut Table, req: Request) -> Result<(), String> {
     let r = match req {
         Request::AddService { service } => t.add_service(service),
         Request::EditService { service } => t.edit_service(service),

@@ -223,30 +223,21 @@ pub fn listing(l: &Listing, f: &Fmt) -> String {
         out.push('\n');
     }
     let n = |v: u64| largenum(v, f.exact);
+    // Five counters in print_largenum columns (Out* are 0 in DR: the
+    // director never sees replies).
+    let five = |v: [u64; 5]| v.iter().map(|x| largenum(*x, f.exact)).collect::<String>();
     for svc in sorted(l, f) {
         let name = svc_name(&svc.spec.addr, false, f, &names);
         if f.stats {
             let st = &svc.stats;
             let _ = writeln!(
                 out,
-                "{name:<33}{}{}{}{}{}",
-                n(st.conns),
-                n(st.in_packets),
-                n(0),
-                n(st.in_bytes),
-                n(0)
+                "{name:<33}{}",
+                five([st.conns, st.in_packets, 0, st.in_bytes, 0])
             );
         } else if f.rate {
             let r = &svc.rate;
-            let _ = writeln!(
-                out,
-                "{name:<33}{}{}{}{}{}",
-                n(r.cps),
-                n(r.in_pps),
-                n(0),
-                n(r.in_bps),
-                n(0)
-            );
+            let _ = writeln!(out, "{name:<33}{}", five([r.cps, r.in_pps, 0, r.in_bps, 0]));
         } else {
             out.push_str(&service_line_named(&svc.spec, &name));
             out.push('\n');
@@ -257,12 +248,8 @@ pub fn listing(l: &Listing, f: &Fmt) -> String {
                 let st = &r.stats;
                 let _ = writeln!(
                     out,
-                    "  -> {d:<28}{}{}{}{}{}",
-                    n(st.conns),
-                    n(st.in_packets),
-                    n(0),
-                    n(st.in_bytes),
-                    n(0)
+                    "  -> {d:<28}{}",
+                    five([st.conns, st.in_packets, 0, st.in_bytes, 0])
                 );
             } else if f.rate {
                 let rt = &r.rate;

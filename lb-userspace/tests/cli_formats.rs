@@ -43,20 +43,7 @@ const CORPUS: &str = "\
 /// What the daemon does with a batch: every request against a table.
 fn apply(t: &mut Table, reqs: Vec<Request>) {
     for r in reqs {
-        let res = match r {
-            Request::AddService { service } => t.add_service(service),
-            Request::EditService { service } => t.edit_service(service),
-            Request::DelService { service } => t.del_service(&service),
-            Request::Clear => {
-                t.clear();
-                Ok(())
-            }
-            Request::AddReal { service, real } => t.add_real(&service, real),
-            Request::EditReal { service, real } => t.edit_real(&service, real),
-            Request::DelReal { service, address } => t.del_real(&service, address),
-            other => panic!("not a rule: {other:?}"),
-        };
-        res.unwrap();
+        lb_userspace::daemon::edit_table(t, r).unwrap();
     }
 }
 
