@@ -220,3 +220,22 @@ services:
     let (v, out) = t.run(&tcp("203.0.113.10", 1001, "192.0.2.100", 80, ACK).frame());
     assert_eq!((v, out[5]), (XDP_TX, 12));
 }
+
+/// Every program stays well inside the verifier's budget (1,000,000
+/// processed instructions): a scheduler change that multiplies the
+/// verifier's states fails here, not at load time on a director.
+#[test]
+fn every_program_leaves_the_verifier_headroom() {
+    if !require_root() {
+        return;
+    }
+    let mut t = TestDirector::new(Table::default(), &[]);
+    for name in ["lb", "lb_new", "lb_lblc", "lb_lblcr", "lb_lblcr_grow"] {
+        let n = t.d.dp.verified_instructions(name).unwrap();
+        assert!(n > 0, "{name}: the kernel reported no count");
+        assert!(
+            n < 250_000,
+            "{name}: {n} instructions verified, a quarter of the budget"
+        );
+    }
+}
