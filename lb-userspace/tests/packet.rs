@@ -7,9 +7,8 @@ use std::collections::HashMap;
 
 use common::*;
 use lb_userspace::{
-    config::Config,
     director::{addr_bytes, service_key},
-    model::{RealSpec, Table},
+    model::RealSpec,
 };
 
 const TABLE: &str = r#"
@@ -27,13 +26,6 @@ services:
   - {protocol: tcp, address: 192.0.2.103, port: 80, scheduler: rr,
      real_servers: [{address: 192.0.2.11, weight: 0}]}
 "#;
-
-fn table(yaml: &str) -> Table {
-    Config::parse(yaml, "test.yaml")
-        .unwrap()
-        .table("test.yaml")
-        .unwrap()
-}
 
 fn director() -> TestDirector {
     TestDirector::new(
@@ -808,12 +800,6 @@ services:
     let macs = RS3;
     let mut t = TestDirector::new(table(yaml), &macs);
     // Opens an established connection (SYN, ACK); returns its real server.
-    let open = |t: &mut TestDirector, sport: u16, dport: u16| -> u8 {
-        let (a, out) = t.run(&tcp("203.0.113.10", sport, "192.0.2.100", dport, SYN).frame());
-        assert_eq!(a, XDP_TX);
-        t.run(&tcp("203.0.113.10", sport, "192.0.2.100", dport, ACK).frame());
-        out[5]
-    };
     let tally = |v: &[u8]| {
         let mut m = std::collections::BTreeMap::new();
         for x in v {
@@ -822,21 +808,25 @@ services:
         m
     };
     // lc: long-lived connections spread evenly.
-    let lc: Vec<u8> = (0..30).map(|i| open(&mut t, 1000 + i, 80)).collect();
+    let lc: Vec<u8> = (0..30)
+        .map(|i| open(&mut t, "192.0.2.100", 1000 + i, 80))
+        .collect();
     assert_eq!(
         tally(&lc).values().copied().collect::<Vec<_>>(),
         vec![10, 10, 10]
     );
     // wlc 1:2 — twice as many on the weight-2 server.
-    let wlc: Vec<u8> = (0..30).map(|i| open(&mut t, 2000 + i, 81)).collect();
+    let wlc: Vec<u8> = (0..30)
+        .map(|i| open(&mut t, "192.0.2.100", 2000 + i, 81))
+        .collect();
     let m = tally(&wlc);
     assert!(
         (9..=11).contains(&m[&11]) && (19..=21).contains(&m[&12]),
         "{m:?}"
     );
     // nq: an idle server first, whatever the weights.
-    assert_eq!(open(&mut t, 3000, 82), 11);
-    assert_eq!(open(&mut t, 3001, 82), 12, "rs12 was idle");
+    assert_eq!(open(&mut t, "192.0.2.100", 3000, 82), 11);
+    assert_eq!(open(&mut t, "192.0.2.100", 3001, 82), 12, "rs12 was idle");
     // Close rs11's lc connections and
     // let them expire; the daemon's sweep re-bases the counts and rs11 is
     // the least loaded again.
@@ -856,7 +846,9 @@ services:
     t.d.timeouts[lb_common::tcp_state::CLOSE as usize] = 0;
     std::thread::sleep(std::time::Duration::from_millis(20));
     t.d.sweep(true);
-    let next: Vec<u8> = (0..5).map(|i| open(&mut t, 4000 + i, 80)).collect();
+    let next: Vec<u8> = (0..5)
+        .map(|i| open(&mut t, "192.0.2.100", 4000 + i, 80))
+        .collect();
     assert!(next.iter().all(|x| *x == 11), "after expiry: {next:?}");
 }
 

@@ -5,26 +5,7 @@
 mod common;
 
 use common::*;
-use lb_userspace::{config::Config, model::Table};
-
-fn table(yaml: &str) -> Table {
-    Config::parse(yaml, "test.yaml")
-        .unwrap()
-        .table("test.yaml")
-        .unwrap()
-}
-
-/// Opens an established connection (SYN, ACK) from 203.0.113.10:`sport`;
-/// returns the last byte of the chosen real server's MAC (its number).
-fn open(t: &mut TestDirector, vip: &str, sport: u16, dport: u16) -> u8 {
-    let (a, out) = t.run(&tcp("203.0.113.10", sport, vip, dport, SYN).frame());
-    assert_eq!(
-        a, XDP_TX,
-        "connection {sport} -> {vip}:{dport} not forwarded"
-    );
-    t.run(&tcp("203.0.113.10", sport, vip, dport, ACK).frame());
-    out[5]
-}
+use lb_userspace::model::Table;
 
 /// Closes a connection (RST) and lets the sweep collect it.
 fn close_and_collect(t: &mut TestDirector, vip: &str, sports: &[u16], dport: u16) {

@@ -6,7 +6,12 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use lb_userspace::{config::Limits, dataplane::Dataplane, director::Director, model::Table};
+use lb_userspace::{
+    config::{Config, Limits},
+    dataplane::Dataplane,
+    director::Director,
+    model::Table,
+};
 
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const CLIENT_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -238,4 +243,24 @@ impl Pkt {
         f.extend_from_slice(&l4);
         f
     }
+}
+
+/// The table a YAML configuration declares (valid by construction).
+pub fn table(yaml: &str) -> Table {
+    Config::parse(yaml, "test.yaml")
+        .unwrap()
+        .table("test.yaml")
+        .unwrap()
+}
+
+/// Opens an established connection (SYN, ACK) from 203.0.113.10:`sport`;
+/// returns the last byte of the chosen real server's MAC (its number).
+pub fn open(t: &mut TestDirector, vip: &str, sport: u16, dport: u16) -> u8 {
+    let (a, out) = t.run(&tcp("203.0.113.10", sport, vip, dport, SYN).frame());
+    assert_eq!(
+        a, XDP_TX,
+        "connection {sport} -> {vip}:{dport} not forwarded"
+    );
+    t.run(&tcp("203.0.113.10", sport, vip, dport, ACK).frame());
+    out[5]
 }
