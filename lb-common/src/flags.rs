@@ -1,0 +1,43 @@
+//! Flag bits of services, real servers and the director.
+
+/// Service flags ([`crate::ServiceValue::flags`]).
+pub mod svc_flags {
+    /// mh-port / sh-port: add the client port to the hash.
+    pub const MH_PORT: u32 = 1 << 0;
+    /// mh-fallback: accepted and recorded; the published Maglev ring already
+    /// holds only available real servers. sh-fallback: when the bucket's real
+    /// server is unavailable, the next buckets are tried instead of dropping.
+    pub const MH_FALLBACK: u32 = 1 << 1;
+    /// persistent service (-p); port-0 services are always persistent.
+    pub const PERSISTENT: u32 = 1 << 2;
+    /// one-packet scheduling (-o, UDP): no connection entry, every datagram
+    /// is scheduled on its own.
+    pub const ONE_PACKET: u32 = 1 << 3;
+    /// A port group (fwmark service): several (protocol, VIP, port) keys
+    /// share this value; persistence templates are keyed by the fwmark
+    /// ([`crate::ServiceValue::fwmark`]), so the group shares persistence.
+    pub const FWMARK: u32 = 1 << 4;
+    /// At least one real server has connection thresholds (-x/-y): the
+    /// scheduler checks the overloaded state of the servers it considers.
+    pub const THRESHOLDS: u32 = 1 << 5;
+}
+
+/// Director-wide flags ([`crate::DirectorConfig::flags`]).
+pub mod dir_flags {
+    /// IPVS expire_nodest_conn: a packet of a connection whose real server
+    /// was removed expires the entry and is dropped (the client's
+    /// retransmission is scheduled afresh), instead of continuing to the
+    /// removed server.
+    pub const EXPIRE_NODEST_CONN: u8 = 1 << 0;
+}
+
+/// Real server flags ([`crate::RealServer::flags`]).
+pub mod rs_flags {
+    /// The slot is allocated to a real server.
+    pub const IN_USE: u16 = 1 << 0;
+    /// The MAC address has been resolved through the neighbour table.
+    pub const MAC_VALID: u16 = 1 << 1;
+    /// The real server was removed from its service: established connections
+    /// continue (IPVS expire_nodest_conn=0), no new connection is scheduled.
+    pub const REMOVED: u16 = 1 << 2;
+}
