@@ -6,7 +6,7 @@ use crate::{sched, RING_SIZE};
 
 /// Key of the SERVICES map: (protocol, VIP, port).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
     /// Port in network order; 0 = every port of the VIP.
@@ -42,7 +42,7 @@ const _: () = assert!(core::mem::size_of::<ServiceValue>() == 24);
 
 /// One scheduling table: real-server ids. Entry `i < ring_len` is valid.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ring {
     pub reals: [u32; RING_SIZE],
 }
@@ -96,7 +96,7 @@ const _: () = assert!(core::mem::size_of::<LblcValue>() == 56);
 
 /// Key of the CONNS map: the connection's 5-tuple as seen from the client.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ConnKey {
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],

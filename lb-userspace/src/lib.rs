@@ -1,17 +1,33 @@
 //! lb-userspace: the director daemon (`lbd`), the ipvsadm-compatible CLI
-//! (`lbadm`) and the real-server helper, as a library so that tests and xtask
-//! drive the same code.
-pub mod apply;
-pub mod config;
-pub mod control;
-pub mod daemon;
-pub mod dataplane;
-pub mod director;
-pub mod format;
-pub mod health;
-pub mod ipvsadm;
+//! (`lbadm`) and the real-server helper, as a library so that tests and the
+//! benchmark drive the same code.
+//!
+//! Rooms, each depending only on those listed before it:
+//! - [`model`]: the service table as the operator declares it, the
+//!   scheduler table;
+//! - [`dataplane`]: loading, pinning and attaching the XDP object, and the
+//!   typed map operations (the only room that touches aya maps);
+//! - [`health`]: check specs, probes, tasks, the health policy;
+//! - [`config`]: the YAML schema, its validation and export;
+//! - [`control`]: the control protocol between lbd and its clients;
+//! - [`director`]: the pure planner, the transactional commit, ids, rings,
+//!   the connection sweep, statistics and listings;
+//! - [`daemon`]: lbd's start, its one change path and request dispatch;
+//! - [`cli`]: lbadm, the ipvsadm-compatible command line.
+//!
+
 pub mod model;
-pub mod neigh;
-pub mod realserver;
-pub mod resolve;
-pub mod sched;
+
+pub mod dataplane;
+
+pub mod health;
+
+pub mod config;
+
+pub mod control;
+
+pub mod director;
+
+pub mod daemon;
+
+pub mod cli;

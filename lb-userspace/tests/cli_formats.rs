@@ -3,9 +3,11 @@
 //! `-Sn` output restores to the same table. No root needed.
 
 use lb_userspace::{
+    cli::{
+        format::{self, largenum, Fmt},
+        ipvsadm::restore_requests,
+    },
     control::{Listing, RateView, RealView, Request, ServiceView, StatsView},
-    format::{self, largenum, Fmt},
-    ipvsadm::restore_requests,
     model::{Forward, RealSpec, ServiceAddr, Table},
 };
 

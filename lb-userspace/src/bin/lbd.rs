@@ -5,12 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use lb_userspace::{
-    config::{Config, XdpModeCfg},
+    config::Config,
     control::DEFAULT_SOCKET,
-    daemon::{bind_socket, Daemon},
-    dataplane::{self, Dataplane},
-    director::Director,
-    neigh::Resolver,
+    daemon::{bind_socket, start, StartOptions},
+    dataplane::{self, AttachMode},
 };
 use tracing::info;
 
@@ -32,7 +30,7 @@ struct Args {
     socket: PathBuf,
     /// XDP attach mode: auto (native, else generic with a warning), native, generic.
     #[arg(long, value_enum)]
-    xdp_mode: Option<Mode>,
+    xdp_mode: Option<AttachMode>,
     /// Instance name: pins live in <bpffs>/lb/<instance> (default: the interface name).
     #[arg(long)]
     instance: Option<String>,
@@ -48,13 +46,6 @@ struct Args {
     /// XDP_TX frames only if the peer runs an XDP program.
     #[arg(long, hide = true)]
     pass_program: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Mode {
-    Auto,
-    Native,
-    Generic,
 }
 
 #[tokio::main]
@@ -81,12 +72,6 @@ async fn run() -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let file = args
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let table = config.table(&file)?;
     let Some(iface) = args.interface.clone().or(config.interface.clone()) else {
         bail!("no interface: give --interface or `interface:` in the config");
     };
@@ -102,51 +87,21 @@ async fn run() -> Result<()> {
         info!(iface, "attached the XDP_PASS program");
         return Ok(());
     }
-    let mode = match args.xdp_mode {
-        Some(Mode::Auto) => XdpModeCfg::Auto,
-        Some(Mode::Native) => XdpModeCfg::Native,
-        Some(Mode::Generic) => XdpModeCfg::Generic,
-        None => config.xdp_mode,
-    };
-    let resolver = Resolver::new(&iface)
-        .await
-        .with_context(|| format!("interface {iface}"))?;
-    let own_mac = resolver.own_mac().await?;
-    let listener = bind_socket(&args.socket)?;
-
-    let mut dp = Dataplane::load(&dir, &config.limits)
-        .with_context(|| format!("loading the XDP program (pins in {})", dir.display()))?;
-    dp.set_director_mac(own_mac)?;
-    let mut director = Director::recover(dp)?;
-    director.set_policies(config.policies());
-    if let Some(t) = &config.timeouts {
-        director.set_timeouts(t.tcp, t.tcpfin, t.udp);
-    }
-    director.set_expire_nodest(config.expire_nodest_conn)?;
-    // Resolve MACs before the first apply so rings are complete at once.
-    let updates = resolver.resolve(&table_addresses(&table)).await?;
-    director.update_macs(&updates)?;
-    director
-        .apply(table)
-        .context("applying the configuration")?;
-    let attached = director.dp.attach(&iface, mode)?;
-    info!(iface, instance, ?attached, socket = %args.socket.display(), "lbd running");
-
-    let daemon = Daemon {
-        director,
-        resolver,
+    let opts = StartOptions {
+        mode: args.xdp_mode.unwrap_or(config.xdp_mode),
+        interface: iface,
+        instance,
+        bpffs: args.bpffs.clone(),
         config_path: args.config.clone(),
-        checks: config.checks(),
-        base: config,
     };
-    let r = daemon.run(listener).await;
+    let listener = bind_socket(&args.socket)?;
+    let r = match start(&opts, config).await {
+        Ok(daemon) => {
+            info!(socket = %args.socket.display(), "serving lbadm");
+            daemon.run(listener).await
+        }
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_file(&args.socket);
     r
-}
-
-fn table_addresses(t: &lb_userspace::model::Table) -> std::collections::BTreeSet<std::net::IpAddr> {
-    t.services
-        .values()
-        .flat_map(|s| s.reals.keys().map(|(a, _)| *a))
-        .collect()
 }

@@ -1,10 +1,11 @@
 //! Each check type against real local servers on loopback.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt},
     net::{TcpListener, UdpSocket},
+    sync::mpsc,
 };
 
 use super::*;

@@ -6,11 +6,13 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
+use lb_common::{ConnKey, ConnValue, ServiceKey, ServiceValue};
 use lb_userspace::{
     config::{Config, Limits},
-    dataplane::Dataplane,
+    dataplane::{Dataplane, Faulty, Maps, Slot, Value},
     director::Director,
-    model::Table,
+    health::{Verdict, WeightChange},
+    model::{ServiceAddr, Table},
 };
 
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -27,17 +29,19 @@ pub const RS3: [(&str, Option<[u8; 6]>); 3] = [
     ("192.0.2.13", Some(rs_mac(13))),
 ];
 
-/// Skips (or, in CI, fails) when not root: BPF needs it.
-pub fn require_root() -> bool {
+/// Whether the tests run as root (BPF needs it).
+pub fn is_root() -> bool {
     // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("packet tests need root (BPF_PROG_TEST_RUN) and CI is set");
-    }
-    eprintln!("skipping: packet tests need root");
-    false
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A health verdict as a check task reports it.
+pub fn verdict(up: bool, weight: Option<WeightChange>, reason: &str) -> Option<Verdict> {
+    Some(Verdict {
+        up,
+        weight,
+        reason: reason.into(),
+    })
 }
 
 /// Runs the calling thread on CPU 0 only, so per-CPU state (round-robin
@@ -70,10 +74,11 @@ impl Drop for PinDir {
     }
 }
 
-/// A director on its own pin directory. Field order matters: the director
-/// (and its map fds) drops before the directory is removed.
+/// A director on its own pin directory, over the real maps (wrapped so a
+/// test can make a write fail). Field order matters: the director (and its
+/// map fds) drops before the directory is removed.
 pub struct TestDirector {
-    pub d: Director,
+    pub d: Director<Faulty<Dataplane>>,
     _dir: PinDir,
 }
 
@@ -95,18 +100,22 @@ impl TestDirector {
         limits: Limits,
     ) -> TestDirector {
         let dir = PinDir::new("pkt");
-        let mut dp = Dataplane::load(&dir.0, &limits).expect("load XDP object");
-        dp.set_director_mac(DIRECTOR_MAC).unwrap();
-        let mut d = Director::recover(dp).unwrap();
+        let dp = Dataplane::load(&dir.0, &limits).expect("load XDP object");
+        let mut d = Director::recover(Faulty::new(dp)).unwrap();
+        d.set_director_mac(DIRECTOR_MAC).unwrap();
         let updates: Vec<(IpAddr, Option<[u8; 6]>)> =
             macs.iter().map(|(a, m)| (a.parse().unwrap(), *m)).collect();
-        d.update_macs(&updates).unwrap();
-        d.apply(table).unwrap();
+        d.set_macs(&updates).unwrap();
+        d.set_table(table).unwrap();
         TestDirector { d, _dir: dir }
     }
 
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.d.dp.test_run(frame).expect("BPF_PROG_TEST_RUN")
+        self.d
+            .maps_mut()
+            .inner
+            .test_run(frame)
+            .expect("BPF_PROG_TEST_RUN")
     }
 
     pub fn counter(&self, name: &str) -> u64 {
@@ -116,6 +125,31 @@ impl TestDirector {
             .find(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no counter {name}"))
             .1
+    }
+
+    /// The connection entry of `key`, if any.
+    pub fn conn(&self, key: &ConnKey) -> Option<ConnValue> {
+        self.d
+            .maps()
+            .conns()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The services-map entry of `key`, if any.
+    pub fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
+        match self.d.maps().read(Slot::Service(*key)) {
+            Ok(Value::Service(v)) => v,
+            _ => None,
+        }
+    }
+
+    /// Records a health verdict of real server `real` of `svc`.
+    pub fn health(&mut self, svc: ServiceAddr, real: IpAddr, up: bool, reason: &str) -> bool {
+        self.d
+            .set_health(svc, real, verdict(up, None, reason))
+            .unwrap()
     }
 }
 

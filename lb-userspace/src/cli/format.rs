@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
+use super::names::Names;
 use crate::{
     control::{ConnView, Listing, RealView, ServiceView},
     model::{fmt_addr_port, Protocol, ServiceAddr, ServiceSpec},
-    resolve::Names,
 };
 
 /// ipvsadm's listing options.

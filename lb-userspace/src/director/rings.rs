@@ -1,14 +1,20 @@
-//! Scheduler tables. The daemon computes a ring of real-server ids per
-//! service and publishes it whole (double-buffered) so that the XDP program
-//! never sees half a table:
-//! - rr: the available real servers in order, walked by a per-CPU cursor;
-//! - wrr: IPVS's weighted round-robin sequence (gcd-stepped, heaviest first);
-//! - mh: a Maglev lookup table of `RING_SIZE` entries, indexed by the hash of
-//!   the client address (and port with mh-port).
+//! Scheduler tables ("rings"). The planner computes a ring of real-server
+//! ids per service and publishes it whole (double-buffered), so the XDP
+//! program never sees half a table; how each scheduler's ring is filled is
+//! its [`RingKind`]:
+//! - in order (rr), walked by a cursor;
+//! - IPVS's weighted round-robin sequence (wrr), walked by a cursor;
+//! - a Maglev lookup table of `RING_SIZE` entries (mh), indexed by the hash
+//!   of the client address (and port with mh-port);
+//! - the available servers, compared by live counts in the program (the
+//!   dynamic schedulers);
+//! - 256 buckets over every server (sh, dh).
+
+use std::collections::HashMap;
 
 use lb_common::RING_SIZE;
 
-use crate::model::Scheduler;
+use crate::model::{RingKind, Scheduler};
 
 /// A real server eligible for new connections: weight > 0, MAC resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,35 +26,49 @@ pub struct Candidate {
     pub weight: u32,
 }
 
-/// Builds the ring for `sched` from `candidates` (already filtered and in
-/// ipvsadm order). Returns an empty ring when there is no candidate.
+/// Builds the ring for `sched` from `candidates` (in ipvsadm order).
+/// Returns an empty ring when there is no candidate.
 pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
-    if matches!(sched, Scheduler::Sh | Scheduler::Dh) {
+    let kind = sched.ring();
+    if kind == RingKind::Buckets {
         return hash_table(candidates);
     }
     let c: Vec<&Candidate> = candidates.iter().filter(|c| c.weight > 0).collect();
     if c.is_empty() {
         return Vec::new();
     }
-    match sched {
-        Scheduler::Rr => c.iter().map(|c| c.id).collect(),
+    match kind {
+        RingKind::InOrder => c.iter().map(|c| c.id).collect(),
         // The program compares the first MAX_DYNAMIC by live counts.
-        Scheduler::Lc
-        | Scheduler::Wlc
-        | Scheduler::Sed
-        | Scheduler::Nq
-        | Scheduler::Fo
-        | Scheduler::Ovf
-        | Scheduler::Lblc
-        | Scheduler::Lblcr
-        | Scheduler::Twos => c
+        RingKind::Dynamic => c
             .iter()
             .take(lb_common::sched::MAX_DYNAMIC)
             .map(|c| c.id)
             .collect(),
-        Scheduler::Wrr => wrr_sequence(&c),
-        Scheduler::Mh => maglev(&c, RING_SIZE),
-        Scheduler::Sh | Scheduler::Dh => unreachable!("handled above"),
+        RingKind::Weighted => wrr_sequence(&c),
+        RingKind::Maglev => maglev(&c, RING_SIZE),
+        RingKind::Buckets => unreachable!("handled above"),
+    }
+}
+
+/// The last ring built for each service id, with what it was built from:
+/// an unchanged input is not rebuilt (a Maglev table costs milliseconds).
+#[derive(Debug, Default)]
+pub struct RingCache {
+    built: HashMap<u32, (Scheduler, Vec<Candidate>, Vec<u32>)>,
+}
+
+impl RingCache {
+    /// The ring of service `id` for `sched` over `candidates`.
+    pub fn ring(&mut self, id: u32, sched: Scheduler, candidates: Vec<Candidate>) -> Vec<u32> {
+        if let Some((s, c, ring)) = self.built.get(&id) {
+            if *s == sched && *c == candidates {
+                return ring.clone();
+            }
+        }
+        let ring = build_ring(sched, &candidates);
+        self.built.insert(id, (sched, candidates, ring.clone()));
+        ring
     }
 }
 

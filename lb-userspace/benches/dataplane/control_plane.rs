@@ -1,0 +1,163 @@
+//! The control plane: applying 1,000 services x 100 real servers, one
+//! weight change, Maglev build time and disruption; the health checker's CPU.
+
+use crate::*;
+
+pub(crate) fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
+    let n_svc: u32 = if o.quick { 100 } else { 1000 };
+    let limits = Limits {
+        max_services: 1024,
+        max_reals: 131_072,
+        max_conns: 1024,
+    };
+    let mut b = load("bench-cp", &limits)?;
+    let real_addrs: Vec<IpAddr> = (1..=100)
+        .map(|n| format!("192.0.2.{n}").parse().unwrap())
+        .collect();
+    b.d.set_macs(&fake_macs(real_addrs.iter().copied()))?;
+    let mut t = Table::default();
+    for i in 0..n_svc {
+        let vip = format!("198.51.100.{}", 1 + i / 4);
+        let port = 80 + (i % 4) as u16;
+        let sched = [Scheduler::Rr, Scheduler::Wrr, Scheduler::Mh][i as usize % 3];
+        let s = svc(Protocol::Tcp, &vip, port, sched);
+        t.add_service(s.clone()).unwrap();
+        for (j, a) in real_addrs.iter().enumerate() {
+            t.add_real(&s.addr, real(*a, port, 1 + j as u32 % 5))
+                .unwrap();
+        }
+    }
+    let t0 = Instant::now();
+    b.d.set_table(t.clone())?;
+    let apply = t0.elapsed();
+    let first = *t.services.keys().next().unwrap();
+    let mut times = Vec::new();
+    for w in 0..5u32 {
+        let mut t2 = b.d.table().clone();
+        t2.edit_real(&first, real(real_addrs[0], first.port, 10 + w))
+            .unwrap();
+        let t0 = Instant::now();
+        b.d.set_table(t2)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    rows.insert(
+        format!("apply_{n_svc}x100_ms"),
+        json!((apply.as_secs_f64() * 1e4).round() / 10.0),
+    );
+    rows.insert(
+        "change_one_weight_ms".into(),
+        json!((median(times) * 100.0).round() / 100.0),
+    );
+
+    // Maglev build time and disruption.
+    for n in [100usize, 1000, 10_000] {
+        let c: Vec<Candidate> = (0..n)
+            .map(|i| Candidate {
+                id: i as u32,
+                name: format!("10.{}.{}.{}:80", i >> 16, (i >> 8) & 255, i & 255),
+                weight: 1,
+            })
+            .collect();
+        let mut ts = Vec::new();
+        let mut ring = Vec::new();
+        for _ in 0..if o.quick { 3 } else { 7 } {
+            let t0 = Instant::now();
+            ring = build_ring(Scheduler::Mh, &c);
+            ts.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut fewer = c.clone();
+        fewer.remove(n / 2);
+        let after = build_ring(Scheduler::Mh, &fewer);
+        let moved = ring.iter().zip(&after).filter(|(a, b)| a != b).count();
+        rows.insert(
+            format!("maglev_{n}_reals"),
+            json!({
+                "build_ms": (median(ts) * 1000.0).round() / 1000.0,
+                "table_size": ring.len(),
+                "moved_fraction_on_one_removal": (moved as f64 / ring.len() as f64 * 1e4).round() / 1e4,
+                "ideal_fraction": (1.0 / n as f64 * 1e4).round() / 1e4,
+            }),
+        );
+    }
+    Ok(())
+}
+
+/// CPU time of this process (user + system), in seconds.
+pub(crate) fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// 5,000 TCP checks at 1 s interval against loopback listeners, on one
+/// tokio runtime: CPU used per second of wall time.
+pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
+    use lb_userspace::health::{self, CheckKind, CheckSpec};
+    let checks = if o.quick { 1000 } else { 5000 };
+    let seconds = if o.quick { 3.0 } else { 10.0 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (ok, total, cpu) = rt.block_on(async {
+        // 50 listeners on 127.0.0.1, each accepting and dropping connections.
+        let mut ports = Vec::new();
+        for _ in 0..50 {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ports.push(l.local_addr().unwrap().port());
+            tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    drop(s);
+                }
+            });
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(checks);
+        let mut spec = CheckSpec::new(CheckKind::Tcp);
+        spec.interval = 1.0;
+        spec.fall = 1;
+        let mut handles = Vec::new();
+        for i in 0..checks {
+            let mut sp = spec.clone();
+            sp.port = Some(ports[i % ports.len()]);
+            let svc = ServiceAddr {
+                fwmark: 0,
+                protocol: Protocol::Tcp,
+                address: "192.0.2.100".parse().unwrap(),
+                port: (i % 60000) as u16 + 1,
+            };
+            handles.push(health::spawn(
+                sp,
+                svc,
+                "127.0.0.1".parse().unwrap(),
+                i as f64 / checks as f64,
+                tx.clone(),
+            ));
+        }
+        // Warm-up (the first interval spreads the checks), then measure.
+        tokio::time::sleep(Duration::from_secs_f64(1.2)).await;
+        let c0 = cpu_seconds();
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        let cpu = cpu_seconds() - c0;
+        let mut downs = 0;
+        while let Ok(ev) = rx.try_recv() {
+            if !ev.up {
+                downs += 1;
+            }
+        }
+        for h in handles {
+            h.abort();
+        }
+        (checks - downs, checks, cpu)
+    });
+    rows.insert(
+        format!("health_checker_{total}_tcp_checks_1s"),
+        json!({
+            "cpu_cores_used": ((cpu / seconds) * 1000.0).round() / 1000.0,
+            "checks_healthy": ok,
+            "measured_seconds": seconds,
+        }),
+    );
+    Ok(())
+}

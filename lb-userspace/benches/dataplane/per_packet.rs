@@ -1,0 +1,289 @@
+//! Per-packet cost under BPF_PROG_TEST_RUN, hot (one frame repeated) and
+//! cold (maps populated at scale, a different flow on every call), side by
+//! side with the reference programs of the tools object.
+
+use crate::*;
+
+/// Hot: one frame (or one flow) repeated, caches warm.
+pub(crate) fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
+    let rounds = if o.quick { 3 } else { 7 };
+    let repeat = if o.quick { 200_000 } else { 1_000_000 };
+    let calls = if o.quick { 3_000 } else { 20_000 };
+    let limits = Limits {
+        max_services: 32,
+        max_reals: 64,
+        max_conns: 1 << 20,
+    };
+    let mut b = load("bench-hot", &limits)?;
+    let mut t = Table::default();
+    let reals: Vec<IpAddr> = (11..14)
+        .map(|n| format!("192.0.2.{n}").parse().unwrap())
+        .collect();
+    let v6: IpAddr = "2001:db8::11".parse().unwrap();
+    for (port, sched) in [
+        (80, Scheduler::Rr),
+        (81, Scheduler::Wrr),
+        (82, Scheduler::Mh),
+        (84, Scheduler::Wlc),
+    ]
+    .into_iter()
+    .chain(OTHER_SCHEDS.iter().map(|(p, s, _)| (*p, *s)))
+    {
+        let s = svc(Protocol::Tcp, "192.0.2.100", port, sched);
+        t.add_service(s.clone()).unwrap();
+        for (i, a) in reals.iter().enumerate() {
+            t.add_real(&s.addr, real(*a, port, 1 + i as u32)).unwrap();
+        }
+    }
+    let mut ps = svc(Protocol::Tcp, "192.0.2.100", 83, Scheduler::Rr);
+    ps.persistent = Some(360);
+    t.add_service(ps.clone()).unwrap();
+    for a in &reals {
+        t.add_real(&ps.addr, real(*a, 83, 1)).unwrap();
+    }
+    let u = svc(Protocol::Udp, "192.0.2.100", 53, Scheduler::Mh);
+    t.add_service(u.clone()).unwrap();
+    t.add_real(&u.addr, real(reals[0], 53, 1)).unwrap();
+    let s6 = svc(Protocol::Tcp, "2001:db8::100", 443, Scheduler::Rr);
+    t.add_service(s6.clone()).unwrap();
+    t.add_real(&s6.addr, real(v6, 443, 1)).unwrap();
+    b.d.set_macs(&fake_macs(reals.iter().copied().chain([v6])))?;
+    b.d.set_table(t)?;
+    {
+        let mut m = b.backends()?;
+        m.insert(
+            bench_key([192, 0, 2, 100], 80),
+            [2, 0, 0, 0, 0x10, 11, 0, 0],
+            0,
+        )?;
+    }
+
+    let est = tcp("203.0.113.10", 40000, "192.0.2.100", 80, ACK).frame();
+    let est_udp = udp("203.0.113.10", 40000, "192.0.2.100", 53).frame();
+    let est_v6 = tcp("2001:db8:ffff::10", 40000, "2001:db8::100", 443, ACK).frame();
+    let non_vip = tcp("203.0.113.10", 40000, "192.0.2.2", 22, ACK).frame();
+    // Prime the connection entries.
+    for f in [&est, &est_udp, &est_v6] {
+        b.d.maps_mut().test_run(f)?;
+    }
+    let mut rep = |name: &str, f: &[u8]| -> f64 {
+        let p = b.prog(name);
+        median((0..rounds).map(|_| run_ns(p, f, repeat)).collect())
+    };
+    let floor = rep("bench_floor", &est);
+    let minimal = rep("bench_minimal_lb", &est);
+    let lb_est = rep("lb", &est);
+    let lb_udp = rep("lb", &est_udp);
+    let lb_v6 = rep("lb", &est_v6);
+    let lb_pass = rep("lb", &non_vip);
+    rows_for(
+        "hot, repeat in kernel",
+        &[
+            (
+                "floor (reference)",
+                floor,
+                "bounds check, swap MACs, XDP_TX",
+            ),
+            (
+                "minimal LB (reference)",
+                minimal,
+                "floor + one hash lookup by dst addr:port",
+            ),
+            ("established TCP flow", lb_est, "connection entry hit"),
+            ("established UDP flow", lb_udp, "connection entry hit"),
+            ("established IPv6 TCP flow", lb_v6, "connection entry hit"),
+            (
+                "non-VIP packet (XDP_PASS)",
+                lb_pass,
+                "service miss x2 (port, port 0)",
+            ),
+        ],
+        floor,
+        minimal,
+        rows,
+    );
+
+    // New connections: every call a distinct tuple, repeat = 1.
+    let mut one = |name: &str, frames: &mut dyn FnMut(u32) -> Vec<u8>| -> f64 {
+        let p = b.prog(name);
+        median((0..calls).map(|i| run_ns(p, &frames(i), 1)).collect())
+    };
+    let floor1 = one("bench_floor", &mut |_| est.clone());
+    let minimal1 = one("bench_minimal_lb", &mut |_| est.clone());
+    let est1 = one("lb", &mut |_| est.clone());
+    let mut cases = vec![
+        (
+            "floor, repeat 1 (per-call overhead)",
+            floor1,
+            "kernel timer overhead included",
+        ),
+        ("minimal LB, repeat 1 (reference)", minimal1, ""),
+        ("established TCP flow, repeat 1", est1, ""),
+    ];
+    let mut new_conn = Vec::new();
+    let scheds = [
+        (80u16, "new TCP connection (SYN), rr"),
+        (81, "new TCP connection (SYN), wrr"),
+        (82, "new TCP connection (SYN), mh"),
+        (84, "new TCP connection (SYN), wlc (3 real servers)"),
+    ]
+    .into_iter()
+    .chain(OTHER_SCHEDS.iter().map(|(p, _, n)| (*p, *n)));
+    for (b, (port, name)) in (1u32..).zip(scheds) {
+        let ns = one("lb", &mut |i| {
+            let src = format!("198.51.100.{}", (i / 50_000) + b * 3);
+            tcp(&src, 1024 + (i % 50_000) as u16, "192.0.2.100", port, SYN).frame()
+        });
+        new_conn.push((name, ns));
+    }
+    for (n, ns) in &new_conn {
+        cases.push((n, *ns, "distinct tuple per call"));
+    }
+    // Persistence: one client, a new connection per call, each following
+    // the template the first one created.
+    let ns = one("lb", &mut |i| {
+        tcp(
+            "203.0.113.99",
+            1024 + (i % 60_000) as u16,
+            "192.0.2.100",
+            83,
+            SYN,
+        )
+        .frame()
+    });
+    cases.push((
+        "new connection, persistence template hit",
+        ns,
+        "template lookup + entry insert",
+    ));
+    rows_for("hot, repeat 1 per call", &cases, floor1, minimal1, rows);
+    Ok(())
+}
+
+/// The other schedulers' new-connection cost (3 real servers each).
+pub(crate) const OTHER_SCHEDS: [(u16, Scheduler, &str); 10] = [
+    (85, Scheduler::Lc, "new TCP connection (SYN), lc"),
+    (86, Scheduler::Sed, "new TCP connection (SYN), sed"),
+    (87, Scheduler::Nq, "new TCP connection (SYN), nq"),
+    (88, Scheduler::Fo, "new TCP connection (SYN), fo"),
+    (89, Scheduler::Ovf, "new TCP connection (SYN), ovf"),
+    (90, Scheduler::Sh, "new TCP connection (SYN), sh"),
+    (91, Scheduler::Dh, "new TCP connection (SYN), dh"),
+    (92, Scheduler::Twos, "new TCP connection (SYN), twos"),
+    (
+        93,
+        Scheduler::Lblc,
+        "new TCP connection (SYN), lblc (two tail calls)",
+    ),
+    (
+        94,
+        Scheduler::Lblcr,
+        "new TCP connection (SYN), lblcr (two or three tail calls)",
+    ),
+];
+
+/// Cold: maps populated at scale, a different flow on every call.
+pub(crate) fn cold(
+    o: &Opts,
+    rows: &mut Vec<Value>,
+    memory: &mut BTreeMap<String, Value>,
+) -> Result<()> {
+    let n_conns: u32 = if o.quick { 100_000 } else { 1_000_000 };
+    let calls = if o.quick { 5_000 } else { 50_000 };
+    let limits = Limits {
+        max_services: 1024,
+        max_reals: 16384,
+        max_conns: 1 << 20,
+    };
+    let mut b = load("bench-cold", &limits)?;
+    let mut t = Table::default();
+    let real_addrs: Vec<IpAddr> = (1..=200)
+        .map(|n| format!("192.0.2.{}", n).parse().unwrap())
+        .collect();
+    let mut vips = Vec::new();
+    for i in 0..1000u32 {
+        let vip = format!("198.51.100.{}", 1 + i / 4);
+        let port = 80 + (i % 4) as u16;
+        let sched = [Scheduler::Rr, Scheduler::Wrr, Scheduler::Mh][i as usize % 3];
+        let s = svc(Protocol::Tcp, &vip, port, sched);
+        t.add_service(s.clone()).unwrap();
+        for j in 0..10 {
+            let a = real_addrs[((i * 10 + j) % 200) as usize];
+            t.add_real(&s.addr, real(a, port, 1 + j)).unwrap();
+        }
+        vips.push((vip, port));
+    }
+    b.d.set_macs(&fake_macs(real_addrs.iter().copied()))?;
+    b.d.set_table(t)?;
+    {
+        let mut m = b.backends()?;
+        for (vip, port) in vips.iter().take(1000) {
+            let a: std::net::Ipv4Addr = vip.parse().unwrap();
+            m.insert(bench_key(a.octets(), *port), [2, 0, 0, 0, 1, 1, 0, 0], 0)
+                .ok();
+        }
+    }
+    // Populate the connection table through the data plane itself.
+    let flow = |k: u32| {
+        let src = format!("203.0.113.{}", k / 4096 % 256);
+        let (vip, port) = &vips[(k % 1000) as usize];
+        (src, 1024 + (k % 4096) as u16, vip.clone(), *port)
+    };
+    // Populate from every CPU in turn, as RSS spreads flows over queues (the
+    // connection table keeps per-CPU LRU lists).
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let online = num_cpus_online();
+    let t0 = Instant::now();
+    {
+        let p = b.prog("lb");
+        for k in 0..n_conns {
+            if k % 4096 == 0 {
+                pin_to_cpu(((k / 4096) as usize) % online);
+            }
+            let (s, sp, v, dp) = flow(k);
+            run_ns(p, &tcp(&s, sp, &v, dp, SYN).frame(), 1);
+        }
+    }
+    pin_to_cpu(0);
+    let _ = cpus;
+    let populate = t0.elapsed();
+    let present = b.d.maps().conn_count();
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let picks: Vec<u32> = (0..calls)
+        .map(|_| (rng.next() % n_conns as u64) as u32)
+        .collect();
+    let frames: Vec<Vec<u8>> = picks
+        .iter()
+        .map(|k| {
+            let (s, sp, v, dp) = flow(*k);
+            tcp(&s, sp, &v, dp, ACK).frame()
+        })
+        .collect();
+    let mut measure = |name: &str| {
+        let p = b.prog(name);
+        median(frames.iter().map(|f| run_ns(p, f, 1)).collect())
+    };
+    let floor = measure("bench_floor");
+    let minimal = measure("bench_minimal_lb");
+    let lb = measure("lb");
+    let label = format!("established TCP flow, {n_conns} entries, random flow per call");
+    rows_for(
+        &format!("cold: 1,000 services, 10,000 real servers, {n_conns} connections"),
+        &[
+            ("floor, repeat 1 (per-call overhead)", floor, ""),
+            ("minimal LB, 1,000 VIPs, repeat 1", minimal, ""),
+            (&label, lb, "target: < 400 ns median at 1M"),
+        ],
+        floor,
+        minimal,
+        rows,
+    );
+    memory.insert("cold_conn_entries_present".into(), json!(present));
+    memory.insert(
+        "populate_conns_via_xdp_s".into(),
+        json!((populate.as_secs_f64() * 100.0).round() / 100.0),
+    );
+    Ok(())
+}

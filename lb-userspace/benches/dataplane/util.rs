@@ -1,0 +1,172 @@
+//! Helpers shared by the benchmark's parts.
+
+use crate::*;
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// One BPF_PROG_TEST_RUN: kernel-measured ns per run.
+pub(crate) fn run_ns(prog: &Xdp, frame: &[u8], repeat: u32) -> f64 {
+    let mut out = vec![0u8; frame.len() + 64];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    r.duration.as_nanos() as f64
+}
+
+/// The tools object (reference programs), loaded once per part.
+pub(crate) fn tools() -> Result<Ebpf> {
+    Ok(EbpfLoader::new().load(TOOLS_OBJECT)?)
+}
+
+/// Program `name` of `ebpf`, loaded on first use.
+pub(crate) fn tools_prog<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
+    let p: &mut Xdp = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("program {name}"))
+        .try_into()
+        .unwrap();
+    if p.fd().is_err() {
+        p.load().unwrap();
+    }
+    p
+}
+
+/// The director under test and the reference programs, side by side.
+/// Field order matters: the director's map fds close before its pin
+/// directory is removed.
+pub(crate) struct Bench {
+    pub(crate) d: Director<Dataplane>,
+    pub(crate) tools: Ebpf,
+    _dir: PinDir,
+}
+
+impl Bench {
+    /// `lb` (the director's program) or a reference program.
+    pub(crate) fn prog(&mut self, name: &str) -> &mut Xdp {
+        if name == prog::LB {
+            return self.d.maps_mut().program().expect("program lb");
+        }
+        tools_prog(&mut self.tools, name)
+    }
+
+    /// The minimal LB's table.
+    pub(crate) fn backends(&mut self) -> Result<BpfHashMap<&mut MapData, [u8; 8], [u8; 8]>> {
+        let map = self
+            .tools
+            .map_mut(tools::MAP_BACKENDS)
+            .context(tools::MAP_BACKENDS)?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+}
+
+pub(crate) struct Xorshift(pub(crate) u64);
+impl Xorshift {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+pub(crate) fn svc(proto: Protocol, addr: &str, port: u16, sched: Scheduler) -> ServiceSpec {
+    ServiceSpec {
+        addr: ServiceAddr {
+            fwmark: 0,
+            protocol: proto,
+            address: addr.parse().unwrap(),
+            port,
+        },
+        scheduler: sched,
+        flags: SchedFlags::default(),
+        persistent: None,
+        netmask: None,
+        one_packet: false,
+    }
+}
+
+pub(crate) fn real(addr: IpAddr, port: u16, weight: u32) -> RealSpec {
+    RealSpec {
+        u_threshold: 0,
+        l_threshold: 0,
+        address: addr,
+        port,
+        weight,
+        forward: Forward::Route,
+    }
+}
+
+/// `bench_minimal_lb`'s key: IPv4 destination, port (network order), pad.
+pub(crate) fn bench_key(addr: [u8; 4], port: u16) -> [u8; 8] {
+    let p = port.to_be_bytes();
+    [addr[0], addr[1], addr[2], addr[3], p[0], p[1], 0, 0]
+}
+
+pub(crate) fn load(tag: &str, limits: &Limits) -> Result<Bench> {
+    let dir = PinDir::new(tag);
+    let dp = Dataplane::load(&dir.0, limits)?;
+    let mut d = Director::recover(dp)?;
+    d.set_director_mac(DIRECTOR_MAC)?;
+    Ok(Bench {
+        d,
+        tools: tools()?,
+        _dir: dir,
+    })
+}
+
+pub(crate) fn fake_macs(addrs: impl Iterator<Item = IpAddr>) -> Vec<(IpAddr, Option<[u8; 6]>)> {
+    addrs
+        .enumerate()
+        .map(|(i, a)| (a, Some([0x02, 0, 0, 1, (i >> 8) as u8, i as u8])))
+        .collect()
+}
+
+pub(crate) fn rows_for(
+    group: &str,
+    cases: &[(&str, f64, &str)],
+    floor: f64,
+    minimal: f64,
+    rows: &mut Vec<Value>,
+) {
+    for (name, ns, note) in cases {
+        rows.push(json!({
+            "group": group,
+            "case": name,
+            "ns_per_packet": (ns * 10.0).round() / 10.0,
+            "x_floor": ((ns / floor) * 100.0).round() / 100.0,
+            "x_minimal_lb": ((ns / minimal) * 100.0).round() / 100.0,
+            "note": note,
+        }));
+    }
+}
+
+pub(crate) fn num_cpus_online() -> usize {
+    // The benchmark pins itself to CPU 0 first, so ask the system, not the mask.
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        1
+    }
+}
+
+pub(crate) fn pin_to_cpu(cpu: usize) {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

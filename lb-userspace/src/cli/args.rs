@@ -1,0 +1,249 @@
+//! lbadm's command line: ipvsadm 1.31's options (`-A -t 192.0.2.100:80 -s
+//! wrr`, `-a -t ... -r 192.0.2.11 -g -w 3`, `-E`, `-e`, `-D`, `-d`, `-C`,
+//! `-L -n`, and no arguments at all = list), plus lbadm's own subcommands.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{ArgGroup, Parser, Subcommand};
+
+use crate::control::DEFAULT_SOCKET;
+
+/// ipvsadm-compatible administration of the XDP director (lbd).
+#[derive(Debug, Parser)]
+#[command(
+    name = "lbadm",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true,
+    group(ArgGroup::new("command").args([
+        "add_service", "edit_service", "delete_service", "clear",
+        "add_server", "edit_server", "delete_server", "list", "set",
+        "save", "restore", "zero", "start_daemon", "stop_daemon"
+    ]))
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
+
+    /// Add a virtual service.
+    #[arg(short = 'A', long = "add-service")]
+    pub add_service: bool,
+    /// Edit a virtual service.
+    #[arg(short = 'E', long = "edit-service")]
+    pub edit_service: bool,
+    /// Delete a virtual service (and its real servers).
+    #[arg(short = 'D', long = "delete-service")]
+    pub delete_service: bool,
+    /// Clear the whole table.
+    #[arg(short = 'C', long = "clear")]
+    pub clear: bool,
+    /// Add a real server to a virtual service.
+    #[arg(short = 'a', long = "add-server")]
+    pub add_server: bool,
+    /// Edit a real server.
+    #[arg(short = 'e', long = "edit-server")]
+    pub edit_server: bool,
+    /// Delete a real server.
+    #[arg(short = 'd', long = "delete-server")]
+    pub delete_server: bool,
+    /// List the table (also -l).
+    #[arg(short = 'L', short_alias = 'l', long = "list")]
+    pub list: bool,
+    /// Print the table as ipvsadm rules (ipvsadm-save; -Sn numeric).
+    #[arg(short = 'S', long = "save")]
+    pub save: bool,
+    /// Read ipvsadm rules (-A/-a/... lines, as -S prints them) from stdin and
+    /// apply them all at once, or none if a line fails.
+    #[arg(short = 'R', long = "restore")]
+    pub restore: bool,
+    /// Zero the packet, byte and rate counters (of one service with -t/-u/-f).
+    #[arg(short = 'Z', long = "zero")]
+    pub zero: bool,
+    /// Connection synchronisation daemon: not implemented (refused).
+    #[arg(long = "start-daemon", value_name = "STATE")]
+    pub start_daemon: Option<String>,
+    /// Connection synchronisation daemon: not implemented (refused).
+    #[arg(long = "stop-daemon", value_name = "STATE")]
+    pub stop_daemon: Option<String>,
+
+    /// TCP virtual service: host[:port], IPv6 as [addr]:port.
+    #[arg(short = 't', long = "tcp-service", value_name = "SERVICE-ADDRESS")]
+    pub tcp: Option<String>,
+    /// UDP virtual service.
+    #[arg(short = 'u', long = "udp-service", value_name = "SERVICE-ADDRESS")]
+    pub udp: Option<String>,
+    /// Port-group (fwmark) service: the group declared with this mark.
+    #[arg(short = 'f', long = "fwmark-service", value_name = "FWMARK")]
+    pub fwmark: Option<u32>,
+    /// With -f: an IPv6 port group.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+    /// Scheduler: rr, wrr, lc, wlc, sed, nq, lblc, lblcr, dh, sh, mh, fo, ovf, twos (default wlc, as ipvsadm).
+    #[arg(short = 's', long = "scheduler")]
+    pub scheduler: Option<String>,
+    /// Persistent service, optional timeout in seconds (default 360).
+    #[arg(short = 'p', long = "persistent", num_args = 0..=1, default_missing_value = "360", value_name = "TIMEOUT")]
+    pub persistent: Option<u32>,
+    /// Persistence granularity: a netmask (255.255.255.0) or a prefix length.
+    #[arg(short = 'M', long = "netmask")]
+    pub netmask: Option<String>,
+    /// `-o` alone: one-packet scheduling (UDP, ipvsadm's --ops);
+    /// `-o json` with a listing: JSON output for programs.
+    #[arg(short = 'o', num_args = 0..=1, default_missing_value = "ops", value_name = "json")]
+    pub o: Option<String>,
+    /// One-packet scheduling (UDP).
+    #[arg(long = "ops")]
+    pub ops: bool,
+    /// JSON output for listings (same as -o json).
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Set the TCP, TCP FIN_WAIT and UDP timeouts in seconds (0 = unchanged).
+    #[arg(long = "set", num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"])]
+    pub set: Option<Vec<u32>>,
+    /// List the timeouts (with -L).
+    #[arg(long = "timeout")]
+    pub timeout: bool,
+    /// List connection entries (with -L).
+    #[arg(short = 'c', long = "connection")]
+    pub connection: bool,
+    /// Scheduler flags: mh-fallback, mh-port, sh-fallback, sh-port.
+    #[arg(short = 'b', long = "sched-flags")]
+    pub sched_flags: Option<String>,
+    /// Real server: host[:port] (the port is forced to the virtual port in DR).
+    #[arg(short = 'r', long = "real-server", value_name = "SERVER-ADDRESS")]
+    pub real: Option<String>,
+    /// Direct routing (the default and only forwarding method).
+    #[arg(short = 'g', long = "gatewaying")]
+    pub gatewaying: bool,
+    /// Tunnelling: not supported by this director.
+    #[arg(short = 'i', long = "ipip")]
+    pub ipip: bool,
+    /// Masquerading (NAT): not supported by this director.
+    #[arg(short = 'm', long = "masquerading")]
+    pub masquerading: bool,
+    /// Weight 0..65535 (0 = quiescent), default 1.
+    #[arg(short = 'w', long = "weight")]
+    pub weight: Option<u32>,
+    /// Upper connection threshold: over it no new connections (0 = none).
+    #[arg(short = 'x', long = "u-threshold")]
+    pub u_threshold: Option<u32>,
+    /// Lower connection threshold: new connections again below it (0 = 3/4 of the upper).
+    #[arg(short = 'y', long = "l-threshold")]
+    pub l_threshold: Option<u32>,
+    /// Listing: packet, byte and connection counters.
+    #[arg(long)]
+    pub stats: bool,
+    /// Listing: rates per second.
+    #[arg(long)]
+    pub rate: bool,
+    /// Listing: exact numbers (no K/M/G).
+    #[arg(short = 'X', long)]
+    pub exact: bool,
+    /// Listing: connection thresholds.
+    #[arg(long)]
+    pub thresholds: bool,
+    /// Listing: persistence templates per real server.
+    #[arg(long = "persistent-conn")]
+    pub persistent_conn: bool,
+    /// Listing: the sync daemon's state (none runs: prints nothing).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Listing: services and real servers in the order they were created.
+    #[arg(long)]
+    pub nosort: bool,
+    /// Listing: sorted (the default).
+    #[arg(long)]
+    pub sort: bool,
+    /// Numeric output (addresses and ports are always printed numerically).
+    #[arg(short = 'n', long = "numeric")]
+    pub numeric: bool,
+    /// Print the version.
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+    /// Listing: add health state, configured weight and reason columns.
+    #[arg(long)]
+    pub health: bool,
+
+    /// Control socket of the lbd instance to talk to.
+    #[arg(long, env = "LB_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Set up (or check, or undo) a real server for direct routing:
+    /// ARP suppression and the VIP on loopback.
+    Realserver {
+        #[command(subcommand)]
+        action: RsAction,
+    },
+    /// Show the XDP program's director-wide counters.
+    Counters,
+    /// Apply a YAML configuration to the running daemon: validated, the
+    /// difference applied at once (established connections stay).
+    Apply {
+        /// The configuration file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the running state as a YAML configuration (lbd --config takes it).
+    Export,
+    /// Port groups (what fwmark services serve).
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupAction {
+    /// Declare or replace group FWMARK with these members.
+    Set {
+        fwmark: u32,
+        /// A name for the operator.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// TCP members VIP:PORT.
+        #[arg(short = 't', long = "tcp-service")]
+        tcp: Vec<String>,
+        /// UDP members VIP:PORT.
+        #[arg(short = 'u', long = "udp-service")]
+        udp: Vec<String>,
+    },
+    /// Remove group FWMARK.
+    Del { fwmark: u32 },
+    /// List the groups.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RsAction {
+    /// Apply ARP suppression, then add the VIP to the loopback device.
+    Up(RsArgs),
+    /// Remove the VIP, then revert ARP suppression once no VIP remains.
+    Down(RsArgs),
+    /// Report what is missing (exit 1 if anything is).
+    Check(RsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RsArgs {
+    /// The virtual IP address.
+    #[arg(long)]
+    pub vip: IpAddr,
+    /// Device to hold the VIP.
+    #[arg(long, default_value = "lo")]
+    pub dev: String,
+    /// NIC(s) to apply arp_ignore/arp_announce to (default: every non-loopback interface).
+    #[arg(long)]
+    pub nic: Vec<String>,
+}

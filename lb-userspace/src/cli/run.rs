@@ -1,0 +1,245 @@
+//! lbadm's commands: each sends its request to lbd and prints the answer
+//! (or runs the real-server helper locally).
+
+use std::{io::Read as _, process::ExitCode};
+
+use clap::{CommandFactory, Parser};
+
+use super::{
+    args::{Cli, RsAction, Sub},
+    format,
+    ipvsadm::{self, Action},
+    realserver,
+};
+use crate::control::{self, Listing, Request, Response};
+
+/// lbadm's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lbadm: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.sub {
+        Some(Sub::Realserver { action }) => return realserver_cmd(action),
+        Some(Sub::Counters) => {
+            return match control::call(&cli.socket, Request::Counters)? {
+                Response::Counters { counters } => {
+                    for (k, v) in counters {
+                        println!("{k:<20} {v}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        Some(Sub::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "lbadm", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Sub::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Sub::Export) => {
+            return match control::call(&cli.socket, Request::Export)? {
+                Response::Export { yaml } => {
+                    print!("{yaml}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        Some(Sub::Apply { file, dry_run }) => {
+            let yaml = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", file.display()))?;
+            let req = Request::Apply {
+                yaml,
+                file: file.display().to_string(),
+                dry_run: *dry_run,
+            };
+            return match control::call(&cli.socket, req)? {
+                Response::Applied { changes } => {
+                    if changes.is_empty() {
+                        println!("no change");
+                    }
+                    for c in changes {
+                        println!("{c}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        Some(Sub::Group { action }) => {
+            let req = match action.request() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lbadm: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let Some(req) = req else {
+                let l = list(&cli)?;
+                for (m, g) in &l.groups {
+                    let members: Vec<String> = g.members.iter().map(|a| a.to_string()).collect();
+                    println!(
+                        "{m} {} {}",
+                        if g.name.is_empty() { "-" } else { &g.name },
+                        members.join(" ")
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            return match control::call(&cli.socket, req)? {
+                Response::Ok => Ok(ExitCode::SUCCESS),
+                other => fail(other),
+            };
+        }
+        None => {}
+    }
+    let action = match cli.action() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lbadm: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match action {
+        Action::Version => {
+            println!(
+                "lbadm {} (ipvsadm v1.31 compatible)",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::List(one, fmt) => {
+            let mut listing = list(&cli)?;
+            if let Some(a) = one {
+                listing.services.retain(|s| s.spec.addr == a);
+                if listing.services.is_empty() {
+                    eprintln!("lbadm: No such service");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            if cli.json_output() {
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+            } else {
+                print!("{}", format::listing(&listing, &fmt));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Save(fmt) => {
+            print!("{}", format::rules(&list(&cli)?, &fmt));
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::ListDaemon => Ok(ExitCode::SUCCESS),
+        Action::Restore => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let requests = match ipvsadm::restore_requests(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lbadm: -R: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            match control::call(&cli.socket, Request::Batch { requests })? {
+                Response::Ok => Ok(ExitCode::SUCCESS),
+                other => fail(other),
+            }
+        }
+        Action::ListConns => {
+            match control::call(&cli.socket, Request::ListConns { limit: 1_000_000 })? {
+                Response::Conns { conns } => {
+                    if cli.json_output() {
+                        println!("{}", serde_json::to_string_pretty(&conns)?);
+                    } else {
+                        print!("{}", format::list_conns(&conns));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            }
+        }
+        Action::Send(req) => match control::call(&cli.socket, req)? {
+            Response::Ok => Ok(ExitCode::SUCCESS),
+            Response::Timeouts { tcp, tcpfin, udp } => {
+                println!("Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}");
+                Ok(ExitCode::SUCCESS)
+            }
+            other => fail(other),
+        },
+    }
+}
+
+fn list(cli: &Cli) -> anyhow::Result<Listing> {
+    match control::call(&cli.socket, Request::List)? {
+        Response::Listing { listing } => Ok(listing),
+        Response::Error { message } => anyhow::bail!("{message}"),
+        other => anyhow::bail!("unexpected response {other:?}"),
+    }
+}
+
+fn fail(r: Response) -> anyhow::Result<ExitCode> {
+    match r {
+        Response::Error { message } => eprintln!("lbadm: {message}"),
+        other => eprintln!("lbadm: unexpected response {other:?}"),
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let root = std::path::Path::new("/proc/sys");
+    rt.block_on(async {
+        let (args, kind) = match action {
+            RsAction::Up(a) => (a, 0),
+            RsAction::Down(a) => (a, 1),
+            RsAction::Check(a) => (a, 2),
+        };
+        let nics = if args.nic.is_empty() {
+            realserver::default_nics(root)?
+        } else {
+            args.nic.clone()
+        };
+        match kind {
+            0 | 1 => {
+                realserver::require_root()?;
+                let done = if kind == 0 {
+                    realserver::up(root, args.vip, &args.dev, &nics).await?
+                } else {
+                    realserver::down(root, args.vip, &args.dev, &nics).await?
+                };
+                for d in &done {
+                    println!("{d}");
+                }
+                if done.is_empty() {
+                    println!("nothing to do");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => {
+                let missing = realserver::check(root, args.vip, &args.dev, &nics).await?;
+                if missing.is_empty() {
+                    println!("ok: {} is set up for direct routing", args.vip);
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    for m in &missing {
+                        println!("missing: {m}");
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    })
+}

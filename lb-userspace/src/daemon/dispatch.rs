@@ -1,0 +1,167 @@
+//! One dispatch for every control request, and one way to edit the table
+//! (single requests and `-R` batches alike).
+
+use anyhow::Result;
+
+use super::{Daemon, Desired};
+use crate::{
+    config::{self, Config, TimeoutsCfg},
+    control::{self, Request, Response},
+    model::Table,
+};
+
+/// Applies one table-editing request (or a batch of them, which stops at
+/// the first failure and names its line) to `t`.
+pub fn edit_table(t: &mut Table, req: Request) -> Result<(), String> {
+    let r = match req {
+        Request::AddService { service } => t.add_service(service),
+        Request::EditService { service } => t.edit_service(service),
+        Request::DelService { service } => t.del_service(&service),
+        Request::Clear => {
+            t.clear();
+            Ok(())
+        }
+        Request::AddReal { service, real } => t.add_real(&service, real),
+        Request::EditReal { service, real } => t.edit_real(&service, real),
+        Request::DelReal { service, address } => t.del_real(&service, address),
+        Request::SetGroup { fwmark, group } => t.set_group(fwmark, group),
+        Request::DelGroup { fwmark } => t.del_group(fwmark),
+        Request::Batch { requests } => {
+            // ipvsadm -R: every line against a scratch table; the first
+            // failure names its line and nothing is applied.
+            for (i, req) in requests.into_iter().enumerate() {
+                if matches!(req, Request::Batch { .. }) {
+                    return Err(format!("line {}: a batch cannot hold a batch", i + 1));
+                }
+                edit_table(t, req).map_err(|e| format!("line {}: {e}", i + 1))?;
+            }
+            return Ok(());
+        }
+        other => return Err(format!("{other:?} does not edit the table")),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+fn error(message: impl Into<String>) -> Response {
+    Response::Error {
+        message: message.into(),
+    }
+}
+
+impl Daemon {
+    /// Serves one control request.
+    pub async fn dispatch(&mut self, req: Request) -> Response {
+        let d = &mut self.director;
+        match req {
+            Request::List => Response::Listing {
+                listing: d.listing(),
+            },
+            Request::ListConns { limit } => Response::Conns {
+                conns: d.connections(limit.min(1_000_000)),
+            },
+            Request::Counters => Response::Counters {
+                counters: d.counters(),
+            },
+            Request::Version => Response::Version {
+                daemon: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: control::PROTOCOL_VERSION,
+            },
+            Request::GetTimeouts => {
+                let (tcp, tcpfin, udp) = d.get_timeouts();
+                Response::Timeouts { tcp, tcpfin, udp }
+            }
+            Request::SetTimeouts { tcp, tcpfin, udp } => {
+                d.set_timeouts(tcp, tcpfin, udp);
+                Response::Ok
+            }
+            Request::Zero { service } => match d.zero(service.as_ref()) {
+                Ok(()) => Response::Ok,
+                Err(e) => error(e.to_string()),
+            },
+            Request::Export => match self.export() {
+                Ok(yaml) => Response::Export { yaml },
+                Err(e) => error(format!("{e:#}")),
+            },
+            Request::Apply {
+                yaml,
+                file,
+                dry_run,
+            } => {
+                let r = match Config::parse(&yaml, &file) {
+                    Ok(c) => self.apply_config(c, &file, dry_run).await,
+                    Err(e) => Err(e.into()),
+                };
+                match r {
+                    Ok(changes) => Response::Applied { changes },
+                    Err(e) => error(format!("{e:#}")),
+                }
+            }
+            edit => {
+                let mut next = self.desired();
+                if let Err(e) = edit_table(&mut next.table, edit) {
+                    return error(e);
+                }
+                match self.change(next).await {
+                    Ok(_) => Response::Ok,
+                    Err(e) => error(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Applies a whole (validated) configuration: the table's difference,
+    /// health policies, checks, timeouts and expire_nodest_conn, all or
+    /// nothing. Limits, interface and mode need a restart and must match.
+    /// Returns one line per change (only those, with `dry_run`).
+    pub async fn apply_config(
+        &mut self,
+        c: Config,
+        file: &str,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        let table = c.table(file)?;
+        if c.limits != self.base.limits {
+            anyhow::bail!(
+                "{file}: limits differ from the running ones: they need a restart of lbd"
+            );
+        }
+        let inp = self.director.inputs();
+        let mut changes = config::diff(&inp.table, &table);
+        if c.policies() != inp.policies {
+            changes.push("~ health policies (on_failure, sorry server, quorum)".into());
+        }
+        if config::sorted_checks(c.checks()) != config::sorted_checks(self.checks.clone()) {
+            changes.push("~ health checks".into());
+        }
+        if c.expire_nodest_conn != inp.expire_nodest {
+            changes.push(format!("~ expire_nodest_conn -> {}", c.expire_nodest_conn));
+        }
+        if dry_run {
+            return Ok(changes);
+        }
+        self.change(Desired::of(&c, table)).await?;
+        let t = c.timeouts.unwrap_or(TimeoutsCfg {
+            tcp: 0,
+            tcpfin: 0,
+            udp: 0,
+        });
+        self.director.set_timeouts(t.tcp, t.tcpfin, t.udp);
+        self.base = c;
+        Ok(changes)
+    }
+
+    /// `lbadm export`: the running state as YAML.
+    pub fn export(&self) -> Result<String> {
+        let inp = self.director.inputs();
+        let c = config::export(
+            &self.base,
+            &inp.table,
+            &inp.policies,
+            &self.checks,
+            self.director.get_timeouts(),
+            inp.expire_nodest,
+        );
+        let head = "# lbd configuration exported by `lbadm export` (the running state)\n";
+        Ok(format!("{head}{}", serde_yaml::to_string(&c)?))
+    }
+}

@@ -1,0 +1,247 @@
+//! The daemon: one task owns the [`Director`] (and so every map handle) and
+//! serves control requests, health events, neighbour refreshes,
+//! connection-table sweeps and signals in turn.
+//!
+//! Every change to what is served goes through [`Daemon::change`]: lbd's
+//! start, `lbadm apply`, SIGHUP, ipvsadm-style edits and `-R` batches. Health
+//! transitions and MAC changes go through the director's same plan and
+//! commit.
+
+mod dispatch;
+pub mod neigh;
+mod socket;
+mod start;
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use anyhow::Result;
+use tokio::{
+    net::UnixListener,
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+use tracing::{error, info, warn};
+
+pub use self::{
+    dispatch::edit_table,
+    socket::{bind_socket, Job},
+    start::{start, StartOptions},
+};
+use crate::{
+    config::Config,
+    director::{ApplyError, Director},
+    health::{CheckSpec, HealthEvent, ServicePolicy, Supervisor},
+    model::{ServiceAddr, Table},
+};
+use neigh::Resolver;
+
+/// What the operator wants served: the table and everything around it.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub table: Table,
+    pub policies: std::collections::HashMap<ServiceAddr, ServicePolicy>,
+    pub checks: Vec<(ServiceAddr, IpAddr, CheckSpec)>,
+    pub expire_nodest: bool,
+}
+
+impl Desired {
+    fn of(c: &Config, table: Table) -> Desired {
+        Desired {
+            table,
+            policies: c.policies(),
+            checks: c.checks(),
+            expire_nodest: c.expire_nodest_conn,
+        }
+    }
+}
+
+pub struct Daemon {
+    pub director: Director,
+    resolver: Resolver,
+    /// Source MAC of forwarded frames (the NIC's).
+    own_mac: [u8; 6],
+    config_path: Option<PathBuf>,
+    /// The configuration last applied (interface, mode and limits for
+    /// `lbadm export`).
+    base: Config,
+    /// Health checks the configuration declares.
+    checks: Vec<(ServiceAddr, IpAddr, CheckSpec)>,
+    supervisor: Supervisor,
+    health_events: mpsc::Receiver<HealthEvent>,
+}
+
+impl Daemon {
+    /// The one path that changes what is served: the director's inputs
+    /// from `next` (with the verdicts of checks that keep running and the
+    /// MACs of newcomers looked up first), planned and committed all or
+    /// nothing; then the checks follow. On error nothing changed.
+    async fn change(&mut self, next: Desired) -> Result<usize, ApplyError> {
+        let wanted = Supervisor::wanted(&next.checks, &next.table);
+        let mut inputs = self.director.inputs().clone();
+        inputs.table = next.table;
+        inputs.policies = next.policies;
+        inputs.expire_nodest = next.expire_nodest;
+        inputs.director_mac = self.own_mac;
+        inputs.health = self.supervisor.verdicts_for(&wanted);
+        // New real servers get their MACs in the same commit when the
+        // neighbour table has them already.
+        let missing: std::collections::BTreeSet<IpAddr> = inputs
+            .addresses()
+            .into_iter()
+            .filter(|a| !inputs.macs.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            if let Ok(found) = self.resolver.resolve(&missing).await {
+                inputs
+                    .macs
+                    .extend(found.into_iter().filter_map(|(a, m)| Some((a, m?))));
+            }
+        }
+        let n = self.director.apply(inputs)?;
+        self.checks = next.checks;
+        self.supervisor.reconcile(&wanted);
+        Ok(n)
+    }
+
+    /// What is served now, to be edited.
+    fn desired(&self) -> Desired {
+        let inp = self.director.inputs();
+        Desired {
+            table: inp.table.clone(),
+            policies: inp.policies.clone(),
+            checks: self.checks.clone(),
+            expire_nodest: inp.expire_nodest,
+        }
+    }
+
+    async fn refresh_neighbours(&mut self) {
+        let wanted = self.director.inputs().addresses();
+        if wanted.is_empty() {
+            return;
+        }
+        match self.resolver.resolve(&wanted).await {
+            Ok(updates) => {
+                if let Err(e) = self.director.set_macs(&updates) {
+                    error!("applying resolved MACs: {e}");
+                }
+            }
+            Err(e) => warn!("neighbour table dump failed: {e}"),
+        }
+    }
+
+    /// Commits the verdicts the checks reported that are not in force yet
+    /// (a commit that failed is retried here).
+    fn sync_health(&mut self) {
+        let behind: Vec<_> = self
+            .supervisor
+            .observed()
+            .iter()
+            .filter(|(k, v)| self.director.inputs().health.get(*k) != Some(*v))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for ((svc, real), v) in behind {
+            if let Err(e) = self.director.set_health(svc, real, Some(v)) {
+                error!("applying a health transition (retried every second): {e}");
+            }
+        }
+    }
+
+    fn health_event(&mut self, ev: HealthEvent) {
+        let Some(v) = self.supervisor.observe(&ev) else {
+            return;
+        };
+        let what = if ev.up { "UP" } else { "DOWN" };
+        let weight = match ev.weight {
+            None => String::new(),
+            Some(crate::health::WeightChange::Absolute(w)) => format!(", weight {w}"),
+            Some(crate::health::WeightChange::Percent(p)) => format!(", weight {p}%"),
+        };
+        match self.director.set_health(ev.service, ev.real, Some(v)) {
+            Ok(true) => info!(
+                service = %ev.service,
+                real = %ev.real,
+                "real server {what}{weight}: {}",
+                ev.reason
+            ),
+            Ok(false) => {}
+            Err(e) => error!("applying a health transition (retried every second): {e}"),
+        }
+    }
+
+    fn reload(&mut self) -> Option<Config> {
+        let Some(p) = self.config_path.clone() else {
+            warn!("SIGHUP without --config: nothing to reload");
+            return None;
+        };
+        match Config::load(&p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                error!("reload refused, running state unchanged: {e}");
+                None
+            }
+        }
+    }
+
+    /// Runs until SIGINT/SIGTERM. The XDP program and its maps stay pinned
+    /// after exit, so forwarding continues while the daemon is down.
+    pub async fn run(mut self, listener: UnixListener) -> Result<()> {
+        let (tx, mut jobs) = mpsc::channel::<Job>(64);
+        socket::serve(listener, tx);
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
+        // The sweep collects expired entries and re-bases the dynamic
+        // schedulers' connection counts: every 2 s (every 10 s beyond
+        // 200,000 entries, where one walk costs about a second).
+        let mut sweep_tick = tokio::time::interval(Duration::from_secs(2));
+        let mut sweeps = 0u64;
+        let mut big_table = false;
+        let mut resolved_rounds = 0u32;
+        loop {
+            tokio::select! {
+                Some((req, reply)) = jobs.recv() => {
+                    let resp = self.dispatch(req).await;
+                    let _ = reply.send(resp);
+                }
+                Some(ev) = self.health_events.recv() => self.health_event(ev),
+                _ = neigh_tick.tick() => {
+                    self.sync_health();
+                    // Every second while something is unresolved, else every 5 s.
+                    let all = self
+                        .director
+                        .inputs()
+                        .addresses()
+                        .iter()
+                        .all(|a| self.director.mac(a).is_some());
+                    resolved_rounds = if all { resolved_rounds + 1 } else { 0 };
+                    if !all || resolved_rounds.is_multiple_of(5) {
+                        self.refresh_neighbours().await;
+                    }
+                }
+                _ = sweep_tick.tick() => {
+                    self.director.sample_rates();
+                    sweeps += 1;
+                    if !big_table || sweeps.is_multiple_of(5) {
+                        let counts = self.director.sweep(true);
+                        let live: u64 = counts.values().map(|c| c.active + c.inactive + c.persistent).sum();
+                        big_table = live > 200_000;
+                    }
+                }
+                _ = hup.recv() => {
+                    if let Some(c) = self.reload() {
+                        let file = self.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                        match self.apply_config(c, &file, false).await {
+                            Ok(changes) => info!(config = %file, changes = changes.len(), "configuration reloaded"),
+                            Err(e) => error!("reload refused, running state unchanged: {e:#}"),
+                        }
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        info!("lbd stopping; the XDP program keeps forwarding from the pinned link");
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! Attaching the program to the NIC through a pinned bpf_link (replaced in
+//! place on restart), running it on a test frame, and the lab's XDP_PASS
+//! helper.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{
+        links::{FdLink, LinkError, PinnedLink},
+        TestRun, TestRunOptions, Xdp, XdpMode,
+    },
+    EbpfLoader,
+};
+use lb_common::names::tools;
+use tracing::{info, warn};
+
+use super::{program, AttachMode, Dataplane, DataplaneError, Result, TOOLS_OBJECT};
+
+/// Where an instance's pins live.
+pub fn instance_dir(bpffs: &Path, instance: &str) -> PathBuf {
+    bpffs.join("lb").join(instance)
+}
+
+/// Which mode the program ended up attached in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Generic,
+    /// Reused an existing pinned link (mode as it was attached originally).
+    PinnedLink,
+}
+
+fn link_err(path: &Path) -> impl Fn(LinkError) -> DataplaneError + '_ {
+    move |e| DataplaneError::Link {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    }
+}
+
+/// Attaches `prog` to `iface` in `mode` and pins the link at `pin`.
+fn attach_pinned(prog: &mut Xdp, iface: &str, mode: XdpMode, pin: &Path) -> Result<()> {
+    let id = prog
+        .attach(iface, mode)
+        .map_err(|cause| DataplaneError::Attach {
+            iface: iface.to_string(),
+            mode: if mode == XdpMode::Skb {
+                "generic"
+            } else {
+                "native"
+            },
+            cause,
+        })?;
+    let link = prog.take_link(id)?;
+    let fd_link: FdLink = link.try_into().map_err(link_err(pin))?;
+    // Dropping the pinned link closes our fd; the pin keeps the link.
+    drop(fd_link.pin(pin).map_err(|e| DataplaneError::Link {
+        path: pin.display().to_string(),
+        msg: e.to_string(),
+    })?);
+    Ok(())
+}
+
+impl Dataplane {
+    /// Attaches to `iface`, or, when a pinned link exists in the instance
+    /// directory, atomically replaces the program inside it.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
+        let link_path = self.dir.join("link");
+        if link_path.exists() {
+            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Link {
+                path: link_path.display().to_string(),
+                msg: e.to_string(),
+            })?;
+            let fd_link: FdLink = pinned.into();
+            let xdp_link = fd_link.try_into().map_err(link_err(&link_path))?;
+            let prog = self.program()?;
+            let id = prog.attach_to_link(xdp_link)?;
+            // Dropping our handle closes its fd; the pin keeps the link
+            // (and the program) alive beyond this process.
+            drop(prog.take_link(id)?);
+            info!(link = %link_path.display(), "replaced the program in the pinned XDP link");
+            return Ok(Attached::PinnedLink);
+        }
+        let tries: &[(XdpMode, &'static str, Attached)] = match mode {
+            AttachMode::Native => &[(XdpMode::Driver, "native", Attached::Native)],
+            AttachMode::Generic => &[(XdpMode::Skb, "generic", Attached::Generic)],
+            AttachMode::Auto => &[
+                (XdpMode::Driver, "native", Attached::Native),
+                (XdpMode::Skb, "generic", Attached::Generic),
+            ],
+        };
+        let mut last = None;
+        for (i, (m, name, kind)) in tries.iter().enumerate() {
+            match attach_pinned(self.program()?, iface, *m, &link_path) {
+                Ok(()) => {
+                    if i > 0 {
+                        warn!(
+                            iface,
+                            "native XDP unavailable, attached in generic (SKB) mode: slower"
+                        );
+                    }
+                    info!(iface, mode = name, "attached XDP program");
+                    return Ok(*kind);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attach mode"))
+    }
+
+    /// Runs the program once on `frame` (BPF_PROG_TEST_RUN). Returns the
+    /// action and the output frame.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+}
+
+/// Attaches the lab's XDP_PASS program to `iface` and pins its link at
+/// `pin`. A veth only delivers XDP_TX frames if its peer runs an XDP
+/// program too: the lab puts this one on the director's peer.
+pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
+    if let Some(dir) = pin.parent() {
+        fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
+            path: dir.display().to_string(),
+            cause,
+        })?;
+    }
+    let mut ebpf = EbpfLoader::new().load(TOOLS_OBJECT)?;
+    let prog = program(&mut ebpf, tools::PASS)?;
+    prog.load()?;
+    attach_pinned(prog, iface, XdpMode::Driver, pin)
+}
+
+/// Removes an instance's pins: the pinned link (detaching the program once
+/// nothing else holds it) and the maps (forgetting every connection).
+pub fn unload(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    Ok(())
+}

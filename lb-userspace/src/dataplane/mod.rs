@@ -1,0 +1,232 @@
+//! The data plane: loading the XDP object with its limits and pins,
+//! attaching it, and typed operations on its maps. This room is the only
+//! one that touches aya maps and programs.
+//!
+//! Everything is pinned under one per-instance bpffs directory,
+//! `<bpffs>/lb/<instance>/{SERVICES,RINGS,REALS,CONNS,...,link}`. A restart
+//! of the daemon reuses the pinned maps (the connection table survives) and
+//! swaps the program inside the pinned link atomically, so traffic never
+//! stops while the daemon is down.
+
+mod attach;
+mod faulty;
+mod limits;
+mod maps;
+mod mem;
+mod ops;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, Xdp},
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    names::{self, map, prog},
+    ConnKey, ConnValue, DirectorConfig, LblcKey, LblcValue, RealLoad, RealServer, Ring, ServiceKey,
+    ServiceValue, Stats,
+};
+
+pub use attach::{attach_pass, instance_dir, unload, Attached};
+pub use faulty::{snapshot, AfterWrite, Faulty};
+pub use limits::{AttachMode, Limits};
+pub use mem::{MemMaps, MemState};
+pub use ops::{sum, Maps, MapsError, Slot, Value, Write};
+
+/// The production XDP object, built by build.rs through aya-build.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+/// The second object: the lab's XDP_PASS program and the benchmark's
+/// reference programs (never attached to a director's NIC by lbd).
+pub static TOOLS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb") /* TEMP until lb-tools lands */);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("bpffs directory {path}: {cause}")]
+    PinDir { path: String, cause: std::io::Error },
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("XDP program: {0}")]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Map(#[from] MapsError),
+    #[error("{0} missing from the object")]
+    Missing(&'static str),
+    #[error("pinned map {path} has key/value sizes {found:?}, this build needs {want:?}: it was left by an incompatible version; detach and remove the instance's pins to start afresh (established connections are lost)")]
+    Layout {
+        path: String,
+        found: (u32, u32),
+        want: (u32, u32),
+    },
+    #[error("pinned link {path}: {msg}")]
+    Link { path: String, msg: String },
+    #[error("attaching to {iface} in {mode} mode: {cause}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        cause: ProgramError,
+    },
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> MapsError {
+    move |cause| MapsError::Map { name, cause }
+}
+
+/// The loaded object and its maps.
+pub struct Dataplane {
+    // Kept alive: dropping it would unload the program if nothing else holds it.
+    ebpf: Ebpf,
+    dir: PathBuf,
+    limits: Limits,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    rings: Array<MapData, Ring>,
+    reals: Array<MapData, RealServer>,
+    conns: HashMap<MapData, ConnKey, ConnValue>,
+    svc_stats: PerCpuArray<MapData, Stats>,
+    rs_stats: PerCpuArray<MapData, Stats>,
+    global_stats: PerCpuArray<MapData, u64>,
+    rs_load: Array<MapData, RealLoad>,
+    rs_closed: Array<MapData, RealLoad>,
+    config: Array<MapData, DirectorConfig>,
+    rs_over: Array<MapData, u32>,
+    // Held so the map lives as long as the programs using it.
+    _lblc: HashMap<MapData, LblcKey, LblcValue>,
+    _cursors: Array<MapData, u32>,
+}
+
+impl Dataplane {
+    /// Loads the object, reusing the maps pinned in `dir` if present (pinning
+    /// them there otherwise), and fills JUMP with the tail-called programs.
+    /// Does not attach.
+    pub fn load(dir: &Path, limits: &Limits) -> Result<Dataplane> {
+        fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
+            path: dir.display().to_string(),
+            cause,
+        })?;
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(dir);
+        for (name, size) in names::MAPS {
+            if let Some(n) = limits.entries(size) {
+                loader.map_max_entries(name, n);
+            }
+        }
+        check_pinned_layout(dir)?;
+        let mut ebpf = loader.load(OBJECT)?;
+        program(&mut ebpf, prog::LB)?.load()?;
+        // The new-connection halves, entered by tail call through JUMP.
+        let mut fds = Vec::new();
+        for name in names::jump::PROGRAMS {
+            let p = program(&mut ebpf, name)?;
+            p.load()?;
+            fds.push(
+                p.fd()?
+                    .try_clone()
+                    .map_err(|cause| DataplaneError::PinDir {
+                        path: format!("{name} fd"),
+                        cause,
+                    })?,
+            );
+        }
+        let mut jump: aya::maps::ProgramArray<MapData> = take(&mut ebpf, map::JUMP)?;
+        for (slot, fd) in fds.iter().enumerate() {
+            jump.set(slot as u32, fd, 0).map_err(map_err(map::JUMP))?;
+        }
+        Ok(Dataplane {
+            services: take(&mut ebpf, map::SERVICES)?,
+            rings: take(&mut ebpf, map::RINGS)?,
+            reals: take(&mut ebpf, map::REALS)?,
+            conns: take(&mut ebpf, map::CONNS)?,
+            svc_stats: take(&mut ebpf, map::SVC_STATS)?,
+            rs_stats: take(&mut ebpf, map::RS_STATS)?,
+            global_stats: take(&mut ebpf, map::GLOBAL_STATS)?,
+            rs_load: take(&mut ebpf, map::RS_LOAD)?,
+            rs_closed: take(&mut ebpf, map::RS_CLOSED)?,
+            config: take(&mut ebpf, map::CONFIG)?,
+            rs_over: take(&mut ebpf, map::RS_OVER)?,
+            _lblc: take(&mut ebpf, map::LBLC)?,
+            _cursors: take(&mut ebpf, map::CURSORS)?,
+            ebpf,
+            dir: dir.to_path_buf(),
+            limits: limits.clone(),
+        })
+    }
+
+    /// The instance's pin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many instructions the verifier processed loading program `name`.
+    pub fn verified_instructions(&mut self, name: &'static str) -> Result<u32> {
+        Ok(program(&mut self.ebpf, name)?
+            .info()?
+            .verified_instruction_count()
+            .unwrap_or(0))
+    }
+
+    /// The `lb` program.
+    pub fn program(&mut self) -> Result<&mut Xdp> {
+        program(&mut self.ebpf, prog::LB)
+    }
+
+    /// Number of entries in the connection table (walks it).
+    pub fn conn_count(&self) -> usize {
+        self.conns.keys().filter(|k| k.is_ok()).count()
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::Missing(name))?
+        .try_into()?)
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let m = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
+    Ok(T::try_from(m).map_err(map_err(name))?)
+}
+
+/// Refuses pins left by a build whose map layout differs (a key or value
+/// size changed): the program would read them wrongly. The message says
+/// how to start afresh.
+fn check_pinned_layout(dir: &Path) -> Result<()> {
+    use std::mem::size_of;
+    let expect: [(&str, usize, usize); 5] = [
+        (
+            map::SERVICES,
+            size_of::<ServiceKey>(),
+            size_of::<ServiceValue>(),
+        ),
+        (map::REALS, 4, size_of::<RealServer>()),
+        (map::CONNS, size_of::<ConnKey>(), size_of::<ConnValue>()),
+        (map::CONFIG, 4, size_of::<DirectorConfig>()),
+        (map::LBLC, size_of::<LblcKey>(), size_of::<LblcValue>()),
+    ];
+    for (name, k, v) in expect {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        if info.key_size() as usize != k || info.value_size() as usize != v {
+            return Err(DataplaneError::Layout {
+                path: path.display().to_string(),
+                found: (info.key_size(), info.value_size()),
+                want: (k as u32, v as u32),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Typed operations on the data plane's maps: the one interface through
+//! which the director reads and writes them. [`super::Dataplane`] implements
+//! it over the pinned BPF maps; [`super::MemMaps`] in memory, so that the
+//! planner, the commit and the director are tested without root (the way
+//! Katran's control plane has a testing mode).
+
+use lb_common::{
+    ConnKey, ConnValue, DirectorConfig, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats,
+};
+
+use super::Limits;
+
+/// One slot of a map that the director writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// SERVICES[key] (present or absent).
+    Service(ServiceKey),
+    /// RINGS[service id * 2 + generation].
+    Ring(u32),
+    /// REALS[real-server id].
+    Real(u32),
+    /// RS_LOAD[real-server id].
+    Load(u32),
+    /// RS_CLOSED[real-server id].
+    Closed(u32),
+    /// RS_OVER[real-server id].
+    Over(u32),
+    /// SVC_STATS[service id] (per CPU).
+    SvcStats(u32),
+    /// RS_STATS[real-server id] (per CPU).
+    RsStats(u32),
+    /// CONFIG[0].
+    Config,
+}
+
+/// What a slot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Service(Option<ServiceValue>),
+    Ring(Box<Ring>),
+    Real(RealServer),
+    /// RS_LOAD or RS_CLOSED.
+    Load(RealLoad),
+    Over(u32),
+    /// One value per CPU; an empty list means zero on every CPU.
+    Stats(Vec<Stats>),
+    Config(DirectorConfig),
+}
+
+impl Value {
+    /// A ring holding `ids` (the rest zero).
+    pub fn ring(ids: &[u32]) -> Value {
+        let mut r = Box::new(Ring {
+            reals: [0; lb_common::RING_SIZE],
+        });
+        r.reals[..ids.len()].copy_from_slice(ids);
+        Value::Ring(r)
+    }
+
+    /// Whether writing `self` over `old` would change nothing.
+    pub fn same_as(&self, old: &Value) -> bool {
+        match (self, old) {
+            (Value::Stats(new), Value::Stats(old)) if new.is_empty() => {
+                old.iter().all(|s| *s == Stats::default())
+            }
+            _ => self == old,
+        }
+    }
+}
+
+/// A write: `value` goes into `slot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub slot: Slot,
+    pub value: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("BPF map {name}: {cause}")]
+    Map {
+        name: &'static str,
+        #[source]
+        cause: aya::maps::MapError,
+    },
+    #[error("BPF map {name}: {cause}")]
+    Io {
+        name: &'static str,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{slot:?} does not fit {value}")]
+    Mismatch { slot: Slot, value: &'static str },
+    #[error("map {name} is full ({max} entries)")]
+    Full { name: &'static str, max: u32 },
+    #[error("{slot:?} is out of range")]
+    OutOfRange { slot: Slot },
+    #[error("injected failure at write {0}")]
+    Injected(usize),
+}
+
+/// Typed access to the data plane's maps.
+pub trait Maps {
+    fn limits(&self) -> &Limits;
+    /// The value in `slot` (a missing services-map key reads as absent).
+    fn read(&self, slot: Slot) -> Result<Value, MapsError>;
+    /// Writes `value` into `slot` (an absent service removes the key).
+    fn write(&mut self, slot: Slot, value: &Value) -> Result<(), MapsError>;
+    /// Every services-map entry.
+    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError>;
+    /// Every connection entry (templates included).
+    fn conns(&self) -> Vec<(ConnKey, ConnValue)>;
+    fn remove_conn(&mut self, key: &ConnKey);
+    fn update_conn(&mut self, key: ConnKey, value: ConnValue);
+    /// The director-wide counter `index` ([`lb_common::counter`]), summed over CPUs.
+    fn counter(&self, index: u32) -> u64;
+}
+
+/// Sums a per-CPU statistics value.
+pub fn sum(v: &Value) -> Stats {
+    let mut s = Stats::default();
+    if let Value::Stats(cpus) = v {
+        for c in cpus {
+            s.conns += c.conns;
+            s.packets += c.packets;
+            s.bytes += c.bytes;
+        }
+    }
+    s
+}

@@ -1,0 +1,435 @@
+//! The director keeps the data plane's maps in step with what the operator
+//! and the health checks want. Every change (a table edit, a configuration,
+//! a health transition, a MAC resolved or lost, a setting) goes through one
+//! path, [`Director::apply`]: the pure planner computes the maps' next
+//! contents and the ordered writes ([`plan`]), the commit executes them and
+//! restores the old contents if any write fails ([`commit`]). The inputs and
+//! the published state change only when the commit succeeds, so what
+//! `lbadm -L` shows is always what the maps hold.
+//!
+//! Ids are stable (recovered from the pinned maps after a restart); rings
+//! are published by a generation flip; removed real servers stay in REALS
+//! (flagged REMOVED) so their established connections keep flowing until
+//! they end, as IPVS does with expire_nodest_conn=0.
+
+pub mod codec;
+pub mod commit;
+mod ids;
+pub mod plan;
+mod queries;
+pub mod rings;
+mod stats;
+pub mod sweep;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use lb_common::{rs_flags, tcp_state, RealLoad, RING_SIZE};
+use tracing::{error, info, warn};
+
+use self::{
+    codec::{bytes_addr, fmt_mac, service_addr},
+    rings::RingCache,
+    sweep::Evictions,
+};
+pub use self::{
+    commit::CommitError,
+    plan::{Inputs, Plan, PlanError, Published},
+    stats::RateEstimator,
+    sweep::{monotonic_ns, ConnCounts, Timeouts},
+};
+use crate::{
+    dataplane::{Dataplane, Maps, MapsError, Slot, Value},
+    health::Verdict,
+    model::{ServiceAddr, Table},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Commit(#[from] Box<CommitError>),
+}
+
+pub struct Director<M: Maps = Dataplane> {
+    maps: M,
+    /// What the maps follow from (the last committed inputs).
+    inputs: Inputs,
+    /// What the maps hold.
+    published: Published,
+    cache: RingCache,
+    /// Per-state connection timeouts (ipvsadm --set), used by the sweep.
+    pub timeouts: Timeouts,
+    evictions: Evictions,
+    rates: RateEstimator,
+}
+
+impl<M: Maps> Director<M> {
+    /// Wraps the maps and recovers what a previous daemon left in them:
+    /// service ids and rings, real-server slots and their MACs, the
+    /// director's settings.
+    pub fn recover(maps: M) -> Result<Director<M>, MapsError> {
+        let published = read_published(&maps)?;
+        let mut inputs = Inputs {
+            director_mac: published.config.mac,
+            expire_nodest: published.config.flags & lb_common::dir_flags::EXPIRE_NODEST_CONN != 0,
+            ..Default::default()
+        };
+        for r in published.reals.values() {
+            if r.flags & rs_flags::MAC_VALID != 0 {
+                inputs.macs.insert(bytes_addr(&r.addr, r.family), r.mac);
+            }
+        }
+        if !published.svc_ids.is_empty() {
+            info!(
+                services = published.svc_ids.len(),
+                reals = published.reals.len(),
+                "recovered state from pinned maps"
+            );
+        }
+        Ok(Director {
+            maps,
+            inputs,
+            published,
+            cache: RingCache::default(),
+            timeouts: tcp_state::DEFAULT_TIMEOUTS,
+            evictions: Evictions::default(),
+            rates: RateEstimator::default(),
+        })
+    }
+
+    pub fn maps(&self) -> &M {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut M {
+        &mut self.maps
+    }
+
+    /// The committed inputs.
+    pub fn inputs(&self) -> &Inputs {
+        &self.inputs
+    }
+
+    pub fn published(&self) -> &Published {
+        &self.published
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.inputs.table
+    }
+
+    /// Plans `next` against the maps' contents (without writing).
+    pub fn plan(&mut self, next: &Inputs) -> Result<Plan, PlanError> {
+        let limits = self.maps.limits().clone();
+        let none = BTreeSet::new();
+        match plan::plan(next, &self.published, &limits, &none, &mut self.cache) {
+            Err(PlanError::RealsFull { .. }) => {
+                // Slots of real servers that are (or are about to be)
+                // removed and that no connection uses any more can be given
+                // to newcomers.
+                let reclaimable = self.reclaimable();
+                plan::plan(
+                    next,
+                    &self.published,
+                    &limits,
+                    &reclaimable,
+                    &mut self.cache,
+                )
+            }
+            r => r,
+        }
+    }
+
+    /// The one path that changes the data plane: makes the maps follow
+    /// `next`, all or nothing. Returns how many map writes it took.
+    pub fn apply(&mut self, next: Inputs) -> Result<usize, ApplyError> {
+        let plan = self.plan(&next)?;
+        let n = match commit::commit(&mut self.maps, &plan.writes) {
+            Ok(n) => n,
+            Err(e) => {
+                if !e.restored {
+                    self.resync();
+                }
+                return Err(e.into());
+            }
+        };
+        for (a, holds, healthy) in &plan.quorum_changes {
+            let what = if *holds { "regained" } else { "lost" };
+            info!(service = %a, healthy_weight = healthy, "quorum {what}");
+        }
+        self.published = plan.next;
+        self.inputs = next;
+        Ok(n)
+    }
+
+    /// After a commit whose rollback failed: the published state is read
+    /// back from the maps, so the next change plans from what is there.
+    fn resync(&mut self) {
+        match read_published(&self.maps) {
+            Ok(p) => self.published = p,
+            Err(e) => error!("reading the maps back after a failed rollback: {e}"),
+        }
+    }
+
+    /// `apply` with another table.
+    pub fn set_table(&mut self, table: Table) -> Result<usize, ApplyError> {
+        let mut next = self.inputs.clone();
+        next.table = table;
+        self.apply(next)
+    }
+
+    /// `apply` with other health policies.
+    pub fn set_policies(
+        &mut self,
+        policies: HashMap<ServiceAddr, crate::health::ServicePolicy>,
+    ) -> Result<usize, ApplyError> {
+        let mut next = self.inputs.clone();
+        next.policies = policies;
+        self.apply(next)
+    }
+
+    /// `apply` with IPVS expire_nodest_conn on or off: when on, a removed
+    /// real server's connections end (the program drops their next packet
+    /// and expires the entry; the sweep collects the rest).
+    pub fn set_expire_nodest(&mut self, on: bool) -> Result<usize, ApplyError> {
+        let mut next = self.inputs.clone();
+        next.expire_nodest = on;
+        self.apply(next)
+    }
+
+    /// `apply` with another source MAC for forwarded frames.
+    pub fn set_director_mac(&mut self, mac: [u8; 6]) -> Result<usize, ApplyError> {
+        let mut next = self.inputs.clone();
+        next.director_mac = mac;
+        self.apply(next)
+    }
+
+    /// Records a health-check verdict (None: no longer checked, so up).
+    /// Returns whether the state or the weight in force changed.
+    pub fn set_health(
+        &mut self,
+        svc: ServiceAddr,
+        real: IpAddr,
+        verdict: Option<Verdict>,
+    ) -> Result<bool, ApplyError> {
+        let key = (svc, real);
+        let state = |v: Option<&Verdict>| v.map(|v| (v.up, v.weight)).unwrap_or((true, None));
+        let changed = state(self.inputs.health.get(&key)) != state(verdict.as_ref());
+        let mut next = self.inputs.clone();
+        match verdict {
+            Some(v) => next.health.insert(key, v),
+            None => next.health.remove(&key),
+        };
+        self.apply(next)?;
+        Ok(changed)
+    }
+
+    /// Records neighbour-table results (None: unresolved, so the real
+    /// server gets no new connection). Returns whether anything changed.
+    pub fn set_macs(&mut self, updates: &[(IpAddr, Option<[u8; 6]>)]) -> Result<bool, ApplyError> {
+        let changed: Vec<(IpAddr, Option<[u8; 6]>)> = updates
+            .iter()
+            .filter(|(a, m)| self.inputs.macs.get(a).copied() != *m)
+            .copied()
+            .collect();
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        let mut next = self.inputs.clone();
+        for (a, m) in &changed {
+            match m {
+                Some(mac) => next.macs.insert(*a, *mac),
+                None => next.macs.remove(a),
+            };
+        }
+        self.apply(next)?;
+        for (a, m) in changed {
+            match m {
+                Some(mac) => info!(real = %a, mac = %fmt_mac(&mac), "real server MAC resolved"),
+                None => info!(real = %a, "real server MAC unresolved: no traffic to it"),
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn mac(&self, a: &IpAddr) -> Option<[u8; 6]> {
+        self.inputs.macs.get(a).copied()
+    }
+
+    /// Whether the sorry server of `svc` is in use now.
+    pub fn sorry_active(&self, svc: &ServiceAddr) -> bool {
+        self.inputs.sorry_real(svc).is_some() && self.published.quorum.get(svc) == Some(&false)
+    }
+
+    /// A real server is up unless its health check says otherwise.
+    pub fn is_up(&self, svc: &ServiceAddr, real: &IpAddr) -> bool {
+        self.inputs.health.get(&(*svc, *real)).is_none_or(|v| v.up)
+    }
+
+    /// ipvsadm --set: 0 leaves a value unchanged.
+    pub fn set_timeouts(&mut self, tcp: u32, tcpfin: u32, udp: u32) {
+        for (v, i) in [
+            (tcp, tcp_state::ESTABLISHED),
+            (tcpfin, tcp_state::FIN_WAIT),
+            (udp, tcp_state::UDP),
+        ] {
+            if v != 0 {
+                self.timeouts[i as usize] = v;
+            }
+        }
+    }
+
+    /// (tcp, tcpfin, udp) as ipvsadm --timeout prints them.
+    pub fn get_timeouts(&self) -> (u32, u32, u32) {
+        (
+            self.timeouts[tcp_state::ESTABLISHED as usize],
+            self.timeouts[tcp_state::FIN_WAIT as usize],
+            self.timeouts[tcp_state::UDP as usize],
+        )
+    }
+
+    /// Real-server slots that no connection entry refers to (the planner
+    /// takes back only those whose real server is not wanted).
+    fn reclaimable(&self) -> BTreeSet<u32> {
+        let referenced: BTreeSet<u32> = self.maps.conns().iter().map(|(_, v)| v.real_id).collect();
+        self.published
+            .reals
+            .keys()
+            .copied()
+            .filter(|id| !referenced.contains(id))
+            .collect()
+    }
+
+    /// Walks the connection table: deletes expired entries when `collect`
+    /// is set, re-bases the program's connection counts and the overloaded
+    /// flags on what it found, and returns the live counts per real-server
+    /// slot. A template outlives its timeout while connections of its
+    /// clients exist, as in IPVS.
+    pub fn sweep(&mut self, collect: bool) -> HashMap<u32, ConnCounts> {
+        let prefixes: HashMap<u32, u8> = self
+            .published
+            .services
+            .values()
+            .map(|v| (v.id, v.persist_prefix))
+            .collect();
+        let removed: BTreeSet<u32> = self.published.removed().collect();
+        let w = sweep::walk(
+            self.maps.conns(),
+            monotonic_ns(),
+            &self.timeouts,
+            &prefixes,
+            &removed,
+            self.inputs.expire_nodest,
+        );
+        if !collect {
+            return w.counts;
+        }
+        for (k, v) in &w.rearm {
+            self.maps.update_conn(*k, *v);
+        }
+        // Expired (now deleted) and LRU-evicted entries leave the program's
+        // counts too high: record the difference so that RS_LOAD - RS_CLOSED
+        // equals the live counts just observed. Connections opened during
+        // the walk are counted on the next one.
+        let ids: Vec<u32> = self.published.reals.keys().copied().collect();
+        for id in ids {
+            let Ok(Value::Load(load)) = self.maps.read(Slot::Load(id)) else {
+                continue;
+            };
+            let live = w.counts.get(&id).copied().unwrap_or_default();
+            let closed = RealLoad {
+                active: load.active.wrapping_sub(live.active),
+                inactive: load.inactive.wrapping_sub(live.inactive),
+            };
+            let prev = match self.maps.read(Slot::Closed(id)) {
+                Ok(Value::Load(p)) => p,
+                _ => RealLoad::default(),
+            };
+            // What closed since the last walk beyond what this walk expired
+            // was evicted by the LRU (a connection opened during a walk
+            // shows up here once and is taken back the next time, hence a
+            // running balance).
+            let gone = w.expired_counts.get(&id).copied().unwrap_or_default();
+            let da = closed.active.wrapping_sub(prev.active) as i64 - gone.active as i64;
+            let di = closed.inactive.wrapping_sub(prev.inactive) as i64 - gone.inactive as i64;
+            self.evictions.active += da;
+            self.evictions.all += da + di;
+            if closed != prev {
+                let _ = self.maps.write(Slot::Closed(id), &Value::Load(closed));
+            }
+        }
+        // Overloaded flags (-x/-y): the program sets and clears them when it
+        // considers a server; clear here those that fell below the lower
+        // threshold since.
+        for (id, rs) in &self.published.reals {
+            if rs.u_threshold == 0 {
+                continue;
+            }
+            if let Ok(Value::Over(1)) = self.maps.read(Slot::Over(*id)) {
+                let c = w.counts.get(id).copied().unwrap_or_default();
+                let total = c.active + c.inactive;
+                if !lb_common::sched::overloaded_next(true, total, rs.u_threshold, rs.l_threshold) {
+                    let _ = self.maps.write(Slot::Over(*id), &Value::Over(0));
+                }
+            }
+        }
+        if self.evictions.active > self.evictions.active_reported {
+            warn!(
+                evicted_established = self.evictions.active,
+                "the connection table evicted established connections: raise limits.max_conns"
+            );
+            self.evictions.active_reported = self.evictions.active;
+        }
+        for k in &w.expired {
+            self.maps.remove_conn(k);
+        }
+        if !w.expired.is_empty() {
+            tracing::debug!(
+                expired = w.expired.len(),
+                "collected expired connection entries"
+            );
+        }
+        w.counts
+    }
+}
+
+/// The maps' contents as the director tracks them.
+fn read_published<M: Maps>(maps: &M) -> Result<Published, MapsError> {
+    let mut p = Published::default();
+    for (k, v) in maps.services()? {
+        let Some(addr) = service_addr(&k, &v) else {
+            continue;
+        };
+        p.svc_ids.insert(addr, v.id);
+        p.services.insert(k, v);
+        if let std::collections::btree_map::Entry::Vacant(e) = p.rings.entry(v.id) {
+            let ring = match maps.read(Slot::Ring(v.id * 2 + (v.gen as u32 & 1)))? {
+                Value::Ring(r) => r.reals[..(v.ring_len as usize).min(RING_SIZE)].to_vec(),
+                _ => Vec::new(),
+            };
+            e.insert((v.gen, ring));
+        }
+    }
+    for id in 0..maps.limits().max_reals {
+        let Value::Real(rs) = maps.read(Slot::Real(id))? else {
+            continue;
+        };
+        if rs.flags & rs_flags::IN_USE == 0 {
+            continue;
+        }
+        let addr = bytes_addr(&rs.addr, rs.family);
+        p.real_ids
+            .insert((rs.svc_id, addr, u16::from_be(rs.port)), id);
+        p.reals.insert(id, rs);
+    }
+    if let Value::Config(c) = maps.read(Slot::Config)? {
+        p.config = c;
+    }
+    Ok(p)
+}

@@ -1,0 +1,191 @@
+//! The connection-table sweep: counts live entries per real server
+//! (ActiveConn = ESTABLISHED, InActConn = every other state, templates
+//! apart, as ipvsadm shows them), finds expired ones, and re-bases the
+//! program's connection counts (RS_LOAD - RS_CLOSED) on what it observed.
+//! [`walk`] decides; [`super::Director::sweep`] executes.
+
+use std::collections::{BTreeSet, HashMap};
+
+use lb_common::{mask_addr, tcp_state, ConnKey, ConnValue};
+
+/// Connection counts per real-server slot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnCounts {
+    pub active: u64,
+    pub inactive: u64,
+    /// Persistence templates pointing at the real server.
+    pub persistent: u64,
+}
+
+impl ConnCounts {
+    fn add(&mut self, state: u8) {
+        if state == tcp_state::ESTABLISHED {
+            self.active += 1;
+        } else {
+            self.inactive += 1;
+        }
+    }
+}
+
+/// Per-state timeouts in seconds ([`tcp_state`] indices, then UDP).
+pub type Timeouts = [u32; 12];
+
+/// Seconds an entry lives without traffic.
+pub fn timeout_s(timeouts: &Timeouts, v: &ConnValue) -> u64 {
+    if v.state == tcp_state::TEMPLATE {
+        return v.timeout as u64;
+    }
+    timeouts
+        .get(v.state as usize)
+        .copied()
+        .unwrap_or(tcp_state::DEFAULT_TIMEOUTS[tcp_state::UDP as usize]) as u64
+}
+
+pub fn expired(timeouts: &Timeouts, v: &ConnValue, now: u64) -> bool {
+    now.saturating_sub(v.last_seen_ns) > timeout_s(timeouts, v) * 1_000_000_000
+}
+
+/// What one walk found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Live entries per real-server slot.
+    pub counts: HashMap<u32, ConnCounts>,
+    /// Entries to delete.
+    pub expired: Vec<ConnKey>,
+    /// What the expired entries counted, per slot.
+    pub expired_counts: HashMap<u32, ConnCounts>,
+    /// Templates whose timer ran out while they still control connections:
+    /// re-armed (IPVS does the same).
+    pub rearm: Vec<(ConnKey, ConnValue)>,
+}
+
+/// Walks `entries` at time `now`. `prefixes` gives each service id's
+/// persistence prefix; connections of `removed` slots expire at once with
+/// `expire_nodest`.
+pub fn walk(
+    entries: Vec<(ConnKey, ConnValue)>,
+    now: u64,
+    timeouts: &Timeouts,
+    prefixes: &HashMap<u32, u8>,
+    removed: &BTreeSet<u32>,
+    expire_nodest: bool,
+) -> Walk {
+    let mut w = Walk::default();
+    let mut templates = Vec::new();
+    // (service, masked client) of live connections, to keep their templates.
+    let mut clients: BTreeSet<(u32, [u8; 16])> = BTreeSet::new();
+    for (k, v) in entries {
+        if v.state == tcp_state::TEMPLATE {
+            templates.push((k, v));
+            continue;
+        }
+        let nodest = expire_nodest && removed.contains(&v.real_id);
+        if nodest || expired(timeouts, &v, now) {
+            w.expired.push(k);
+            w.expired_counts.entry(v.real_id).or_default().add(v.state);
+            continue;
+        }
+        if let Some(p) = prefixes.get(&v.svc_id) {
+            clients.insert((v.svc_id, mask_addr(&k.saddr, *p)));
+        }
+        w.counts.entry(v.real_id).or_default().add(v.state);
+    }
+    for (k, mut v) in templates {
+        if expired(timeouts, &v, now) {
+            if !clients.contains(&(v.svc_id, k.saddr)) {
+                w.expired.push(k);
+                continue;
+            }
+            v.last_seen_ns = now;
+            w.rearm.push((k, v));
+        }
+        w.counts.entry(v.real_id).or_default().persistent += 1;
+    }
+    w
+}
+
+/// Connection entries the LRU evicted, as a running balance over sweeps
+/// (all, and ESTABLISHED ones).
+#[derive(Debug, Default)]
+pub struct Evictions {
+    pub all: i64,
+    pub active: i64,
+    pub active_reported: i64,
+}
+
+/// Monotonic clock in ns, the clock bpf_ktime_get_coarse_ns() reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(port: u16, real: u32, state: u8, age_s: u64, now: u64) -> (ConnKey, ConnValue) {
+        let mut k = ConnKey::default();
+        k.saddr[..4].copy_from_slice(&[203, 0, 113, 10]);
+        k.sport = port;
+        (
+            k,
+            ConnValue {
+                real_id: real,
+                svc_id: 0,
+                last_seen_ns: now - age_s * 1_000_000_000,
+                state,
+                _pad: [0; 3],
+                timeout: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn counts_expires_and_keeps_templates_with_live_clients() {
+        let now = 10_000 * 1_000_000_000;
+        let t = tcp_state::DEFAULT_TIMEOUTS;
+        let mut template = conn(0, 1, tcp_state::TEMPLATE, 400, now);
+        template.1.timeout = 360;
+        let mut lonely = conn(0, 2, tcp_state::TEMPLATE, 400, now);
+        lonely.0.saddr[3] = 99;
+        lonely.1.timeout = 360;
+        let entries = vec![
+            conn(1, 1, tcp_state::ESTABLISHED, 10, now),
+            conn(2, 1, tcp_state::SYN_RECV, 10, now),
+            conn(3, 2, tcp_state::CLOSE, 11, now),
+            conn(4, 3, tcp_state::ESTABLISHED, 10, now),
+            template,
+            lonely,
+        ];
+        let prefixes = HashMap::from([(0, 32)]);
+        let removed = BTreeSet::from([3]);
+        let w = walk(entries.clone(), now, &t, &prefixes, &removed, false);
+        assert_eq!(
+            w.counts[&1],
+            ConnCounts {
+                active: 1,
+                inactive: 1,
+                persistent: 1
+            }
+        );
+        assert_eq!(
+            w.expired.len(),
+            2,
+            "CLOSE after 10 s, and the lonely template"
+        );
+        assert_eq!(w.expired_counts[&2].inactive, 1);
+        assert_eq!(
+            w.rearm.len(),
+            1,
+            "the template of a live client is re-armed"
+        );
+        assert_eq!(w.rearm[0].1.last_seen_ns, now);
+        let w = walk(entries, now, &t, &prefixes, &removed, true);
+        assert_eq!(w.expired_counts[&3].active, 1, "expire_nodest_conn");
+    }
+}

@@ -1,0 +1,113 @@
+//! The running check tasks, kept in step with the table and the
+//! configuration, and the latest verdict each one reported.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{spawn, CheckSpec, HealthEvent, Verdict};
+use crate::model::{ServiceAddr, Table};
+
+/// A check's identity: (virtual service, real server).
+pub type CheckKey = (ServiceAddr, IpAddr);
+
+pub struct Supervisor {
+    tasks: HashMap<CheckKey, (CheckSpec, JoinHandle<()>)>,
+    /// The last verdict of each running task (absent: none reported yet,
+    /// which means up).
+    observed: HashMap<CheckKey, Verdict>,
+    events: mpsc::Sender<HealthEvent>,
+}
+
+impl Supervisor {
+    pub fn new(events: mpsc::Sender<HealthEvent>) -> Supervisor {
+        Supervisor {
+            tasks: HashMap::new(),
+            observed: HashMap::new(),
+            events,
+        }
+    }
+
+    /// The checks that should run: those declared for a real server that is
+    /// in the table.
+    pub fn wanted(
+        checks: &[(ServiceAddr, IpAddr, CheckSpec)],
+        table: &Table,
+    ) -> HashMap<CheckKey, CheckSpec> {
+        checks
+            .iter()
+            .filter(|(s, r, _)| {
+                table
+                    .services
+                    .get(s)
+                    .is_some_and(|svc| svc.reals.keys().any(|(a, _)| a == r))
+            })
+            .map(|(s, r, c)| ((*s, *r), c.clone()))
+            .collect()
+    }
+
+    /// The verdicts that stay valid once `wanted` runs: those of tasks that
+    /// keep running unchanged (a restarted task starts from "up").
+    pub fn verdicts_for(
+        &self,
+        wanted: &HashMap<CheckKey, CheckSpec>,
+    ) -> HashMap<CheckKey, Verdict> {
+        self.observed
+            .iter()
+            .filter(|(k, _)| {
+                self.tasks
+                    .get(*k)
+                    .is_some_and(|(spec, _)| wanted.get(*k) == Some(spec))
+            })
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// Starts the wanted checks that do not run, stops the others (and the
+    /// ones whose spec changed, which restart).
+    pub fn reconcile(&mut self, wanted: &HashMap<CheckKey, CheckSpec>) {
+        let observed = &mut self.observed;
+        self.tasks.retain(|k, (spec, handle)| {
+            let keep = wanted.get(k) == Some(spec);
+            if !keep {
+                handle.abort();
+                observed.remove(k);
+            }
+            keep
+        });
+        for (k, spec) in wanted {
+            if !self.tasks.contains_key(k) {
+                // Warm-up: a stable phase per check spreads thousands of
+                // checks over the first interval instead of one burst.
+                let phase = {
+                    use std::hash::{Hash, Hasher};
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    k.hash(&mut hasher);
+                    (hasher.finish() % 1000) as f64 / 1000.0
+                };
+                let h = spawn(spec.clone(), k.0, k.1, phase, self.events.clone());
+                self.tasks.insert(*k, (spec.clone(), h));
+            }
+        }
+    }
+
+    /// Records what a task reported; None if the task no longer runs (an
+    /// event that was in flight when it stopped).
+    pub fn observe(&mut self, ev: &HealthEvent) -> Option<Verdict> {
+        let k = (ev.service, ev.real);
+        if !self.tasks.contains_key(&k) {
+            return None;
+        }
+        let v = Verdict {
+            up: ev.up,
+            weight: ev.weight,
+            reason: ev.reason.clone(),
+        };
+        self.observed.insert(k, v.clone());
+        Some(v)
+    }
+
+    pub fn observed(&self) -> &HashMap<CheckKey, Verdict> {
+        &self.observed
+    }
+}

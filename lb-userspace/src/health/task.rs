@@ -1,0 +1,115 @@
+//! The check task of one (virtual service, real server): probes at its
+//! interval and reports changes only, with rise/fall hysteresis.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{probe, CheckSpec, Outcome, WeightChange};
+use crate::model::ServiceAddr;
+
+/// The state a check reports: up/down with rise/fall hysteresis, and the
+/// weight asked for. Real servers start up (keepalived's default without
+/// `alpha`), so a daemon (re)start never drops a healthy pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hysteresis {
+    pub up: bool,
+    pub weight: Option<WeightChange>,
+    ok: u32,
+    failed: u32,
+}
+
+impl Default for Hysteresis {
+    fn default() -> Self {
+        Hysteresis {
+            up: true,
+            weight: None,
+            ok: 0,
+            failed: 0,
+        }
+    }
+}
+
+impl Hysteresis {
+    /// Records one result; returns true when the reported state (up/down
+    /// or weight) changes.
+    pub fn observe(&mut self, o: &Outcome, rise: u32, fall: u32) -> bool {
+        let mut changed = false;
+        if o.ok {
+            self.ok += 1;
+            self.failed = 0;
+            if !self.up && self.ok >= rise {
+                self.up = true;
+                changed = true;
+            }
+            if self.up && self.weight != o.weight {
+                self.weight = o.weight;
+                changed = true;
+            }
+        } else {
+            self.failed += 1;
+            self.ok = 0;
+            if self.up && self.failed >= fall {
+                self.up = false;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// A state change reported by a check task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthEvent {
+    pub service: ServiceAddr,
+    pub real: IpAddr,
+    pub up: bool,
+    pub weight: Option<WeightChange>,
+    pub reason: String,
+}
+
+/// Starts the check task for one real server of one service. `phase` in
+/// [0, 1) spreads the first checks of many tasks over one interval.
+pub fn spawn(
+    spec: CheckSpec,
+    service: ServiceAddr,
+    real: IpAddr,
+    phase: f64,
+    events: mpsc::Sender<HealthEvent>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let port = spec.port.unwrap_or(service.port);
+        let target = SocketAddr::new(spec.address.unwrap_or(real), port);
+        let interval = Duration::from_secs_f64(spec.interval);
+        tokio::time::sleep(interval.mul_f64(phase.clamp(0.0, 1.0))).await;
+        let mut h = Hysteresis::default();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut o = probe(&spec, target).await;
+            for _ in 0..spec.retry {
+                if o.ok {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs_f64(spec.retry_delay)).await;
+                o = probe(&spec, target).await;
+            }
+            if h.observe(&o, spec.rise, spec.fall) {
+                let ev = HealthEvent {
+                    service,
+                    real,
+                    up: h.up,
+                    weight: h.weight,
+                    reason: o.reason.clone(),
+                };
+                if events.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
