@@ -145,11 +145,10 @@ fn test() -> Result<()> {
     status(cargo().current_dir(&r).args([
         "test",
         "-p",
-        "xtask",
+        "lb-e2e",
         "--test",
         "e2e",
         "--",
-        "--ignored",
         "--test-threads=1",
     ]))?;
     println!("== benchmark smoke test (cargo xtask bench --quick still runs)");

@@ -1,0 +1,168 @@
+//! lbadm on a live director: ipvsadm-style edits, -R rules, apply and export.
+
+use std::{process::Child, time::Duration};
+
+use xtask::{
+    lab::{self, wait_for},
+    paths, root,
+};
+
+use crate::{support::*, tests, Test};
+
+fn lbadm_changes_take_effect_on_live_traffic() {
+    let lab = lab();
+    let _lbd = Lbd::start(&lab, RR_CONFIG);
+    let tally = |n: u32| tally(&lab, n);
+    // Quiesce rs2 (weight 0): it gets no new connection.
+    lab.lbadm(&[
+        "-e",
+        "-t",
+        "192.0.2.100:80",
+        "-r",
+        "192.0.2.12",
+        "-g",
+        "-w",
+        "0",
+    ])
+    .unwrap();
+    let m = tally(12);
+    assert_eq!(m.get("rs2"), None, "{m:?}");
+    assert_eq!(m.values().sum::<u32>(), 12);
+    // Delete rs1: only rs3 remains.
+    lab.lbadm(&["-d", "-t", "192.0.2.100:80", "-r", "192.0.2.11"])
+        .unwrap();
+    let m = tally(6);
+    assert_eq!(m.get("rs3"), Some(&6), "{m:?}");
+    // Errors are ipvsadm's and change nothing.
+    let e = std::process::Command::new(paths().lbadm())
+        .args(["-d", "-t", "192.0.2.100:80", "-r", "192.0.2.99"])
+        .env("LB_SOCKET", lab.socket())
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("No such destination"));
+    // A new service added at run time, on the port-0 "all ports" form.
+    lab.lbadm(&["-A", "-t", "192.0.2.100:0", "-s", "rr", "-p", "60"])
+        .unwrap();
+    lab.lbadm(&["-a", "-t", "192.0.2.100:0", "-r", "192.0.2.11", "-g"])
+        .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        lab.lbadm(&["-L", "-n", "-o", "json"])
+            .map(|s| !s.contains("\"mac\": null"))
+            .unwrap_or(false)
+    })
+    .unwrap();
+    // Timeouts, as ipvsadm --set / --timeout print them.
+    assert_eq!(
+        lab.lbadm(&["-L", "--timeout"]).unwrap(),
+        "Timeout (tcp tcpfin udp): 900 120 300\n"
+    );
+    lab.lbadm(&["--set", "3600", "0", "60"]).unwrap();
+    assert_eq!(
+        lab.lbadm(&["-L", "--timeout"]).unwrap(),
+        "Timeout (tcp tcpfin udp): 3600 120 60\n"
+    );
+    // port 80 still has its own service; the rest of the table is listed.
+    let list = lab.lbadm(&["-L", "-n"]).unwrap();
+    assert!(
+        list.contains("TCP  192.0.2.100:0 rr persistent 60"),
+        "{list}"
+    );
+    let _ = root();
+}
+
+fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
+    let lab = lab();
+    // lbd starts empty; the table comes from an ipvsadm-save file.
+    let _lbd = Lbd::start(&lab, "services: []\n");
+    let save = "\
+-A -t 192.0.2.100:80 -s rr
+-a -t 192.0.2.100:80 -r 192.0.2.11:80 -g -w 1
+-a -t 192.0.2.100:80 -r 192.0.2.12:80 -g -w 1
+-a -t 192.0.2.100:80 -r 192.0.2.13:80 -g -w 1
+";
+    let mut child = std::process::Command::new(paths().lbadm())
+        .args(["-R", "--socket"])
+        .arg(lab.socket())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(save.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "lbadm -R failed");
+    // -Sn gives the same rules back, and they forward real traffic.
+    assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), save);
+    wait_for(Duration::from_secs(10), || {
+        lab.curl_vip("/", 2).is_ok_and(|b| b.starts_with("rs"))
+    })
+    .expect("the restored service forwards");
+    let m = tally(&lab, 30);
+    assert_eq!(m.len(), 3, "every real server answers: {m:?}");
+    // A download in flight on each real server (rr over 3 connections).
+    let outs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| std::env::temp_dir().join(format!("{}-apply{i}.out", lab.prefix)))
+        .collect();
+    let mut curls: Vec<Child> = outs
+        .iter()
+        .map(|o| {
+            lab.cmd(&lab.ns("client"), "curl")
+                .args(["-sS", "--max-time", "30", "-o"])
+                .arg(o)
+                .arg(format!("http://{}/slow?s=4", lab::VIP))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_for(Duration::from_secs(10), || conn_counts(&lab).0 >= 3).expect("downloads established");
+    // lbadm apply: new weights (one server quiesced) and a new scheduler.
+    let cfg = std::env::temp_dir().join(format!("{}-apply.yaml", lab.prefix));
+    std::fs::write(
+        &cfg,
+        "services:\n  - protocol: tcp\n    address: 192.0.2.100\n    port: 80\n    scheduler: wrr\n    real_servers:\n      - {address: 192.0.2.11, weight: 3}\n      - {address: 192.0.2.12, weight: 1}\n      - {address: 192.0.2.13, weight: 0}\n",
+    )
+    .unwrap();
+    let dry = lab
+        .lbadm(&["apply", "-f", cfg.to_str().unwrap(), "--dry-run"])
+        .unwrap();
+    assert!(
+        dry.contains("~ real 192.0.2.13 of tcp 192.0.2.100:80: weight 1 -> 0"),
+        "{dry}"
+    );
+    assert!(
+        lab.lbadm(&["-S", "-n"]).unwrap().contains("-s rr"),
+        "dry run changed nothing"
+    );
+    let applied = lab.lbadm(&["apply", "-f", cfg.to_str().unwrap()]).unwrap();
+    assert!(applied.contains("scheduler rr -> wrr"), "{applied}");
+    // Every established download finishes on its real server.
+    for (c, o) in curls.iter_mut().zip(&outs) {
+        assert!(c.wait().unwrap().success(), "a transfer broke during apply");
+        let got = std::fs::read_to_string(o).unwrap();
+        let _ = std::fs::remove_file(o);
+        assert_eq!(
+            got.len(),
+            40 * 1024 + "rsN done\n".len(),
+            "truncated transfer"
+        );
+    }
+    let _ = std::fs::remove_file(&cfg);
+    // New connections follow the new weights: never the quiesced server.
+    let m = tally(&lab, 20);
+    assert!(!m.contains_key("rs3"), "{m:?}");
+    // export reproduces the applied state.
+    let exported = lab.lbadm(&["export"]).unwrap();
+    assert!(exported.contains("scheduler: wrr"), "{exported}");
+    assert!(exported.contains("weight: 3"), "{exported}");
+}
+
+pub const TESTS: &[Test] = tests![
+    lbadm_changes_take_effect_on_live_traffic,
+    rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections,
+];
