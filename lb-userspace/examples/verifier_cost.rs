@@ -1,5 +1,5 @@
 //! Prints how many instructions the kernel's verifier processed for the
-//! XDP program (a guard against scheduler changes that blow up
+//! XDP programs (a guard against scheduler changes that blow up
 //! verification). Needs root: `cargo run --example verifier_cost`.
 use lb_userspace::{config::Limits, dataplane::Dataplane};
 
@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     let res = Dataplane::load(&dir, &Limits::default());
     let _ = std::fs::remove_dir_all(&dir);
     let mut dp = res?;
-    for name in ["lb", "lb_new", "lb_lblc", "lb_lblcr", "lb_lblcr_grow"] {
+    for name in lb_common::names::prog::ALL {
         let n = dp.verified_instructions(name)?;
         println!("{name}: {n} instructions verified (limit 1000000)");
     }

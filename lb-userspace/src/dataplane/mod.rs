@@ -41,8 +41,7 @@ pub use ops::{sum, Maps, MapsError, Slot, Value, Write};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 /// The second object: the lab's XDP_PASS program and the benchmark's
 /// reference programs (never attached to a director's NIC by lbd).
-pub static TOOLS_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb") /* TEMP until lb-tools lands */);
+pub static TOOLS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-tools"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {

@@ -1,0 +1,90 @@
+//! Every map of the production object, named as in `lb_common::names::map`
+//! (the statics' names are the map names the daemon opens and pins), and the
+//! scratch record `lb` hands to the new-connection programs.
+//!
+//! All maps are pinned by name in the instance's bpffs directory so that a
+//! daemon restart reuses them (and the connection table survives).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+};
+use lb_common::{
+    counter, names::jump, ConnKey, ConnValue, DirectorConfig, LblcKey, LblcValue, RealLoad,
+    RealServer, Ring, ServiceKey, ServiceValue, Stats, DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS,
+    DEFAULT_MAX_SERVICES,
+};
+
+#[map]
+pub(crate) static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(DEFAULT_MAX_SERVICES, 0);
+/// Two rings per service: index = service id * 2 + generation.
+#[map]
+pub(crate) static RINGS: Array<Ring> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
+#[map]
+pub(crate) static REALS: Array<RealServer> = Array::pinned(DEFAULT_MAX_REALS, 0);
+#[map]
+/// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU, as Katran): inserts do not
+/// contend on one global list; eviction happens per CPU.
+pub(crate) static CONNS: LruHashMap<ConnKey, ConnValue> =
+    LruHashMap::pinned(DEFAULT_MAX_CONNS, BPF_F_NO_COMMON_LRU);
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+/// Round-robin cursor per service, shared by all CPUs so that rr and wrr
+/// follow the published sequence as IPVS does. The read-modify-write is not
+/// atomic (aya-build links for BPF cpu v1, which has no fetch-and-add): two
+/// CPUs scheduling at the same instant may take the same slot.
+#[map]
+pub(crate) static CURSORS: Array<u32> = Array::pinned(DEFAULT_MAX_SERVICES, 0);
+#[map]
+pub(crate) static SVC_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+#[map]
+pub(crate) static RS_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_REALS, 0);
+/// Live connection counts per real server, incremented by the program...
+#[map]
+pub(crate) static RS_LOAD: Array<RealLoad> = Array::pinned(DEFAULT_MAX_REALS, 0);
+/// ...and what the daemon found closed (expired or evicted) since.
+#[map]
+pub(crate) static RS_CLOSED: Array<RealLoad> = Array::pinned(DEFAULT_MAX_REALS, 0);
+/// The director-wide counters (`lb_common::counter`).
+#[map]
+pub(crate) static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+#[map]
+pub(crate) static CONFIG: Array<DirectorConfig> = Array::pinned(1, 0);
+/// Overloaded flag per real server (thresholds -x/-y), kept by the program
+/// when it considers the server and re-evaluated by the daemon's sweep.
+#[map]
+pub(crate) static RS_OVER: Array<u32> = Array::pinned(DEFAULT_MAX_REALS, 0);
+/// lblc / lblcr: destination address -> real server (set), per service.
+#[map]
+pub(crate) static LBLC: LruHashMap<LblcKey, LblcValue> = LruHashMap::pinned(LBLC_ENTRIES, 0);
+/// Destinations remembered by lblc/lblcr (LRU beyond that).
+const LBLC_ENTRIES: u32 = 65536;
+/// The new-connection programs, entered by tail call, one per slot of
+/// `lb_common::names::jump`: `lb_new` ([`jump::NEW`]), and `lb_lblc`,
+/// `lb_lblcr`, `lb_lblcr_grow` for lblc/lblcr services (their destination
+/// cache makes programs of their own for the verifier). Pinned like the
+/// other maps: a prog array is emptied when no user reference remains, and
+/// new connections must keep being scheduled while the daemon is down.
+#[map]
+pub(crate) static JUMP: ProgramArray = ProgramArray::pinned(jump::SLOTS, 0);
+/// The packet's flow and service, handed from `lb` to `lb_new` (per CPU:
+/// a tail call stays on the CPU).
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<NewConn> = PerCpuArray::with_max_entries(1, 0);
+
+/// What `lb` found of a new connection, for the program that schedules it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct NewConn {
+    pub(crate) key: ConnKey,
+    pub(crate) svc: ServiceValue,
+    pub(crate) ip_len: u64,
+    pub(crate) now: u64,
+    pub(crate) vport: u16,
+    pub(crate) tcp_flags: u8,
+    pub(crate) _pad: u8,
+    /// lblcr: what lb_lblcr found of the set, for lb_lblcr_grow.
+    pub(crate) lblcr_cur: u32,
+    pub(crate) lblcr_max_i: u32,
+    pub(crate) _pad2: u32,
+}

@@ -1,0 +1,161 @@
+//! The second object, `lb-tools`: XDP programs that are not the director's.
+//! The lab's XDP_PASS program for veth peers, and the reference programs the
+//! benchmark (`cargo xtask bench`) measures side by side with `lb` in the
+//! same run. lbd never attaches them to a director's NIC; their maps are not
+//! pinned, and nothing here touches the production object's maps. Program
+//! and map names are those of `lb_common::names::tools`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    macros::{map, xdp},
+    maps::{HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+const ETH_HLEN: usize = EthHdr::LEN;
+const ETH_P_IP: u16 = 0x0800;
+
+/// The XDP_PASS program the lab attaches to veth peers so that XDP_TX frames
+/// are received there (a veth requirement in native mode).
+#[xdp]
+pub fn lb_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+// ------------------------------------------------- benchmark references ----
+
+/// Pointer to `len` bytes at `off`, if the frame holds them. (The director's
+/// own version also counts malformed frames; these programs have no
+/// counters.)
+#[inline(always)]
+fn ptr_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*mut u8> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + len > end {
+        return None;
+    }
+    Some((start + off) as *mut u8)
+}
+
+#[inline(always)]
+fn be16(p: *const u8) -> u16 {
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+/// Key of the minimal load balancer's table: IPv4 destination and port.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BenchKey {
+    pub daddr: [u8; 4],
+    pub dport: u16,
+    pub _pad: u16,
+}
+
+#[map]
+static BENCH_BACKENDS: HashMap<BenchKey, [u8; 8]> = HashMap::with_max_entries(1024, 0);
+
+/// Swaps destination and source MAC of a frame whose first 14 bytes are
+/// known to be in bounds.
+#[inline(always)]
+fn swap_macs(eth: *mut u8) {
+    unsafe {
+        let mut tmp = [0u8; 6];
+        core::ptr::copy_nonoverlapping(eth, tmp.as_mut_ptr(), 6);
+        core::ptr::copy_nonoverlapping(eth.add(6), eth, 6);
+        core::ptr::copy_nonoverlapping(tmp.as_ptr(), eth.add(6), 6);
+    }
+}
+
+/// The floor: bounds check, swap the MACs, XDP_TX.
+#[xdp]
+pub fn bench_floor(ctx: XdpContext) -> u32 {
+    let Some(eth) = ptr_at(&ctx, 0, ETH_HLEN) else {
+        return XDP_DROP;
+    };
+    swap_macs(eth);
+    XDP_TX
+}
+
+/// The minimal LB: the floor plus one hash lookup keyed by IPv4 destination
+/// address and port (fixed 20-byte IPv4 header), and the MAC rewrite.
+#[xdp]
+pub fn bench_minimal_lb(ctx: XdpContext) -> u32 {
+    let Some(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
+        return XDP_DROP;
+    };
+    if be16(unsafe { p.add(12) }) != ETH_P_IP {
+        return XDP_PASS;
+    }
+    let mut key = BenchKey {
+        daddr: [0; 4],
+        dport: 0,
+        _pad: 0,
+    };
+    unsafe {
+        core::ptr::copy_nonoverlapping(p.add(ETH_HLEN + 16), key.daddr.as_mut_ptr(), 4);
+        key.dport = core::ptr::read_unaligned(p.add(ETH_HLEN + Ipv4Hdr::LEN + 2) as *const u16);
+    }
+    let Some(mac) = (unsafe { BENCH_BACKENDS.get(&key) }) else {
+        return XDP_PASS;
+    };
+    unsafe {
+        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
+    }
+    XDP_TX
+}
+
+#[map]
+static BENCH_SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The benchmark's sink: counts and drops every frame (and, being an XDP
+/// program, lets a veth receive XDP_TX frames from its peer).
+#[xdp]
+pub fn bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(c) = BENCH_SINK_COUNT.get_ptr_mut(0) {
+        unsafe { *c += 1 };
+    }
+    XDP_DROP
+}
+
+/// The benchmark's traffic generator (run in live-frames mode): the floor's
+/// MAC swap, plus TTL reset to 64 and a fresh IPv4 header checksum, because
+/// live frames reuse pages that a forwarding path may have modified.
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    let Some(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN) else {
+        return XDP_DROP;
+    };
+    swap_macs(p);
+    unsafe {
+        let ip = p.add(ETH_HLEN);
+        *ip.add(8) = 64;
+        *ip.add(10) = 0;
+        *ip.add(11) = 0;
+        let mut sum: u32 = 0;
+        let mut i = 0;
+        while i < Ipv4Hdr::LEN {
+            sum += u16::from_be_bytes([*ip.add(i), *ip.add(i + 1)]) as u32;
+            i += 2;
+        }
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        let c = !(sum as u16);
+        *ip.add(10) = (c >> 8) as u8;
+        *ip.add(11) = c as u8;
+    }
+    XDP_TX
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
