@@ -194,12 +194,11 @@ pub struct ExtraServers(Vec<Child>);
 
 impl ExtraServers {
     pub fn start(lab: &Lab, port: u16) -> ExtraServers {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         ExtraServers(
             (1..=3)
                 .map(|i| {
                     lab.cmd(&lab.rs_ns(i), "python3")
-                        .arg(root.join("tests/lab/rs_server.py"))
+                        .arg(lab.paths.rs_server())
                         .arg(format!("rs{i}"))
                         .arg(port.to_string())
                         .stdout(std::process::Stdio::null())
