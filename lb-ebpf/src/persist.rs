@@ -36,7 +36,7 @@ pub(crate) fn template_hit(svc: &ServiceValue, vport: u16, key: &ConnKey, now: u
     let tkey = template_key(svc, vport, key);
     let t = CONNS.get_ptr_mut(&tkey)?;
     let t = unsafe { &mut *t };
-    if t.state == tcp_state::TEMPLATE && usable(t.real_id) {
+    if t.state == tcp_state::TEMPLATE && usable(t.real_id, svc.id) {
         t.last_seen_ns = now;
         count(counter::PERSIST_HIT);
         return Some(t.real_id);

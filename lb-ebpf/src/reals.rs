@@ -9,15 +9,19 @@ use crate::{
     stats::count,
 };
 
-/// A real server is usable for a persistent client while it is in the
-/// service with a valid MAC, even at weight 0 (IPVS keeps following a
-/// template to a quiesced real server; only removal breaks it).
+/// A real server is usable for a persistent client (or an lblc/lblcr
+/// destination) of service `svc_id` while it is in that service with a
+/// valid MAC, even at weight 0 (IPVS keeps following a template to a
+/// quiesced real server; only removal breaks it). The service check keeps
+/// a cached id from following its slot once the slot serves another
+/// service.
 #[inline(always)]
-pub(crate) fn usable(real_id: u32) -> bool {
+pub(crate) fn usable(real_id: u32, svc_id: u32) -> bool {
     match REALS.get(real_id) {
         Some(rs) => {
-            rs.flags & (rs_flags::IN_USE | rs_flags::MAC_VALID | rs_flags::REMOVED)
-                == rs_flags::IN_USE | rs_flags::MAC_VALID
+            rs.svc_id == svc_id
+                && rs.flags & (rs_flags::IN_USE | rs_flags::MAC_VALID | rs_flags::REMOVED)
+                    == rs_flags::IN_USE | rs_flags::MAC_VALID
         }
         None => false,
     }

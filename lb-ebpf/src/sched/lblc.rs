@@ -40,7 +40,8 @@ struct SetScan {
     have_max: u32,
     min_w: u32,
     max_w: u32,
-    _pad: u32,
+    /// The service (members must still be its own).
+    svc_id: u32,
     min_a: u64,
     min_in: u64,
     max_a: u64,
@@ -64,7 +65,7 @@ extern "C" fn set_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
         c.max_w = w;
     }
     if w > 0
-        && usable(id)
+        && usable(id, c.svc_id)
         && !(c.thr != 0 && overloaded(id))
         && (c.min_id == u32::MAX
             || sched::better(sched::WLC, (a, ina, w), (c.min_a, c.min_in, c.min_w)))
@@ -107,7 +108,7 @@ pub(crate) fn lblcr_set(
         have_max: 0,
         min_w: 0,
         max_w: 0,
-        _pad: 0,
+        svc_id: svc.id,
         min_a: 0,
         min_in: 0,
         max_a: 0,
@@ -169,7 +170,7 @@ pub(crate) fn lblc_pick<const MODE: u32>(
         e.last_use_ns = now;
         if MODE == jump::LBLC {
             let id = e.reals[0];
-            if e.n > 0 && weight_of(id) > 0 && usable(id) && !(thr && overloaded(id)) {
+            if e.n > 0 && weight_of(id) > 0 && usable(id, svc.id) && !(thr && overloaded(id)) {
                 st.current = id;
             }
         } else {

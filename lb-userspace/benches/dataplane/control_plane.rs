@@ -128,6 +128,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
                 port: (i % 60000) as u16 + 1,
             };
             handles.push(health::spawn(
+                i as u64,
                 sp,
                 svc,
                 "127.0.0.1".parse().unwrap(),

@@ -30,7 +30,7 @@ pub use self::{
 use crate::{
     config::Config,
     director::{ApplyError, Director},
-    health::{CheckSpec, HealthEvent, ServicePolicy, Supervisor},
+    health::{CheckSpec, HealthEvent, ServicePolicy, Supervisor, Verdict, WeightChange},
     model::{ServiceAddr, Table},
 };
 use neigh::Resolver;
@@ -83,18 +83,14 @@ impl Daemon {
         inputs.expire_nodest = next.expire_nodest;
         inputs.director_mac = self.own_mac;
         inputs.health = self.supervisor.verdicts_for(&wanted);
-        // New real servers get their MACs in the same commit when the
-        // neighbour table has them already.
-        let missing: std::collections::BTreeSet<IpAddr> = inputs
-            .addresses()
-            .into_iter()
-            .filter(|a| !inputs.macs.contains_key(a))
-            .collect();
-        if !missing.is_empty() {
-            if let Ok(found) = self.resolver.resolve(&missing).await {
-                inputs
-                    .macs
-                    .extend(found.into_iter().filter_map(|(a, m)| Some((a, m?))));
+        // The neighbour table's word on every real server (newcomers, and
+        // MACs recovered from the pins at start) goes into the same commit.
+        if let Ok(found) = self.resolver.resolve(&inputs.addresses()).await {
+            for (a, m) in found {
+                match m {
+                    Some(mac) => inputs.macs.insert(a, mac),
+                    None => inputs.macs.remove(&a),
+                };
             }
         }
         let n = self.director.apply(inputs)?;
@@ -140,8 +136,10 @@ impl Daemon {
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         for ((svc, real), v) in behind {
-            if let Err(e) = self.director.set_health(svc, real, Some(v)) {
-                error!("applying a health transition (retried every second): {e}");
+            match self.director.set_health(svc, real, Some(v.clone())) {
+                Ok(true) => log_transition(&svc, &real, &v),
+                Ok(false) => {}
+                Err(e) => error!("applying a health transition (retried every second): {e}"),
             }
         }
     }
@@ -150,19 +148,11 @@ impl Daemon {
         let Some(v) = self.supervisor.observe(&ev) else {
             return;
         };
-        let what = if ev.up { "UP" } else { "DOWN" };
-        let weight = match ev.weight {
-            None => String::new(),
-            Some(crate::health::WeightChange::Absolute(w)) => format!(", weight {w}"),
-            Some(crate::health::WeightChange::Percent(p)) => format!(", weight {p}%"),
-        };
-        match self.director.set_health(ev.service, ev.real, Some(v)) {
-            Ok(true) => info!(
-                service = %ev.service,
-                real = %ev.real,
-                "real server {what}{weight}: {}",
-                ev.reason
-            ),
+        match self
+            .director
+            .set_health(ev.service, ev.real, Some(v.clone()))
+        {
+            Ok(true) => log_transition(&ev.service, &ev.real, &v),
             Ok(false) => {}
             Err(e) => error!("applying a health transition (retried every second): {e}"),
         }
@@ -244,4 +234,15 @@ impl Daemon {
         info!("lbd stopping; the XDP program keeps forwarding from the pinned link");
         Ok(())
     }
+}
+
+/// One line per health transition in force, with its reason.
+fn log_transition(svc: &ServiceAddr, real: &IpAddr, v: &Verdict) {
+    let what = if v.up { "UP" } else { "DOWN" };
+    let weight = match v.weight {
+        None => String::new(),
+        Some(WeightChange::Absolute(w)) => format!(", weight {w}"),
+        Some(WeightChange::Percent(p)) => format!(", weight {p}%"),
+    };
+    info!(service = %svc, real = %real, "real server {what}{weight}: {}", v.reason);
 }

@@ -14,6 +14,8 @@ pub struct Faulty<M> {
     pub inner: M,
     /// Fail the write with this index (counted from the first write).
     pub fail_at: Option<usize>,
+    /// Fail every write from this index on (a rollback then fails too).
+    pub fail_from: Option<usize>,
     /// Writes attempted so far.
     pub writes: usize,
     pub after_write: Option<AfterWrite<M>>,
@@ -24,6 +26,7 @@ impl<M> Faulty<M> {
         Faulty {
             inner,
             fail_at: None,
+            fail_from: None,
             writes: 0,
             after_write: None,
         }
@@ -45,7 +48,7 @@ impl<M: Maps> Maps for Faulty<M> {
     fn write(&mut self, slot: Slot, value: &Value) -> Result<(), MapsError> {
         let n = self.writes;
         self.writes += 1;
-        if self.fail_at == Some(n) {
+        if self.fail_at == Some(n) || self.fail_from.is_some_and(|f| n >= f) {
             return Err(MapsError::Injected(n));
         }
         self.inner.write(slot, value)?;

@@ -80,9 +80,15 @@ impl<M: Maps> Director<M> {
             expire_nodest: published.config.flags & lb_common::dir_flags::EXPIRE_NODEST_CONN != 0,
             ..Default::default()
         };
-        for r in published.reals.values() {
-            if r.flags & rs_flags::MAC_VALID != 0 {
-                inputs.macs.insert(bytes_addr(&r.addr, r.family), r.mac);
+        // MACs of real servers in service first: a removed slot's MAC is
+        // never refreshed and may be older.
+        for removed in [true, false] {
+            for r in published.reals.values() {
+                if r.flags & rs_flags::MAC_VALID != 0
+                    && (r.flags & rs_flags::REMOVED != 0) == removed
+                {
+                    inputs.macs.insert(bytes_addr(&r.addr, r.family), r.mac);
+                }
             }
         }
         if !published.svc_ids.is_empty() {
@@ -129,10 +135,9 @@ impl<M: Maps> Director<M> {
         let limits = self.maps.limits().clone();
         let none = BTreeSet::new();
         match plan::plan(next, &self.published, &limits, &none, &mut self.cache) {
-            Err(PlanError::RealsFull { .. }) => {
-                // Slots of real servers that are (or are about to be)
-                // removed and that no connection uses any more can be given
-                // to newcomers.
+            Err(PlanError::RealsFull { .. }) if self.published.removed().next().is_some() => {
+                // Slots of real servers removed by an earlier change that no
+                // connection uses any more can be given to newcomers.
                 let reclaimable = self.reclaimable();
                 plan::plan(
                     next,
@@ -153,6 +158,21 @@ impl<M: Maps> Director<M> {
         let n = match commit::commit(&mut self.maps, &plan.writes) {
             Ok(n) => n,
             Err(e) => {
+                // A commit that failed after a flip may have let the program
+                // open connections on slots the plan gave out; the slots are
+                // free again, so those entries would point at nothing (or,
+                // once reused, at another server). The clients' next packets
+                // are scheduled afresh.
+                let orphans: Vec<_> = self
+                    .maps
+                    .conns()
+                    .into_iter()
+                    .filter(|(_, v)| plan.fresh.contains(&v.real_id))
+                    .map(|(k, _)| k)
+                    .collect();
+                for k in &orphans {
+                    self.maps.remove_conn(k);
+                }
                 if !e.restored {
                     self.resync();
                 }
@@ -170,9 +190,20 @@ impl<M: Maps> Director<M> {
 
     /// After a commit whose rollback failed: the published state is read
     /// back from the maps, so the next change plans from what is there.
+    /// What the maps do not hold is kept: the ids of port-group services
+    /// without a declared group (no key) and the quorum states.
     fn resync(&mut self) {
         match read_published(&self.maps) {
-            Ok(p) => self.published = p,
+            Ok(mut p) => {
+                let taken: BTreeSet<u32> = p.svc_ids.values().copied().collect();
+                for (a, id) in &self.published.svc_ids {
+                    if !p.svc_ids.contains_key(a) && !taken.contains(id) {
+                        p.svc_ids.insert(*a, *id);
+                    }
+                }
+                p.quorum = std::mem::take(&mut self.published.quorum);
+                self.published = p;
+            }
             Err(e) => error!("reading the maps back after a failed rollback: {e}"),
         }
     }
@@ -294,14 +325,16 @@ impl<M: Maps> Director<M> {
         )
     }
 
-    /// Real-server slots that no connection entry refers to (the planner
-    /// takes back only those whose real server is not wanted).
+    /// Slots of removed real servers that no connection entry (nor
+    /// persistence template) refers to. Only those are safe to give to a
+    /// newcomer: a removed server is in no ring, so no new connection can
+    /// reach its slot while the plan is made and committed. (A server
+    /// leaving in the very change that needs its slot is still in a live
+    /// ring until that change's flip: its slot is not taken back.)
     fn reclaimable(&self) -> BTreeSet<u32> {
         let referenced: BTreeSet<u32> = self.maps.conns().iter().map(|(_, v)| v.real_id).collect();
         self.published
-            .reals
-            .keys()
-            .copied()
+            .removed()
             .filter(|id| !referenced.contains(id))
             .collect()
     }

@@ -124,7 +124,7 @@ impl Published {
 pub enum PlanError {
     #[error("too many virtual services: {need} needed, limits.max_services is {max}")]
     ServicesFull { need: usize, max: u32 },
-    #[error("too many real servers: {need} slots needed, limits.max_reals is {max}")]
+    #[error("too many real servers: {need} slots needed, limits.max_reals is {max} (a removed real server keeps its slot while connections use it, and a slot freed by a change is reused only by a later one)")]
     RealsFull { need: usize, max: u32 },
 }
 
@@ -135,6 +135,8 @@ pub struct Plan {
     pub next: Published,
     /// The writes, in commit order.
     pub writes: Vec<Write>,
+    /// Real-server slots given out by this plan (never used, or reclaimed).
+    pub fresh: BTreeSet<u32>,
     /// Services whose quorum changed: (service, holds now, healthy weight).
     pub quorum_changes: Vec<(ServiceAddr, bool, u64)>,
 }
@@ -219,6 +221,7 @@ pub fn plan(
     Ok(Plan {
         next,
         writes,
+        fresh: slots.fresh,
         quorum_changes,
     })
 }

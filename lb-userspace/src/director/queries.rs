@@ -63,7 +63,10 @@ impl<M: Maps> Director<M> {
         let inp = &self.inputs;
         let mut services = Vec::new();
         for (a, s) in &inp.table.services {
-            let sid = self.published.svc_ids[a];
+            // Absent only after a commit whose rollback failed (resync).
+            let Some(&sid) = self.published.svc_ids.get(a) else {
+                continue;
+            };
             let remove = inp.policy(a).on_failure == OnFailure::Remove;
             let mut reals: Vec<RealView> = s
                 .reals

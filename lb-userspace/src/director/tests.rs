@@ -315,45 +315,186 @@ fn capacity_is_checked_before_the_first_write() {
     );
     assert_eq!(d.maps().writes, writes, "nothing was written");
     assert_eq!(d.maps().inner.state, maps);
-    // Exactly at capacity, replacing a service with another fits: the
-    // leaving one's key goes first.
-    let mut t = d.table().clone();
-    let first = *t.services.keys().next().unwrap();
-    t.del_service(&first).unwrap();
-    let mut t2 = table(&services(1, &["192.0.2.14"]));
-    let (a, mut s) = t2.services.pop_first().unwrap();
-    let moved = crate::model::ServiceAddr { port: 99, ..a };
-    s.spec.addr = moved;
-    t.services.insert(moved, s);
-    d.set_table(t).unwrap();
-    check_forwarding(&d.maps().inner.state).unwrap();
 }
 
 #[test]
-fn a_batch_over_capacity_changes_nothing_not_even_one_scheduler() {
-    // The old apply wrote service by service: at max_services a -R batch
-    // that changed a scheduler and added one service too many failed half
-    // way, leaving the new scheduler in the maps and the old in the listing.
+fn a_batch_that_swaps_services_at_capacity_is_applied_whole() {
+    // The old apply wrote service by service, new keys before removed ones:
+    // at max_services a -R batch that changed one scheduler, deleted a
+    // service and added another hit the full services map half way, leaving
+    // the new scheduler in the maps and the old one in the listing.
     let mut d = director(limits(2, 8));
     d.apply(inputs(table(&services(2, &["192.0.2.11"]))))
         .unwrap();
-    let maps = d.maps().inner.state.clone();
     let mut t = d.table().clone();
-    let mut batch = vec![];
-    let first = *t.services.keys().next().unwrap();
+    let (first, second) = {
+        let mut k = t.services.keys();
+        (*k.next().unwrap(), *k.next().unwrap())
+    };
     let mut spec = t.services[&first].spec.clone();
     spec.scheduler = Scheduler::Rr;
-    batch.push(crate::control::Request::EditService { service: spec });
     let mut extra = t.services[&first].spec.clone();
     extra.addr.port = 1000;
-    batch.push(crate::control::Request::AddService { service: extra });
+    let batch = vec![
+        crate::control::Request::EditService { service: spec },
+        crate::control::Request::DelService { service: second },
+        crate::control::Request::AddService { service: extra },
+    ];
     crate::daemon::edit_table(&mut t, crate::control::Request::Batch { requests: batch }).unwrap();
-    assert!(d.set_table(t).is_err());
-    assert_eq!(d.maps().inner.state, maps);
+    d.set_table(t).unwrap();
+    check_forwarding(&d.maps().inner.state).unwrap();
     let l = d.listing();
-    assert_eq!(l.services[0].spec.scheduler, Scheduler::Wlc);
+    let scheds: Vec<Scheduler> = l.services.iter().map(|s| s.spec.scheduler).collect();
+    assert_eq!(scheds, [Scheduler::Rr, Scheduler::Wlc]);
+    let in_maps: Vec<u8> = d
+        .maps()
+        .inner
+        .state
+        .services
+        .iter()
+        .map(|(k, v)| (u16::from_be(k.port), v.sched))
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(in_maps, [lb_common::sched::RR, lb_common::sched::WLC]);
+    // One more service than max_services is refused before any write.
+    let maps = d.maps().inner.state.clone();
+    let mut t = d.table().clone();
+    let mut third = t.services[&first].spec.clone();
+    third.addr.port = 2000;
+    t.add_service(third).unwrap();
+    let e = d.set_table(t).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ApplyError::Plan(PlanError::ServicesFull { need: 3, max: 2 })
+        ),
+        "{e}"
+    );
+    assert_eq!(d.maps().inner.state, maps);
     let v: &ServiceValue = d.maps().inner.state.services.values().next().unwrap();
-    assert_eq!(v.sched, lb_common::sched::WLC);
+    assert_eq!(v.sched, lb_common::sched::RR);
+}
+
+#[test]
+fn a_slot_still_in_a_live_ring_is_never_given_to_another_service() {
+    // S1 {A, B}, S2 {C, D}, REALS full. One change removes B from S1 and
+    // adds E to S2: B's slot is in S1's live ring until the change's flip,
+    // so E may not take it in the same change (it would get S1's new
+    // connections in between); the next change may.
+    let mut d = director(limits(4, 4));
+    let two = "services:
+  - {protocol: tcp, address: 192.0.2.100, port: 1, scheduler: rr, real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 2, scheduler: rr, real_servers: [{address: 192.0.2.13}, {address: 192.0.2.14}]}
+";
+    d.apply(inputs(table(two))).unwrap();
+    let both = two
+        .replace(
+            "{address: 192.0.2.11}, {address: 192.0.2.12}",
+            "{address: 192.0.2.11}",
+        )
+        .replace(
+            "{address: 192.0.2.13}, {address: 192.0.2.14}",
+            "{address: 192.0.2.13}, {address: 192.0.2.14}, {address: 192.0.2.15}",
+        );
+    let maps = d.maps().inner.state.clone();
+    let e = d.apply(inputs(table(&both))).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ApplyError::Plan(PlanError::RealsFull { need: 5, max: 4 })
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("reused only by a later one"), "{e}");
+    assert_eq!(d.maps().inner.state, maps);
+    // Remove first, then add: the second change reuses the slot, and
+    // every write of it keeps the rings pointing at their own service.
+    let removed = two.replace(
+        "{address: 192.0.2.11}, {address: 192.0.2.12}",
+        "{address: 192.0.2.11}",
+    );
+    d.apply(inputs(table(&removed))).unwrap();
+    let slot_b = d.published().real_ids[&(0, "192.0.2.12".parse().unwrap(), 1)];
+    let before = d.maps().inner.state.clone();
+    d.maps_mut().inner.log.clear();
+    d.apply(inputs(table(&both))).unwrap();
+    let after = d.maps().inner.state.clone();
+    replay(&before, &after, &d.maps().inner.log);
+    let slot_e = d.published().real_ids[&(1, "192.0.2.15".parse().unwrap(), 2)];
+    assert_eq!(slot_b, slot_e, "the removed slot was reused");
+}
+
+#[test]
+fn a_failed_rollback_reads_the_maps_back_and_the_next_change_repairs_them() {
+    let mut d = director(limits(16, 16));
+    d.apply(inputs(table(BASE))).unwrap();
+    // The third write fails, and so does every write after it (the
+    // rollback's too).
+    d.maps_mut().fail_from = Some(d.maps().writes + 2);
+    let e = d.apply(inputs(table(CHANGED))).unwrap_err();
+    assert!(matches!(&e, ApplyError::Commit(c) if !c.restored), "{e}");
+    assert!(
+        e.to_string().contains("restoring the maps failed too"),
+        "{e}"
+    );
+    // The listing does not crash on the mixed state, and what the director
+    // believes is what the maps hold.
+    let _ = d.listing();
+    let mut again = MemMaps::new(limits(16, 16));
+    again.state = d.maps().inner.state.clone();
+    let read_back = Director::recover(again).unwrap();
+    let (theirs, mine) = (read_back.published(), d.published());
+    assert_eq!(theirs.services, mine.services);
+    assert_eq!(theirs.rings, mine.rings);
+    assert_eq!(theirs.reals, mine.reals);
+    assert_eq!(theirs.real_ids, mine.real_ids);
+    // Ids the maps no longer show (a key the failed commit deleted) are
+    // kept, so the service gets its id back.
+    assert!(theirs
+        .svc_ids
+        .iter()
+        .all(|(a, id)| mine.svc_ids.get(a) == Some(id)));
+    // Once the maps accept writes again, the next change gets them right.
+    d.maps_mut().fail_from = None;
+    d.apply(inputs(table(BASE))).unwrap();
+    check_forwarding(&d.maps().inner.state).unwrap();
+    let mut fresh = director(limits(16, 16));
+    fresh.apply(inputs(table(BASE))).unwrap();
+    assert_eq!(
+        d.maps().inner.state.services.keys().collect::<Vec<_>>(),
+        fresh.maps().inner.state.services.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn connections_opened_on_a_failed_plans_slots_are_dropped() {
+    // A commit that fails after its flip may have let the program open
+    // connections on the slots the plan gave out; once the slots are free
+    // again those entries would point at nothing, so they go (the client's
+    // next packet is scheduled afresh).
+    let mut d = director(limits(16, 16));
+    d.apply(inputs(table(BASE))).unwrap();
+    let plan = d.plan(&inputs(table(CHANGED))).unwrap();
+    let fresh = *plan.fresh.iter().next().unwrap();
+    // How many writes the commit does (no-op writes are skipped).
+    let mut copy = MemMaps::new(limits(16, 16));
+    copy.state = d.maps().inner.state.clone();
+    let mut probe = Director::recover(copy).unwrap();
+    probe.apply(inputs(table(CHANGED))).unwrap();
+    let steps = probe.maps().log.len();
+    d.maps_mut().after_write = Some(Box::new(move |m: &mut MemMaps, _| {
+        let v = lb_common::ConnValue {
+            real_id: fresh,
+            ..Default::default()
+        };
+        m.update_conn(lb_common::ConnKey::default(), v);
+    }));
+    d.maps_mut().fail_in(steps - 1);
+    assert!(d.apply(inputs(table(CHANGED))).is_err());
+    assert!(
+        d.maps().conns().iter().all(|(_, v)| v.real_id != fresh),
+        "an entry on a freed slot was kept"
+    );
 }
 
 #[test]

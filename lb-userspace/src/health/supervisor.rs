@@ -12,7 +12,9 @@ use crate::model::{ServiceAddr, Table};
 pub type CheckKey = (ServiceAddr, IpAddr);
 
 pub struct Supervisor {
-    tasks: HashMap<CheckKey, (CheckSpec, JoinHandle<()>)>,
+    /// Running tasks: spec, task id, handle.
+    tasks: HashMap<CheckKey, (CheckSpec, u64, JoinHandle<()>)>,
+    next_task: u64,
     /// The last verdict of each running task (absent: none reported yet,
     /// which means up).
     observed: HashMap<CheckKey, Verdict>,
@@ -23,6 +25,7 @@ impl Supervisor {
     pub fn new(events: mpsc::Sender<HealthEvent>) -> Supervisor {
         Supervisor {
             tasks: HashMap::new(),
+            next_task: 0,
             observed: HashMap::new(),
             events,
         }
@@ -57,7 +60,7 @@ impl Supervisor {
             .filter(|(k, _)| {
                 self.tasks
                     .get(*k)
-                    .is_some_and(|(spec, _)| wanted.get(*k) == Some(spec))
+                    .is_some_and(|(spec, _, _)| wanted.get(*k) == Some(spec))
             })
             .map(|(k, v)| (*k, v.clone()))
             .collect()
@@ -67,7 +70,7 @@ impl Supervisor {
     /// ones whose spec changed, which restart).
     pub fn reconcile(&mut self, wanted: &HashMap<CheckKey, CheckSpec>) {
         let observed = &mut self.observed;
-        self.tasks.retain(|k, (spec, handle)| {
+        self.tasks.retain(|k, (spec, _, handle)| {
             let keep = wanted.get(k) == Some(spec);
             if !keep {
                 handle.abort();
@@ -85,17 +88,19 @@ impl Supervisor {
                     k.hash(&mut hasher);
                     (hasher.finish() % 1000) as f64 / 1000.0
                 };
-                let h = spawn(spec.clone(), k.0, k.1, phase, self.events.clone());
-                self.tasks.insert(*k, (spec.clone(), h));
+                self.next_task += 1;
+                let task = self.next_task;
+                let h = spawn(task, spec.clone(), k.0, k.1, phase, self.events.clone());
+                self.tasks.insert(*k, (spec.clone(), task, h));
             }
         }
     }
 
-    /// Records what a task reported; None if the task no longer runs (an
-    /// event that was in flight when it stopped).
+    /// Records what a task reported; None if that task no longer runs (an
+    /// event in flight when it was stopped or replaced by a new one).
     pub fn observe(&mut self, ev: &HealthEvent) -> Option<Verdict> {
         let k = (ev.service, ev.real);
-        if !self.tasks.contains_key(&k) {
+        if self.tasks.get(&k).map(|t| t.1) != Some(ev.task) {
             return None;
         }
         let v = Verdict {
@@ -109,5 +114,49 @@ impl Supervisor {
 
     pub fn observed(&self) -> &HashMap<CheckKey, Verdict> {
         &self.observed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{health::CheckKind, model::Protocol};
+
+    #[tokio::test]
+    async fn a_replaced_tasks_late_verdict_does_not_count() {
+        let (tx, _rx) = mpsc::channel(8);
+        let mut s = Supervisor::new(tx);
+        let real: IpAddr = "127.0.0.1".parse().unwrap();
+        let svc = ServiceAddr::new(Protocol::Tcp, real, 9);
+        let mut spec = CheckSpec::new(CheckKind::Tcp);
+        spec.interval = 3600.0;
+        let wanted = |spec: &CheckSpec| HashMap::from([((svc, real), spec.clone())]);
+        let down = |task| HealthEvent {
+            task,
+            service: svc,
+            real,
+            up: false,
+            weight: None,
+            reason: "connection refused".into(),
+        };
+        s.reconcile(&wanted(&spec));
+        assert!(s.observe(&down(1)).is_some());
+        assert_eq!(s.verdicts_for(&wanted(&spec)).len(), 1, "unchanged: kept");
+        // The check's spec changes: the task restarts (from "up") as task 2.
+        spec.timeout = 2.0;
+        assert!(
+            s.verdicts_for(&wanted(&spec)).is_empty(),
+            "restarting: dropped"
+        );
+        s.reconcile(&wanted(&spec));
+        assert!(s.observed().is_empty());
+        assert!(
+            s.observe(&down(1)).is_none(),
+            "a late event of the replaced task counted"
+        );
+        assert!(s.observe(&down(2)).is_some());
+        // A check that is no longer wanted stops, and its verdict goes.
+        s.reconcile(&HashMap::new());
+        assert!(s.observe(&down(2)).is_none() && s.observed().is_empty());
     }
 }

@@ -64,6 +64,9 @@ impl Hysteresis {
 /// A state change reported by a check task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthEvent {
+    /// Which task reported it (a restarted check is another task, whose
+    /// predecessor's late events must not count).
+    pub task: u64,
     pub service: ServiceAddr,
     pub real: IpAddr,
     pub up: bool,
@@ -71,9 +74,10 @@ pub struct HealthEvent {
     pub reason: String,
 }
 
-/// Starts the check task for one real server of one service. `phase` in
+/// Starts check task `task` for one real server of one service. `phase` in
 /// [0, 1) spreads the first checks of many tasks over one interval.
 pub fn spawn(
+    task: u64,
     spec: CheckSpec,
     service: ServiceAddr,
     real: IpAddr,
@@ -100,6 +104,7 @@ pub fn spawn(
             }
             if h.observe(&o, spec.rise, spec.fall) {
                 let ev = HealthEvent {
+                    task,
                     service,
                     real,
                     up: h.up,

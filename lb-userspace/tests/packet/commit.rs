@@ -115,15 +115,33 @@ fn every_write_of_a_commit_leaves_the_data_plane_forwarding() {
     t.d.maps_mut().after_write = Some(Box::new(move |dp, n| {
         for i in 0..3u16 {
             let p = 43000 + n as u16 * 4 + i;
-            for (what, f) in [
-                ("tcp 80", tcp("203.0.113.10", p, "192.0.2.100", 80, SYN)),
-                ("udp 53", udp("203.0.113.10", p, "192.0.2.100", 53)),
-                ("port 0", tcp("203.0.113.10", p, "192.0.2.101", 8443, SYN)),
+            // Each service's real servers in either table: nobody else's.
+            for (what, f, reals) in [
+                (
+                    "tcp 80",
+                    tcp("203.0.113.10", p, "192.0.2.100", 80, SYN),
+                    &[11, 12, 13][..],
+                ),
+                (
+                    "udp 53",
+                    udp("203.0.113.10", p, "192.0.2.100", 53),
+                    &[11, 12],
+                ),
+                (
+                    "port 0",
+                    tcp("203.0.113.10", p, "192.0.2.101", 8443, SYN),
+                    &[12, 13],
+                ),
             ] {
-                let (a, _) = dp.test_run(&f.frame()).unwrap();
+                let (a, out) = dp.test_run(&f.frame()).unwrap();
                 assert_eq!(
                     a, XDP_TX,
                     "after write {n}: a new connection to {what} was not forwarded"
+                );
+                assert!(
+                    reals.contains(&out[5]),
+                    "after write {n}: {what} went to real server {}",
+                    out[5]
                 );
             }
         }

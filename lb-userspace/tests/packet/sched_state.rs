@@ -84,7 +84,65 @@ services:
     assert_eq!(got, vec![11, 11, 12, 12, 11]);
 }
 
+/// An lblc destination remembers a real-server slot. Once the slot's
+/// server is removed and the slot given to another service's newcomer, the
+/// destination's next connection stays within its own service.
+fn a_remembered_slot_that_now_serves_another_service_is_not_followed() {
+    pin_to_cpu0();
+    let limits = lb_userspace::config::Limits {
+        max_services: 4,
+        max_reals: 3,
+        max_conns: 1024,
+    };
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+        ("192.0.2.14", Some(rs_mac(14))),
+    ];
+    let yaml = |lblc: &str, rr: &str| {
+        format!(
+            "services:\n  - {{protocol: tcp, address: 192.0.2.100, port: 80, scheduler: lblc, real_servers: [{lblc}]}}\n  - {{protocol: tcp, address: 192.0.2.101, port: 80, scheduler: rr, real_servers: [{rr}]}}\n"
+        )
+    };
+    let mut t = TestDirector::with_limits(
+        table(&yaml("{address: 192.0.2.12}", "{address: 192.0.2.13}")),
+        &macs,
+        limits,
+    );
+    // The VIP's lblc entry now names .12's slot.
+    assert_eq!(open(&mut t, "192.0.2.100", 2000, 80), 12);
+    // .12 leaves (for .11); its connection ends and is collected...
+    t.d.set_table(table(&yaml(
+        "{address: 192.0.2.11}",
+        "{address: 192.0.2.13}",
+    )))
+    .unwrap();
+    t.d.timeouts = [0; 12];
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t.d.sweep(true);
+    t.d.timeouts = lb_common::tcp_state::DEFAULT_TIMEOUTS;
+    // ...so its slot is the only one for the rr service's newcomer.
+    let svc = *t.d.table().services.keys().next().unwrap();
+    let slot = t.d.published().real_ids[&(0, "192.0.2.12".parse().unwrap(), 80)];
+    t.d.set_table(table(&yaml(
+        "{address: 192.0.2.11}",
+        "{address: 192.0.2.13}, {address: 192.0.2.14}",
+    )))
+    .unwrap();
+    assert_eq!(
+        t.d.published().real_ids[&(1, "192.0.2.14".parse().unwrap(), 80)],
+        slot,
+        "the slot was reused"
+    );
+    assert_eq!(t.d.table().services[&svc].reals.len(), 1);
+    // The destination's next connection goes to its own service's server,
+    // not to .14 (another service's, behind the remembered slot).
+    assert_eq!(open(&mut t, "192.0.2.100", 2001, 80), 11);
+}
+
 pub const TESTS: &[Test] = tests![
+    a_remembered_slot_that_now_serves_another_service_is_not_followed,
     thresholds_stop_new_connections_until_below_the_lower_one,
     lblc_sticks_to_a_server_per_destination_until_it_is_overloaded,
 ];
