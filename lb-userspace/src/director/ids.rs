@@ -3,7 +3,10 @@
 //! or a restart never moves a known connection; new ones take the lowest
 //! free id.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use super::{
     codec::RealKey,
@@ -40,6 +43,13 @@ pub fn services(
     Ok(ids)
 }
 
+/// The range of [`RealKey`]s of service `sid`.
+pub fn of_service(sid: u32) -> std::ops::RangeInclusive<RealKey> {
+    let lo = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let hi = IpAddr::V6(Ipv6Addr::from(u128::MAX));
+    (sid, lo, 0)..=(sid, hi, u16::MAX)
+}
+
 /// Real-server slots.
 pub struct RealSlots {
     /// Slot of every wanted real server.
@@ -65,35 +75,36 @@ pub fn reals<T>(
         fresh: BTreeSet::new(),
         reclaimed: BTreeSet::new(),
     };
-    let wanted_keys: BTreeSet<RealKey> = wanted.iter().map(|(k, _, _)| *k).collect();
-    let mut newcomers = Vec::new();
-    for k in &wanted_keys {
+    let mut newcomers = BTreeSet::new();
+    for (k, _, _) in wanted {
         match cur.real_ids.get(k) {
             Some(id) => {
                 out.real_ids.insert(*k, *id);
             }
-            None => newcomers.push(*k),
+            None => {
+                newcomers.insert(*k);
+            }
         }
     }
     if newcomers.is_empty() {
         return Ok(out);
     }
-    let taken: BTreeSet<u32> = cur.real_ids.values().copied().collect();
+    let in_use = cur.reals.len();
     // A reclaimable slot must not belong to a real server wanted back.
     let kept: BTreeSet<u32> = out.real_ids.values().copied().collect();
     let spare: Vec<u32> = reclaimable
         .iter()
         .copied()
-        .filter(|i| taken.contains(i) && !kept.contains(i))
+        .filter(|i| cur.reals.contains_key(i) && !kept.contains(i))
         .collect();
-    let free = (max as usize).saturating_sub(taken.len()) + spare.len();
+    let free = (max as usize).saturating_sub(in_use) + spare.len();
     if newcomers.len() > free {
         return Err(PlanError::RealsFull {
-            need: taken.len() + newcomers.len() - spare.len(),
+            need: in_use + newcomers.len() - spare.len(),
             max,
         });
     }
-    let mut unused = (0..max).filter(|i| !taken.contains(i));
+    let mut unused = (0..max).filter(|i| !cur.reals.contains_key(i));
     let mut spare = spare.into_iter();
     for k in &newcomers {
         let id = match unused.next() {

@@ -15,6 +15,8 @@
 pub mod codec;
 pub mod commit;
 mod ids;
+mod order;
+mod per_service;
 pub mod plan;
 mod queries;
 pub mod rings;
@@ -63,6 +65,10 @@ pub struct Director<M: Maps = Dataplane> {
     /// What the maps hold.
     published: Published,
     cache: RingCache,
+    /// Whether `published` is what `inputs` planned (then only services
+    /// whose inputs change are planned again); false after a recovery or a
+    /// failed rollback.
+    synced: bool,
     /// Per-state connection timeouts (ipvsadm --set), used by the sweep.
     pub timeouts: Timeouts,
     evictions: Evictions,
@@ -103,6 +109,7 @@ impl<M: Maps> Director<M> {
             inputs,
             published,
             cache: RingCache::default(),
+            synced: false,
             timeouts: tcp_state::DEFAULT_TIMEOUTS,
             evictions: Evictions::default(),
             rates: RateEstimator::default(),
@@ -134,13 +141,15 @@ impl<M: Maps> Director<M> {
     pub fn plan(&mut self, next: &Inputs) -> Result<Plan, PlanError> {
         let limits = self.maps.limits().clone();
         let none = BTreeSet::new();
-        match plan::plan(next, &self.published, &limits, &none, &mut self.cache) {
+        let prev = self.synced.then_some(&self.inputs);
+        match plan::plan(next, prev, &self.published, &limits, &none, &mut self.cache) {
             Err(PlanError::RealsFull { .. }) if self.published.removed().next().is_some() => {
                 // Slots of real servers removed by an earlier change that no
                 // connection uses any more can be given to newcomers.
                 let reclaimable = self.reclaimable();
                 plan::plan(
                     next,
+                    prev,
                     &self.published,
                     &limits,
                     &reclaimable,
@@ -183,8 +192,9 @@ impl<M: Maps> Director<M> {
             let what = if *holds { "regained" } else { "lost" };
             info!(service = %a, healthy_weight = healthy, "quorum {what}");
         }
-        self.published = plan.next;
+        self.published.apply(plan.delta);
         self.inputs = next;
+        self.synced = true;
         Ok(n)
     }
 
@@ -203,6 +213,7 @@ impl<M: Maps> Director<M> {
                 }
                 p.quorum = std::mem::take(&mut self.published.quorum);
                 self.published = p;
+                self.synced = false;
             }
             Err(e) => error!("reading the maps back after a failed rollback: {e}"),
         }

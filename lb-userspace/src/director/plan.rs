@@ -23,19 +23,17 @@ use std::{
     net::IpAddr,
 };
 
-use lb_common::{
-    dir_flags, rs_flags, DirectorConfig, RealServer, ServiceKey, ServiceValue, RING_SIZE,
-};
+use lb_common::{dir_flags, rs_flags, DirectorConfig, RealServer, ServiceKey, ServiceValue};
 
 use super::{
-    codec::{addr_bytes, service_flags, service_key, RealKey},
-    ids,
-    rings::{Candidate, RingCache},
+    codec::{bytes_addr, RealKey},
+    ids, order, per_service,
+    rings::RingCache,
 };
 use crate::{
-    dataplane::{Limits, Slot, Value, Write},
+    dataplane::{Limits, Write},
     health::{effective_weight, ServicePolicy, Verdict},
-    model::{fmt_addr_port, Forward, RealSpec, RingKind, Service, ServiceAddr, Table},
+    model::{Forward, RealSpec, ServiceAddr, Table},
 };
 
 /// Everything the maps' contents follow from.
@@ -128,11 +126,47 @@ pub enum PlanError {
     RealsFull { need: usize, max: u32 },
 }
 
+/// What a plan changes in the published state (None: the entry goes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delta {
+    pub svc_ids: BTreeMap<ServiceAddr, Option<u32>>,
+    pub services: BTreeMap<ServiceKey, Option<ServiceValue>>,
+    pub rings: BTreeMap<u32, Option<(u8, Vec<u32>)>>,
+    pub reals: BTreeMap<u32, Option<RealServer>>,
+    pub real_ids: BTreeMap<RealKey, Option<u32>>,
+    pub quorum: BTreeMap<ServiceAddr, Option<bool>>,
+    pub config: Option<DirectorConfig>,
+}
+
+fn merge<K: Ord, V>(m: &mut BTreeMap<K, V>, changes: BTreeMap<K, Option<V>>) {
+    for (k, v) in changes {
+        match v {
+            Some(v) => m.insert(k, v),
+            None => m.remove(&k),
+        };
+    }
+}
+
+impl Published {
+    /// The state once a plan's writes are committed.
+    pub fn apply(&mut self, d: Delta) {
+        merge(&mut self.svc_ids, d.svc_ids);
+        merge(&mut self.services, d.services);
+        merge(&mut self.rings, d.rings);
+        merge(&mut self.reals, d.reals);
+        merge(&mut self.real_ids, d.real_ids);
+        merge(&mut self.quorum, d.quorum);
+        if let Some(c) = d.config {
+            self.config = c;
+        }
+    }
+}
+
 /// The outcome of planning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The maps' contents once `writes` are done.
-    pub next: Published,
+    /// What changes in the published state once `writes` are done.
+    pub delta: Delta,
     /// The writes, in commit order.
     pub writes: Vec<Write>,
     /// Real-server slots given out by this plan (never used, or reclaimed).
@@ -141,21 +175,23 @@ pub struct Plan {
     pub quorum_changes: Vec<(ServiceAddr, bool, u64)>,
 }
 
-/// The desired state of one service.
-struct ServicePlan {
-    id: u32,
-    value: ServiceValue,
-    keys: Vec<ServiceKey>,
-    /// A ring to write into the standby slot before the flip.
-    standby: Option<(u32, Vec<u32>)>,
-    ring: (u8, Vec<u32>),
-    quorum: (bool, u64),
+impl Plan {
+    /// The published state after this plan, from `cur`.
+    pub fn next(&self, cur: &Published) -> Published {
+        let mut p = cur.clone();
+        p.apply(self.delta.clone());
+        p
+    }
 }
 
-/// Plans the maps' contents for `inp`. `reclaimable` lists removed slots no
-/// connection refers to any more, which may be given to new real servers.
+/// Plans the maps' contents for `inp`. With `prev`, the inputs `cur` was
+/// planned from, only the services whose inputs changed are planned again
+/// (the others' entries stay as they are); without it, every service is.
+/// `reclaimable` lists removed slots that no connection refers to any
+/// more, which may be given to new real servers.
 pub fn plan(
     inp: &Inputs,
+    prev: Option<&Inputs>,
     cur: &Published,
     limits: &Limits,
     reclaimable: &BTreeSet<u32>,
@@ -170,252 +206,155 @@ pub fn plan(
         });
     }
     let svc_ids = ids::services(table, &cur.svc_ids, limits.max_services)?;
-    let wanted = wanted_reals(inp, &svc_ids);
+    let dirty: Vec<ServiceAddr> = table
+        .services
+        .keys()
+        .filter(|a| {
+            let same_id = cur.svc_ids.get(a) == Some(&svc_ids[a]);
+            !(same_id && prev.is_some_and(|p| per_service::unchanged(p, inp, a)))
+        })
+        .copied()
+        .collect();
+    let gone: Vec<(ServiceAddr, u32)> = cur
+        .svc_ids
+        .iter()
+        .filter(|(a, _)| !table.services.contains_key(a))
+        .map(|(a, id)| (*a, *id))
+        .collect();
+    let wanted = wanted_reals(inp, &svc_ids, &dirty);
     let slots = ids::reals(&wanted, cur, reclaimable, limits.max_reals)?;
 
-    let mut next = Published {
-        svc_ids: svc_ids.clone(),
-        real_ids: slots.real_ids,
-        config: DirectorConfig {
-            mac: inp.director_mac,
-            flags: if inp.expire_nodest {
-                dir_flags::EXPIRE_NODEST_CONN
-            } else {
-                0
-            },
-            _pad: 0,
+    let mut d = Delta::default();
+    let config = DirectorConfig {
+        mac: inp.director_mac,
+        flags: if inp.expire_nodest {
+            dir_flags::EXPIRE_NODEST_CONN
+        } else {
+            0
         },
-        ..Default::default()
+        _pad: 0,
     };
-    // Real servers as the table wants them...
-    for (key, spec, svc) in &wanted {
-        let id = next.real_ids[key];
-        next.reals.insert(id, real_value(inp, svc, spec, key.0));
+    if config != cur.config {
+        d.config = Some(config);
     }
-    // ...and the ones that left, kept (flagged) for their connections.
-    for (key, id) in &cur.real_ids {
-        if next.reals.contains_key(id) || slots.reclaimed.contains(id) {
-            continue;
+    let mut new_ids = BTreeSet::new();
+    for (a, id) in &svc_ids {
+        if cur.svc_ids.get(a) != Some(id) {
+            d.svc_ids.insert(*a, Some(*id));
+            new_ids.insert(*id);
         }
-        let mut r = cur.reals[id];
-        r.flags |= rs_flags::REMOVED;
-        next.reals.insert(*id, r);
-        next.real_ids.insert(*key, *id);
+    }
+    for (a, _) in &gone {
+        d.svc_ids.insert(*a, None);
+        d.quorum.insert(*a, None);
+    }
+    // Real servers of the services planned again, as the table wants them...
+    for (key, spec, svc) in &wanted {
+        let id = slots.real_ids[key];
+        if cur.real_ids.get(key) != Some(&id) {
+            d.real_ids.insert(*key, Some(id));
+        }
+        let v = per_service::real_value(inp, svc, spec, key.0);
+        if slots.fresh.contains(&id) || cur.reals.get(&id) != Some(&v) {
+            d.reals.insert(id, Some(v));
+        }
+    }
+    // ...a reclaimed slot's former identity goes...
+    for id in &slots.reclaimed {
+        if let Some(r) = cur.reals.get(id) {
+            let old = (
+                r.svc_id,
+                bytes_addr(&r.addr, r.family),
+                u16::from_be(r.port),
+            );
+            if !slots.real_ids.contains_key(&old) {
+                d.real_ids.insert(old, None);
+            }
+        }
+    }
+    // ...and the ones that left stay, flagged, for their connections.
+    let touched: BTreeSet<u32> = dirty
+        .iter()
+        .map(|a| svc_ids[a])
+        .chain(gone.iter().map(|(_, id)| *id))
+        .collect();
+    for sid in &touched {
+        for (key, id) in cur.real_ids.range(ids::of_service(*sid)) {
+            if slots.real_ids.contains_key(key) || slots.reclaimed.contains(id) {
+                continue;
+            }
+            let mut r = cur.reals[id];
+            if r.flags & rs_flags::REMOVED == 0 {
+                r.flags |= rs_flags::REMOVED;
+                d.reals.insert(*id, Some(r));
+            }
+        }
     }
     let mut plans = Vec::new();
     let mut quorum_changes = Vec::new();
-    for (a, s) in &table.services {
-        let p = plan_service(inp, cur, &next, cache, a, s, svc_ids[a]);
+    let mut entries: BTreeMap<ServiceKey, ServiceValue> = BTreeMap::new();
+    for a in &dirty {
+        let s = &table.services[a];
+        let p = per_service::plan_service(inp, cur, &slots.real_ids, cache, a, s, svc_ids[a]);
         let was = cur.quorum.get(a).copied();
         if was.is_some() && was != Some(p.quorum.0) {
             quorum_changes.push((*a, p.quorum.0, p.quorum.1));
         }
-        next.quorum.insert(*a, p.quorum.0);
-        next.rings.insert(p.id, p.ring.clone());
+        if was != Some(p.quorum.0) {
+            d.quorum.insert(*a, Some(p.quorum.0));
+        }
+        if cur.rings.get(&p.id) != Some(&p.ring) {
+            d.rings.insert(p.id, Some(p.ring.clone()));
+        }
         for k in &p.keys {
-            next.services.insert(*k, p.value);
+            entries.insert(*k, p.value);
         }
         plans.push(p);
     }
-    let writes = order_writes(cur, &next, &plans, &slots.fresh, &svc_ids);
+    for (_, id) in &gone {
+        if !d.rings.contains_key(id) && !svc_ids.values().any(|i| i == id) {
+            d.rings.insert(*id, None);
+        }
+    }
+    // Services-map keys of the services planned again or gone: those no
+    // service has any more leave, the others are set.
+    for (k, v) in &cur.services {
+        if touched.contains(&v.id) && !entries.contains_key(k) {
+            d.services.insert(*k, None);
+        }
+    }
+    for (k, v) in entries {
+        if cur.services.get(&k) != Some(&v) {
+            d.services.insert(k, Some(v));
+        }
+    }
+    let writes = order::writes(cur, &d, &plans, &slots.fresh, &new_ids);
     Ok(Plan {
-        next,
+        delta: d,
         writes,
         fresh: slots.fresh,
         quorum_changes,
     })
 }
 
-/// Every real server the table wants a slot for: (slot key, spec, service),
-/// the sorry servers included.
+/// The real servers that `services` want a slot for: (slot key, spec,
+/// service), the sorry servers included.
 fn wanted_reals(
     inp: &Inputs,
     svc_ids: &BTreeMap<ServiceAddr, u32>,
+    services: &[ServiceAddr],
 ) -> Vec<(RealKey, RealSpec, ServiceAddr)> {
     let mut v = Vec::new();
-    for (a, s) in &inp.table.services {
+    for a in services {
         let sid = svc_ids[a];
-        for r in s.reals.values().copied().chain(inp.sorry_real(a)) {
+        for r in inp.table.services[a]
+            .reals
+            .values()
+            .copied()
+            .chain(inp.sorry_real(a))
+        {
             v.push(((sid, r.address, r.port), r, *a));
         }
     }
     v
-}
-
-/// The REALS value of real server `r` of service `svc` (id `sid`).
-fn real_value(inp: &Inputs, svc: &ServiceAddr, r: &RealSpec, sid: u32) -> RealServer {
-    let (addr, family) = addr_bytes(&r.address);
-    let mac = inp.macs.get(&r.address).copied();
-    let mut flags = rs_flags::IN_USE;
-    if mac.is_some() {
-        flags |= rs_flags::MAC_VALID;
-    }
-    RealServer {
-        addr,
-        mac: mac.unwrap_or([0; 6]),
-        flags,
-        svc_id: sid,
-        port: r.port.to_be(),
-        family,
-        _pad: 0,
-        // The weight in force: what the dynamic schedulers divide by.
-        weight: inp.weight(svc, r),
-        u_threshold: r.u_threshold,
-        l_threshold: r.l_threshold,
-    }
-}
-
-fn candidate(next: &Published, sid: u32, r: &RealSpec, weight: u32) -> Candidate {
-    Candidate {
-        id: next.real_ids[&(sid, r.address, r.port)],
-        name: fmt_addr_port(&r.address, r.port),
-        weight,
-    }
-}
-
-fn plan_service(
-    inp: &Inputs,
-    cur: &Published,
-    next: &Published,
-    cache: &mut RingCache,
-    a: &ServiceAddr,
-    s: &Service,
-    sid: u32,
-) -> ServicePlan {
-    // The real servers that may take new connections: weight in force,
-    // MAC resolved.
-    let available: Vec<Candidate> = s
-        .reals
-        .values()
-        .map(|r| (r, inp.weight(a, r)))
-        .filter(|(r, w)| *w > 0 && inp.macs.contains_key(&r.address))
-        .map(|(r, w)| candidate(next, sid, r, w))
-        .collect();
-    // Quorum with hysteresis; below it the sorry server (if any) takes
-    // every new connection.
-    let healthy: u64 = available.iter().map(|c| c.weight as u64).sum();
-    let holds = inp
-        .policy(a)
-        .quorum_holds(cur.quorum.get(a).copied(), healthy);
-    let candidates = match inp.sorry_real(a) {
-        Some(sr) if !holds && inp.macs.contains_key(&sr.address) => {
-            vec![candidate(next, sid, &sr, 1)]
-        }
-        // sh/dh hash over every real server of the service (the program
-        // skips unavailable ones, or falls back), so one going down moves
-        // nobody else.
-        _ if s.spec.scheduler.ring() == RingKind::Buckets => s
-            .reals
-            .values()
-            .map(|r| candidate(next, sid, r, r.weight))
-            .collect(),
-        _ => available,
-    };
-    let ring = cache.ring(sid, s.spec.scheduler, candidates);
-    let (old_gen, old_ring) = cur.rings.get(&sid).cloned().unwrap_or((0, Vec::new()));
-    let new_service = cur.svc_ids.get(a) != Some(&sid);
-    let mut gen = old_gen;
-    let mut standby = None;
-    if (new_service || ring != old_ring) && !ring.is_empty() {
-        // Write the standby ring, then flip the generation.
-        gen ^= 1;
-        standby = Some((sid * 2 + gen as u32, ring.clone()));
-    }
-    let ring_len = ring.len().min(RING_SIZE) as u32;
-    let value = ServiceValue {
-        id: sid,
-        ring_len,
-        flags: service_flags(a, s),
-        persist_timeout: s.spec.persistent.unwrap_or(0),
-        fwmark: a.fwmark,
-        sched: s.spec.scheduler.id(),
-        gen,
-        persist_prefix: s.spec.prefix(),
-        _pad: 0,
-    };
-    // An empty ring keeps the old one published (ring_len 0 says "none").
-    let live = if standby.is_some() { ring } else { old_ring };
-    ServicePlan {
-        id: sid,
-        value,
-        keys: inp.table.entries(a).iter().map(service_key).collect(),
-        standby,
-        ring: (gen, live),
-        quorum: (holds, healthy),
-    }
-}
-
-/// Whether `new` takes away something `old` had (in use, MAC, not removed).
-fn loses_capability(old: &RealServer, new: &RealServer) -> bool {
-    let usable = |r: &RealServer| {
-        r.flags & (rs_flags::IN_USE | rs_flags::MAC_VALID | rs_flags::REMOVED)
-            == rs_flags::IN_USE | rs_flags::MAC_VALID
-    };
-    let in_use =
-        |r: &RealServer| r.flags & rs_flags::IN_USE != 0 && r.flags & rs_flags::REMOVED == 0;
-    (usable(old) && !usable(new)) || (in_use(old) && !in_use(new))
-}
-
-fn order_writes(
-    cur: &Published,
-    next: &Published,
-    plans: &[ServicePlan],
-    fresh: &BTreeSet<u32>,
-    svc_ids: &BTreeMap<ServiceAddr, u32>,
-) -> Vec<Write> {
-    let mut w = Vec::new();
-    let mut put = |slot, value| w.push(Write { slot, value });
-    // 1. the director's settings
-    if next.config != cur.config {
-        put(Slot::Config, Value::Config(next.config));
-    }
-    // 2. keys that leave
-    for k in cur.services.keys() {
-        if !next.services.contains_key(k) {
-            put(Slot::Service(*k), Value::Service(None));
-        }
-    }
-    // 3. new service ids start with zero statistics
-    let old_ids: BTreeSet<(ServiceAddr, u32)> =
-        cur.svc_ids.iter().map(|(a, id)| (*a, *id)).collect();
-    for (a, id) in svc_ids {
-        if !old_ids.contains(&(*a, *id)) {
-            put(Slot::SvcStats(*id), Value::Stats(Vec::new()));
-        }
-    }
-    // 4. real servers that are new or gain capability
-    let mut later = Vec::new();
-    for (id, r) in &next.reals {
-        if fresh.contains(id) {
-            // A (re)used slot starts with no connections and no history.
-            put(Slot::Load(*id), Value::Load(Default::default()));
-            put(Slot::Closed(*id), Value::Load(Default::default()));
-            put(Slot::Over(*id), Value::Over(0));
-            put(Slot::RsStats(*id), Value::Stats(Vec::new()));
-            put(Slot::Real(*id), Value::Real(*r));
-            continue;
-        }
-        match cur.reals.get(id) {
-            Some(old) if old == r => {}
-            Some(old) if loses_capability(old, r) => later.push((*id, *r)),
-            _ => put(Slot::Real(*id), Value::Real(*r)),
-        }
-    }
-    // 5. standby rings
-    for p in plans {
-        if let Some((slot, ring)) = &p.standby {
-            put(Slot::Ring(*slot), Value::ring(ring));
-        }
-    }
-    // 6. services: new entries and flips
-    for (k, v) in &next.services {
-        if cur.services.get(k) != Some(v) {
-            put(Slot::Service(*k), Value::Service(Some(*v)));
-        }
-    }
-    // 7. real servers that lose capability
-    for (id, r) in later {
-        put(Slot::Real(id), Value::Real(r));
-    }
-    w
 }

@@ -602,3 +602,64 @@ fn an_unchanged_apply_writes_nothing_and_one_weight_one_ring() {
         "{slots:?}"
     );
 }
+
+#[test]
+fn planning_only_the_changed_services_equals_planning_them_all() {
+    let mut d = director(limits(64, 64));
+    let mut steps = vec![inputs(table(BASE)), inputs(table(CHANGED))];
+    let mut i = inputs(table(CHANGED));
+    let svc = *i.table.services.keys().next().unwrap();
+    i.health.insert(
+        (svc, "192.0.2.11".parse().unwrap()),
+        Verdict {
+            up: false,
+            weight: None,
+            reason: "down".into(),
+        },
+    );
+    steps.push(i.clone());
+    i.macs.remove(&"192.0.2.13".parse().unwrap());
+    steps.push(i.clone());
+    i.policies.insert(
+        svc,
+        crate::health::ServicePolicy {
+            sorry_server: Some("192.0.2.99".parse().unwrap()),
+            quorum: 5,
+            ..crate::health::ServicePolicy::none()
+        },
+    );
+    i.macs.insert("192.0.2.99".parse().unwrap(), rs_mac(99));
+    steps.push(i.clone());
+    i.expire_nodest = true;
+    steps.push(i.clone());
+    steps.push(inputs(table(BASE)));
+    let l = limits(64, 64);
+    for (n, next) in steps.into_iter().enumerate() {
+        if n > 0 {
+            let cur = d.published().clone();
+            let none = std::collections::BTreeSet::new();
+            let only = plan::plan(
+                &next,
+                Some(d.inputs()),
+                &cur,
+                &l,
+                &none,
+                &mut rings::RingCache::default(),
+            )
+            .unwrap();
+            let all = plan::plan(
+                &next,
+                None,
+                &cur,
+                &l,
+                &none,
+                &mut rings::RingCache::default(),
+            )
+            .unwrap();
+            assert_eq!(only.next(&cur), all.next(&cur), "step {n}");
+            assert_eq!(only.writes, all.writes, "step {n}");
+        }
+        d.apply(next).unwrap();
+        check_forwarding(&d.maps().inner.state).unwrap();
+    }
+}

@@ -1,0 +1,85 @@
+//! The order of a commit's writes: every intermediate state forwards
+//! correctly (see the module documentation of `plan`).
+
+use std::collections::BTreeSet;
+
+use lb_common::{rs_flags, RealServer};
+
+use super::{
+    per_service::ServicePlan,
+    plan::{Delta, Published},
+};
+use crate::dataplane::{Slot, Value, Write};
+
+/// Whether `new` takes away something `old` had (in use, MAC, not removed).
+pub(super) fn loses_capability(old: &RealServer, new: &RealServer) -> bool {
+    let usable = |r: &RealServer| {
+        r.flags & (rs_flags::IN_USE | rs_flags::MAC_VALID | rs_flags::REMOVED)
+            == rs_flags::IN_USE | rs_flags::MAC_VALID
+    };
+    let in_use =
+        |r: &RealServer| r.flags & rs_flags::IN_USE != 0 && r.flags & rs_flags::REMOVED == 0;
+    (usable(old) && !usable(new)) || (in_use(old) && !in_use(new))
+}
+
+/// The writes of `delta` against `cur`, in commit order.
+pub(super) fn writes(
+    cur: &Published,
+    delta: &Delta,
+    plans: &[ServicePlan],
+    fresh: &BTreeSet<u32>,
+    new_ids: &BTreeSet<u32>,
+) -> Vec<Write> {
+    let mut w = Vec::new();
+    let mut put = |slot, value| w.push(Write { slot, value });
+    // 1. the director's settings
+    if let Some(c) = delta.config {
+        put(Slot::Config, Value::Config(c));
+    }
+    // 2. keys that leave
+    for (k, v) in &delta.services {
+        if v.is_none() {
+            put(Slot::Service(*k), Value::Service(None));
+        }
+    }
+    // 3. new service ids start with zero statistics
+    for id in new_ids {
+        put(Slot::SvcStats(*id), Value::Stats(Vec::new()));
+    }
+    // 4. real servers that are new or gain capability
+    let mut later = Vec::new();
+    for (id, r) in &delta.reals {
+        let Some(r) = r else { continue };
+        if fresh.contains(id) {
+            // A (re)used slot starts with no connections and no history.
+            put(Slot::Load(*id), Value::Load(Default::default()));
+            put(Slot::Closed(*id), Value::Load(Default::default()));
+            put(Slot::Over(*id), Value::Over(0));
+            put(Slot::RsStats(*id), Value::Stats(Vec::new()));
+            put(Slot::Real(*id), Value::Real(*r));
+            continue;
+        }
+        match cur.reals.get(id) {
+            Some(old) if old == r => {}
+            Some(old) if loses_capability(old, r) => later.push((*id, *r)),
+            _ => put(Slot::Real(*id), Value::Real(*r)),
+        }
+    }
+    // 5. standby rings
+    for p in plans {
+        if let Some((slot, ring)) = &p.standby {
+            put(Slot::Ring(*slot), Value::ring(ring));
+        }
+    }
+    // 6. services: new entries and flips
+    for (k, v) in &delta.services {
+        if let Some(v) = v {
+            put(Slot::Service(*k), Value::Service(Some(*v)));
+        }
+    }
+    // 7. real servers that lose capability
+    for (id, r) in later {
+        put(Slot::Real(id), Value::Real(r));
+    }
+    w
+}
