@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{PortGroup, RealSpec, ServiceAddr, ServiceSpec};
+use crate::model::{PortGroup, RealSpec, ServiceAddr, ServiceSpec, Table};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest accepted request line.
@@ -222,6 +222,38 @@ pub enum Response {
     Error {
         message: String,
     },
+}
+
+/// Applies one table-editing request (or a batch of them, which stops at
+/// the first failure and names its line) to `t`.
+pub fn edit_table(t: &mut Table, req: Request) -> Result<(), String> {
+    let r = match req {
+        Request::AddService { service } => t.add_service(service),
+        Request::EditService { service } => t.edit_service(service),
+        Request::DelService { service } => t.del_service(&service),
+        Request::Clear => {
+            t.clear();
+            Ok(())
+        }
+        Request::AddReal { service, real } => t.add_real(&service, real),
+        Request::EditReal { service, real } => t.edit_real(&service, real),
+        Request::DelReal { service, address } => t.del_real(&service, address),
+        Request::SetGroup { fwmark, group } => t.set_group(fwmark, group),
+        Request::DelGroup { fwmark } => t.del_group(fwmark),
+        Request::Batch { requests } => {
+            // ipvsadm -R: every line against a scratch table; the first
+            // failure names its line and nothing is applied.
+            for (i, req) in requests.into_iter().enumerate() {
+                if matches!(req, Request::Batch { .. }) {
+                    return Err(format!("line {}: a batch cannot hold a batch", i + 1));
+                }
+                edit_table(t, req).map_err(|e| format!("line {}: {e}", i + 1))?;
+            }
+            return Ok(());
+        }
+        other => return Err(format!("{other:?} does not edit the table")),
+    };
+    r.map_err(|e| e.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,8 @@
 //!   typed map operations (the only room that touches aya maps);
 //! - [`health`]: check specs, probes, tasks, the health policy;
 //! - [`config`]: the YAML schema, its validation and export;
-//! - [`control`]: the control protocol between lbd and its clients;
+//! - [`control`]: the control protocol between lbd and its clients, and
+//!   how a request edits the table;
 //! - [`director`]: the pure planner, the transactional commit, ids, rings,
 //!   the connection sweep, statistics and listings;
 //! - [`daemon`]: lbd's start, its one change path and request dispatch;

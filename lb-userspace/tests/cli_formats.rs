@@ -45,7 +45,7 @@ const CORPUS: &str = "\
 /// What the daemon does with a batch: every request against a table.
 fn apply(t: &mut Table, reqs: Vec<Request>) {
     for r in reqs {
-        lb_userspace::daemon::edit_table(t, r).unwrap();
+        lb_userspace::control::edit_table(t, r).unwrap();
     }
 }
 

@@ -1,46 +1,12 @@
-//! One dispatch for every control request, and one way to edit the table
-//! (single requests and `-R` batches alike).
+//! One dispatch for every control request.
 
 use anyhow::Result;
 
 use super::{Daemon, Desired};
 use crate::{
     config::{self, Config, TimeoutsCfg},
-    control::{self, Request, Response},
-    model::Table,
+    control::{self, edit_table, Request, Response},
 };
-
-/// Applies one table-editing request (or a batch of them, which stops at
-/// the first failure and names its line) to `t`.
-pub fn edit_table(t: &mut Table, req: Request) -> Result<(), String> {
-    let r = match req {
-        Request::AddService { service } => t.add_service(service),
-        Request::EditService { service } => t.edit_service(service),
-        Request::DelService { service } => t.del_service(&service),
-        Request::Clear => {
-            t.clear();
-            Ok(())
-        }
-        Request::AddReal { service, real } => t.add_real(&service, real),
-        Request::EditReal { service, real } => t.edit_real(&service, real),
-        Request::DelReal { service, address } => t.del_real(&service, address),
-        Request::SetGroup { fwmark, group } => t.set_group(fwmark, group),
-        Request::DelGroup { fwmark } => t.del_group(fwmark),
-        Request::Batch { requests } => {
-            // ipvsadm -R: every line against a scratch table; the first
-            // failure names its line and nothing is applied.
-            for (i, req) in requests.into_iter().enumerate() {
-                if matches!(req, Request::Batch { .. }) {
-                    return Err(format!("line {}: a batch cannot hold a batch", i + 1));
-                }
-                edit_table(t, req).map_err(|e| format!("line {}: {e}", i + 1))?;
-            }
-            return Ok(());
-        }
-        other => return Err(format!("{other:?} does not edit the table")),
-    };
-    r.map_err(|e| e.to_string())
-}
 
 fn error(message: impl Into<String>) -> Response {
     Response::Error {

@@ -23,7 +23,6 @@ use tokio::{
 use tracing::{error, info, warn};
 
 pub use self::{
-    dispatch::edit_table,
     socket::{bind_socket, Job},
     start::{start, StartOptions},
 };
