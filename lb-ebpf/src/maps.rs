@@ -62,13 +62,17 @@ const LBLC_ENTRIES: u32 = 65536;
 /// The new-connection programs, entered by tail call, one per slot of
 /// `lb_common::names::jump`: `lb_new` ([`jump::NEW`]), and `lb_lblc`,
 /// `lb_lblcr`, `lb_lblcr_grow` for lblc/lblcr services (their destination
-/// cache makes programs of their own for the verifier). Pinned like the
-/// other maps: a prog array is emptied when no user reference remains, and
-/// new connections must keep being scheduled while the daemon is down.
+/// cache makes programs of their own for the verifier). Each loaded object
+/// has its own JUMP, filled with its own programs, so that `lb`, the
+/// programs it tail-calls and SCRATCH always come from one object, also
+/// while a restart swaps the program in the link. The daemon pins it under
+/// a name of its own load (a prog array is emptied when no user reference
+/// remains, and new connections must keep being scheduled while the daemon
+/// is down) and removes its predecessors' once the swap is done.
 #[map]
-pub(crate) static JUMP: ProgramArray = ProgramArray::pinned(jump::SLOTS, 0);
+pub(crate) static JUMP: ProgramArray = ProgramArray::with_max_entries(jump::SLOTS, 0);
 /// The packet's flow and service, handed from `lb` to `lb_new` (per CPU:
-/// a tail call stays on the CPU).
+/// a tail call stays on the CPU). Per object, like JUMP.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<NewConn> = PerCpuArray::with_max_entries(1, 0);
 

@@ -7,6 +7,7 @@
 mod forwarding;
 mod health;
 mod lbadm;
+mod restart;
 mod sched;
 mod support;
 
@@ -19,6 +20,7 @@ fn main() -> std::process::ExitCode {
     harness::run(
         &[
             ("forwarding", forwarding::TESTS),
+            ("restart", restart::TESTS),
             ("lbadm", lbadm::TESTS),
             ("health", health::TESTS),
             ("sched", sched::TESTS),

@@ -66,6 +66,15 @@ impl<'a> Lbd<'a> {
         );
         self.lab.wait_lbd_ready(Duration::from_secs(20)).unwrap();
     }
+    /// SIGTERM, as systemd stops it, and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL: no chance to clean up anything
@@ -217,5 +226,43 @@ impl Drop for ExtraServers {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// The director's counters (`lbadm counters`), by name.
+pub fn counters(lab: &Lab) -> BTreeMap<String, u64> {
+    lab.lbadm(&["counters"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// hping3 in the client namespace: TCP SYNs to the VIP's port 80 at
+/// 2,000 per second, at most `count` of them; stopped on drop.
+pub struct SynLoad(Child);
+
+impl SynLoad {
+    pub fn start(lab: &Lab, count: u32) -> SynLoad {
+        SynLoad(
+            lab.cmd(&lab.ns("client"), "hping3")
+                .args(["-q", "-S", "-p", "80", "-i", "u500", "-c"])
+                .arg(count.to_string())
+                .arg(xtask::lab::VIP)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("hping3"),
+        )
+    }
+}
+
+impl Drop for SynLoad {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

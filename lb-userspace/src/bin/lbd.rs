@@ -94,8 +94,10 @@ async fn run() -> Result<()> {
         bpffs: args.bpffs.clone(),
         config_path: args.config.clone(),
     };
+    // One daemon per instance: refused before anything is touched.
+    let lock = dataplane::lock_instance(&dir)?;
     let listener = bind_socket(&args.socket)?;
-    let r = match start(&opts, config).await {
+    let r = match start(&opts, config, lock).await {
         Ok(daemon) => {
             info!(socket = %args.socket.display(), "serving lbadm");
             daemon.run(listener).await

@@ -67,6 +67,8 @@ pub struct Daemon {
     checks: Vec<(ServiceAddr, IpAddr, CheckSpec)>,
     supervisor: Supervisor,
     health_events: mpsc::Receiver<HealthEvent>,
+    /// Held for the daemon's life: one lbd per instance.
+    _lock: crate::dataplane::InstanceLock,
 }
 
 impl Daemon {
@@ -187,8 +189,17 @@ impl Daemon {
         let mut sweeps = 0u64;
         let mut big_table = false;
         let mut resolved_rounds = 0u32;
+        // The previous daemon's JUMP goes once packets in flight through its
+        // program (replaced in the link at start) are surely done.
+        let retire = tokio::time::sleep(Duration::from_secs(2));
+        tokio::pin!(retire);
+        let mut retired = false;
         loop {
             tokio::select! {
+                _ = &mut retire, if !retired => {
+                    self.director.maps().retire_old_jumps();
+                    retired = true;
+                }
                 Some((req, reply)) = jobs.recv() => {
                     let resp = self.dispatch(req).await;
                     let _ = reply.send(resp);

@@ -12,7 +12,7 @@ use tracing::info;
 use super::{neigh::Resolver, Daemon};
 use crate::{
     config::Config,
-    dataplane::{instance_dir, AttachMode, Dataplane},
+    dataplane::{instance_dir, AttachMode, Dataplane, InstanceLock},
     director::Director,
     health::{HealthEvent, Supervisor},
 };
@@ -27,9 +27,12 @@ pub struct StartOptions {
     pub config_path: Option<PathBuf>,
 }
 
-/// Loads, recovers, applies `config` and attaches. The returned daemon is
-/// ready to `run`.
-pub async fn start(opts: &StartOptions, config: Config) -> Result<Daemon> {
+#[cfg(doc)]
+use crate::dataplane::lock_instance;
+
+/// Loads, recovers, applies `config` and attaches, holding the instance's
+/// `lock` (see [`lock_instance`]). The returned daemon is ready to `run`.
+pub async fn start(opts: &StartOptions, config: Config, lock: InstanceLock) -> Result<Daemon> {
     let file = opts
         .config_path
         .as_ref()
@@ -58,6 +61,7 @@ pub async fn start(opts: &StartOptions, config: Config) -> Result<Daemon> {
         checks: Vec::new(),
         supervisor: Supervisor::new(events_tx),
         health_events,
+        _lock: lock,
     };
     daemon
         .apply_config(config, &file, false)

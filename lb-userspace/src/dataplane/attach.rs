@@ -4,6 +4,7 @@
 
 use std::{
     fs,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
@@ -65,8 +66,48 @@ fn attach_pinned(prog: &mut Xdp, iface: &str, mode: XdpMode, pin: &Path) -> Resu
 
 impl Dataplane {
     /// Attaches to `iface`, or, when a pinned link exists in the instance
-    /// directory, atomically replaces the program inside it.
+    /// directory, atomically replaces the program inside it. This load's
+    /// JUMP is pinned first (so it keeps its programs after the daemon
+    /// exits); call [`Dataplane::retire_old_jumps`] a moment later.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
+        if let Some(jump) = self.jump.take() {
+            jump.pin(&self.jump_pin).map_err(|e| DataplaneError::Link {
+                path: self.jump_pin.display().to_string(),
+                msg: e.to_string(),
+            })?;
+        }
+        let r = self.attach_link(iface, mode);
+        if r.is_err() {
+            // The running program keeps its own JUMP; this one goes.
+            let _ = fs::remove_file(&self.jump_pin);
+        }
+        r
+    }
+
+    /// Removes the JUMP pins of earlier loads, once the link runs this
+    /// load's program (call it after in-flight packets of the old program
+    /// are done: the old programs' tail calls fail once their JUMP goes).
+    pub fn retire_old_jumps(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // "JUMP": pinned by name by versions before per-load JUMPs.
+            let old = name == "JUMP" || name.starts_with("jump_");
+            if old && e.path() != self.jump_pin {
+                match fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        info!(pin = %e.path().display(), "retired the previous program's JUMP")
+                    }
+                    Err(err) => warn!(pin = %e.path().display(), "removing an old JUMP pin: {err}"),
+                }
+            }
+        }
+    }
+
+    fn attach_link(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
         let link_path = self.dir.join("link");
         if link_path.exists() {
             let pinned = PinnedLink::from_pin(&link_path).map_err(|e| DataplaneError::Link {
@@ -140,11 +181,44 @@ pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
     attach_pinned(prog, iface, XdpMode::Driver, pin)
 }
 
+/// The lock one daemon holds on its instance (an exclusive flock on the
+/// pin directory), released when it exits, however it exits.
+#[derive(Debug)]
+pub struct InstanceLock(#[allow(dead_code)] fs::File);
+
+/// Takes the instance's lock, creating its pin directory if needed; refused
+/// while another lbd runs the instance.
+pub fn lock_instance(dir: &Path) -> Result<InstanceLock> {
+    fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
+        path: dir.display().to_string(),
+        cause,
+    })?;
+    let f = fs::File::open(dir).map_err(|cause| DataplaneError::PinDir {
+        path: dir.display().to_string(),
+        cause,
+    })?;
+    // SAFETY: flock on a valid fd we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(DataplaneError::Busy {
+            dir: dir.display().to_string(),
+        });
+    }
+    Ok(InstanceLock(f))
+}
+
 /// Removes an instance's pins: the pinned link (detaching the program once
 /// nothing else holds it) and the maps (forgetting every connection).
-pub fn unload(dir: &Path) -> std::io::Result<()> {
-    if dir.exists() {
-        fs::remove_dir_all(dir)?;
+/// Refused while an lbd runs the instance.
+pub fn unload(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
     }
+    let lock = lock_instance(dir)?;
+    fs::remove_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
+        path: dir.display().to_string(),
+        cause,
+    })?;
+    drop(lock);
     Ok(())
 }

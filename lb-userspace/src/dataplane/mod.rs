@@ -14,6 +14,7 @@ mod limits;
 mod maps;
 mod mem;
 mod ops;
+mod pins;
 
 use std::{
     fs,
@@ -31,7 +32,7 @@ use lb_common::{
     ServiceValue, Stats,
 };
 
-pub use attach::{attach_pass, instance_dir, unload, Attached};
+pub use attach::{attach_pass, instance_dir, lock_instance, unload, Attached, InstanceLock};
 pub use faulty::{snapshot, AfterWrite, Faulty};
 pub use limits::{AttachMode, Limits};
 pub use mem::{MemMaps, MemState};
@@ -55,14 +56,14 @@ pub enum DataplaneError {
     Map(#[from] MapsError),
     #[error("{0} missing from the object")]
     Missing(&'static str),
-    #[error("pinned map {path} has key/value sizes {found:?}, this build needs {want:?}: it was left by an incompatible version; detach and remove the instance's pins to start afresh (established connections are lost)")]
-    Layout {
-        path: String,
-        found: (u32, u32),
-        want: (u32, u32),
-    },
+    #[error("pinned map {path} {what}: it was left by another version or other limits; start with the limits it was made with, or detach and remove the instance's pins to start afresh with `lbd --interface IF --instance NAME --unload` (established connections are lost)")]
+    Layout { path: String, what: String },
+    #[error("reading the XDP object: {0}")]
+    Object(String),
     #[error("pinned link {path}: {msg}")]
     Link { path: String, msg: String },
+    #[error("instance {dir} is in use by another lbd (it holds the lock on that pin directory): stop it first, or give this one another --instance")]
+    Busy { dir: String },
     #[error("attaching to {iface} in {mode} mode: {cause}")]
     Attach {
         iface: String,
@@ -97,6 +98,9 @@ pub struct Dataplane {
     // Held so the map lives as long as the programs using it.
     _lblc: HashMap<MapData, LblcKey, LblcValue>,
     _cursors: Array<MapData, u32>,
+    /// This load's JUMP, until `attach` pins it under `jump_pin`.
+    jump: Option<aya::maps::ProgramArray<MapData>>,
+    jump_pin: PathBuf,
 }
 
 impl Dataplane {
@@ -115,7 +119,7 @@ impl Dataplane {
                 loader.map_max_entries(name, n);
             }
         }
-        check_pinned_layout(dir)?;
+        pins::check(dir, limits)?;
         let mut ebpf = loader.load(OBJECT)?;
         program(&mut ebpf, prog::LB)?.load()?;
         // The new-connection halves, entered by tail call through JUMP.
@@ -132,11 +136,20 @@ impl Dataplane {
                     })?,
             );
         }
+        // This object's own JUMP (not the running one's: it is pinned under
+        // a name of this load's only when the link is swapped, see attach).
         let mut jump: aya::maps::ProgramArray<MapData> = take(&mut ebpf, map::JUMP)?;
         for (slot, fd) in fds.iter().enumerate() {
             jump.set(slot as u32, fd, 0).map_err(map_err(map::JUMP))?;
         }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let jump_pin = dir.join(format!("jump_{}_{stamp}", std::process::id()));
         Ok(Dataplane {
+            jump: Some(jump),
+            jump_pin,
             services: take(&mut ebpf, map::SERVICES)?,
             rings: take(&mut ebpf, map::RINGS)?,
             reals: take(&mut ebpf, map::REALS)?,
@@ -193,39 +206,4 @@ where
 {
     let m = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
     Ok(T::try_from(m).map_err(map_err(name))?)
-}
-
-/// Refuses pins left by a build whose map layout differs (a key or value
-/// size changed): the program would read them wrongly. The message says
-/// how to start afresh.
-fn check_pinned_layout(dir: &Path) -> Result<()> {
-    use std::mem::size_of;
-    let expect: [(&str, usize, usize); 5] = [
-        (
-            map::SERVICES,
-            size_of::<ServiceKey>(),
-            size_of::<ServiceValue>(),
-        ),
-        (map::REALS, 4, size_of::<RealServer>()),
-        (map::CONNS, size_of::<ConnKey>(), size_of::<ConnValue>()),
-        (map::CONFIG, 4, size_of::<DirectorConfig>()),
-        (map::LBLC, size_of::<LblcKey>(), size_of::<LblcValue>()),
-    ];
-    for (name, k, v) in expect {
-        let path = dir.join(name);
-        if !path.exists() {
-            continue;
-        }
-        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
-            continue;
-        };
-        if info.key_size() as usize != k || info.value_size() as usize != v {
-            return Err(DataplaneError::Layout {
-                path: path.display().to_string(),
-                found: (info.key_size(), info.value_size()),
-                want: (k as u32, v as u32),
-            });
-        }
-    }
-    Ok(())
 }

@@ -13,6 +13,7 @@ mod health;
 mod object;
 mod parse;
 mod persist;
+mod pins;
 mod sched;
 mod sched_state;
 
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
             ("health", health::TESTS),
             ("commit", commit::TESTS),
             ("object", object::TESTS),
+            ("pins", pins::TESTS),
         ],
         "BPF_PROG_TEST_RUN",
     )
