@@ -39,4 +39,36 @@ fn restarts_under_load_drop_no_new_connection() {
     );
 }
 
-pub const TESTS: &[Test] = tests![restarts_under_load_drop_no_new_connection];
+/// Without `--config` a restart serves what ran before: the running state
+/// it saved (ipvsadm-style changes and timeouts included), or, with no
+/// saved state, the table the pinned maps serve.
+fn a_restart_without_config_serves_what_ran_before() {
+    let lab = lab();
+    let mut lbd = Lbd::start(&lab, RR_CONFIG);
+    lab.lbadm(&["-e", "-t", "192.0.2.100:80", "-r", "192.0.2.12", "-g", "-w", "0"])
+        .unwrap();
+    lab.lbadm(&["--set", "3600", "0", "0"]).unwrap();
+    let rules = lab.lbadm(&["-S", "-n"]).unwrap();
+    let timeouts = lab.lbadm(&["-L", "--timeout"]).unwrap();
+    assert!(rules.contains("-r 192.0.2.12:80 -g -w 0"), "{rules}");
+    lbd.kill();
+    lbd.restart_without_config();
+    assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), rules);
+    assert_eq!(lab.lbadm(&["-L", "--timeout"]).unwrap(), timeouts);
+    let seen = tally(&lab, 8);
+    assert_eq!(seen.get("rs2"), None, "the quiesced server got new connections: {seen:?}");
+    assert_eq!(seen.values().sum::<u32>(), 8);
+    // No saved state: the pinned maps' table (weights in force).
+    lbd.kill();
+    std::fs::remove_file(lab.state_file()).unwrap();
+    lbd.restart_without_config();
+    assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), rules);
+    let log = std::fs::read_to_string(lab.lbd_log()).unwrap();
+    assert!(log.contains("read back from the pinned maps"), "{log}");
+    assert_eq!(tally(&lab, 4).get("rs2"), None);
+}
+
+pub const TESTS: &[Test] = tests![
+    restarts_under_load_drop_no_new_connection,
+    a_restart_without_config_serves_what_ran_before,
+];

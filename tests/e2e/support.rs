@@ -66,6 +66,11 @@ impl<'a> Lbd<'a> {
         );
         self.lab.wait_lbd_ready(Duration::from_secs(20)).unwrap();
     }
+    /// Starts it again without `--config`.
+    pub fn restart_without_config(&mut self) {
+        self.child = Some(self.lab.start_lbd_args(&["--xdp-mode", "native"]).unwrap());
+        self.lab.wait_lbd_ready(Duration::from_secs(20)).unwrap();
+    }
     /// SIGTERM, as systemd stops it, and wait for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -269,15 +269,21 @@ impl Lab {
 
     /// Starts lbd on the director with `config`.
     pub fn start_lbd(&self, config: &Path, extra: &[&str]) -> Result<Child> {
+        let mut args = vec!["--config", config.to_str().context("config path")?];
+        args.extend_from_slice(extra);
+        self.start_lbd_args(&args)
+    }
+
+    /// lbd on the director's NIC and instance with `args` (no `--config`
+    /// unless they give one).
+    pub fn start_lbd_args(&self, args: &[&str]) -> Result<Child> {
         let log = fs::File::create(self.lbd_log())?;
         let child = self
             .cmd(&self.ns("dir"), self.paths.lbd())
             .args(["--interface", "eth1", "--instance", &self.instance()])
-            .arg("--config")
-            .arg(config)
             .arg("--socket")
             .arg(self.socket())
-            .args(extra)
+            .args(args)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -297,6 +303,12 @@ impl Lab {
                 "--unload",
             ])
             .status();
+    }
+
+    /// Where the director's lbd saves its running state (`--state-dir`
+    /// default).
+    pub fn state_file(&self) -> PathBuf {
+        PathBuf::from(format!("/run/lbd/{}.state.yaml", self.instance()))
     }
 
     pub fn lbd_log(&self) -> PathBuf {
@@ -378,6 +390,7 @@ impl Lab {
             let _ = fs::remove_dir_all(Path::new("/sys/fs/bpf/lb").join(inst));
         }
         let _ = fs::remove_file(self.socket());
+        let _ = fs::remove_file(self.state_file());
         // Only if empty: other instances may live there.
         let _ = fs::remove_dir("/sys/fs/bpf/lb");
     }
@@ -430,5 +443,13 @@ pub fn cleanup_prefix(prefix: &str) {
         }
     }
     let _ = fs::remove_file(format!("/run/lbd/{prefix}.sock"));
+    if let Ok(rd) = fs::read_dir("/run/lbd") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&format!("{prefix}-")) && name.ends_with(".state.yaml") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
     let _ = fs::remove_dir("/sys/fs/bpf/lb");
 }

@@ -7,7 +7,7 @@ use clap::Parser;
 use lb_userspace::{
     config::Config,
     control::DEFAULT_SOCKET,
-    daemon::{bind_socket, start, StartOptions},
+    daemon::{bind_socket, start, state_file, Source, StartOptions},
     dataplane::{self, AttachMode},
 };
 use tracing::info;
@@ -34,6 +34,9 @@ struct Args {
     /// Instance name: pins live in <bpffs>/lb/<instance> (default: the interface name).
     #[arg(long)]
     instance: Option<String>,
+    /// Where the running state is saved for a restart without --config.
+    #[arg(long, default_value = "/run/lbd")]
+    state_dir: PathBuf,
     /// bpffs mount point.
     #[arg(long, default_value = "/sys/fs/bpf")]
     bpffs: PathBuf,
@@ -79,6 +82,7 @@ async fn run() -> Result<()> {
     let dir = dataplane::instance_dir(&args.bpffs, &instance);
     if args.unload {
         dataplane::unload(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        let _ = std::fs::remove_file(state_file(&args.state_dir, &instance));
         info!(dir = %dir.display(), "unloaded");
         return Ok(());
     }
@@ -93,11 +97,25 @@ async fn run() -> Result<()> {
         instance,
         bpffs: args.bpffs.clone(),
         config_path: args.config.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    // With --config the file is the truth; without it, what the previous
+    // daemon served (its saved state, else the pinned maps).
+    let saved = opts.state_file();
+    let source = match &args.config {
+        Some(p) => Source::File(p.clone(), config),
+        None if saved.exists() => {
+            let c = Config::load(&saved)
+                .with_context(|| format!("the saved state {}", saved.display()))?;
+            info!(state = %saved.display(), "no --config: serving the saved running state");
+            Source::Saved(saved, c)
+        }
+        None => Source::Pins,
     };
     // One daemon per instance: refused before anything is touched.
     let lock = dataplane::lock_instance(&dir)?;
     let listener = bind_socket(&args.socket)?;
-    let r = match start(&opts, config, lock).await {
+    let r = match start(&opts, source, lock).await {
         Ok(daemon) => {
             info!(socket = %args.socket.display(), "serving lbadm");
             daemon.run(listener).await

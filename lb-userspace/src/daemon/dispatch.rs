@@ -38,6 +38,7 @@ impl Daemon {
             }
             Request::SetTimeouts { tcp, tcpfin, udp } => {
                 d.set_timeouts(tcp, tcpfin, udp);
+                self.save_state();
                 Response::Ok
             }
             Request::Zero { service } => match d.zero(service.as_ref()) {
@@ -68,7 +69,10 @@ impl Daemon {
                     return error(e);
                 }
                 match self.change(next).await {
-                    Ok(_) => Response::Ok,
+                    Ok(_) => {
+                        self.save_state();
+                        Response::Ok
+                    }
                     Err(e) => error(e.to_string()),
                 }
             }
@@ -113,6 +117,7 @@ impl Daemon {
         });
         self.director.set_timeouts(t.tcp, t.tcpfin, t.udp);
         self.base = c;
+        self.save_state();
         Ok(changes)
     }
 

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 pub use self::{
     socket::{bind_socket, Job},
-    start::{start, StartOptions},
+    start::{start, state_file, Source, StartOptions},
 };
 use crate::{
     config::Config,
@@ -60,6 +60,8 @@ pub struct Daemon {
     /// Source MAC of forwarded frames (the NIC's).
     own_mac: [u8; 6],
     config_path: Option<PathBuf>,
+    /// Where the running state is kept for a restart without `--config`.
+    state_file: PathBuf,
     /// The configuration last applied (interface, mode and limits for
     /// `lbadm export`).
     base: Config,
@@ -98,6 +100,24 @@ impl Daemon {
         self.checks = next.checks;
         self.supervisor.reconcile(&wanted);
         Ok(n)
+    }
+
+    /// Records the running state (as `lbadm export` prints it) for a restart
+    /// without `--config`: written whole to a new file, then renamed over
+    /// the old one.
+    fn save_state(&self) {
+        let r = self.export().and_then(|yaml| {
+            let tmp = self.state_file.with_extension("tmp");
+            if let Some(dir) = self.state_file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&tmp, yaml)?;
+            std::fs::rename(&tmp, &self.state_file)?;
+            Ok(())
+        });
+        if let Err(e) = r {
+            warn!(file = %self.state_file.display(), "saving the running state: {e:#}");
+        }
     }
 
     /// What is served now, to be edited.

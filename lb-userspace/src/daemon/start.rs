@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{neigh::Resolver, Daemon};
 use crate::{
     config::Config,
-    dataplane::{instance_dir, AttachMode, Dataplane, InstanceLock},
+    dataplane::{instance_dir, pinned_limits, AttachMode, Dataplane, InstanceLock},
     director::Director,
     health::{HealthEvent, Supervisor},
 };
@@ -25,35 +25,86 @@ pub struct StartOptions {
     pub bpffs: PathBuf,
     pub mode: AttachMode,
     pub config_path: Option<PathBuf>,
+    /// Where the running state is kept between restarts (`--state-dir`).
+    pub state_dir: PathBuf,
+}
+
+impl StartOptions {
+    /// The instance's state file.
+    pub fn state_file(&self) -> PathBuf {
+        state_file(&self.state_dir, &self.instance)
+    }
+}
+
+/// Where instance `instance` keeps its running state in `state_dir`.
+pub fn state_file(state_dir: &std::path::Path, instance: &str) -> PathBuf {
+    state_dir.join(format!("{instance}.state.yaml"))
+}
+
+/// What lbd serves at start.
+#[derive(Debug)]
+pub enum Source {
+    /// `--config FILE`: the file is the truth.
+    File(PathBuf, Config),
+    /// No `--config`: the running state saved by the previous daemon.
+    Saved(PathBuf, Config),
+    /// No `--config` and no saved state: the table the pinned maps serve
+    /// (if any), with the limits they were made with.
+    Pins,
 }
 
 #[cfg(doc)]
 use crate::dataplane::lock_instance;
 
-/// Loads, recovers, applies `config` and attaches, holding the instance's
-/// `lock` (see [`lock_instance`]). The returned daemon is ready to `run`.
-pub async fn start(opts: &StartOptions, config: Config, lock: InstanceLock) -> Result<Daemon> {
-    let file = opts
-        .config_path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+/// Loads, recovers, applies what `source` says and attaches, holding the
+/// instance's `lock` (see [`lock_instance`]). The returned daemon is ready
+/// to `run`.
+pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> Result<Daemon> {
+    let dir = instance_dir(&opts.bpffs, &opts.instance);
+    let (mut config, file) = match source {
+        Source::File(p, c) | Source::Saved(p, c) => (c, p.display().to_string()),
+        Source::Pins => (
+            Config {
+                limits: pinned_limits(&dir).unwrap_or_default(),
+                ..Config::default()
+            },
+            String::new(),
+        ),
+    };
     // Validated whole before anything is touched.
     config.table(&file)?;
     let resolver = Resolver::new(&opts.interface)
         .await
         .with_context(|| format!("interface {}", opts.interface))?;
     let own_mac = resolver.own_mac().await?;
-    let dir = instance_dir(&opts.bpffs, &opts.instance);
     let dp = Dataplane::load(&dir, &config.limits)
         .with_context(|| format!("loading the XDP program (pins in {})", dir.display()))?;
     let director = Director::recover(dp)?;
+    if file.is_empty() {
+        let table = director.table_in_maps();
+        if !table.services.is_empty() {
+            warn!(
+                services = table.services.len(),
+                "no --config and no saved state: serving the table read back from the pinned maps (weights in force; health checks and policies are not in the maps)"
+            );
+        }
+        let inp = director.inputs();
+        config = crate::config::export(
+            &config,
+            &table,
+            &Default::default(),
+            &[],
+            director.get_timeouts(),
+            inp.expire_nodest,
+        );
+    }
     let (events_tx, health_events) = mpsc::channel::<HealthEvent>(1024);
     let mut daemon = Daemon {
         director,
         resolver,
         own_mac,
         config_path: opts.config_path.clone(),
+        state_file: opts.state_file(),
         base: Config {
             limits: config.limits.clone(),
             ..Config::default()

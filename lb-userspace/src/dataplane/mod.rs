@@ -37,6 +37,7 @@ pub use faulty::{snapshot, AfterWrite, Faulty};
 pub use limits::{AttachMode, Limits};
 pub use mem::{MemMaps, MemState};
 pub use ops::{sum, Maps, MapsError, Slot, Value, Write};
+pub use pins::pinned_limits;
 
 /// The production XDP object, built by build.rs through aya-build.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));

@@ -19,6 +19,7 @@ mod order;
 mod per_service;
 pub mod plan;
 mod queries;
+pub mod recover;
 pub mod rings;
 mod stats;
 pub mod sweep;
@@ -30,11 +31,11 @@ use std::{
     net::IpAddr,
 };
 
-use lb_common::{rs_flags, tcp_state, RealLoad, RING_SIZE};
+use lb_common::{rs_flags, tcp_state, RealLoad};
 use tracing::{error, info, warn};
 
 use self::{
-    codec::{bytes_addr, fmt_mac, service_addr},
+    codec::{bytes_addr, fmt_mac},
     rings::RingCache,
     sweep::Evictions,
 };
@@ -80,7 +81,7 @@ impl<M: Maps> Director<M> {
     /// service ids and rings, real-server slots and their MACs, the
     /// director's settings.
     pub fn recover(maps: M) -> Result<Director<M>, MapsError> {
-        let published = read_published(&maps)?;
+        let published = recover::read_published(&maps)?;
         let mut inputs = Inputs {
             director_mac: published.config.mac,
             expire_nodest: published.config.flags & lb_common::dir_flags::EXPIRE_NODEST_CONN != 0,
@@ -135,6 +136,12 @@ impl<M: Maps> Director<M> {
 
     pub fn table(&self) -> &Table {
         &self.inputs.table
+    }
+
+    /// The table the maps serve (for a restart without a configuration or
+    /// a saved state): see [`recover::table_of`].
+    pub fn table_in_maps(&self) -> Table {
+        recover::table_of(&self.published)
     }
 
     /// Plans `next` against the maps' contents (without writing).
@@ -203,7 +210,7 @@ impl<M: Maps> Director<M> {
     /// What the maps do not hold is kept: the ids of port-group services
     /// without a declared group (no key) and the quorum states.
     fn resync(&mut self) {
-        match read_published(&self.maps) {
+        match recover::read_published(&self.maps) {
             Ok(mut p) => {
                 let taken: BTreeSet<u32> = p.svc_ids.values().copied().collect();
                 for (a, id) in &self.published.svc_ids {
@@ -441,39 +448,4 @@ impl<M: Maps> Director<M> {
         }
         w.counts
     }
-}
-
-/// The maps' contents as the director tracks them.
-fn read_published<M: Maps>(maps: &M) -> Result<Published, MapsError> {
-    let mut p = Published::default();
-    for (k, v) in maps.services()? {
-        let Some(addr) = service_addr(&k, &v) else {
-            continue;
-        };
-        p.svc_ids.insert(addr, v.id);
-        p.services.insert(k, v);
-        if let std::collections::btree_map::Entry::Vacant(e) = p.rings.entry(v.id) {
-            let ring = match maps.read(Slot::Ring(v.id * 2 + (v.gen as u32 & 1)))? {
-                Value::Ring(r) => r.reals[..(v.ring_len as usize).min(RING_SIZE)].to_vec(),
-                _ => Vec::new(),
-            };
-            e.insert((v.gen, ring));
-        }
-    }
-    for id in 0..maps.limits().max_reals {
-        let Value::Real(rs) = maps.read(Slot::Real(id))? else {
-            continue;
-        };
-        if rs.flags & rs_flags::IN_USE == 0 {
-            continue;
-        }
-        let addr = bytes_addr(&rs.addr, rs.family);
-        p.real_ids
-            .insert((rs.svc_id, addr, u16::from_be(rs.port)), id);
-        p.reals.insert(id, rs);
-    }
-    if let Value::Config(c) = maps.read(Slot::Config)? {
-        p.config = c;
-    }
-    Ok(p)
 }

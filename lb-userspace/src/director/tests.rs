@@ -663,3 +663,39 @@ fn planning_only_the_changed_services_equals_planning_them_all() {
         check_forwarding(&d.maps().inner.state).unwrap();
     }
 }
+
+#[test]
+fn the_table_read_back_from_the_maps_is_the_one_applied() {
+    let mut d = director(limits(64, 64));
+    d.apply(inputs(table(CHANGED))).unwrap();
+    let back = d.table_in_maps();
+    let applied = table(CHANGED);
+    assert_eq!(back.services, applied.services);
+    let members = |t: &Table| -> Vec<(u32, Vec<crate::model::ServiceAddr>)> {
+        t.groups
+            .iter()
+            .map(|(m, g)| {
+                let mut v = g.members.clone();
+                v.sort();
+                (*m, v)
+            })
+            .collect()
+    };
+    assert_eq!(members(&back), members(&applied));
+    assert_eq!(back.groups[&7].name, "fwmark7");
+    // Weights come back as in force: a down real server reads back at 0.
+    let mut i = inputs(table(CHANGED));
+    let svc = *i.table.services.keys().next().unwrap();
+    i.health.insert(
+        (svc, "192.0.2.11".parse().unwrap()),
+        Verdict {
+            up: false,
+            weight: None,
+            reason: "down".into(),
+        },
+    );
+    d.apply(i).unwrap();
+    let back = d.table_in_maps();
+    let r = back.services[&svc].reals[&("192.0.2.11".parse().unwrap(), 80)];
+    assert_eq!(r.weight, 0);
+}

@@ -107,6 +107,10 @@ impl Scheduler {
     pub fn ring(self) -> RingKind {
         self.info().ring
     }
+    /// The scheduler of data-plane id `id`.
+    pub fn from_id(id: u8) -> Option<Scheduler> {
+        TABLE.iter().find(|i| i.id == id).map(|i| i.sched)
+    }
     /// Every scheduler, in table order.
     pub fn all() -> impl Iterator<Item = Scheduler> {
         TABLE.iter().map(|i| i.sched)
