@@ -68,7 +68,84 @@ fn a_restart_without_config_serves_what_ran_before() {
     assert_eq!(tally(&lab, 4).get("rs2"), None);
 }
 
+/// lbd run to its end in the director's namespace with `args` (after the
+/// lab's --interface/--instance/--socket unless `args` gives its own):
+/// (success, what it printed).
+fn run_lbd(lab: &xtask::lab::Lab, args: &[&str]) -> (bool, String) {
+    let out = lab
+        .cmd(&lab.ns("dir"), lab.paths.lbd())
+        .args(["--instance", &lab.instance(), "--socket"])
+        .arg(std::env::temp_dir().join(format!("{}-second.sock", lab.prefix)))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every real server still gets new connections, nothing is dropped.
+fn still_forwarding(lab: &xtask::lab::Lab, what: &str) {
+    let seen = tally(lab, 6);
+    assert_eq!(seen.len(), 3, "after {what}: {seen:?}");
+}
+
+/// A second lbd on a running instance, and starts that fail (other limits,
+/// bad limits, more real servers than the pinned maps hold, a missing
+/// interface), leave the data plane exactly as it was: the pinned program
+/// keeps forwarding to every real server, and the next good start finds the
+/// same table.
+fn failed_starts_leave_the_data_plane_as_it_was() {
+    let lab = lab();
+    let small = "limits: {max_services: 4, max_reals: 4, max_conns: 4096}\n";
+    let mut lbd = Lbd::start(&lab, &format!("{small}{RR_CONFIG}"));
+    let rules = lab.lbadm(&["-S", "-n"]).unwrap();
+    // A second daemon on the running instance.
+    let cfg = std::env::temp_dir().join(format!("{}-bad.yaml", lab.prefix));
+    std::fs::write(&cfg, format!("{small}{RR_CONFIG}")).unwrap();
+    let (ok, out) = run_lbd(&lab, &["--interface", "eth1", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && out.contains("in use by another lbd"), "{out}");
+    assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), rules, "the first lbd lost its table");
+    still_forwarding(&lab, "a second lbd");
+    lbd.kill();
+    let five = RR_CONFIG.replace(
+        "      - {address: 192.0.2.13}\n",
+        "      - {address: 192.0.2.13}\n      - {address: 192.0.2.14}\n      - {address: 192.0.2.15}\n",
+    );
+    for (what, yaml, iface, needs) in [
+        ("other limits", RR_CONFIG.to_string(), "eth1", "max_entries"),
+        (
+            "bad limits",
+            format!("limits: {{max_services: 0}}\n{RR_CONFIG}"),
+            "eth1",
+            "limits must be greater than 0",
+        ),
+        (
+            "more real servers than the pins hold",
+            format!("{small}{five}"),
+            "eth1",
+            "too many real servers",
+        ),
+        ("a missing interface", format!("{small}{RR_CONFIG}"), "nosuch0", "nosuch0"),
+    ] {
+        std::fs::write(&cfg, yaml).unwrap();
+        let (ok, out) = run_lbd(&lab, &["--interface", iface, "--config", cfg.to_str().unwrap()]);
+        assert!(!ok && out.contains(needs), "{what}: {out}");
+        still_forwarding(&lab, what);
+    }
+    lbd.restart();
+    assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), rules);
+    // The counters live in the pinned maps: nothing was dropped meanwhile.
+    let drops = counters(&lab);
+    assert_eq!(drops.get("drop_no_real"), Some(&0), "{drops:?}");
+    let _ = std::fs::remove_file(cfg);
+}
+
 pub const TESTS: &[Test] = tests![
+    failed_starts_leave_the_data_plane_as_it_was,
     restarts_under_load_drop_no_new_connection,
     a_restart_without_config_serves_what_ran_before,
 ];
