@@ -28,6 +28,15 @@ pub const PROTO_UDP: u8 = 17;
 /// size as the kernel's ip_vs_mh default (CONFIG_IP_VS_MH_TAB_INDEX=12).
 pub const RING_SIZE: usize = 4093;
 
+/// The daemon writes CLOCK_MONOTONIC (HEARTBEAT) every time it re-bases
+/// the connection counts (at least every 10 s). Older than this, the
+/// program takes the counts for stale (the daemon is down) and fails open:
+/// connection thresholds (-x/-y) are not applied, ovf does not refuse, and
+/// a persistence template that outlived its timeout by this much is
+/// replaced (a live daemon re-arms the templates of clients with
+/// connections long before).
+pub const HEARTBEAT_STALE_NS: u64 = 30_000_000_000;
+
 /// Default map sizes (overridable by the daemon at load time).
 pub const DEFAULT_MAX_SERVICES: u32 = 256;
 pub const DEFAULT_MAX_REALS: u32 = 4096;

@@ -36,10 +36,11 @@ pub mod map {
     pub const LBLC: &str = "LBLC";
     pub const JUMP: &str = "JUMP";
     pub const SCRATCH: &str = "SCRATCH";
+    pub const HEARTBEAT: &str = "HEARTBEAT";
 }
 
 /// Every map of the production object and how it is sized.
-pub const MAPS: [(&str, Size); 15] = [
+pub const MAPS: [(&str, Size); 16] = [
     (map::SERVICES, Size::Services),
     (map::RINGS, Size::TwicePerService),
     (map::REALS, Size::Reals),
@@ -55,6 +56,7 @@ pub const MAPS: [(&str, Size); 15] = [
     (map::LBLC, Size::Fixed),
     (map::JUMP, Size::Fixed),
     (map::SCRATCH, Size::Fixed),
+    (map::HEARTBEAT, Size::Fixed),
 ];
 
 /// Program names of the production object.

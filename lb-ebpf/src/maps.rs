@@ -75,6 +75,10 @@ pub(crate) static JUMP: ProgramArray = ProgramArray::with_max_entries(jump::SLOT
 /// a tail call stays on the CPU). Per object, like JUMP.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<NewConn> = PerCpuArray::with_max_entries(1, 0);
+/// CLOCK_MONOTONIC when the daemon last re-based the connection counts
+/// (see lb_common::HEARTBEAT_STALE_NS).
+#[map]
+pub(crate) static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
 
 /// What `lb` found of a new connection, for the program that schedules it.
 #[repr(C)]

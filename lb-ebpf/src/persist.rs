@@ -1,7 +1,9 @@
 //! Persistence: one template per client (and service or port group) in
 //! CONNS, followed by the client's new connections while it lives.
 
-use lb_common::{counter, mask_addr, svc_flags, tcp_state, ConnKey, ConnValue, ServiceValue};
+use lb_common::{
+    counter, mask_addr, svc_flags, tcp_state, ConnKey, ConnValue, ServiceValue, HEARTBEAT_STALE_NS,
+};
 
 use crate::{maps::CONNS, reals::usable, stats::count};
 
@@ -36,7 +38,12 @@ pub(crate) fn template_hit(svc: &ServiceValue, vport: u16, key: &ConnKey, now: u
     let tkey = template_key(svc, vport, key);
     let t = CONNS.get_ptr_mut(&tkey)?;
     let t = unsafe { &mut *t };
-    if t.state == tcp_state::TEMPLATE && usable(t.real_id, svc.id) {
+    // A template its timeout has run out on (by a margin the daemon's sweep
+    // would have re-armed it within, if its client still had connections)
+    // is over, also while the daemon is down.
+    let age = now.saturating_sub(t.last_seen_ns);
+    let over = age > (t.timeout as u64).saturating_mul(1_000_000_000) + HEARTBEAT_STALE_NS;
+    if t.state == tcp_state::TEMPLATE && !over && usable(t.real_id, svc.id) {
         t.last_seen_ns = now;
         count(counter::PERSIST_HIT);
         return Some(t.real_id);

@@ -2,10 +2,10 @@
 //! connection counts (RS_LOAD - RS_CLOSED) and overloaded flag (RS_OVER).
 
 use aya_ebpf::bindings::xdp_action::XDP_DROP;
-use lb_common::{counter, rs_flags, sched};
+use lb_common::{counter, rs_flags, sched, HEARTBEAT_STALE_NS};
 
 use crate::{
-    maps::{REALS, RS_CLOSED, RS_LOAD, RS_OVER},
+    maps::{HEARTBEAT, REALS, RS_CLOSED, RS_LOAD, RS_OVER},
     stats::count,
 };
 
@@ -98,6 +98,18 @@ fn xadd(p: *mut u64, v: u64) {
             u64,
             { core::intrinsics::AtomicOrdering::Relaxed },
         >(p, v);
+    }
+}
+
+/// Whether the connection counts are fresh: the daemon re-based them
+/// lately. While it is down they only drift (closed connections are
+/// counted by its sweep), so the program fails open rather than refuse
+/// connections on stale counts.
+#[inline(always)]
+pub(crate) fn counts_fresh(now: u64) -> bool {
+    match HEARTBEAT.get(0) {
+        Some(t) => now.saturating_sub(*t) < HEARTBEAT_STALE_NS,
+        None => false,
     }
 }
 

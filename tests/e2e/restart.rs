@@ -45,8 +45,17 @@ fn restarts_under_load_drop_no_new_connection() {
 fn a_restart_without_config_serves_what_ran_before() {
     let lab = lab();
     let mut lbd = Lbd::start(&lab, RR_CONFIG);
-    lab.lbadm(&["-e", "-t", "192.0.2.100:80", "-r", "192.0.2.12", "-g", "-w", "0"])
-        .unwrap();
+    lab.lbadm(&[
+        "-e",
+        "-t",
+        "192.0.2.100:80",
+        "-r",
+        "192.0.2.12",
+        "-g",
+        "-w",
+        "0",
+    ])
+    .unwrap();
     lab.lbadm(&["--set", "3600", "0", "0"]).unwrap();
     let rules = lab.lbadm(&["-S", "-n"]).unwrap();
     let timeouts = lab.lbadm(&["-L", "--timeout"]).unwrap();
@@ -56,7 +65,11 @@ fn a_restart_without_config_serves_what_ran_before() {
     assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), rules);
     assert_eq!(lab.lbadm(&["-L", "--timeout"]).unwrap(), timeouts);
     let seen = tally(&lab, 8);
-    assert_eq!(seen.get("rs2"), None, "the quiesced server got new connections: {seen:?}");
+    assert_eq!(
+        seen.get("rs2"),
+        None,
+        "the quiesced server got new connections: {seen:?}"
+    );
     assert_eq!(seen.values().sum::<u32>(), 8);
     // No saved state: the pinned maps' table (weights in force).
     lbd.kill();
@@ -106,9 +119,16 @@ fn failed_starts_leave_the_data_plane_as_it_was() {
     // A second daemon on the running instance.
     let cfg = std::env::temp_dir().join(format!("{}-bad.yaml", lab.prefix));
     std::fs::write(&cfg, format!("{small}{RR_CONFIG}")).unwrap();
-    let (ok, out) = run_lbd(&lab, &["--interface", "eth1", "--config", cfg.to_str().unwrap()]);
+    let (ok, out) = run_lbd(
+        &lab,
+        &["--interface", "eth1", "--config", cfg.to_str().unwrap()],
+    );
     assert!(!ok && out.contains("in use by another lbd"), "{out}");
-    assert_eq!(lab.lbadm(&["-S", "-n"]).unwrap(), rules, "the first lbd lost its table");
+    assert_eq!(
+        lab.lbadm(&["-S", "-n"]).unwrap(),
+        rules,
+        "the first lbd lost its table"
+    );
     still_forwarding(&lab, "a second lbd");
     lbd.kill();
     let five = RR_CONFIG.replace(
@@ -129,10 +149,18 @@ fn failed_starts_leave_the_data_plane_as_it_was() {
             "eth1",
             "too many real servers",
         ),
-        ("a missing interface", format!("{small}{RR_CONFIG}"), "nosuch0", "nosuch0"),
+        (
+            "a missing interface",
+            format!("{small}{RR_CONFIG}"),
+            "nosuch0",
+            "nosuch0",
+        ),
     ] {
         std::fs::write(&cfg, yaml).unwrap();
-        let (ok, out) = run_lbd(&lab, &["--interface", iface, "--config", cfg.to_str().unwrap()]);
+        let (ok, out) = run_lbd(
+            &lab,
+            &["--interface", iface, "--config", cfg.to_str().unwrap()],
+        );
         assert!(!ok && out.contains(needs), "{what}: {out}");
         still_forwarding(&lab, what);
     }

@@ -18,7 +18,7 @@ pub(crate) mod twos;
 use aya_ebpf::bindings::xdp_action::XDP_DROP;
 use lb_common::{counter, names::jump, sched, svc_flags, ConnKey, ServiceValue, RING_SIZE};
 
-use crate::{maps::RINGS, stats::count};
+use crate::{maps::RINGS, reals::counts_fresh, stats::count};
 
 /// Scheduler: pick a real server id for a new connection of `svc`. No
 /// server available is counted (drop_overloaded when the service has
@@ -72,7 +72,10 @@ fn pick<const MODE: u32>(
     if n == 0 || n as usize > RING_SIZE {
         return None;
     }
-    let thr = svc.flags & svc_flags::THRESHOLDS != 0;
+    // Thresholds and ovf's limit need the counts; stale counts (the daemon
+    // is down) fail open.
+    let fresh = counts_fresh(now);
+    let thr = svc.flags & svc_flags::THRESHOLDS != 0 && fresh;
     let slot = svc.id * 2 + (svc.gen as u32 & 1);
     let ring = RINGS.get_ptr(slot)?;
     if svc.sched == sched::SH || svc.sched == sched::DH {
@@ -85,7 +88,12 @@ fn pick<const MODE: u32>(
         return lblc::lblc_pick::<MODE>(svc, key, slot, n, thr, now, cur, max_i);
     }
     if svc.sched >= sched::LC {
-        return dynamic::dynamic_pick(svc.sched, slot, n, thr).best();
+        let s = if svc.sched == sched::OVF && !fresh {
+            sched::FO
+        } else {
+            svc.sched
+        };
+        return dynamic::dynamic_pick(s, slot, n, thr).best();
     }
     ring::ring_pick(svc, key, ring, slot, n, thr)
 }

@@ -118,6 +118,7 @@ pub(crate) fn load(tag: &str, limits: &Limits) -> Result<Bench> {
     let dp = Dataplane::load(&dir.0, limits)?;
     let mut d = Director::recover(dp)?;
     d.set_director_mac(DIRECTOR_MAC)?;
+    d.heartbeat();
     Ok(Bench {
         d,
         tools: tools()?,

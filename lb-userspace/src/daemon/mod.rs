@@ -240,6 +240,7 @@ impl Daemon {
                     }
                 }
                 _ = sweep_tick.tick() => {
+                    self.director.heartbeat();
                     self.director.sample_rates();
                     sweeps += 1;
                     if !big_table || sweeps.is_multiple_of(5) {

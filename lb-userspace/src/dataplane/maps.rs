@@ -14,6 +14,7 @@ fn mismatch(slot: Slot, value: &Value) -> MapsError {
         Value::Over(_) => "a flag",
         Value::Stats(_) => "statistics",
         Value::Config(_) => "a configuration",
+        Value::Time(_) => "a time",
     };
     MapsError::Mismatch { slot, value }
 }
@@ -62,6 +63,9 @@ impl Maps for Dataplane {
             Slot::SvcStats(i) => stats_of(self.svc_stats.get(&i, 0), map::SVC_STATS)?,
             Slot::RsStats(i) => stats_of(self.rs_stats.get(&i, 0), map::RS_STATS)?,
             Slot::Config => Value::Config(self.config.get(&0, 0).map_err(map_err(map::CONFIG))?),
+            Slot::Heartbeat => {
+                Value::Time(self.heartbeat.get(&0, 0).map_err(map_err(map::HEARTBEAT))?)
+            }
         })
     }
 
@@ -102,6 +106,10 @@ impl Maps for Dataplane {
             (Slot::Config, Value::Config(c)) => {
                 self.config.set(0, *c, 0).map_err(map_err(map::CONFIG))
             }
+            (Slot::Heartbeat, Value::Time(t)) => self
+                .heartbeat
+                .set(0, *t, 0)
+                .map_err(map_err(map::HEARTBEAT)),
             (slot, value) => Err(mismatch(slot, value)),
         }
     }

@@ -24,6 +24,7 @@ pub struct MemState {
     pub svc_stats: BTreeMap<u32, Stats>,
     pub rs_stats: BTreeMap<u32, Stats>,
     pub config: DirectorConfig,
+    pub heartbeat: u64,
     pub conns: BTreeMap<ConnKey, ConnValue>,
     pub counters: BTreeMap<u32, u64>,
 }
@@ -46,7 +47,7 @@ impl MemMaps {
 
     fn check(&self, slot: Slot) -> Result<(), MapsError> {
         let (i, max) = match slot {
-            Slot::Service(_) | Slot::Config => return Ok(()),
+            Slot::Service(_) | Slot::Config | Slot::Heartbeat => return Ok(()),
             Slot::Ring(i) => (i, self.limits.max_services.saturating_mul(2)),
             Slot::SvcStats(i) => (i, self.limits.max_services),
             Slot::Real(i) | Slot::Load(i) | Slot::Closed(i) | Slot::Over(i) | Slot::RsStats(i) => {
@@ -108,6 +109,7 @@ impl Maps for MemMaps {
             }
             Slot::RsStats(i) => Value::Stats(vec![s.rs_stats.get(&i).copied().unwrap_or_default()]),
             Slot::Config => Value::Config(s.config),
+            Slot::Heartbeat => Value::Time(s.heartbeat),
         })
     }
 
@@ -141,6 +143,7 @@ impl Maps for MemMaps {
                 put(&mut s.rs_stats, i, one_cpu(v), Default::default())
             }
             (Slot::Config, Value::Config(c)) => s.config = *c,
+            (Slot::Heartbeat, Value::Time(t)) => s.heartbeat = *t,
             (slot, _) => return Err(mismatch(slot)),
         }
         self.log.push((slot, value.clone()));

@@ -96,6 +96,7 @@ pub struct Dataplane {
     rs_closed: Array<MapData, RealLoad>,
     config: Array<MapData, DirectorConfig>,
     rs_over: Array<MapData, u32>,
+    heartbeat: Array<MapData, u64>,
     // Held so the map lives as long as the programs using it.
     _lblc: HashMap<MapData, LblcKey, LblcValue>,
     _cursors: Array<MapData, u32>,
@@ -162,6 +163,7 @@ impl Dataplane {
             rs_closed: take(&mut ebpf, map::RS_CLOSED)?,
             config: take(&mut ebpf, map::CONFIG)?,
             rs_over: take(&mut ebpf, map::RS_OVER)?,
+            heartbeat: take(&mut ebpf, map::HEARTBEAT)?,
             _lblc: take(&mut ebpf, map::LBLC)?,
             _cursors: take(&mut ebpf, map::CURSORS)?,
             ebpf,

@@ -31,6 +31,8 @@ pub enum Slot {
     RsStats(u32),
     /// CONFIG[0].
     Config,
+    /// HEARTBEAT[0]: when the daemon last re-based the connection counts.
+    Heartbeat,
 }
 
 /// What a slot holds.
@@ -45,6 +47,8 @@ pub enum Value {
     /// One value per CPU; an empty list means zero on every CPU.
     Stats(Vec<Stats>),
     Config(DirectorConfig),
+    /// A CLOCK_MONOTONIC time in ns.
+    Time(u64),
 }
 
 impl Value {

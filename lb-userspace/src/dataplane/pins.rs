@@ -99,7 +99,11 @@ pub fn check(dir: &Path, limits: &Limits) -> Result<()> {
 
 /// The limits the pins in `dir` were made with (None: no pins there).
 pub fn pinned_limits(dir: &Path) -> Option<Limits> {
-    let max = |name: &str| MapInfo::from_pin(dir.join(name)).ok().map(|i| i.max_entries());
+    let max = |name: &str| {
+        MapInfo::from_pin(dir.join(name))
+            .ok()
+            .map(|i| i.max_entries())
+    };
     Some(Limits {
         max_services: max(lb_common::names::map::SERVICES)?,
         max_reals: max(lb_common::names::map::REALS)?,

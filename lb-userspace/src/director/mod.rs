@@ -357,6 +357,14 @@ impl<M: Maps> Director<M> {
             .collect()
     }
 
+    /// Tells the program the connection counts are being kept (see
+    /// lb_common::HEARTBEAT_STALE_NS): written at every sweep tick.
+    pub fn heartbeat(&mut self) {
+        let _ = self
+            .maps
+            .write(Slot::Heartbeat, &Value::Time(monotonic_ns()));
+    }
+
     /// Walks the connection table: deletes expired entries when `collect`
     /// is set, re-bases the program's connection counts and the overloaded
     /// flags on what it found, and returns the live counts per real-server

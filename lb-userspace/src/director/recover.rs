@@ -12,9 +12,7 @@ use super::{
 };
 use crate::{
     dataplane::{Maps, MapsError, Slot, Value},
-    model::{
-        Forward, PortGroup, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec, Table,
-    },
+    model::{Forward, PortGroup, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec, Table},
 };
 
 /// The maps' contents as the director tracks them.

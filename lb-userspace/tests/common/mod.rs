@@ -107,6 +107,8 @@ impl TestDirector {
             macs.iter().map(|(a, m)| (a.parse().unwrap(), *m)).collect();
         d.set_macs(&updates).unwrap();
         d.set_table(table).unwrap();
+        // As lbd's sweep tick: the program takes the counts for kept.
+        d.heartbeat();
         TestDirector { d, _dir: dir }
     }
 

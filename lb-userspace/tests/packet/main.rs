@@ -8,6 +8,7 @@ mod common;
 mod fixture;
 
 mod commit;
+mod daemon_down;
 mod flows;
 mod health;
 mod object;
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
             ("persist", persist::TESTS),
             ("health", health::TESTS),
             ("commit", commit::TESTS),
+            ("daemon_down", daemon_down::TESTS),
             ("object", object::TESTS),
             ("pins", pins::TESTS),
         ],
