@@ -63,6 +63,9 @@ impl<M: Maps> Maps for Faulty<M> {
     fn conns(&self) -> Vec<(ConnKey, ConnValue)> {
         self.inner.conns()
     }
+    fn conn(&self, key: &ConnKey) -> Option<ConnValue> {
+        self.inner.conn(key)
+    }
     fn remove_conn(&mut self, key: &ConnKey) {
         self.inner.remove_conn(key)
     }

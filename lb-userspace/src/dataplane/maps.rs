@@ -126,6 +126,10 @@ impl Maps for Dataplane {
         self.conns.iter().filter_map(|r| r.ok()).collect()
     }
 
+    fn conn(&self, key: &ConnKey) -> Option<ConnValue> {
+        self.conns.get(key, 0).ok()
+    }
+
     fn remove_conn(&mut self, key: &ConnKey) {
         let _ = self.conns.remove(key);
     }

@@ -158,6 +158,10 @@ impl Maps for MemMaps {
         self.state.conns.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
+    fn conn(&self, key: &ConnKey) -> Option<ConnValue> {
+        self.state.conns.get(key).copied()
+    }
+
     fn remove_conn(&mut self, key: &ConnKey) {
         self.state.conns.remove(key);
     }

@@ -114,6 +114,8 @@ pub trait Maps {
     fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError>;
     /// Every connection entry (templates included).
     fn conns(&self) -> Vec<(ConnKey, ConnValue)>;
+    /// The connection entry of `key`.
+    fn conn(&self, key: &ConnKey) -> Option<ConnValue>;
     fn remove_conn(&mut self, key: &ConnKey);
     fn update_conn(&mut self, key: ConnKey, value: ConnValue);
     /// The director-wide counter `index` ([`lb_common::counter`]), summed over CPUs.

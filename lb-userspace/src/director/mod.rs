@@ -445,8 +445,13 @@ impl<M: Maps> Director<M> {
             );
             self.evictions.active_reported = self.evictions.active;
         }
-        for k in &w.expired {
-            self.maps.remove_conn(k);
+        for (k, judged) in &w.expired {
+            // Not if a packet refreshed it since it was judged expired (a
+            // narrow window stays between this read and the delete: maps
+            // have no compare-and-delete).
+            if self.maps.conn(k).is_none_or(|now| now == *judged) {
+                self.maps.remove_conn(k);
+            }
         }
         if !w.expired.is_empty() {
             tracing::debug!(

@@ -50,8 +50,8 @@ pub fn expired(timeouts: &Timeouts, v: &ConnValue, now: u64) -> bool {
 pub struct Walk {
     /// Live entries per real-server slot.
     pub counts: HashMap<u32, ConnCounts>,
-    /// Entries to delete.
-    pub expired: Vec<ConnKey>,
+    /// Entries to delete, with the value they were judged on.
+    pub expired: Vec<(ConnKey, ConnValue)>,
     /// What the expired entries counted, per slot.
     pub expired_counts: HashMap<u32, ConnCounts>,
     /// Templates whose timer ran out while they still control connections:
@@ -61,7 +61,8 @@ pub struct Walk {
 
 /// Walks `entries` at time `now`. `prefixes` gives each service id's
 /// persistence prefix; connections of `removed` slots expire at once with
-/// `expire_nodest`.
+/// `expire_nodest`. An entry listed twice (a hash map's iteration starts
+/// over when the entry it stands on is deleted meanwhile) counts once.
 pub fn walk(
     entries: Vec<(ConnKey, ConnValue)>,
     now: u64,
@@ -74,14 +75,18 @@ pub fn walk(
     let mut templates = Vec::new();
     // (service, masked client) of live connections, to keep their templates.
     let mut clients: BTreeSet<(u32, [u8; 16])> = BTreeSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
     for (k, v) in entries {
+        if !seen.insert(k) {
+            continue;
+        }
         if v.state == tcp_state::TEMPLATE {
             templates.push((k, v));
             continue;
         }
         let nodest = expire_nodest && removed.contains(&v.real_id);
         if nodest || expired(timeouts, &v, now) {
-            w.expired.push(k);
+            w.expired.push((k, v));
             w.expired_counts.entry(v.real_id).or_default().add(v.state);
             continue;
         }
@@ -93,7 +98,7 @@ pub fn walk(
     for (k, mut v) in templates {
         if expired(timeouts, &v, now) {
             if !clients.contains(&(v.svc_id, k.saddr)) {
-                w.expired.push(k);
+                w.expired.push((k, v));
                 continue;
             }
             v.last_seen_ns = now;
@@ -178,6 +183,12 @@ mod tests {
             2,
             "CLOSE after 10 s, and the lonely template"
         );
+        // Listed twice (iteration restarted): counted once.
+        let mut twice = entries.clone();
+        twice.extend(entries.iter().take(2).copied());
+        let w2 = walk(twice, now, &t, &prefixes, &removed, false);
+        assert_eq!(w2.counts, w.counts);
+        assert_eq!(w2.expired.len(), w.expired.len());
         assert_eq!(w.expired_counts[&2].inactive, 1);
         assert_eq!(
             w.rearm.len(),

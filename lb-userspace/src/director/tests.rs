@@ -699,3 +699,46 @@ fn the_table_read_back_from_the_maps_is_the_one_applied() {
     let r = back.services[&svc].reals[&("192.0.2.11".parse().unwrap(), 80)];
     assert_eq!(r.weight, 0);
 }
+
+#[test]
+fn the_sweep_keeps_an_entry_refreshed_after_it_was_judged_expired() {
+    use lb_common::{tcp_state, ConnKey, ConnValue, RealLoad};
+    let mut d = director(limits(16, 16));
+    d.apply(inputs(table(BASE))).unwrap();
+    let key = ConnKey {
+        sport: 7,
+        ..Default::default()
+    };
+    let judged = ConnValue {
+        real_id: 0,
+        state: tcp_state::CLOSE,
+        last_seen_ns: sweep::monotonic_ns() - 60_000_000_000,
+        ..Default::default()
+    };
+    d.maps_mut().update_conn(key, judged);
+    // Slot 0 counted it, so the sweep writes RS_CLOSED before it deletes:
+    // a packet of the flow arrives right then.
+    d.maps_mut().inner.state.load.insert(
+        0,
+        RealLoad {
+            active: 0,
+            inactive: 1,
+        },
+    );
+    d.maps_mut().after_write = Some(Box::new(move |m: &mut MemMaps, _| {
+        let v = ConnValue {
+            state: tcp_state::SYN_RECV,
+            last_seen_ns: sweep::monotonic_ns(),
+            ..judged
+        };
+        m.update_conn(key, v);
+    }));
+    d.sweep(true);
+    let v = d.maps().conn(&key).expect("a refreshed entry was deleted");
+    assert_eq!(v.state, tcp_state::SYN_RECV);
+    // Left alone, an expired entry goes.
+    d.maps_mut().after_write = None;
+    d.maps_mut().update_conn(key, judged);
+    d.sweep(true);
+    assert!(d.maps().conn(&key).is_none());
+}
