@@ -72,7 +72,7 @@ const _: () = assert!(core::mem::size_of::<RealServer>() == 44);
 
 /// Key of the lblc/lblcr destination cache.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct LblcKey {
     pub daddr: [u8; 16],
     pub svc_id: u32,

@@ -72,6 +72,9 @@ impl<M: Maps> Maps for Faulty<M> {
     fn update_conn(&mut self, key: ConnKey, value: ConnValue) {
         self.inner.update_conn(key, value)
     }
+    fn forget_in_lblc(&mut self, ids: &std::collections::BTreeSet<u32>) {
+        self.inner.forget_in_lblc(ids)
+    }
     fn counter(&self, index: u32) -> u64 {
         self.inner.counter(index)
     }

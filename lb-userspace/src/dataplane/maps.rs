@@ -138,6 +138,22 @@ impl Maps for Dataplane {
         let _ = self.conns.insert(key, value, 0);
     }
 
+    fn forget_in_lblc(&mut self, ids: &std::collections::BTreeSet<u32>) {
+        let entries: Vec<_> = self.lblc.iter().filter_map(|r| r.ok()).collect();
+        for (k, v) in entries {
+            if !v.reals[..(v.n as usize).min(v.reals.len())]
+                .iter()
+                .any(|id| ids.contains(id))
+            {
+                continue;
+            }
+            let _ = match super::ops::without(&v, ids) {
+                Some(w) => self.lblc.insert(k, w, 0),
+                None => self.lblc.remove(&k),
+            };
+        }
+    }
+
     fn counter(&self, index: u32) -> u64 {
         if index == counter::TX {
             // Not counted on the hot path: the sum of the per-service

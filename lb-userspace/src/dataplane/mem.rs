@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use lb_common::{
-    counter, names::map, ConnKey, ConnValue, DirectorConfig, RealLoad, RealServer, Ring,
-    ServiceKey, ServiceValue, Stats, RING_SIZE,
+    counter, names::map, ConnKey, ConnValue, DirectorConfig, LblcKey, LblcValue, RealLoad,
+    RealServer, Ring, ServiceKey, ServiceValue, Stats, RING_SIZE,
 };
 
 use super::{Limits, Maps, MapsError, Slot, Value};
@@ -26,6 +26,7 @@ pub struct MemState {
     pub config: DirectorConfig,
     pub heartbeat: u64,
     pub conns: BTreeMap<ConnKey, ConnValue>,
+    pub lblc: BTreeMap<LblcKey, LblcValue>,
     pub counters: BTreeMap<u32, u64>,
 }
 
@@ -168,6 +169,15 @@ impl Maps for MemMaps {
 
     fn update_conn(&mut self, key: ConnKey, value: ConnValue) {
         self.state.conns.insert(key, value);
+    }
+
+    fn forget_in_lblc(&mut self, ids: &std::collections::BTreeSet<u32>) {
+        let old = std::mem::take(&mut self.state.lblc);
+        for (k, v) in old {
+            if let Some(w) = super::ops::without(&v, ids) {
+                self.state.lblc.insert(k, w);
+            }
+        }
     }
 
     fn counter(&self, index: u32) -> u64 {

@@ -98,7 +98,7 @@ pub struct Dataplane {
     rs_over: Array<MapData, u32>,
     heartbeat: Array<MapData, u64>,
     // Held so the map lives as long as the programs using it.
-    _lblc: HashMap<MapData, LblcKey, LblcValue>,
+    lblc: HashMap<MapData, LblcKey, LblcValue>,
     _cursors: Array<MapData, u32>,
     /// This load's JUMP, until `attach` pins it under `jump_pin`.
     jump: Option<aya::maps::ProgramArray<MapData>>,
@@ -164,7 +164,7 @@ impl Dataplane {
             config: take(&mut ebpf, map::CONFIG)?,
             rs_over: take(&mut ebpf, map::RS_OVER)?,
             heartbeat: take(&mut ebpf, map::HEARTBEAT)?,
-            _lblc: take(&mut ebpf, map::LBLC)?,
+            lblc: take(&mut ebpf, map::LBLC)?,
             _cursors: take(&mut ebpf, map::CURSORS)?,
             ebpf,
             dir: dir.to_path_buf(),

@@ -5,7 +5,8 @@
 //! Katran's control plane has a testing mode).
 
 use lb_common::{
-    ConnKey, ConnValue, DirectorConfig, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats,
+    ConnKey, ConnValue, DirectorConfig, LblcValue, RealLoad, RealServer, Ring, ServiceKey,
+    ServiceValue, Stats,
 };
 
 use super::Limits;
@@ -117,9 +118,30 @@ pub trait Maps {
     /// The connection entry of `key`.
     fn conn(&self, key: &ConnKey) -> Option<ConnValue>;
     fn remove_conn(&mut self, key: &ConnKey);
+    /// Takes real-server slots `ids` out of the lblc/lblcr destination
+    /// cache (before the slots are given to other real servers).
+    fn forget_in_lblc(&mut self, ids: &std::collections::BTreeSet<u32>);
     fn update_conn(&mut self, key: ConnKey, value: ConnValue);
     /// The director-wide counter `index` ([`lb_common::counter`]), summed over CPUs.
     fn counter(&self, index: u32) -> u64;
+}
+
+/// `v` without the members in `ids` (None: no member left).
+pub fn without(v: &LblcValue, ids: &std::collections::BTreeSet<u32>) -> Option<LblcValue> {
+    let n = (v.n as usize).min(v.reals.len());
+    let kept: Vec<u32> = v.reals[..n]
+        .iter()
+        .copied()
+        .filter(|id| !ids.contains(id))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let mut out = *v;
+    out.reals = [0; lb_common::sched::LBLCR_SET];
+    out.reals[..kept.len()].copy_from_slice(&kept);
+    out.n = kept.len() as u32;
+    Some(out)
 }
 
 /// Sums a per-CPU statistics value.

@@ -171,6 +171,12 @@ impl<M: Maps> Director<M> {
     /// `next`, all or nothing. Returns how many map writes it took.
     pub fn apply(&mut self, next: Inputs) -> Result<usize, ApplyError> {
         let plan = self.plan(&next)?;
+        if !plan.reclaimed.is_empty() {
+            // A reclaimed slot's previous server stays out of the lblc/lblcr
+            // destination cache (it pointed at a removed server anyway, so
+            // this holds whatever the commit does).
+            self.maps.forget_in_lblc(&plan.reclaimed);
+        }
         let n = match commit::commit(&mut self.maps, &plan.writes) {
             Ok(n) => n,
             Err(e) => {

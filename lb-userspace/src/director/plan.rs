@@ -171,6 +171,8 @@ pub struct Plan {
     pub writes: Vec<Write>,
     /// Real-server slots given out by this plan (never used, or reclaimed).
     pub fresh: BTreeSet<u32>,
+    /// The fresh slots that a removed real server had.
+    pub reclaimed: BTreeSet<u32>,
     /// Services whose quorum changed: (service, holds now, healthy weight).
     pub quorum_changes: Vec<(ServiceAddr, bool, u64)>,
 }
@@ -333,6 +335,7 @@ pub fn plan(
         delta: d,
         writes,
         fresh: slots.fresh,
+        reclaimed: slots.reclaimed,
         quorum_changes,
     })
 }

@@ -141,7 +141,54 @@ fn a_remembered_slot_that_now_serves_another_service_is_not_followed() {
     assert_eq!(open(&mut t, "192.0.2.100", 2001, 80), 11);
 }
 
+/// A slot taken back for a newcomer of the same service does not inherit
+/// the lblc destinations of the server it had.
+fn a_reclaimed_slot_does_not_inherit_lblc_destinations() {
+    pin_to_cpu0();
+    let limits = lb_userspace::config::Limits {
+        max_services: 4,
+        max_reals: 3,
+        max_conns: 1024,
+    };
+    let macs = [
+        ("192.0.2.11", Some(rs_mac(11))),
+        ("192.0.2.12", Some(rs_mac(12))),
+        ("192.0.2.13", Some(rs_mac(13))),
+        ("192.0.2.14", Some(rs_mac(14))),
+    ];
+    let yaml = |lblc: &str| {
+        format!(
+            "services:\n  - {{protocol: tcp, address: 192.0.2.100, port: 80, scheduler: lblc, real_servers: [{lblc}]}}\n  - {{protocol: tcp, address: 192.0.2.101, port: 80, scheduler: rr, real_servers: [{{address: 192.0.2.13}}]}}\n"
+        )
+    };
+    let mut t = TestDirector::with_limits(table(&yaml("{address: 192.0.2.12}")), &macs, limits);
+    assert_eq!(
+        open(&mut t, "192.0.2.100", 3000, 80),
+        12,
+        "the VIP's entry names .12's slot"
+    );
+    // .12 leaves for .11, its connection is collected, then .14 joins and
+    // takes .12's slot (the only one left).
+    t.d.set_table(table(&yaml("{address: 192.0.2.11}")))
+        .unwrap();
+    t.d.timeouts = [0; 12];
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t.d.sweep(true);
+    t.d.timeouts = lb_common::tcp_state::DEFAULT_TIMEOUTS;
+    let slot = t.d.published().real_ids[&(0, "192.0.2.12".parse().unwrap(), 80)];
+    t.d.set_table(table(&yaml("{address: 192.0.2.11}, {address: 192.0.2.14}")))
+        .unwrap();
+    assert_eq!(
+        t.d.published().real_ids[&(0, "192.0.2.14".parse().unwrap(), 80)],
+        slot
+    );
+    // The destination is scheduled afresh (wlc: the first of equals, .11),
+    // not sent to .14 behind the remembered slot.
+    assert_eq!(open(&mut t, "192.0.2.100", 3001, 80), 11);
+}
+
 pub const TESTS: &[Test] = tests![
+    a_reclaimed_slot_does_not_inherit_lblc_destinations,
     a_remembered_slot_that_now_serves_another_service_is_not_followed,
     thresholds_stop_new_connections_until_below_the_lower_one,
     lblc_sticks_to_a_server_per_destination_until_it_is_overloaded,
