@@ -22,9 +22,11 @@ counters! {
     PASS_NOT_IP => "pass_not_ip",
     /// Frames dropped because a header is truncated or invalid.
     DROP_MALFORMED => "drop_malformed",
-    /// IPv4 fragments passed to the kernel.
-    PASS_FRAGMENT => "pass_fragment",
-    /// IPv6 packets with extension headers (or a non TCP/UDP next header) passed.
+    /// A later fragment (no ports) forwarded to the real server its
+    /// datagram's first fragment went to.
+    FRAG_FORWARDED => "frag_forwarded",
+    /// IPv6 packets passed because of an extension header the program does
+    /// not walk (ESP, no next header, or more than it walks).
     PASS_IPV6_EXT => "pass_ipv6_ext",
     /// VIP packets dropped because no real server is available.
     DROP_NO_REAL => "drop_no_real",
@@ -50,7 +52,31 @@ counters! {
     /// A new connection found every eligible real server over its upper
     /// threshold (-x) and was dropped.
     DROP_OVERLOADED => "drop_overloaded",
+    /// Frames passed because their destination MAC is not the director's.
+    PASS_OTHER_MAC => "pass_other_mac",
+    /// VLAN-tagged frames passed because the director does not serve
+    /// their VLAN.
+    PASS_VLAN => "pass_vlan",
+    /// TCP packets to a virtual service that are not a SYN and belong to no
+    /// connection entry, passed (IPVS with sloppy_tcp=0).
+    PASS_TCP_NO_CONN => "pass_tcp_no_conn",
+    /// TCP packets without a connection entry forwarded by an mh service's
+    /// ring (consistent hashing), without creating an entry.
+    FWD_STATELESS => "fwd_stateless",
+    /// ICMP errors about a known connection forwarded to its real server.
+    ICMP_FORWARDED => "icmp_forwarded",
+    /// ICMP to a VIP passed: not an error, or about no known connection.
+    PASS_ICMP => "pass_icmp",
+    /// A later fragment whose first fragment was not seen (or is
+    /// forgotten), passed to the kernel: the director's own traffic is its;
+    /// for a virtual service the datagram is lost, as if the fragment were.
+    PASS_FRAG_UNKNOWN => "pass_frag_unknown",
 }
+
+/// GLOBAL_STATS' size: room for counters added later without a new map
+/// layout (the pinned map keeps its size across versions).
+pub const SLOTS: u32 = 64;
+const _: () = assert!(COUNT <= SLOTS);
 
 #[cfg(test)]
 mod tests {
@@ -61,7 +87,7 @@ mod tests {
         assert_eq!(NAMES.len() as u32, COUNT);
         assert_eq!(NAMES[PASS_NOT_VIP as usize], "pass_not_vip");
         assert_eq!(NAMES[TX as usize], "tx");
-        assert_eq!(NAMES[DROP_OVERLOADED as usize], "drop_overloaded");
-        assert_eq!(DROP_OVERLOADED, COUNT - 1);
+        assert_eq!(NAMES[PASS_FRAG_UNKNOWN as usize], "pass_frag_unknown");
+        assert_eq!(PASS_FRAG_UNKNOWN, COUNT - 1);
     }
 }

@@ -29,6 +29,9 @@ pub mod dir_flags {
     /// retransmission is scheduled afresh), instead of continuing to the
     /// removed server.
     pub const EXPIRE_NODEST_CONN: u8 = 1 << 0;
+    /// IPVS sloppy_tcp: any TCP packet (not only a SYN) without a connection
+    /// entry starts a connection (for a director taking over mid-stream).
+    pub const SLOPPY_TCP: u8 = 1 << 1;
 }
 
 /// Real server flags ([`crate::RealServer::flags`]).

@@ -37,10 +37,12 @@ pub mod map {
     pub const JUMP: &str = "JUMP";
     pub const SCRATCH: &str = "SCRATCH";
     pub const HEARTBEAT: &str = "HEARTBEAT";
+    pub const VLANS: &str = "VLANS";
+    pub const FRAGS: &str = "FRAGS";
 }
 
 /// Every map of the production object and how it is sized.
-pub const MAPS: [(&str, Size); 16] = [
+pub const MAPS: [(&str, Size); 18] = [
     (map::SERVICES, Size::Services),
     (map::RINGS, Size::TwicePerService),
     (map::REALS, Size::Reals),
@@ -57,6 +59,8 @@ pub const MAPS: [(&str, Size); 16] = [
     (map::JUMP, Size::Fixed),
     (map::SCRATCH, Size::Fixed),
     (map::HEARTBEAT, Size::Fixed),
+    (map::VLANS, Size::Fixed),
+    (map::FRAGS, Size::Fixed),
 ];
 
 /// Program names of the production object.

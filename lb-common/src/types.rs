@@ -145,6 +145,29 @@ pub struct Stats {
 }
 const _: () = assert!(core::mem::size_of::<Stats>() == 24);
 
+/// Key of the FRAGS map: a fragmented datagram (IPv4's 16-bit or IPv6's
+/// 32-bit identification).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+
+/// Value of the FRAGS map: where the datagram's first fragment went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragValue {
+    pub real_id: u32,
+    pub svc_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<FragValue>() == 8);
+
 /// Director-wide settings (CONFIG array, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -171,4 +194,6 @@ mod pod {
     unsafe impl aya::Pod for DirectorConfig {}
     unsafe impl aya::Pod for LblcKey {}
     unsafe impl aya::Pod for LblcValue {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragValue {}
 }

@@ -1,20 +1,23 @@
 //! The `lb` program's pipeline and its known-flow path: the connection
 //! entry first, as IPVS does (state transitions, port reuse,
-//! expire_nodest_conn), and for a new flow the hand-off to `lb_new`.
+//! expire_nodest_conn), and for a new flow the hand-off to `lb_new`. Later
+//! fragments follow their first (see `frag`); ICMP errors follow the
+//! connection they are about.
 
 use aya_ebpf::{
     bindings::xdp_action::XDP_DROP, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext,
 };
-use lb_common::{counter, dir_flags, rs_flags, tcp_state, PROTO_TCP};
+use lb_common::{counter, dir_flags, rs_flags, sched, tcp_state, DirectorConfig, PROTO_TCP};
 
 use crate::{
     forward::{config, forward},
+    frag,
     maps::CONNS,
     new_conn::hand_over,
-    parse::parse,
+    parse::{parse, Flow, KIND_FRAG_FIRST, KIND_FRAG_LATER, KIND_ICMP},
     reals::{account, resolved},
     service::lookup_service,
-    stats::count,
+    stats::{count, pass},
 };
 
 /// The `lb` program: parse, then the connection entry; a new connection
@@ -24,7 +27,14 @@ use crate::{
 /// instead of 2866.
 #[inline(always)]
 pub(crate) fn process(ctx: &XdpContext) -> Result<u32, u32> {
-    let flow = parse(ctx)?;
+    let config = config();
+    let flow = parse(ctx, &config)?;
+    if flow.kind == KIND_FRAG_LATER {
+        return frag::later(ctx, &config, &flow);
+    }
+    if flow.kind == KIND_ICMP {
+        return icmp_error(ctx, &config, &flow);
+    }
     // CLOCK_MONOTONIC_COARSE: cheaper, and tick resolution is plenty for
     // timeouts counted in seconds.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -65,11 +75,21 @@ pub(crate) fn process(ctx: &XdpContext) -> Result<u32, u32> {
         }
     }
     let Some((real_id, svc_id, state)) = known else {
-        // A new connection: hand over to lb_new.
         let (svc, vport) = lookup_service(&flow.key)?;
-        return hand_over(ctx, &flow, svc, vport, now);
+        // Only a SYN (without RST) starts a TCP connection (IPVS with
+        // sloppy_tcp=0): a spoofed ACK creates no entry and counts toward
+        // no real server. An mh service forwards it by its ring, without
+        // an entry, so a flow whose entry was lost keeps its real server.
+        let syn = flow.tcp_flags & (tcp_state::F_SYN | tcp_state::F_RST) == tcp_state::F_SYN;
+        if is_tcp && !syn && config.flags & dir_flags::SLOPPY_TCP == 0 {
+            if svc.sched == sched::MH {
+                return hand_over(ctx, &flow, svc, vport, now, true);
+            }
+            return pass(counter::PASS_TCP_NO_CONN);
+        }
+        // A new connection: hand over to lb_new.
+        return hand_over(ctx, &flow, svc, vport, now, false);
     };
-    let config = config();
     let (mac, rflags) = resolved(real_id)?;
     if rflags & rs_flags::REMOVED != 0 && config.flags & dir_flags::EXPIRE_NODEST_CONN != 0 {
         // expire_nodest_conn: the real server is gone; expire the entry and
@@ -83,5 +103,22 @@ pub(crate) fn process(ctx: &XdpContext) -> Result<u32, u32> {
         count(counter::DROP_EXPIRED_NODEST);
         return Err(XDP_DROP);
     }
+    if flow.kind == KIND_FRAG_FIRST {
+        frag::remember(&flow, real_id, svc_id);
+    }
     forward(ctx, &config, &mac, svc_id, real_id, false, flow.ip_len)
+}
+
+/// An ICMP error about a known connection goes to its real server (path
+/// MTU discovery needs it there); its state is not touched. About no
+/// known connection: the kernel's.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, config: &DirectorConfig, flow: &Flow) -> Result<u32, u32> {
+    let Some(e) = (unsafe { CONNS.get(&flow.key) }) else {
+        return pass(counter::PASS_ICMP);
+    };
+    let (real_id, svc_id) = (e.real_id, e.svc_id);
+    let (mac, _) = resolved(real_id)?;
+    count(counter::ICMP_FORWARDED);
+    forward(ctx, config, &mac, svc_id, real_id, false, flow.ip_len)
 }

@@ -19,6 +19,7 @@
 
 mod conn;
 mod forward;
+mod frag;
 mod maps;
 mod new_conn;
 mod parse;

@@ -10,7 +10,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    counter, names::jump, ConnKey, ConnValue, DirectorConfig, LblcKey, LblcValue, RealLoad,
+    counter, names::jump, ConnKey, ConnValue, DirectorConfig, FragKey, FragValue, LblcKey,
+    LblcValue, RealLoad,
     RealServer, Ring, ServiceKey, ServiceValue, Stats, DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS,
     DEFAULT_MAX_SERVICES,
 };
@@ -47,7 +48,7 @@ pub(crate) static RS_LOAD: Array<RealLoad> = Array::pinned(DEFAULT_MAX_REALS, 0)
 pub(crate) static RS_CLOSED: Array<RealLoad> = Array::pinned(DEFAULT_MAX_REALS, 0);
 /// The director-wide counters (`lb_common::counter`).
 #[map]
-pub(crate) static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+pub(crate) static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::SLOTS, 0);
 #[map]
 pub(crate) static CONFIG: Array<DirectorConfig> = Array::pinned(1, 0);
 /// Overloaded flag per real server (thresholds -x/-y), kept by the program
@@ -80,6 +81,17 @@ pub(crate) static SCRATCH: PerCpuArray<NewConn> = PerCpuArray::with_max_entries(
 #[map]
 pub(crate) static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
 
+/// VLANs the director serves (1 at the VLAN id): a tagged frame of any
+/// other VLAN goes to the kernel.
+#[map]
+pub(crate) static VLANS: Array<u32> = Array::pinned(4096, 0);
+/// Fragmented datagrams: where the first fragment (the one with the ports)
+/// went, for the later ones. Bounded, least recently used first out.
+#[map]
+pub(crate) static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(FRAG_ENTRIES, 0);
+/// Datagrams in flight remembered by FRAGS.
+const FRAG_ENTRIES: u32 = 8192;
+
 /// What `lb` found of a new connection, for the program that schedules it.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -90,9 +102,14 @@ pub(crate) struct NewConn {
     pub(crate) now: u64,
     pub(crate) vport: u16,
     pub(crate) tcp_flags: u8,
-    pub(crate) _pad: u8,
+    /// `parse::KIND_*`: a first fragment is remembered for the later ones.
+    pub(crate) kind: u8,
     /// lblcr: what lb_lblcr found of the set, for lb_lblcr_grow.
     pub(crate) lblcr_cur: u32,
     pub(crate) lblcr_max_i: u32,
-    pub(crate) _pad2: u32,
+    /// A first fragment's datagram id.
+    pub(crate) frag_id: u32,
+    /// Forward by the ring without a connection entry (a TCP packet of an
+    /// mh service that is not a SYN and has no entry).
+    pub(crate) stateless: u32,
 }

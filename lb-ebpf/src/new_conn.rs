@@ -6,13 +6,14 @@
 
 use aya_ebpf::{bindings::xdp_action::XDP_DROP, programs::XdpContext};
 use lb_common::{
-    counter, names::jump, sched, svc_flags, tcp_state, ConnValue, ServiceValue, PROTO_TCP,
+    counter, names::jump, sched, svc_flags, tcp_state, ConnValue, FragKey, FragValue,
+    ServiceValue, PROTO_TCP,
 };
 
 use crate::{
     forward::{config, forward},
-    maps::{NewConn, CONNS, JUMP, SCRATCH},
-    parse::Flow,
+    maps::{NewConn, CONNS, FRAGS, JUMP, SCRATCH},
+    parse::{Flow, KIND_FRAG_FIRST},
     persist::{template_hit, template_new},
     reals::{account, resolved},
     sched::{lblc::lblcr_set, schedule},
@@ -28,6 +29,7 @@ pub(crate) fn hand_over(
     svc: ServiceValue,
     vport: u16,
     now: u64,
+    stateless: bool,
 ) -> Result<u32, u32> {
     let sc = SCRATCH.get_ptr_mut(0).ok_or(XDP_DROP)?;
     unsafe {
@@ -38,10 +40,11 @@ pub(crate) fn hand_over(
             now,
             vport,
             tcp_flags: flow.tcp_flags,
-            _pad: 0,
+            kind: flow.kind,
             lblcr_cur: u32::MAX,
             lblcr_max_i: 0,
-            _pad2: 0,
+            frag_id: flow.frag_id,
+            stateless: stateless as u32,
         };
         JUMP.tail_call(ctx, jump::NEW);
     }
@@ -102,15 +105,43 @@ pub(crate) fn new_conn<const MODE: u32>(ctx: &XdpContext) -> Result<u32, u32> {
         (Some(r), _) | (None, Some(r)) => r,
         (None, None) => schedule::<MODE>(svc, &sc.key, now, sc.lblcr_cur, sc.lblcr_max_i)?,
     };
-    if persist && hit.is_none() {
+    let stateless = sc.stateless != 0;
+    if persist && hit.is_none() && !stateless {
         template_new(svc, sc.vport, &sc.key, real_id, now);
     }
     let (mac, _) = resolved(real_id)?;
-    if !one_packet {
+    if stateless {
+        count(counter::FWD_STATELESS);
+    } else if !one_packet {
         insert_conn(sc, svc.id, real_id, now);
     }
+    if sc.kind == KIND_FRAG_FIRST {
+        remember_first(sc, real_id);
+    }
     let config = config();
-    forward(ctx, &config, &mac, svc.id, real_id, true, sc.ip_len)
+    forward(ctx, &config, &mac, svc.id, real_id, !stateless, sc.ip_len)
+}
+
+/// The first fragment of a datagram went to `real_id` (the later ones
+/// follow it).
+#[inline(never)]
+fn remember_first(sc: &NewConn, real_id: u32) {
+    let k = FragKey {
+        saddr: sc.key.saddr,
+        daddr: sc.key.daddr,
+        id: sc.frag_id,
+        proto: sc.key.proto,
+        family: sc.key.family,
+        _pad: [0; 2],
+    };
+    let _ = FRAGS.insert(
+        &k,
+        &FragValue {
+            real_id,
+            svc_id: sc.svc.id,
+        },
+        0,
+    );
 }
 
 /// The connection entry of a new connection, counted in RS_LOAD.
@@ -121,7 +152,7 @@ fn insert_conn(sc: &NewConn, svc_id: u32, real_id: u32, now: u64) {
         let state = if !is_tcp {
             tcp_state::UDP
         } else if sc.tcp_flags & (tcp_state::F_SYN | tcp_state::F_FIN | tcp_state::F_RST) == 0 {
-            // Mid-stream pick-up (no SYN seen): treat as established.
+            // Mid-stream pick-up (sloppy_tcp: no SYN seen): established.
             tcp_state::ESTABLISHED
         } else {
             tcp_state::next(tcp_state::NONE, sc.tcp_flags)

@@ -94,17 +94,30 @@ pub fn sorted_checks(
     v
 }
 
+/// What runs, besides the configuration's interface, mode and limits.
+pub struct Running<'a> {
+    pub table: &'a Table,
+    pub policies: &'a HashMap<crate::model::ServiceAddr, ServicePolicy>,
+    pub checks: &'a [(crate::model::ServiceAddr, IpAddr, CheckSpec)],
+    /// (tcp, tcpfin, udp) as ipvsadm --timeout prints them.
+    pub timeouts: (u32, u32, u32),
+    pub expire_nodest_conn: bool,
+    pub sloppy_tcp: bool,
+    pub vlans: &'a std::collections::BTreeSet<u16>,
+}
+
 /// The running state as a configuration: `base` gives interface, mode and
-/// limits; the table, policies, checks, timeouts and expire_nodest_conn are
-/// the running ones (so changes made with lbadm appear).
-pub fn export(
-    base: &Config,
-    table: &Table,
-    policies: &HashMap<crate::model::ServiceAddr, ServicePolicy>,
-    checks: &[(crate::model::ServiceAddr, IpAddr, CheckSpec)],
-    timeouts: (u32, u32, u32),
-    expire_nodest_conn: bool,
-) -> Config {
+/// limits, `running` the rest (so changes made with lbadm appear).
+pub fn export(base: &Config, running: &Running) -> Config {
+    let Running {
+        table,
+        policies,
+        checks,
+        timeouts,
+        expire_nodest_conn,
+        sloppy_tcp,
+        vlans,
+    } = *running;
     let group_name = |m: u32| {
         table
             .groups
@@ -214,6 +227,8 @@ pub fn export(
         limits: base.limits.clone(),
         timeouts: if timeouts == default_t { None } else { Some(t) },
         expire_nodest_conn,
+        sloppy_tcp,
+        vlans: vlans.iter().copied().collect(),
         port_groups,
         services,
     }
@@ -226,6 +241,8 @@ mod tests {
     const CFG: &str = r#"
 timeouts: {tcp: 3600, tcpfin: 0, udp: 0}
 expire_nodest_conn: true
+sloppy_tcp: true
+vlans: [100, 42]
 port_groups:
   - name: shop
     fwmark: 7
@@ -258,13 +275,18 @@ services:
         let c = Config::parse(CFG, "a.yaml").unwrap();
         let table = c.table("a.yaml").unwrap();
         let t = c.timeouts.unwrap();
+        let vlans = c.vlans.iter().copied().collect();
         let out = export(
             &c,
-            &table,
-            &c.policies(),
-            &c.checks(),
-            (t.tcp, 120, 300),
-            true,
+            &Running {
+                table: &table,
+                policies: &c.policies(),
+                checks: &c.checks(),
+                timeouts: (t.tcp, 120, 300),
+                expire_nodest_conn: true,
+                sloppy_tcp: c.sloppy_tcp,
+                vlans: &vlans,
+            },
         );
         let text = serde_yaml::to_string(&out).unwrap();
         let again = Config::parse(&text, "exported.yaml").unwrap();
@@ -272,6 +294,8 @@ services:
         assert_eq!(again.policies(), c.policies());
         assert_eq!(sorted_checks(again.checks()), sorted_checks(c.checks()));
         assert!(again.expire_nodest_conn);
+        assert!(again.sloppy_tcp);
+        assert_eq!(again.vlans, [42, 100]);
         assert_eq!(again.timeouts.map(|t| t.tcp), Some(3600));
     }
 

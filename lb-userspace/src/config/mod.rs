@@ -39,7 +39,7 @@ mod export;
 mod locate;
 mod validate;
 
-pub use export::{diff, export, sorted_checks};
+pub use export::{diff, export, sorted_checks, Running};
 
 fn at_str(at: &Option<(usize, usize)>) -> String {
     match at {
@@ -176,6 +176,15 @@ pub struct Config {
     /// continuing until they close.
     #[serde(default, skip_serializing_if = "is_false")]
     pub expire_nodest_conn: bool,
+    /// IPVS sloppy_tcp: any TCP packet (not only a SYN) without a
+    /// connection entry starts a connection (a director taking over
+    /// mid-stream); off, a non-SYN without entry goes to the kernel.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sloppy_tcp: bool,
+    /// VLANs (802.1Q ids) whose tagged frames the director serves; tagged
+    /// frames of other VLANs go to the kernel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<u16>,
     /// Port groups (fwmark services' members).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_groups: Vec<PortGroupCfg>,

@@ -98,6 +98,18 @@ impl Config {
             field: field.to_string(),
             msg,
         };
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, v) in cfg.vlans.iter().enumerate() {
+            if !(1..=4094).contains(v) {
+                return Err(invalid(
+                    &format!("vlans[{i}]"),
+                    format!("VLAN id {v} out of range (1..=4094)"),
+                ));
+            }
+            if !seen.insert(*v) {
+                return Err(invalid(&format!("vlans[{i}]"), format!("VLAN {v} is listed twice")));
+            }
+        }
         if l.max_services == 0 || l.max_reals == 0 || l.max_conns == 0 {
             return Err(invalid("limits", "limits must be greater than 0".into()));
         }

@@ -106,6 +106,13 @@ impl Daemon {
         if c.expire_nodest_conn != inp.expire_nodest {
             changes.push(format!("~ expire_nodest_conn -> {}", c.expire_nodest_conn));
         }
+        if c.sloppy_tcp != inp.sloppy_tcp {
+            changes.push(format!("~ sloppy_tcp -> {}", c.sloppy_tcp));
+        }
+        let vlans: std::collections::BTreeSet<u16> = c.vlans.iter().copied().collect();
+        if vlans != inp.vlans {
+            changes.push(format!("~ vlans -> {vlans:?}"));
+        }
         if dry_run {
             return Ok(changes);
         }
@@ -126,11 +133,15 @@ impl Daemon {
         let inp = self.director.inputs();
         let c = config::export(
             &self.base,
-            &inp.table,
-            &inp.policies,
-            &self.checks,
-            self.director.get_timeouts(),
-            inp.expire_nodest,
+            &config::Running {
+                table: &inp.table,
+                policies: &inp.policies,
+                checks: &self.checks,
+                timeouts: self.director.get_timeouts(),
+                expire_nodest_conn: inp.expire_nodest,
+                sloppy_tcp: inp.sloppy_tcp,
+                vlans: &inp.vlans,
+            },
         );
         let head = "# lbd configuration exported by `lbadm export` (the running state)\n";
         Ok(format!("{head}{}", serde_yaml::to_string(&c)?))

@@ -41,6 +41,8 @@ pub struct Desired {
     pub policies: std::collections::HashMap<ServiceAddr, ServicePolicy>,
     pub checks: Vec<(ServiceAddr, IpAddr, CheckSpec)>,
     pub expire_nodest: bool,
+    pub sloppy_tcp: bool,
+    pub vlans: std::collections::BTreeSet<u16>,
 }
 
 impl Desired {
@@ -50,6 +52,8 @@ impl Desired {
             policies: c.policies(),
             checks: c.checks(),
             expire_nodest: c.expire_nodest_conn,
+            sloppy_tcp: c.sloppy_tcp,
+            vlans: c.vlans.iter().copied().collect(),
         }
     }
 }
@@ -84,6 +88,8 @@ impl Daemon {
         inputs.table = next.table;
         inputs.policies = next.policies;
         inputs.expire_nodest = next.expire_nodest;
+        inputs.sloppy_tcp = next.sloppy_tcp;
+        inputs.vlans = next.vlans;
         inputs.director_mac = self.own_mac;
         inputs.health = self.supervisor.verdicts_for(&wanted);
         // The neighbour table's word on every real server (newcomers, and
@@ -128,6 +134,8 @@ impl Daemon {
             policies: inp.policies.clone(),
             checks: self.checks.clone(),
             expire_nodest: inp.expire_nodest,
+            sloppy_tcp: inp.sloppy_tcp,
+            vlans: inp.vlans.clone(),
         }
     }
 

@@ -91,11 +91,15 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         let inp = director.inputs();
         config = crate::config::export(
             &config,
-            &table,
-            &Default::default(),
-            &[],
-            director.get_timeouts(),
-            inp.expire_nodest,
+            &crate::config::Running {
+                table: &table,
+                policies: &Default::default(),
+                checks: &[],
+                timeouts: director.get_timeouts(),
+                expire_nodest_conn: inp.expire_nodest,
+                sloppy_tcp: inp.sloppy_tcp,
+                vlans: &inp.vlans,
+            },
         );
     }
     let (events_tx, health_events) = mpsc::channel::<HealthEvent>(1024);

@@ -101,6 +101,7 @@ pub fn snapshot<M: Maps>(maps: &M) -> Vec<(Slot, Value)> {
             Slot::RsStats(i),
         ]);
     }
+    slots.extend((0..4096).map(Slot::Vlan));
     slots.push(Slot::Config);
     slots
         .into_iter()

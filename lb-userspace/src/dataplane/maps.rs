@@ -11,7 +11,7 @@ fn mismatch(slot: Slot, value: &Value) -> MapsError {
         Value::Ring(_) => "a ring",
         Value::Real(_) => "a real server",
         Value::Load(_) => "a load",
-        Value::Over(_) => "a flag",
+        Value::Word(_) => "a flag",
         Value::Stats(_) => "statistics",
         Value::Config(_) => "a configuration",
         Value::Time(_) => "a time",
@@ -59,7 +59,12 @@ impl Maps for Dataplane {
             Slot::Closed(i) => {
                 Value::Load(self.rs_closed.get(&i, 0).map_err(map_err(map::RS_CLOSED))?)
             }
-            Slot::Over(i) => Value::Over(self.rs_over.get(&i, 0).map_err(map_err(map::RS_OVER))?),
+            Slot::Over(i) => Value::Word(self.rs_over.get(&i, 0).map_err(map_err(map::RS_OVER))?),
+            Slot::Vlan(v) => Value::Word(
+                self.vlans
+                    .get(&(v as u32), 0)
+                    .map_err(map_err(map::VLANS))?,
+            ),
             Slot::SvcStats(i) => stats_of(self.svc_stats.get(&i, 0), map::SVC_STATS)?,
             Slot::RsStats(i) => stats_of(self.rs_stats.get(&i, 0), map::RS_STATS)?,
             Slot::Config => Value::Config(self.config.get(&0, 0).map_err(map_err(map::CONFIG))?),
@@ -92,7 +97,11 @@ impl Maps for Dataplane {
                 .rs_closed
                 .set(i, *l, 0)
                 .map_err(map_err(map::RS_CLOSED)),
-            (Slot::Over(i), Value::Over(o)) => {
+            (Slot::Vlan(v), Value::Word(on)) => self
+                .vlans
+                .set(v as u32, *on, 0)
+                .map_err(map_err(map::VLANS)),
+            (Slot::Over(i), Value::Word(o)) => {
                 self.rs_over.set(i, *o, 0).map_err(map_err(map::RS_OVER))
             }
             (Slot::SvcStats(i), Value::Stats(s)) => {

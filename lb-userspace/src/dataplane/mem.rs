@@ -25,6 +25,7 @@ pub struct MemState {
     pub rs_stats: BTreeMap<u32, Stats>,
     pub config: DirectorConfig,
     pub heartbeat: u64,
+    pub vlans: BTreeMap<u32, u32>,
     pub conns: BTreeMap<ConnKey, ConnValue>,
     pub lblc: BTreeMap<LblcKey, LblcValue>,
     pub counters: BTreeMap<u32, u64>,
@@ -49,6 +50,7 @@ impl MemMaps {
     fn check(&self, slot: Slot) -> Result<(), MapsError> {
         let (i, max) = match slot {
             Slot::Service(_) | Slot::Config | Slot::Heartbeat => return Ok(()),
+            Slot::Vlan(v) => (v as u32, 4096),
             Slot::Ring(i) => (i, self.limits.max_services.saturating_mul(2)),
             Slot::SvcStats(i) => (i, self.limits.max_services),
             Slot::Real(i) | Slot::Load(i) | Slot::Closed(i) | Slot::Over(i) | Slot::RsStats(i) => {
@@ -104,7 +106,8 @@ impl Maps for MemMaps {
             Slot::Real(i) => Value::Real(s.reals.get(&i).copied().unwrap_or_default()),
             Slot::Load(i) => Value::Load(s.load.get(&i).copied().unwrap_or_default()),
             Slot::Closed(i) => Value::Load(s.closed.get(&i).copied().unwrap_or_default()),
-            Slot::Over(i) => Value::Over(s.over.get(&i).copied().unwrap_or_default()),
+            Slot::Over(i) => Value::Word(s.over.get(&i).copied().unwrap_or_default()),
+            Slot::Vlan(v) => Value::Word(s.vlans.get(&(v as u32)).copied().unwrap_or_default()),
             Slot::SvcStats(i) => {
                 Value::Stats(vec![s.svc_stats.get(&i).copied().unwrap_or_default()])
             }
@@ -136,7 +139,8 @@ impl Maps for MemMaps {
             (Slot::Real(i), Value::Real(r)) => put(&mut s.reals, i, *r, Default::default()),
             (Slot::Load(i), Value::Load(l)) => put(&mut s.load, i, *l, Default::default()),
             (Slot::Closed(i), Value::Load(l)) => put(&mut s.closed, i, *l, Default::default()),
-            (Slot::Over(i), Value::Over(o)) => put(&mut s.over, i, *o, 0),
+            (Slot::Over(i), Value::Word(o)) => put(&mut s.over, i, *o, 0),
+            (Slot::Vlan(v), Value::Word(on)) => put(&mut s.vlans, v as u32, *on, 0),
             (Slot::SvcStats(i), Value::Stats(v)) => {
                 put(&mut s.svc_stats, i, one_cpu(v), Default::default())
             }

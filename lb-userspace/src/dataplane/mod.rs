@@ -97,7 +97,9 @@ pub struct Dataplane {
     config: Array<MapData, DirectorConfig>,
     rs_over: Array<MapData, u32>,
     heartbeat: Array<MapData, u64>,
+    vlans: Array<MapData, u32>,
     // Held so the map lives as long as the programs using it.
+    _frags: HashMap<MapData, lb_common::FragKey, lb_common::FragValue>,
     lblc: HashMap<MapData, LblcKey, LblcValue>,
     _cursors: Array<MapData, u32>,
     /// This load's JUMP, until `attach` pins it under `jump_pin`.
@@ -164,8 +166,10 @@ impl Dataplane {
             config: take(&mut ebpf, map::CONFIG)?,
             rs_over: take(&mut ebpf, map::RS_OVER)?,
             heartbeat: take(&mut ebpf, map::HEARTBEAT)?,
+            vlans: take(&mut ebpf, map::VLANS)?,
             lblc: take(&mut ebpf, map::LBLC)?,
             _cursors: take(&mut ebpf, map::CURSORS)?,
+            _frags: take(&mut ebpf, map::FRAGS)?,
             ebpf,
             dir: dir.to_path_buf(),
             limits: limits.clone(),

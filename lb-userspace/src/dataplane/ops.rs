@@ -26,6 +26,8 @@ pub enum Slot {
     Closed(u32),
     /// RS_OVER[real-server id].
     Over(u32),
+    /// VLANS[VLAN id]: 1 if the director serves the VLAN.
+    Vlan(u16),
     /// SVC_STATS[service id] (per CPU).
     SvcStats(u32),
     /// RS_STATS[real-server id] (per CPU).
@@ -44,7 +46,8 @@ pub enum Value {
     Real(RealServer),
     /// RS_LOAD or RS_CLOSED.
     Load(RealLoad),
-    Over(u32),
+    /// A 32-bit flag or count (RS_OVER, VLANS).
+    Word(u32),
     /// One value per CPU; an empty list means zero on every CPU.
     Stats(Vec<Stats>),
     Config(DirectorConfig),

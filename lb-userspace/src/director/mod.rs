@@ -85,6 +85,8 @@ impl<M: Maps> Director<M> {
         let mut inputs = Inputs {
             director_mac: published.config.mac,
             expire_nodest: published.config.flags & lb_common::dir_flags::EXPIRE_NODEST_CONN != 0,
+            sloppy_tcp: published.config.flags & lb_common::dir_flags::SLOPPY_TCP != 0,
+            vlans: published.vlans.clone(),
             ..Default::default()
         };
         // MACs of real servers in service first: a removed slot's MAC is
@@ -232,11 +234,16 @@ impl<M: Maps> Director<M> {
         }
     }
 
+    /// `apply` with the inputs as `f` changes them.
+    pub fn change(&mut self, f: impl FnOnce(&mut Inputs)) -> Result<usize, ApplyError> {
+        let mut next = self.inputs.clone();
+        f(&mut next);
+        self.apply(next)
+    }
+
     /// `apply` with another table.
     pub fn set_table(&mut self, table: Table) -> Result<usize, ApplyError> {
-        let mut next = self.inputs.clone();
-        next.table = table;
-        self.apply(next)
+        self.change(|i| i.table = table)
     }
 
     /// `apply` with other health policies.
@@ -244,25 +251,19 @@ impl<M: Maps> Director<M> {
         &mut self,
         policies: HashMap<ServiceAddr, crate::health::ServicePolicy>,
     ) -> Result<usize, ApplyError> {
-        let mut next = self.inputs.clone();
-        next.policies = policies;
-        self.apply(next)
+        self.change(|i| i.policies = policies)
     }
 
     /// `apply` with IPVS expire_nodest_conn on or off: when on, a removed
     /// real server's connections end (the program drops their next packet
     /// and expires the entry; the sweep collects the rest).
     pub fn set_expire_nodest(&mut self, on: bool) -> Result<usize, ApplyError> {
-        let mut next = self.inputs.clone();
-        next.expire_nodest = on;
-        self.apply(next)
+        self.change(|i| i.expire_nodest = on)
     }
 
     /// `apply` with another source MAC for forwarded frames.
     pub fn set_director_mac(&mut self, mac: [u8; 6]) -> Result<usize, ApplyError> {
-        let mut next = self.inputs.clone();
-        next.director_mac = mac;
-        self.apply(next)
+        self.change(|i| i.director_mac = mac)
     }
 
     /// Records a health-check verdict (None: no longer checked, so up).
@@ -436,11 +437,11 @@ impl<M: Maps> Director<M> {
             if rs.u_threshold == 0 {
                 continue;
             }
-            if let Ok(Value::Over(1)) = self.maps.read(Slot::Over(*id)) {
+            if let Ok(Value::Word(1)) = self.maps.read(Slot::Over(*id)) {
                 let c = w.counts.get(id).copied().unwrap_or_default();
                 let total = c.active + c.inactive;
                 if !lb_common::sched::overloaded_next(true, total, rs.u_threshold, rs.l_threshold) {
-                    let _ = self.maps.write(Slot::Over(*id), &Value::Over(0));
+                    let _ = self.maps.write(Slot::Over(*id), &Value::Word(0));
                 }
             }
         }

@@ -32,9 +32,14 @@ pub(super) fn writes(
 ) -> Vec<Write> {
     let mut w = Vec::new();
     let mut put = |slot, value| w.push(Write { slot, value });
-    // 1. the director's settings
+    // 1. the director's settings, the VLANs it serves
     if let Some(c) = delta.config {
         put(Slot::Config, Value::Config(c));
+    }
+    if let Some(vlans) = &delta.vlans {
+        for v in vlans.symmetric_difference(&cur.vlans) {
+            put(Slot::Vlan(*v), Value::Word(vlans.contains(v) as u32));
+        }
     }
     // 2. keys that leave
     for (k, v) in &delta.services {
@@ -54,7 +59,7 @@ pub(super) fn writes(
             // A (re)used slot starts with no connections and no history.
             put(Slot::Load(*id), Value::Load(Default::default()));
             put(Slot::Closed(*id), Value::Load(Default::default()));
-            put(Slot::Over(*id), Value::Over(0));
+            put(Slot::Over(*id), Value::Word(0));
             put(Slot::RsStats(*id), Value::Stats(Vec::new()));
             put(Slot::Real(*id), Value::Real(*r));
             continue;

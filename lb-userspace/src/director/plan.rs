@@ -50,6 +50,10 @@ pub struct Inputs {
     pub director_mac: [u8; 6],
     /// IPVS expire_nodest_conn.
     pub expire_nodest: bool,
+    /// IPVS sloppy_tcp: any TCP packet may start a connection.
+    pub sloppy_tcp: bool,
+    /// VLANs whose tagged frames the director serves.
+    pub vlans: BTreeSet<u16>,
 }
 
 impl Inputs {
@@ -105,6 +109,8 @@ pub struct Published {
     /// Whether each service's quorum holds.
     pub quorum: BTreeMap<ServiceAddr, bool>,
     pub config: DirectorConfig,
+    /// VLANs served (VLANS at 1).
+    pub vlans: BTreeSet<u16>,
 }
 
 impl Published {
@@ -136,6 +142,7 @@ pub struct Delta {
     pub real_ids: BTreeMap<RealKey, Option<u32>>,
     pub quorum: BTreeMap<ServiceAddr, Option<bool>>,
     pub config: Option<DirectorConfig>,
+    pub vlans: Option<BTreeSet<u16>>,
 }
 
 fn merge<K: Ord, V>(m: &mut BTreeMap<K, V>, changes: BTreeMap<K, Option<V>>) {
@@ -158,6 +165,9 @@ impl Published {
         merge(&mut self.quorum, d.quorum);
         if let Some(c) = d.config {
             self.config = c;
+        }
+        if let Some(v) = d.vlans {
+            self.vlans = v;
         }
     }
 }
@@ -233,11 +243,18 @@ pub fn plan(
             dir_flags::EXPIRE_NODEST_CONN
         } else {
             0
+        } | if inp.sloppy_tcp {
+            dir_flags::SLOPPY_TCP
+        } else {
+            0
         },
         _pad: 0,
     };
     if config != cur.config {
         d.config = Some(config);
+    }
+    if inp.vlans != cur.vlans {
+        d.vlans = Some(inp.vlans.clone());
     }
     let mut new_ids = BTreeSet::new();
     for (a, id) in &svc_ids {

@@ -47,6 +47,11 @@ pub(super) fn read_published<M: Maps>(maps: &M) -> Result<Published, MapsError> 
     if let Value::Config(c) = maps.read(Slot::Config)? {
         p.config = c;
     }
+    for v in 1..4095u16 {
+        if let Value::Word(1) = maps.read(Slot::Vlan(v))? {
+            p.vlans.insert(v);
+        }
+    }
     Ok(p)
 }
 

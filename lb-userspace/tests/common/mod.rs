@@ -174,6 +174,13 @@ pub struct Pkt {
     pub frag: u16,
     /// IPv6 next header override (extension header test).
     pub v6_next: Option<u8>,
+    /// IPv6 extension headers before L4, in order: 0, 43, 60 (8 bytes
+    /// each), 44 (a fragment header from `v6_frag`).
+    pub v6_chain: Vec<u8>,
+    /// The IPv6 fragment header's (offset in 8-byte units, more, id).
+    pub v6_frag: (u16, bool, u32),
+    /// Destination MAC (default: the director's).
+    pub dst_mac: [u8; 6],
     pub payload: usize,
 }
 
@@ -194,6 +201,9 @@ pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Pkt {
         ip_options: 0,
         frag: 0,
         v6_next: None,
+        v6_chain: Vec::new(),
+        v6_frag: (0, false, 0),
+        dst_mac: DIRECTOR_MAC,
         payload: 10,
     }
 }
@@ -223,7 +233,7 @@ impl Pkt {
         l4.extend(std::iter::repeat_n(0xab, self.payload));
 
         let mut f = Vec::new();
-        f.extend_from_slice(&DIRECTOR_MAC);
+        f.extend_from_slice(&self.dst_mac);
         f.extend_from_slice(&CLIENT_SIDE_MAC);
         if let Some(v) = self.vlan {
             f.extend_from_slice(&0x8100u16.to_be_bytes());
@@ -262,16 +272,28 @@ impl Pkt {
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&0x86ddu16.to_be_bytes());
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
-                let ext = self.v6_next.is_some();
-                let plen = l4.len() + if ext { 8 } else { 0 };
+                let mut chain = self.v6_chain.clone();
+                if let Some(n) = self.v6_next {
+                    chain.insert(0, n);
+                }
+                let plen = l4.len() + 8 * chain.len();
                 f.extend_from_slice(&(plen as u16).to_be_bytes());
-                f.push(self.v6_next.unwrap_or(self.proto));
+                f.push(chain.first().copied().unwrap_or(self.proto));
                 f.push(64);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
-                if ext {
-                    // A hop-by-hop header: next = proto, len 0, PadN.
-                    f.extend_from_slice(&[self.proto, 0, 1, 4, 0, 0, 0, 0]);
+                for (i, h) in chain.iter().enumerate() {
+                    let next = chain.get(i + 1).copied().unwrap_or(self.proto);
+                    if *h == 44 {
+                        let (off, more, id) = self.v6_frag;
+                        let fo = (off << 3) | more as u16;
+                        f.extend_from_slice(&[next, 0]);
+                        f.extend_from_slice(&fo.to_be_bytes());
+                        f.extend_from_slice(&id.to_be_bytes());
+                    } else {
+                        // 8 bytes: next, length 0, PadN.
+                        f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                    }
                 }
             }
             _ => panic!("mixed families"),
@@ -299,4 +321,44 @@ pub fn open(t: &mut TestDirector, vip: &str, sport: u16, dport: u16) -> u8 {
     );
     t.run(&tcp("203.0.113.10", sport, vip, dport, ACK).frame());
     out[5]
+}
+
+/// An ICMP (IPv4) or ICMPv6 error of `ty`/`code` from `router` to the VIP
+/// about the flow `client:cport -> vip:vport` (quoting the server's reply:
+/// from `vip:vport` to `client:cport`).
+pub fn icmp_error(router: &str, vip: &str, vport: u16, client: &str, cport: u16, ty: u8, code: u8) -> Vec<u8> {
+    let quoted = tcp(vip, vport, client, cport, SYN | ACK).frame();
+    let (router, vip): (IpAddr, IpAddr) = (router.parse().unwrap(), vip.parse().unwrap());
+    let v6 = vip.is_ipv6();
+    // The quoted IP header and the first 8 bytes of TCP.
+    let ip_start = 14;
+    let hlen = if v6 { 40 } else { 20 };
+    let quote = &quoted[ip_start..ip_start + hlen + 8];
+    let mut icmp = vec![ty, code, 0, 0, 0, 0, 0x05, 0xdc]; // (MTU 1500 for frag-needed)
+    icmp.extend_from_slice(quote);
+    let mut f = Vec::new();
+    f.extend_from_slice(&DIRECTOR_MAC);
+    f.extend_from_slice(&CLIENT_SIDE_MAC);
+    match (router, vip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            let total = 20 + icmp.len();
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&(total as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[58, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed families"),
+    }
+    f.extend_from_slice(&icmp);
+    f
 }

@@ -19,7 +19,7 @@ services:
 "#;
 
 pub fn director() -> TestDirector {
-    TestDirector::new(
+    let mut t = TestDirector::new(
         table(TABLE),
         &[
             ("192.0.2.11", Some(rs_mac(11))),
@@ -28,7 +28,10 @@ pub fn director() -> TestDirector {
             // 192.0.2.14 deliberately unresolved
             ("2001:db8::11", Some(rs_mac(0x61))),
         ],
-    )
+    );
+    // VLAN 42 is served.
+    t.d.change(|i| i.vlans = [42].into()).unwrap();
+    t
 }
 
 /// Asserts a forwarded frame: MACs rewritten, everything after them untouched.

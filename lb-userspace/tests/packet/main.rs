@@ -11,6 +11,7 @@ mod commit;
 mod daemon_down;
 mod flows;
 mod health;
+mod hostile;
 mod object;
 mod parse;
 mod persist;
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
             ("sched_state", sched_state::TESTS),
             ("persist", persist::TESTS),
             ("health", health::TESTS),
+            ("hostile", hostile::TESTS),
             ("commit", commit::TESTS),
             ("daemon_down", daemon_down::TESTS),
             ("object", object::TESTS),

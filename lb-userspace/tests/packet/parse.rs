@@ -101,26 +101,98 @@ fn packet_table() {
             counter: "pass_not_ip",
         },
         Case {
-            name: "IPv4 fragment passes",
+            name: "IPv4 first fragment is scheduled like the datagram",
             frame: Pkt {
                 frag: 0x2000,
                 ..tcp("203.0.113.10", 40008, "192.0.2.100", 80, SYN)
             }
             .frame(),
-            action: XDP_PASS,
-            to: &[],
-            counter: "pass_fragment",
+            action: XDP_TX,
+            to: &[11, 12, 13],
+            counter: "conn_new",
         },
         Case {
-            name: "IPv6 extension header passes",
+            name: "IPv4 later fragment of an unknown datagram passes",
+            frame: Pkt {
+                frag: 0x0010,
+                ..tcp("203.0.113.11", 40012, "192.0.2.100", 80, SYN)
+            }
+            .frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_frag_unknown",
+        },
+        Case {
+            name: "IPv6 hop-by-hop header is walked",
             frame: Pkt {
                 v6_next: Some(0),
                 ..tcp("2001:db8:ffff::10", 40009, "2001:db8::100", 443, SYN)
             }
             .frame(),
+            action: XDP_TX,
+            to: &[0x61],
+            counter: "conn_new",
+        },
+        Case {
+            name: "IPv6 ESP passes",
+            frame: Pkt {
+                v6_next: Some(50),
+                ..tcp("2001:db8:ffff::10", 40013, "2001:db8::100", 443, SYN)
+            }
+            .frame(),
             action: XDP_PASS,
             to: &[],
             counter: "pass_ipv6_ext",
+        },
+        Case {
+            name: "a frame for another MAC passes (a flooding bridge)",
+            frame: Pkt {
+                dst_mac: [2, 0, 0, 0, 0, 0x99],
+                ..tcp("203.0.113.10", 40014, "192.0.2.100", 80, SYN)
+            }
+            .frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_other_mac",
+        },
+        Case {
+            name: "a VLAN the director does not serve passes",
+            frame: Pkt {
+                vlan: Some(43),
+                ..tcp("203.0.113.10", 40015, "192.0.2.100", 80, SYN)
+            }
+            .frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_vlan",
+        },
+        Case {
+            name: "a bare ACK of no connection passes (sloppy_tcp off)",
+            frame: tcp("203.0.113.10", 40016, "192.0.2.100", 80, ACK).frame(),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_tcp_no_conn",
+        },
+        Case {
+            name: "an ACK of no connection to an mh service follows the ring",
+            frame: tcp("203.0.113.10", 40017, "192.0.2.101", 8443, ACK).frame(),
+            action: XDP_TX,
+            to: &[13],
+            counter: "fwd_stateless",
+        },
+        Case {
+            name: "ICMP echo to the VIP passes",
+            frame: icmp_error("203.0.113.1", "192.0.2.100", 80, "203.0.113.10", 40018, 8, 0),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_icmp",
+        },
+        Case {
+            name: "ICMP error about no known connection passes",
+            frame: icmp_error("203.0.113.1", "192.0.2.100", 80, "203.0.113.10", 40019, 3, 4),
+            action: XDP_PASS,
+            to: &[],
+            counter: "pass_icmp",
         },
         Case {
             name: "truncated IPv4 header is dropped",
