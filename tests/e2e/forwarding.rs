@@ -143,7 +143,26 @@ fn an_established_connection_survives_killing_and_restarting_lbd() {
     assert!(lab.curl_vip("/", 5).unwrap().starts_with("rs"));
 }
 
+/// Path MTU discovery through the director: the router's link to the
+/// client carries 1,000 bytes, so the real servers' full-size segments make
+/// it send "fragmentation needed" to the VIP; the director hands that to
+/// the flow's real server, which sends smaller segments. Without it the
+/// downloads stall (a black hole).
+fn path_mtu_discovery_works_through_the_director() {
+    let lab = lab();
+    let _lbd = Lbd::start(&lab, RR_CONFIG);
+    lab.exec(&lab.ns("router"), &["ip", "link", "set", "eth0", "mtu", "1000"])
+        .unwrap();
+    for _ in 0..3 {
+        let body = lab.curl_vip("/big?kb=200", 10).expect("a download through a smaller MTU");
+        assert_eq!(body.len(), 200 * 1024 + "rsN done\n".len());
+    }
+    let c = counters(&lab);
+    assert!(c["icmp_forwarded"] > 0, "{c:?}");
+}
+
 pub const TESTS: &[Test] = tests![
+    path_mtu_discovery_works_through_the_director,
     requests_reach_every_real_server_and_replies_bypass_the_director,
     an_established_connection_survives_killing_and_restarting_lbd,
 ];

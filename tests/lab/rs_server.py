@@ -4,6 +4,7 @@
 GET /           -> "<name>\n"
 GET /slow?s=N   -> streams N seconds of data (one chunk every 100 ms), then
                    "<name> done\n": a long-lived connection for restart tests.
+GET /big?kb=N   -> N KiB at once (full-size segments), then "<name> done\n".
 Binds to 0.0.0.0 so that it also answers on the VIP held on loopback.
 """
 import sys
@@ -36,6 +37,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.1)
             self.wfile.write(tail)
+            return
+        if url.path == "/big":
+            kb = min(int(parse_qs(url.query).get("kb", ["64"])[0]), 10240)
+            body = b"y" * (kb * 1024) + f"{NAME} done\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         body = f"{NAME}\n".encode()
         self.send_response(200)
