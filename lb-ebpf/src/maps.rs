@@ -11,9 +11,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     counter, names::jump, ConnKey, ConnValue, DirectorConfig, FragKey, FragValue, LblcKey,
-    LblcValue, RealLoad,
-    RealServer, Ring, ServiceKey, ServiceValue, Stats, DEFAULT_MAX_CONNS, DEFAULT_MAX_REALS,
-    DEFAULT_MAX_SERVICES,
+    LblcValue, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats, DEFAULT_MAX_CONNS,
+    DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
 };
 
 #[map]
@@ -24,12 +23,12 @@ pub(crate) static SERVICES: HashMap<ServiceKey, ServiceValue> =
 pub(crate) static RINGS: Array<Ring> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
 #[map]
 pub(crate) static REALS: Array<RealServer> = Array::pinned(DEFAULT_MAX_REALS, 0);
+/// One LRU for every CPU (no BPF_F_NO_COMMON_LRU): with per-CPU lists the
+/// kernel splits max_entries evenly among the CPUs for good, so flows that
+/// all arrive on one CPU (one RSS queue, a flood) could use only
+/// max_entries / CPUs of it while the listing reports the whole size.
 #[map]
-/// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU, as Katran): inserts do not
-/// contend on one global list; eviction happens per CPU.
-pub(crate) static CONNS: LruHashMap<ConnKey, ConnValue> =
-    LruHashMap::pinned(DEFAULT_MAX_CONNS, BPF_F_NO_COMMON_LRU);
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+pub(crate) static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::pinned(DEFAULT_MAX_CONNS, 0);
 /// Round-robin cursor per service, shared by all CPUs so that rr and wrr
 /// follow the published sequence as IPVS does. The read-modify-write is not
 /// atomic (aya-build links for BPF cpu v1, which has no fetch-and-add): two

@@ -6,8 +6,8 @@
 
 use aya_ebpf::{bindings::xdp_action::XDP_DROP, programs::XdpContext};
 use lb_common::{
-    counter, names::jump, sched, svc_flags, tcp_state, ConnValue, FragKey, FragValue,
-    ServiceValue, PROTO_TCP,
+    counter, names::jump, sched, svc_flags, tcp_state, ConnValue, FragKey, FragValue, ServiceValue,
+    PROTO_TCP,
 };
 
 use crate::{

@@ -209,7 +209,9 @@ fn ipv6(ctx: &XdpContext, l3: usize, f: &mut Flow) -> Result<usize, u32> {
             44 => {
                 let h = ptr_at(ctx, off, 8)?;
                 let fo = be16(unsafe { h.add(2) });
-                f.frag_id = u32::from_be_bytes(unsafe { core::ptr::read_unaligned(h.add(4) as *const [u8; 4]) });
+                f.frag_id = u32::from_be_bytes(unsafe {
+                    core::ptr::read_unaligned(h.add(4) as *const [u8; 4])
+                });
                 if fo & 0xfff8 != 0 {
                     f.kind = KIND_FRAG_LATER;
                 } else if fo & 1 != 0 {

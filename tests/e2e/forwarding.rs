@@ -151,10 +151,15 @@ fn an_established_connection_survives_killing_and_restarting_lbd() {
 fn path_mtu_discovery_works_through_the_director() {
     let lab = lab();
     let _lbd = Lbd::start(&lab, RR_CONFIG);
-    lab.exec(&lab.ns("router"), &["ip", "link", "set", "eth0", "mtu", "1000"])
-        .unwrap();
+    lab.exec(
+        &lab.ns("router"),
+        &["ip", "link", "set", "eth0", "mtu", "1000"],
+    )
+    .unwrap();
     for _ in 0..3 {
-        let body = lab.curl_vip("/big?kb=200", 10).expect("a download through a smaller MTU");
+        let body = lab
+            .curl_vip("/big?kb=200", 10)
+            .expect("a download through a smaller MTU");
         assert_eq!(body.len(), 200 * 1024 + "rsN done\n".len());
     }
     let c = counters(&lab);

@@ -107,7 +107,10 @@ impl Config {
                 ));
             }
             if !seen.insert(*v) {
-                return Err(invalid(&format!("vlans[{i}]"), format!("VLAN {v} is listed twice")));
+                return Err(invalid(
+                    &format!("vlans[{i}]"),
+                    format!("VLAN {v} is listed twice"),
+                ));
             }
         }
         if l.max_services == 0 || l.max_reals == 0 || l.max_conns == 0 {

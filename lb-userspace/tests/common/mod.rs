@@ -326,7 +326,15 @@ pub fn open(t: &mut TestDirector, vip: &str, sport: u16, dport: u16) -> u8 {
 /// An ICMP (IPv4) or ICMPv6 error of `ty`/`code` from `router` to the VIP
 /// about the flow `client:cport -> vip:vport` (quoting the server's reply:
 /// from `vip:vport` to `client:cport`).
-pub fn icmp_error(router: &str, vip: &str, vport: u16, client: &str, cport: u16, ty: u8, code: u8) -> Vec<u8> {
+pub fn icmp_error(
+    router: &str,
+    vip: &str,
+    vport: u16,
+    client: &str,
+    cport: u16,
+    ty: u8,
+    code: u8,
+) -> Vec<u8> {
     let quoted = tcp(vip, vport, client, cport, SYN | ACK).frame();
     let (router, vip): (IpAddr, IpAddr) = (router.parse().unwrap(), vip.parse().unwrap());
     let v6 = vip.is_ipv6();

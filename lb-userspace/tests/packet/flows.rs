@@ -191,7 +191,30 @@ services:
     assert_eq!(t.counter("conn_evicted"), before);
 }
 
+/// The connection table holds its configured size whichever CPU the flows
+/// arrive on: here all of them on one.
+fn the_connection_table_holds_its_size_from_one_cpu() {
+    pin_to_cpu0();
+    let limits = lb_userspace::config::Limits {
+        max_services: 8,
+        max_reals: 16,
+        max_conns: 4096,
+    };
+    let mut t = TestDirector::with_limits(table(TABLE), &RS3, limits);
+    for i in 0..4096u32 {
+        let src = format!("198.51.{}.{}", 100 + i / 250, i % 250 + 1);
+        let f = tcp(&src, 10000 + (i % 50000) as u16, "192.0.2.100", 80, SYN).frame();
+        assert_eq!(t.run(&f).0, XDP_TX);
+    }
+    let present = t.d.maps().conns().len();
+    assert!(
+        present >= 4096 * 95 / 100,
+        "{present} of 4096 entries kept (per-CPU LRU lists would keep 4096 / CPUs)"
+    );
+}
+
 pub const TESTS: &[Test] = tests![
+    the_connection_table_holds_its_size_from_one_cpu,
     known_flow_stays_on_its_real_server_after_weight_changes,
     tcp_states_counters_and_port_reuse,
     restart_recovers_ids_and_connections_from_pins,

@@ -67,7 +67,10 @@ fn an_mh_flow_that_lost_its_entry_keeps_its_server_without_a_new_one() {
         assert_eq!((a, out[5]), (XDP_TX, rs));
     }
     assert_eq!(t.counter("fwd_stateless"), 3);
-    assert!(t.d.maps().conns().is_empty(), "a stateless forward created an entry");
+    assert!(
+        t.d.maps().conns().is_empty(),
+        "a stateless forward created an entry"
+    );
 }
 
 fn icmp_errors_follow_the_connection_they_are_about() {
@@ -76,24 +79,55 @@ fn icmp_errors_follow_the_connection_they_are_about() {
     let rs = open(&mut t, "192.0.2.100", 9100, 80);
     let before = t.conn(&t.d.maps().conns()[0].0).unwrap();
     for (ty, code) in [(3, 4), (11, 0), (3, 1)] {
-        let f = icmp_error("198.51.100.1", "192.0.2.100", 80, "203.0.113.10", 9100, ty, code);
+        let f = icmp_error(
+            "198.51.100.1",
+            "192.0.2.100",
+            80,
+            "203.0.113.10",
+            9100,
+            ty,
+            code,
+        );
         let (a, out) = t.run(&f);
         assert_eq!(a, XDP_TX, "ICMP {ty}/{code}");
-        assert_eq!(out[..6], rs_mac(rs), "ICMP {ty}/{code} to the flow's real server");
+        assert_eq!(
+            out[..6],
+            rs_mac(rs),
+            "ICMP {ty}/{code} to the flow's real server"
+        );
         assert_eq!(out[12..], f[12..], "the ICMP packet is forwarded untouched");
     }
     assert_eq!(t.counter("icmp_forwarded"), 3);
     let after = t.conn(&t.d.maps().conns()[0].0).unwrap();
-    assert_eq!(after.state, before.state, "an ICMP error moved the TCP state");
+    assert_eq!(
+        after.state, before.state,
+        "an ICMP error moved the TCP state"
+    );
     // Quoting another VIP than the one it is sent to: the kernel's.
-    let mut f = icmp_error("198.51.100.1", "192.0.2.100", 80, "203.0.113.10", 9100, 3, 4);
+    let mut f = icmp_error(
+        "198.51.100.1",
+        "192.0.2.100",
+        80,
+        "203.0.113.10",
+        9100,
+        3,
+        4,
+    );
     let n = f.len();
     f[n - 28 + 12] = 7; // the quoted source address (the VIP) changed
     assert_eq!(t.run(&f).0, XDP_PASS);
     // IPv6: packet too big about a known flow.
     let (a, _) = t.run(&tcp("2001:db8:ffff::10", 9200, "2001:db8::100", 443, SYN).frame());
     assert_eq!(a, XDP_TX);
-    let f = icmp_error("2001:db8:ffff::1", "2001:db8::100", 443, "2001:db8:ffff::10", 9200, 2, 0);
+    let f = icmp_error(
+        "2001:db8:ffff::1",
+        "2001:db8::100",
+        443,
+        "2001:db8:ffff::10",
+        9200,
+        2,
+        0,
+    );
     let (a, out) = t.run(&f);
     assert_eq!((a, &out[..6]), (XDP_TX, &rs_mac(0x61)[..]));
 }
@@ -158,7 +192,11 @@ fn ipv6_extension_header_chains_are_walked_within_a_bound() {
     let (a, _) = t.run(&chain(vec![0, 60, 43, 60, 60], 9501).frame());
     assert_eq!(a, XDP_PASS, "more headers than walked: the kernel's");
     assert_eq!(t.counter("pass_ipv6_ext"), 1);
-    let entry = t.d.maps().conns().into_iter().find(|(k, _)| u16::from_be(k.sport) == 9500);
+    let entry =
+        t.d.maps()
+            .conns()
+            .into_iter()
+            .find(|(k, _)| u16::from_be(k.sport) == 9500);
     assert_eq!(entry.map(|(_, v)| v.state), Some(tcp_state::SYN_RECV));
 }
 
