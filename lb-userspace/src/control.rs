@@ -149,6 +149,10 @@ pub struct RealView {
     pub rate: RateView,
     /// MAC address from the neighbour table, if resolved.
     pub mac: Option<String>,
+    /// The MAC is the last known one: its neighbour entry went away (link
+    /// flap, flushed table) and is being resolved again.
+    #[serde(default)]
+    pub mac_stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,6 +87,7 @@ fn real_view(id: u32, spec: RealSpec) -> RealView {
         stats: StatsView::default(),
         rate: RateView::default(),
         mac: None,
+        mac_stale: false,
     }
 }
 

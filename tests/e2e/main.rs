@@ -7,6 +7,7 @@
 mod forwarding;
 mod health;
 mod lbadm;
+mod neighbours;
 mod restart;
 mod sched;
 mod support;
@@ -23,6 +24,7 @@ fn main() -> std::process::ExitCode {
             ("restart", restart::TESTS),
             ("lbadm", lbadm::TESTS),
             ("health", health::TESTS),
+            ("neighbours", neighbours::TESTS),
             ("sched", sched::TESTS),
         ],
         "namespaces, XDP",

@@ -408,6 +408,7 @@ mod tests {
             inactive_conns: inact,
             stats: StatsView::default(),
             mac: None,
+            mac_stale: false,
             persistent_conns: 0,
             health: None,
             effective_weight: w,

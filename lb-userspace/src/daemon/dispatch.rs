@@ -19,9 +19,13 @@ impl Daemon {
     pub async fn dispatch(&mut self, req: Request) -> Response {
         let d = &mut self.director;
         match req {
-            Request::List => Response::Listing {
-                listing: d.listing(),
-            },
+            Request::List => {
+                let mut listing = d.listing();
+                for r in listing.services.iter_mut().flat_map(|s| s.reals.iter_mut()) {
+                    r.mac_stale = self.neighbours.stale.contains(&r.spec.address);
+                }
+                Response::Listing { listing }
+            }
             Request::ListConns { limit } => Response::Conns {
                 conns: d.connections(limit.min(1_000_000)),
             },

@@ -9,6 +9,7 @@
 
 mod dispatch;
 pub mod neigh;
+mod neighbours;
 mod socket;
 mod start;
 
@@ -32,7 +33,8 @@ use crate::{
     health::{CheckSpec, HealthEvent, ServicePolicy, Supervisor, Verdict, WeightChange},
     model::{ServiceAddr, Table},
 };
-use neigh::Resolver;
+use neigh::{NeighEvent, Resolver};
+use neighbours::Neighbours;
 
 /// What the operator wants served: the table and everything around it.
 #[derive(Debug, Clone)]
@@ -61,6 +63,10 @@ impl Desired {
 pub struct Daemon {
     pub director: Director,
     resolver: Resolver,
+    /// The kernel's neighbour and link notifications for the NIC (None once
+    /// the subscription failed: the periodic dump then runs every second).
+    neigh_events: Option<mpsc::UnboundedReceiver<NeighEvent>>,
+    neighbours: Neighbours,
     /// Source MAC of forwarded frames (the NIC's).
     own_mac: [u8; 6],
     config_path: Option<PathBuf>,
@@ -94,8 +100,9 @@ impl Daemon {
         inputs.health = self.supervisor.verdicts_for(&wanted);
         // The neighbour table's word on every real server (newcomers, and
         // MACs recovered from the pins at start) goes into the same commit.
-        if let Ok(found) = self.resolver.resolve(&inputs.addresses()).await {
-            for (a, m) in found {
+        let wanted_macs = inputs.addresses();
+        if let Ok(seen) = self.resolver.resolve(&wanted_macs).await {
+            for (a, m) in self.neighbours.fold(&inputs.macs, &wanted_macs, &seen) {
                 match m {
                     Some(mac) => inputs.macs.insert(a, mac),
                     None => inputs.macs.remove(&a),
@@ -136,21 +143,6 @@ impl Daemon {
             expire_nodest: inp.expire_nodest,
             sloppy_tcp: inp.sloppy_tcp,
             vlans: inp.vlans.clone(),
-        }
-    }
-
-    async fn refresh_neighbours(&mut self) {
-        let wanted = self.director.inputs().addresses();
-        if wanted.is_empty() {
-            return;
-        }
-        match self.resolver.resolve(&wanted).await {
-            Ok(updates) => {
-                if let Err(e) = self.director.set_macs(&updates) {
-                    error!("applying resolved MACs: {e}");
-                }
-            }
-            Err(e) => warn!("neighbour table dump failed: {e}"),
         }
     }
 
@@ -216,7 +208,7 @@ impl Daemon {
         let mut sweep_tick = tokio::time::interval(Duration::from_secs(2));
         let mut sweeps = 0u64;
         let mut big_table = false;
-        let mut resolved_rounds = 0u32;
+        let mut quiet_rounds = 0u32;
         // The previous daemon's JUMP goes once packets in flight through its
         // program (replaced in the link at start) are surely done.
         let retire = tokio::time::sleep(Duration::from_secs(2));
@@ -233,17 +225,26 @@ impl Daemon {
                     let _ = reply.send(resp);
                 }
                 Some(ev) = self.health_events.recv() => self.health_event(ev),
+                ev = recv_some(&mut self.neigh_events) => {
+                    let Some(ev) = ev else {
+                        warn!("neighbour notifications stopped: the neighbour table is now dumped every second");
+                        self.neigh_events = None;
+                        continue;
+                    };
+                    let mut batch = vec![ev];
+                    while let Some(Ok(more)) = self.neigh_events.as_mut().map(|r| r.try_recv()) {
+                        batch.push(more);
+                    }
+                    self.neighbour_events(batch).await;
+                }
                 _ = neigh_tick.tick() => {
                     self.sync_health();
-                    // Every second while something is unresolved, else every 5 s.
-                    let all = self
-                        .director
-                        .inputs()
-                        .addresses()
-                        .iter()
-                        .all(|a| self.director.mac(a).is_some());
-                    resolved_rounds = if all { resolved_rounds + 1 } else { 0 };
-                    if !all || resolved_rounds.is_multiple_of(5) {
+                    // Notifications move MACs; this dump is the safety net:
+                    // every second while something is unresolved or stale
+                    // (or without notifications), else every 10 s.
+                    let quiet = self.neigh_events.is_some() && !self.neighbours_unsettled();
+                    quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
+                    if quiet_rounds.is_multiple_of(10) {
                         self.refresh_neighbours().await;
                     }
                 }
@@ -272,6 +273,14 @@ impl Daemon {
         }
         info!("lbd stopping; the XDP program keeps forwarding from the pinned link");
         Ok(())
+    }
+}
+
+/// The next notification, or never if there is no subscription.
+async fn recv_some(rx: &mut Option<mpsc::UnboundedReceiver<NeighEvent>>) -> Option<NeighEvent> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 

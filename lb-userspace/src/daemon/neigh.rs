@@ -1,7 +1,9 @@
 //! Real-server MAC resolution through the kernel's neighbour table
-//! (rtnetlink). A missing entry is provoked by sending one UDP datagram to the
-//! discard port of the real server through the director's NIC, which makes the
-//! kernel ARP (or ND) for it; the answer shows up in the table.
+//! (rtnetlink): a dump when asked, and the table's notifications as they
+//! come (neighbour entries and the NIC's link state). A missing entry is
+//! provoked by sending one UDP datagram to the discard port of the real
+//! server through the director's NIC, which makes the kernel ARP (or ND) for
+//! it; the answer arrives as a notification.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -9,14 +11,18 @@ use std::{
     os::fd::AsRawFd,
 };
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use rtnetlink::{
+    packet_core::NetlinkPayload,
     packet_route::{
         link::LinkAttribute,
-        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+        link::{LinkFlags, LinkMessage},
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+        RouteNetlinkMessage,
     },
-    Handle,
+    Handle, MulticastGroup,
 };
+use tokio::sync::mpsc;
 use tracing::debug;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,41 @@ pub enum NeighError {
     NoInterface(String),
     #[error("interface {0} has no Ethernet address")]
     NoMac(String),
+}
+
+/// What the kernel's neighbour table says of one address on the NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Neigh {
+    /// Resolved: reachable, stale, delay, probe, permanent or noarp.
+    Usable([u8; 6]),
+    /// Being resolved (incomplete).
+    Pending,
+    /// Resolution failed: nobody answers for the address.
+    Failed,
+    /// No entry: never made, deleted, or flushed with the link.
+    Missing,
+}
+
+/// The MAC to forward to, from the last-known one and the table's word: a
+/// usable entry wins, a failed resolution clears it, and a missing or
+/// pending entry keeps the last-known MAC (stale until confirmed) so that a
+/// flushed table, a link flap or a restart does not empty the rings.
+pub fn follow(known: Option<[u8; 6]>, seen: Neigh) -> Option<[u8; 6]> {
+    match seen {
+        Neigh::Usable(mac) => Some(mac),
+        Neigh::Failed => None,
+        Neigh::Pending | Neigh::Missing => known,
+    }
+}
+
+/// A notification from the kernel about the NIC or its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighEvent {
+    Seen(IpAddr, Neigh),
+    /// The NIC's link: administratively up with carrier, or not.
+    Link(bool),
+    /// Notifications were lost (socket overrun): dump the table again.
+    Resync,
 }
 
 pub struct Resolver {
@@ -58,79 +99,60 @@ impl Resolver {
         })
     }
 
+    async fn link(&self) -> Result<LinkMessage, NeighError> {
+        let mut links = self.handle.link().get().match_index(self.ifindex).execute();
+        links
+            .try_next()
+            .await?
+            .ok_or_else(|| NeighError::NoInterface(self.iface.clone()))
+    }
+
     /// The NIC's own MAC (source MAC of forwarded frames).
     pub async fn own_mac(&self) -> Result<[u8; 6], NeighError> {
-        let mut links = self.handle.link().get().match_index(self.ifindex).execute();
-        while let Some(msg) = links.try_next().await? {
-            for attr in msg.attributes {
-                if let LinkAttribute::Address(a) = attr {
-                    if let Ok(mac) = <[u8; 6]>::try_from(a.as_slice()) {
-                        return Ok(mac);
-                    }
+        for attr in self.link().await?.attributes {
+            if let LinkAttribute::Address(a) = attr {
+                if let Ok(mac) = <[u8; 6]>::try_from(a.as_slice()) {
+                    return Ok(mac);
                 }
             }
         }
         Err(NeighError::NoMac(self.iface.clone()))
     }
 
-    /// Looks up `wanted` in the neighbour table of the NIC. Usable entries
-    /// (reachable, stale, delay, probe, permanent) give a MAC; missing,
-    /// incomplete and failed ones give `None` and provoke a resolution.
+    /// Whether the NIC is up with carrier now.
+    pub async fn link_up(&self) -> Result<bool, NeighError> {
+        Ok(is_up(&self.link().await?))
+    }
+
+    /// What the neighbour table says of each of `wanted`; resolution is
+    /// provoked for every address without a usable entry.
     pub async fn resolve(
         &self,
         wanted: &BTreeSet<IpAddr>,
-    ) -> Result<Vec<(IpAddr, Option<[u8; 6]>)>, NeighError> {
-        let mut table: HashMap<IpAddr, (NeighbourState, Option<[u8; 6]>)> = HashMap::new();
+    ) -> Result<Vec<(IpAddr, Neigh)>, NeighError> {
+        let mut table: HashMap<IpAddr, Neigh> = HashMap::new();
         let mut dump = self.handle.neighbours().get().execute();
         while let Some(msg) = dump.try_next().await? {
-            if msg.header.ifindex != self.ifindex {
-                continue;
-            }
-            let mut dst = None;
-            let mut mac = None;
-            for attr in &msg.attributes {
-                match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
-                        dst = Some(IpAddr::V4(*a))
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
-                        dst = Some(IpAddr::V6(*a))
-                    }
-                    NeighbourAttribute::LinkLayerAddress(l) => {
-                        mac = <[u8; 6]>::try_from(l.as_slice()).ok()
-                    }
-                    _ => {}
+            if msg.header.ifindex == self.ifindex {
+                if let Some((a, n)) = entry(&msg) {
+                    table.insert(a, n);
                 }
-            }
-            if let Some(d) = dst {
-                table.insert(d, (msg.header.state, mac));
             }
         }
         let mut out = Vec::new();
         for a in wanted {
-            let usable = match table.get(a) {
-                Some((
-                    NeighbourState::Reachable
-                    | NeighbourState::Stale
-                    | NeighbourState::Delay
-                    | NeighbourState::Probe
-                    | NeighbourState::Permanent
-                    | NeighbourState::Noarp,
-                    Some(mac),
-                )) => Some(*mac),
-                _ => None,
-            };
-            if usable.is_none() {
+            let n = table.get(a).copied().unwrap_or(Neigh::Missing);
+            if !matches!(n, Neigh::Usable(_)) {
                 self.provoke(*a);
             }
-            out.push((*a, usable));
+            out.push((*a, n));
         }
         Ok(out)
     }
 
     /// Sends one datagram to the real server's discard port through the NIC,
     /// so that the kernel resolves its link-layer address.
-    fn provoke(&self, a: IpAddr) {
+    pub fn provoke(&self, a: IpAddr) {
         let bind: SocketAddr = match a {
             IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
             IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
@@ -151,5 +173,108 @@ impl Resolver {
         }
         let r = sock.send_to(b"lbd neighbour probe", SocketAddr::new(a, 9));
         debug!(real = %a, ok = r.is_ok(), "provoked neighbour resolution");
+    }
+
+    /// Subscribes to the kernel's neighbour and link notifications for the
+    /// NIC. The channel closes if the netlink socket fails.
+    pub fn watch(&self) -> Result<mpsc::UnboundedReceiver<NeighEvent>, NeighError> {
+        let (conn, _handle, mut messages) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Neigh, MulticastGroup::Link])?;
+        tokio::spawn(conn);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ifindex = self.ifindex;
+        tokio::spawn(async move {
+            while let Some((msg, _)) = messages.next().await {
+                let ev = match msg.payload {
+                    NetlinkPayload::Overrun(_) => Some(NeighEvent::Resync),
+                    NetlinkPayload::InnerMessage(m) => event(m, ifindex),
+                    _ => None,
+                };
+                if let Some(ev) = ev {
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// The event a notification means for the NIC with `ifindex`, if any.
+fn event(m: RouteNetlinkMessage, ifindex: u32) -> Option<NeighEvent> {
+    match m {
+        RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == ifindex => {
+            entry(&n).map(|(a, s)| NeighEvent::Seen(a, s))
+        }
+        RouteNetlinkMessage::DelNeighbour(n) if n.header.ifindex == ifindex => {
+            entry(&n).map(|(a, _)| NeighEvent::Seen(a, Neigh::Missing))
+        }
+        RouteNetlinkMessage::NewLink(l) if l.header.index == ifindex => {
+            Some(NeighEvent::Link(is_up(&l)))
+        }
+        RouteNetlinkMessage::DelLink(l) if l.header.index == ifindex => {
+            Some(NeighEvent::Link(false))
+        }
+        _ => None,
+    }
+}
+
+fn is_up(l: &LinkMessage) -> bool {
+    l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp)
+}
+
+/// The address of a neighbour entry and what it says.
+fn entry(msg: &NeighbourMessage) -> Option<(IpAddr, Neigh)> {
+    let mut dst = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                dst = Some(IpAddr::V4(*a))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                dst = Some(IpAddr::V6(*a))
+            }
+            NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(l.as_slice()).ok(),
+            _ => {}
+        }
+    }
+    let n = match (msg.header.state, mac) {
+        (
+            NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp,
+            Some(mac),
+        ) => Neigh::Usable(mac),
+        (NeighbourState::Incomplete, _) => Neigh::Pending,
+        (NeighbourState::Failed, _) => Neigh::Failed,
+        _ => Neigh::Missing,
+    };
+    Some((dst?, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn a_flushed_or_pending_entry_keeps_the_last_known_mac() {
+        assert_eq!(follow(Some(A), Neigh::Missing), Some(A));
+        assert_eq!(follow(Some(A), Neigh::Pending), Some(A));
+        assert_eq!(follow(None, Neigh::Missing), None);
+    }
+
+    #[test]
+    fn a_usable_entry_wins_and_a_failed_one_clears() {
+        assert_eq!(follow(Some(A), Neigh::Usable(B)), Some(B));
+        assert_eq!(follow(None, Neigh::Usable(A)), Some(A));
+        assert_eq!(follow(Some(A), Neigh::Failed), None);
     }
 }

@@ -77,6 +77,17 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         .await
         .with_context(|| format!("interface {}", opts.interface))?;
     let own_mac = resolver.own_mac().await?;
+    // Subscribed before the first dump, so that no change falls in between.
+    let neigh_events = resolver
+        .watch()
+        .map_err(|e| {
+            warn!("neighbour notifications unavailable, dumping the table every second: {e}")
+        })
+        .ok();
+    let neighbours = super::neighbours::Neighbours {
+        link_up: resolver.link_up().await?,
+        ..Default::default()
+    };
     let dp = Dataplane::load(&dir, &config.limits)
         .with_context(|| format!("loading the XDP program (pins in {})", dir.display()))?;
     let director = Director::recover(dp)?;
@@ -106,6 +117,8 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
     let mut daemon = Daemon {
         director,
         resolver,
+        neigh_events,
+        neighbours,
         own_mac,
         config_path: opts.config_path.clone(),
         state_file: opts.state_file(),

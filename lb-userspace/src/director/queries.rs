@@ -54,6 +54,7 @@ impl<M: Maps> Director<M> {
             stats: id.map(|id| self.stats(true, id)).unwrap_or_default().into(),
             rate: id.map(|id| self.rate(true, id)).unwrap_or_default(),
             mac: self.inputs.macs.get(&spec.address).map(fmt_mac),
+            mac_stale: false,
         }
     }
 
