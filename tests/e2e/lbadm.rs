@@ -162,7 +162,57 @@ fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
     assert!(exported.contains("weight: 3"), "{exported}");
 }
 
+/// `lbadm apply` shows a timeouts change in `--dry-run` and applies it;
+/// an interface or XDP mode change is refused (it needs a restart) in
+/// `--dry-run` too; a configuration nested absurdly deep is refused at once
+/// and the daemon keeps serving.
+fn apply_shows_timeouts_and_refuses_what_needs_a_restart() {
+    let lab = lab();
+    let _lbd = Lbd::start(&lab, RR_CONFIG);
+    let cfg = std::env::temp_dir().join(format!("{}-apply.yaml", lab.prefix));
+    let f = cfg.to_str().unwrap();
+    let apply = |yaml: &str, dry: bool| {
+        std::fs::write(&cfg, yaml).unwrap();
+        let mut a = vec!["apply", "-f", f];
+        if dry {
+            a.push("--dry-run");
+        }
+        lab.lbadm(&a)
+    };
+    let timeouts = format!("timeouts: {{tcp: 3600}}\n{RR_CONFIG}");
+    let dry = apply(&timeouts, true).unwrap();
+    assert!(
+        dry.contains("~ timeouts (tcp tcpfin udp) 900 120 300 -> 3600 120 300"),
+        "{dry}"
+    );
+    let shown = || lab.lbadm(&["-L", "--timeout"]).unwrap();
+    assert!(shown().contains("900 120 300"), "{}", shown());
+    apply(&timeouts, false).unwrap();
+    assert!(shown().contains("3600 120 300"), "{}", shown());
+    // The file is the truth: without `timeouts` they are the defaults again.
+    apply(RR_CONFIG, false).unwrap();
+    assert!(shown().contains("900 120 300"), "{}", shown());
+    for (yaml, needs) in [
+        (format!("interface: eth9\n{RR_CONFIG}"), "interface: eth9"),
+        (
+            format!("xdp_mode: generic\n{RR_CONFIG}"),
+            "xdp_mode: Generic",
+        ),
+    ] {
+        for dry in [true, false] {
+            let e = apply(&yaml, dry).unwrap_err().to_string();
+            assert!(e.contains(needs) && e.contains("needs a restart"), "{e}");
+        }
+    }
+    let deep = format!("services: {}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let e = apply(&deep, false).unwrap_err().to_string();
+    assert!(e.contains("nested deeper than 64 levels"), "{e}");
+    assert!(lab.lbadm(&["-L", "-n"]).unwrap().contains("192.0.2.100:80"));
+    let _ = std::fs::remove_file(&cfg);
+}
+
 pub const TESTS: &[Test] = tests![
+    apply_shows_timeouts_and_refuses_what_needs_a_restart,
     lbadm_changes_take_effect_on_live_traffic,
     rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections,
 ];

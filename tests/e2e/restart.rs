@@ -85,13 +85,13 @@ fn a_restart_without_config_serves_what_ran_before() {
 /// lab's --interface/--instance/--socket unless `args` gives its own):
 /// (success, what it printed).
 fn run_lbd(lab: &xtask::lab::Lab, args: &[&str]) -> (bool, String) {
-    let out = lab
-        .cmd(&lab.ns("dir"), lab.paths.lbd())
-        .args(["--instance", &lab.instance(), "--socket"])
-        .arg(std::env::temp_dir().join(format!("{}-second.sock", lab.prefix)))
-        .args(args)
-        .output()
-        .unwrap();
+    let mut c = lab.cmd(&lab.ns("dir"), lab.paths.lbd());
+    c.args(["--instance", &lab.instance()]);
+    if !args.contains(&"--socket") {
+        c.arg("--socket")
+            .arg(std::env::temp_dir().join(format!("{}-second.sock", lab.prefix)));
+    }
+    let out = c.args(args).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -172,7 +172,91 @@ fn failed_starts_leave_the_data_plane_as_it_was() {
     let _ = std::fs::remove_file(cfg);
 }
 
+/// What lbd is given on its command line is checked before anything is
+/// touched: names that would leave the instance's directory, a `--socket`
+/// that is not a socket, and a /sys/fs/bpf hidden by `ip netns exec`; a
+/// start that fails after binding its socket removes it.
+fn bad_startup_input_is_refused_before_anything_is_touched() {
+    let lab = lab();
+    let cfg = std::env::temp_dir().join(format!("{}-startup.yaml", lab.prefix));
+    std::fs::write(&cfg, RR_CONFIG).unwrap();
+    let c = cfg.to_str().unwrap();
+    for (args, needs) in [
+        (
+            vec!["--interface", "eth1", "--instance", "../x"],
+            "instance \"../x\"",
+        ),
+        (vec!["--interface", "a/b"], "interface \"a/b\""),
+    ] {
+        let out = lab
+            .cmd(&lab.ns("dir"), lab.paths.lbd())
+            .args(&args)
+            .args(["--config", c])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains(needs),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(!std::path::Path::new("/sys/fs/bpf/lb/x").exists());
+    // A --socket that is a regular file is refused and left alone.
+    let precious = std::env::temp_dir().join(format!("{}-precious", lab.prefix));
+    std::fs::write(&precious, "keep").unwrap();
+    let (ok, out) = run_lbd(
+        &lab,
+        &[
+            "--interface",
+            "eth1",
+            "--config",
+            c,
+            "--socket",
+            precious.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && out.contains("not a socket"), "{out}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    // A start failing after the socket was bound removes it.
+    let sock = std::env::temp_dir().join(format!("{}-failed.sock", lab.prefix));
+    let (ok, out) = run_lbd(
+        &lab,
+        &[
+            "--interface",
+            "nosuch0",
+            "--config",
+            c,
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && out.contains("nosuch0"), "{out}");
+    assert!(!sock.exists(), "the failed start left its socket");
+    // Under `ip netns exec` /sys is the namespace's own: lbd says so.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns("dir")])
+        .arg(lab.paths.lbd())
+        .args([
+            "--interface",
+            "eth1",
+            "--instance",
+            &lab.instance(),
+            "--config",
+            c,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("is not a bpffs") && text.contains("nsenter"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(precious);
+    let _ = std::fs::remove_file(cfg);
+}
+
 pub const TESTS: &[Test] = tests![
+    bad_startup_input_is_refused_before_anything_is_touched,
     failed_starts_leave_the_data_plane_as_it_was,
     restarts_under_load_drop_no_new_connection,
     a_restart_without_config_serves_what_ran_before,

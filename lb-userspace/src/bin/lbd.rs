@@ -79,6 +79,10 @@ async fn run() -> Result<()> {
         bail!("no interface: give --interface or `interface:` in the config");
     };
     let instance = args.instance.clone().unwrap_or_else(|| iface.clone());
+    // Names become paths: nothing outside the instance's own directory.
+    dataplane::check_interface(&iface)?;
+    dataplane::check_instance(&instance)?;
+    dataplane::check_bpffs(&args.bpffs).map_err(anyhow::Error::msg)?;
     let dir = dataplane::instance_dir(&args.bpffs, &instance);
     if args.unload {
         dataplane::unload(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -92,7 +96,7 @@ async fn run() -> Result<()> {
         return Ok(());
     }
     let opts = StartOptions {
-        mode: args.xdp_mode.unwrap_or(config.xdp_mode),
+        mode: args.xdp_mode.or(config.xdp_mode).unwrap_or_default(),
         interface: iface,
         instance,
         bpffs: args.bpffs.clone(),

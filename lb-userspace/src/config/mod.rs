@@ -35,6 +35,7 @@ pub enum ConfigError {
     },
 }
 
+mod depth;
 mod export;
 mod locate;
 mod validate;
@@ -164,8 +165,9 @@ pub struct Config {
     /// The NIC to attach to (the `--interface` flag overrides it).
     #[serde(default)]
     pub interface: Option<String>,
-    #[serde(default)]
-    pub xdp_mode: AttachMode,
+    /// How to attach (`--xdp-mode` overrides it; default auto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<AttachMode>,
     #[serde(default)]
     pub limits: Limits,
     /// Connection timeouts in seconds, as ipvsadm --set (0 = default).

@@ -16,6 +16,17 @@ use crate::{
 
 impl Config {
     pub(super) fn parse_unlocated(text: &str, file: &str) -> Result<Config, ConfigError> {
+        if let Some((line, column)) = super::depth::too_deep(text) {
+            return Err(ConfigError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                msg: format!(
+                    "nested deeper than {} levels: not a configuration lbd reads",
+                    super::depth::MAX_DEPTH
+                ),
+            });
+        }
         let cfg: Config = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()

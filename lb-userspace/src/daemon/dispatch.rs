@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{Daemon, Desired};
 use crate::{
-    config::{self, Config, TimeoutsCfg},
+    config::{self, Config, ConfigError, TimeoutsCfg},
     control::{self, edit_table, Request, Response},
 };
 
@@ -16,7 +16,11 @@ fn error(message: impl Into<String>) -> Response {
 
 impl Daemon {
     /// Serves one control request.
-    pub async fn dispatch(&mut self, req: Request) -> Response {
+    pub async fn dispatch(
+        &mut self,
+        req: Request,
+        parsed: Option<Result<Config, ConfigError>>,
+    ) -> Response {
         let d = &mut self.director;
         match req {
             Request::List => {
@@ -58,7 +62,8 @@ impl Daemon {
                 file,
                 dry_run,
             } => {
-                let r = match Config::parse(&yaml, &file) {
+                let parsed = parsed.unwrap_or_else(|| Config::parse(&yaml, &file));
+                let r = match parsed {
                     Ok(c) => self.apply_config(c, &file, dry_run).await,
                     Err(e) => Err(e.into()),
                 };
@@ -94,11 +99,7 @@ impl Daemon {
         dry_run: bool,
     ) -> Result<Vec<String>> {
         let table = c.table(file)?;
-        if c.limits != self.base.limits {
-            anyhow::bail!(
-                "{file}: limits differ from the running ones: they need a restart of lbd"
-            );
-        }
+        self.needs_restart(&c, file)?;
         let inp = self.director.inputs();
         let mut changes = config::diff(&inp.table, &table);
         if c.policies() != inp.policies {
@@ -117,19 +118,50 @@ impl Daemon {
         if vlans != inp.vlans {
             changes.push(format!("~ vlans -> {vlans:?}"));
         }
+        // The file is the truth for timeouts too: absent or 0 is the default.
+        let timeouts = effective_timeouts(c.timeouts);
+        let running = self.director.get_timeouts();
+        if timeouts != running {
+            changes.push(format!(
+                "~ timeouts (tcp tcpfin udp) {} {} {} -> {} {} {}",
+                running.0, running.1, running.2, timeouts.0, timeouts.1, timeouts.2
+            ));
+        }
         if dry_run {
             return Ok(changes);
         }
         self.change(Desired::of(&c, table)).await?;
-        let t = c.timeouts.unwrap_or(TimeoutsCfg {
-            tcp: 0,
-            tcpfin: 0,
-            udp: 0,
-        });
-        self.director.set_timeouts(t.tcp, t.tcpfin, t.udp);
+        self.director
+            .set_timeouts(timeouts.0, timeouts.1, timeouts.2);
         self.base = c;
         self.save_state();
         Ok(changes)
+    }
+
+    /// Refuses a configuration whose limits, interface or XDP mode differ
+    /// from the running ones (in `--dry-run` too): they need a restart.
+    fn needs_restart(&self, c: &Config, file: &str) -> Result<()> {
+        let restart = "needs a restart of lbd; the running state is unchanged";
+        if c.limits != self.base.limits {
+            anyhow::bail!("{file}: limits differ from the running ones: that {restart}");
+        }
+        if let Some(i) = &c.interface {
+            if c.interface != self.base.interface && *i != self.resolver.iface {
+                anyhow::bail!(
+                    "{file}: interface: {i}, but lbd runs on {}: moving to another interface {restart}",
+                    self.resolver.iface
+                );
+            }
+        }
+        if let Some(m) = c.xdp_mode {
+            if c.xdp_mode != self.base.xdp_mode && m != self.mode {
+                anyhow::bail!(
+                    "{file}: xdp_mode: {m:?}, but lbd was attached in {:?} mode: changing it {restart}",
+                    self.mode
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `lbadm export`: the running state as YAML.
@@ -150,4 +182,21 @@ impl Daemon {
         let head = "# lbd configuration exported by `lbadm export` (the running state)\n";
         Ok(format!("{head}{}", serde_yaml::to_string(&c)?))
     }
+}
+
+/// (tcp, tcpfin, udp) in force under `t`: absent or 0 is the default.
+fn effective_timeouts(t: Option<TimeoutsCfg>) -> (u32, u32, u32) {
+    let d = lb_common::tcp_state::DEFAULT_TIMEOUTS;
+    let or = |v: u32, i: u8| if v == 0 { d[i as usize] } else { v };
+    let t = t.unwrap_or(TimeoutsCfg {
+        tcp: 0,
+        tcpfin: 0,
+        udp: 0,
+    });
+    use lb_common::tcp_state::{ESTABLISHED, FIN_WAIT, UDP};
+    (
+        or(t.tcp, ESTABLISHED),
+        or(t.tcpfin, FIN_WAIT),
+        or(t.udp, UDP),
+    )
 }

@@ -28,7 +28,7 @@ pub use self::{
     start::{start, state_file, Source, StartOptions},
 };
 use crate::{
-    config::Config,
+    config::{Config, ConfigError},
     director::{ApplyError, Director},
     health::{CheckSpec, HealthEvent, ServicePolicy, Supervisor, Verdict, WeightChange},
     model::{ServiceAddr, Table},
@@ -67,6 +67,8 @@ pub struct Daemon {
     /// the subscription failed: the periodic dump then runs every second).
     neigh_events: Option<mpsc::UnboundedReceiver<NeighEvent>>,
     neighbours: Neighbours,
+    /// The XDP attach mode lbd was started with.
+    mode: crate::dataplane::AttachMode,
     /// Source MAC of forwarded frames (the NIC's).
     own_mac: [u8; 6],
     config_path: Option<PathBuf>,
@@ -179,24 +181,24 @@ impl Daemon {
         }
     }
 
-    fn reload(&mut self) -> Option<Config> {
+    /// SIGHUP: reads and parses `--config` off the loop; the result comes
+    /// back through `done`.
+    fn reload(&self, done: &mpsc::Sender<Result<Config, ConfigError>>) {
         let Some(p) = self.config_path.clone() else {
             warn!("SIGHUP without --config: nothing to reload");
-            return None;
+            return;
         };
-        match Config::load(&p) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                error!("reload refused, running state unchanged: {e}");
-                None
-            }
-        }
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.blocking_send(Config::load(&p));
+        });
     }
 
     /// Runs until SIGINT/SIGTERM. The XDP program and its maps stay pinned
     /// after exit, so forwarding continues while the daemon is down.
     pub async fn run(mut self, listener: UnixListener) -> Result<()> {
         let (tx, mut jobs) = mpsc::channel::<Job>(64);
+        let (reload_tx, mut reloads) = mpsc::channel::<Result<Config, ConfigError>>(4);
         socket::serve(listener, tx);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -220,9 +222,9 @@ impl Daemon {
                     self.director.maps().retire_old_jumps();
                     retired = true;
                 }
-                Some((req, reply)) = jobs.recv() => {
-                    let resp = self.dispatch(req).await;
-                    let _ = reply.send(resp);
+                Some(job) = jobs.recv() => {
+                    let resp = self.dispatch(job.req, job.parsed).await;
+                    let _ = job.reply.send(resp);
                 }
                 Some(ev) = self.health_events.recv() => self.health_event(ev),
                 ev = recv_some(&mut self.neigh_events) => {
@@ -258,13 +260,16 @@ impl Daemon {
                         big_table = live > 200_000;
                     }
                 }
-                _ = hup.recv() => {
-                    if let Some(c) = self.reload() {
-                        let file = self.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-                        match self.apply_config(c, &file, false).await {
-                            Ok(changes) => info!(config = %file, changes = changes.len(), "configuration reloaded"),
-                            Err(e) => error!("reload refused, running state unchanged: {e:#}"),
-                        }
+                _ = hup.recv() => self.reload(&reload_tx),
+                Some(loaded) = reloads.recv() => {
+                    let file = self.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                    let r = match loaded {
+                        Ok(c) => self.apply_config(c, &file, false).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    match r {
+                        Ok(changes) => info!(config = %file, changes = changes.len(), "configuration reloaded"),
+                        Err(e) => error!("reload refused, running state unchanged: {e:#}"),
                     }
                 }
                 _ = term.recv() => break,

@@ -2,7 +2,11 @@
 //! one JSON request per line, each answered by the daemon loop through a
 //! channel (one owner of the director, no locks).
 
-use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
+use std::{
+    os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use tokio::{
@@ -12,10 +16,19 @@ use tokio::{
 };
 use tracing::error;
 
-use crate::control::{self, Request, Response, MAX_REQUEST};
+use crate::{
+    config::{Config, ConfigError},
+    control::{self, Request, Response, MAX_REQUEST},
+};
 
-/// A request and where its response goes.
-pub type Job = (Request, oneshot::Sender<Response>);
+/// A request, its configuration already parsed (`apply`: parsed here, off
+/// the daemon's loop, so a huge or hostile file never stalls it), and where
+/// its response goes.
+pub struct Job {
+    pub req: Request,
+    pub parsed: Option<Result<Config, ConfigError>>,
+    pub reply: oneshot::Sender<Response>,
+}
 
 /// Accepts connections on `listener` and hands every request to `jobs`.
 pub fn serve(listener: UnixListener, jobs: mpsc::Sender<Job>) {
@@ -54,8 +67,17 @@ async fn serve_conn(stream: UnixStream, jobs: mpsc::Sender<Job>) {
         let too_long = !line.ends_with('\n') && line.len() > MAX_REQUEST;
         let resp = match control::decode_request(line.trim_end()) {
             Ok(req) => {
-                let (tx, rx) = oneshot::channel();
-                if jobs.send((req, tx)).await.is_err() {
+                let parsed = match &req {
+                    Request::Apply { yaml, file, .. } => {
+                        let (yaml, file) = (yaml.clone(), file.clone());
+                        tokio::task::spawn_blocking(move || Config::parse(&yaml, &file))
+                            .await
+                            .ok()
+                    }
+                    _ => None,
+                };
+                let (reply, rx) = oneshot::channel();
+                if jobs.send(Job { req, parsed, reply }).await.is_err() {
                     return;
                 }
                 rx.await.unwrap_or(Response::Error {
@@ -83,21 +105,70 @@ async fn write_resp(
     w.write_all(s.as_bytes()).await
 }
 
-/// Creates the control socket: parent directory 0700, socket 0600.
+/// Creates the control socket (0600). A missing parent directory is
+/// created 0700; an existing one is left as it is. An existing socket is
+/// replaced only if nobody listens on it; anything else at `path` is
+/// refused, never replaced.
 pub fn bind_socket(path: &Path) -> Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ok();
-    }
-    if path.exists() {
-        // A stale socket from a previous run; refuse if someone is listening.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("{} is in use by a running lbd", path.display());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                anyhow::bail!("{} is in use by a running lbd", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not a socket: refusing to replace it (give --socket another path)",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("--socket {}", path.display())),
     }
     let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_socket_never_replaces_a_file_nor_changes_a_directory_it_did_not_make() {
+        let d = std::env::temp_dir().join(format!("lb-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = d.join("precious");
+        std::fs::write(&file, "keep me").unwrap();
+        let e = bind_socket(&file).unwrap_err().to_string();
+        assert!(e.contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+        let sock = d.join("lbd.sock");
+        let l = bind_socket(&sock).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o755, "an existing directory keeps its mode");
+        assert_eq!(mode(&sock), 0o600);
+        // In use: refused; once closed: a stale socket, replaced.
+        assert!(bind_socket(&sock)
+            .unwrap_err()
+            .to_string()
+            .contains("in use"));
+        drop(l);
+        let _l = bind_socket(&sock).unwrap();
+        let fresh = d.join("new/sub/lbd.sock");
+        let _m = bind_socket(&fresh).unwrap();
+        assert_eq!(mode(&d.join("new/sub")), 0o700);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -119,13 +119,11 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         resolver,
         neigh_events,
         neighbours,
+        mode: opts.mode,
         own_mac,
         config_path: opts.config_path.clone(),
         state_file: opts.state_file(),
-        base: Config {
-            limits: config.limits.clone(),
-            ..Config::default()
-        },
+        base: config.clone(),
         checks: Vec::new(),
         supervisor: Supervisor::new(events_tx),
         health_events,

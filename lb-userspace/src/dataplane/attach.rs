@@ -215,10 +215,13 @@ pub fn unload(dir: &Path) -> Result<()> {
         return Ok(());
     }
     let lock = lock_instance(dir)?;
-    fs::remove_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
+    let left = super::place::remove_own_pins(dir).map_err(|cause| DataplaneError::PinDir {
         path: dir.display().to_string(),
         cause,
     })?;
     drop(lock);
+    if !left.is_empty() {
+        warn!(dir = %dir.display(), ?left, "left files that are not lbd's pins (and so the directory)");
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod maps;
 mod mem;
 mod ops;
 mod pins;
+mod place;
 
 use std::{
     fs,
@@ -38,6 +39,7 @@ pub use limits::{AttachMode, Limits};
 pub use mem::{MemMaps, MemState};
 pub use ops::{sum, Maps, MapsError, Slot, Value, Write};
 pub use pins::pinned_limits;
+pub use place::{check_bpffs, check_instance, check_interface, BadName};
 
 /// The production XDP object, built by build.rs through aya-build.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
