@@ -59,6 +59,19 @@ fn a_failed_real_server_leaves_and_rejoins_by_itself() {
             *seen.entry(curl(&lab).expect("request")).or_insert(0) += 1;
         }
         assert_eq!(seen.len(), 3, "{seen:?}");
+        // A checked server is listed up from its first passing probe (an
+        // unchecked one shows `-`): never having failed is not "unknown".
+        wait_for(Duration::from_secs(5), || {
+            (1..=3).all(|i| {
+                let row = health_row(&lab, &format!("192.0.2.1{i}:80"));
+                row.split_whitespace().nth(6) == Some("up")
+            })
+        })
+        .unwrap_or_else(|_| panic!("{}", lbadm(&["-L", "-n", "--health"])));
+        let json: serde_json::Value =
+            serde_json::from_str(&lbadm(&["-L", "-n", "-o", "json"])).unwrap();
+        let h = &json["services"][0]["reals"][0]["health"];
+        assert_eq!(h["up"], serde_json::Value::Bool(true), "{json}");
 
         // Stop rs2's HTTP server; within fall x interval (+ one timeout and
         // one interval of phase) no new connection reaches it.

@@ -211,7 +211,69 @@ fn apply_shows_timeouts_and_refuses_what_needs_a_restart() {
     let _ = std::fs::remove_file(&cfg);
 }
 
+/// `lbadm realserver down` puts the ARP sysctls back as `up` found them
+/// (an operator's own stricter value included), and only once no VIP it set
+/// up remains.
+fn realserver_down_puts_back_what_up_found() {
+    let lab = lab();
+    let ns = lab.rs_ns(1);
+    let state = lab.rs_state_dir();
+    let lbadm = lab.paths.lbadm();
+    let rs = |action: &str, vip: &str| {
+        lab.exec_out(
+            &ns,
+            &[
+                lbadm.to_str().unwrap(),
+                "realserver",
+                action,
+                "--vip",
+                vip,
+                "--nic",
+                "eth1",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        )
+        .unwrap()
+    };
+    let get = |name: &str| {
+        lab.exec_out(&ns, &["sysctl", "-n", &format!("net.ipv4.conf.{name}")])
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let all = || {
+        [
+            "all.arp_ignore",
+            "all.arp_announce",
+            "eth1.arp_ignore",
+            "eth1.arp_announce",
+        ]
+        .map(get)
+        .join(" ")
+    };
+    // The lab set the VIP up from the kernel's defaults: down restores them.
+    rs("down", "192.0.2.100");
+    assert_eq!(all(), "0 0 0 0");
+    // The operator's own stricter all.arp_ignore=2, then two VIPs.
+    lab.exec(&ns, &["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=2"])
+        .unwrap();
+    rs("up", "192.0.2.100");
+    rs("up", "192.0.2.101");
+    assert_eq!(all(), "2 2 1 2");
+    let out = rs("down", "192.0.2.100");
+    assert!(out.contains("still set up"), "{out}");
+    assert_eq!(
+        all(),
+        "2 2 1 2",
+        "ARP suppression must stay while a VIP remains"
+    );
+    rs("down", "192.0.2.101");
+    assert_eq!(all(), "2 0 0 0", "not as found before `up`");
+}
+
 pub const TESTS: &[Test] = tests![
+    realserver_down_puts_back_what_up_found,
     apply_shows_timeouts_and_refuses_what_needs_a_restart,
     lbadm_changes_take_effect_on_live_traffic,
     rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections,

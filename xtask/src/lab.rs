@@ -207,6 +207,8 @@ impl Lab {
                     VIP,
                     "--nic",
                     "eth1",
+                    "--state-dir",
+                    self.rs_state_dir().to_str().unwrap_or("/tmp"),
                 ],
             )?;
             self.start_rs_http(i)?;
@@ -364,6 +366,12 @@ impl Lab {
             .context("no MAC")
     }
 
+    /// Where `lbadm realserver up` records what it changed in the lab's
+    /// real servers (removed with the lab).
+    pub fn rs_state_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}-rs-state", self.prefix))
+    }
+
     /// Kills every process in the lab's namespaces, deletes the namespaces
     /// and the lab's pins. Safe to call repeatedly.
     pub fn teardown(&mut self) {
@@ -391,6 +399,7 @@ impl Lab {
         }
         let _ = fs::remove_file(self.socket());
         let _ = fs::remove_file(self.state_file());
+        let _ = fs::remove_dir_all(self.rs_state_dir());
         // Only if empty: other instances may live there.
         let _ = fs::remove_dir("/sys/fs/bpf/lb");
     }

@@ -229,7 +229,8 @@ pub enum GroupAction {
 pub enum RsAction {
     /// Apply ARP suppression, then add the VIP to the loopback device.
     Up(RsArgs),
-    /// Remove the VIP, then revert ARP suppression once no VIP remains.
+    /// Remove the VIP, then put the sysctls back as `up` found them once no
+    /// VIP it set up remains.
     Down(RsArgs),
     /// Report what is missing (exit 1 if anything is).
     Check(RsArgs),
@@ -246,4 +247,8 @@ pub struct RsArgs {
     /// NIC(s) to apply arp_ignore/arp_announce to (default: every non-loopback interface).
     #[arg(long)]
     pub nic: Vec<String>,
+    /// Where `up` records what it changed (one file per network namespace),
+    /// for `down` to put it back.
+    #[arg(long, default_value = "/run/lbd")]
+    pub state_dir: PathBuf,
 }

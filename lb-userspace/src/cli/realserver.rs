@@ -4,6 +4,7 @@
 //! server never answers ARP for the VIP even for an instant).
 
 use std::{
+    collections::BTreeMap,
     fs,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -12,6 +13,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use serde::{Deserialize, Serialize};
 
 /// One sysctl the helper manages, with the value it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,16 +123,105 @@ pub async fn has_vip(dev: &str, vip: &IpAddr) -> Result<bool> {
     Ok(addresses(&h, idx).await?.iter().any(|(a, _)| a == vip))
 }
 
-/// `realserver up`: sysctls, then the VIP on `dev`. Idempotent.
-pub async fn up(root: &Path, vip: IpAddr, dev: &str, nics: &[String]) -> Result<Vec<String>> {
-    let mut done = Vec::new();
-    if vip.is_ipv4() {
-        for s in arp_sysctls(root, nics) {
-            if read_sysctl(&s.path)? < s.want {
-                write_sysctl(&s.path, s.want)?;
-                done.push(format!("set {} = {}", s.path.display(), s.want));
+/// What `realserver up` changed, kept (one file per network namespace) so
+/// that `down` can put things back: the sysctls it wrote with the values it
+/// found, and the VIPs it added.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RsState {
+    /// sysctl path -> (value found, value written).
+    pub sysctls: BTreeMap<PathBuf, (u32, u32)>,
+    /// (VIP, device) pairs set up.
+    pub vips: Vec<(IpAddr, String)>,
+}
+
+impl RsState {
+    /// The state file of the current network namespace in `dir`.
+    pub fn file(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        let ns = fs::metadata("/proc/self/ns/net")
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        dir.join(format!("realserver-netns{ns}.json"))
+    }
+
+    fn load(p: &Path) -> Result<RsState> {
+        match fs::read_to_string(p) {
+            Ok(t) => {
+                serde_json::from_str(&t).with_context(|| format!("{}: unreadable", p.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RsState::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+
+    fn save(&self, p: &Path) -> Result<()> {
+        if self.sysctls.is_empty() && self.vips.is_empty() {
+            return match fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("removing {}", p.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let tmp = p.with_extension("tmp");
+        fs::write(&tmp, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// Records the sysctls of `list` that need writing (with what they
+    /// hold now) and returns them; one recorded earlier keeps its first
+    /// value found.
+    fn plan_up(&mut self, list: &[Sysctl]) -> Result<Vec<Sysctl>> {
+        let mut writes = Vec::new();
+        for s in list {
+            let now = read_sysctl(&s.path)?;
+            if now < s.want {
+                let found = self.sysctls.get(&s.path).map_or(now, |r| r.0);
+                self.sysctls.insert(s.path.clone(), (found, s.want));
+                writes.push(s.clone());
             }
         }
+        Ok(writes)
+    }
+
+    /// The sysctls to put back once no VIP remains: those still holding the
+    /// value `up` wrote (one changed since by someone else is left alone).
+    fn plan_restore(&mut self) -> Vec<(PathBuf, u32)> {
+        std::mem::take(&mut self.sysctls)
+            .into_iter()
+            .filter(|(p, (_, set))| read_sysctl(p).is_ok_and(|v| v == *set))
+            .map(|(p, (found, _))| (p, found))
+            .collect()
+    }
+}
+
+/// `realserver up`: sysctls (their values recorded in the state file
+/// `state` first), then the VIP on `dev`. Idempotent.
+pub async fn up(
+    root: &Path,
+    state: &Path,
+    vip: IpAddr,
+    dev: &str,
+    nics: &[String],
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let mut st = RsState::load(state)?;
+    let writes = if vip.is_ipv4() {
+        st.plan_up(&arp_sysctls(root, nics))?
+    } else {
+        Vec::new()
+    };
+    if !st.vips.contains(&(vip, dev.to_string())) {
+        st.vips.push((vip, dev.to_string()));
+    }
+    st.save(state)?;
+    for s in writes {
+        write_sysctl(&s.path, s.want)?;
+        done.push(format!("set {} = {}", s.path.display(), s.want));
     }
     let h = netlink().await?;
     let idx = ifindex(&h, dev).await?;
@@ -151,9 +242,9 @@ pub async fn up(root: &Path, vip: IpAddr, dev: &str, nics: &[String]) -> Result<
     Ok(done)
 }
 
-/// `realserver down`: the VIP first, then the sysctls back to the kernel
-/// defaults (0) once no other address than loopback's own remains on `dev`.
-pub async fn down(root: &Path, vip: IpAddr, dev: &str, nics: &[String]) -> Result<Vec<String>> {
+/// `realserver down`: the VIP first; then, once no VIP `up` set up remains
+/// (on any device), the sysctls back to the values `up` found.
+pub async fn down(state: &Path, vip: IpAddr, dev: &str) -> Result<Vec<String>> {
     let mut done = Vec::new();
     let h = netlink().await?;
     let idx = ifindex(&h, dev).await?;
@@ -172,19 +263,33 @@ pub async fn down(root: &Path, vip: IpAddr, dev: &str, nics: &[String]) -> Resul
             break;
         }
     }
-    let others = addresses(&h, idx)
-        .await?
-        .into_iter()
-        .filter(|(a, _)| !a.is_loopback() && a.is_ipv4())
-        .count();
-    if others == 0 {
-        for s in arp_sysctls(root, nics) {
-            if read_sysctl(&s.path)? != 0 {
-                write_sysctl(&s.path, 0)?;
-                done.push(format!("set {} = 0", s.path.display()));
+    let mut st = RsState::load(state)?;
+    st.vips.retain(|(a, d)| !(*a == vip && d == dev));
+    // VIPs still set up (one removed by hand meanwhile does not count).
+    let mut remaining = Vec::new();
+    for (a, d) in &st.vips {
+        if let Ok(i) = ifindex(&h, d).await {
+            if addresses(&h, i).await?.iter().any(|(x, _)| x == a) {
+                remaining.push((*a, d.clone()));
             }
         }
     }
+    st.vips = remaining;
+    if st.vips.is_empty() {
+        for (p, v) in st.plan_restore() {
+            write_sysctl(&p, v)?;
+            done.push(format!(
+                "set {} = {v} (as found before `realserver up`)",
+                p.display()
+            ));
+        }
+    } else {
+        done.push(format!(
+            "ARP suppression kept: {} VIP(s) still set up",
+            st.vips.len()
+        ));
+    }
+    st.save(state)?;
     Ok(done)
 }
 
@@ -233,6 +338,43 @@ mod tests {
         // a higher value (arp_ignore=2) also suppresses
         write_sysctl(&list[0].path, 2).unwrap();
         assert!(missing_sysctls(&list).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn down_puts_back_what_up_found_and_leaves_what_others_changed() {
+        let root = std::env::temp_dir().join(format!("lb-rs-state-{}", std::process::id()));
+        for i in ["all", "eth0"] {
+            let d = conf_dir(&root, i);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("arp_ignore"), "0\n").unwrap();
+            fs::write(d.join("arp_announce"), "0\n").unwrap();
+        }
+        let list = arp_sysctls(&root, &["eth0".to_string()]);
+        // Found: all/arp_ignore already 2 (kept), eth0/arp_announce 1.
+        write_sysctl(&list[0].path, 2).unwrap();
+        write_sysctl(&list[3].path, 1).unwrap();
+        let mut st = RsState::default();
+        let writes = st.plan_up(&list).unwrap();
+        assert_eq!(writes.len(), 3, "{writes:?}");
+        for w in &writes {
+            write_sysctl(&w.path, w.want).unwrap();
+        }
+        // A second `up` records nothing new and keeps the first values found.
+        assert!(st.plan_up(&list).unwrap().is_empty());
+        assert_eq!(st.sysctls[&list[3].path], (1, 2));
+        // Someone sets all/arp_announce to 1 meanwhile: theirs stays.
+        write_sysctl(&list[1].path, 1).unwrap();
+        let back = st.plan_restore();
+        assert_eq!(
+            back,
+            vec![(list[3].path.clone(), 1), (list[2].path.clone(), 0)]
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        assert!(st.sysctls.is_empty());
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -215,10 +215,11 @@ fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
         match kind {
             0 | 1 => {
                 realserver::require_root()?;
+                let state = realserver::RsState::file(&args.state_dir);
                 let done = if kind == 0 {
-                    realserver::up(root, args.vip, &args.dev, &nics).await?
+                    realserver::up(root, &state, args.vip, &args.dev, &nics).await?
                 } else {
-                    realserver::down(root, args.vip, &args.dev, &nics).await?
+                    realserver::down(&state, args.vip, &args.dev).await?
                 };
                 for d in &done {
                     println!("{d}");

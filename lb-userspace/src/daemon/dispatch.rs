@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::{Daemon, Desired};
 use crate::{
     config::{self, Config, ConfigError, TimeoutsCfg},
-    control::{self, edit_table, Request, Response},
+    control::{self, edit_table, HealthView, Request, Response},
 };
 
 fn error(message: impl Into<String>) -> Response {
@@ -25,8 +25,27 @@ impl Daemon {
         match req {
             Request::List => {
                 let mut listing = d.listing();
-                for r in listing.services.iter_mut().flat_map(|s| s.reals.iter_mut()) {
-                    r.mac_stale = self.neighbours.stale.contains(&r.spec.address);
+                let checked: std::collections::HashSet<_> =
+                    self.checks.iter().map(|(s, r, _)| (*s, *r)).collect();
+                for s in &mut listing.services {
+                    let svc = s.spec.addr;
+                    for r in &mut s.reals {
+                        r.mac_stale = self.neighbours.stale.contains(&r.spec.address);
+                        let key = (svc, r.spec.address);
+                        if r.health.is_none() && checked.contains(&key) {
+                            // Checked, in force as up: the latest report.
+                            r.health = Some(match self.supervisor.observed().get(&key) {
+                                Some(v) => HealthView {
+                                    up: v.up,
+                                    reason: v.reason.clone(),
+                                },
+                                None => HealthView {
+                                    up: true,
+                                    reason: "no check result yet".into(),
+                                },
+                            });
+                        }
+                    }
                 }
                 Response::Listing { listing }
             }

@@ -155,7 +155,7 @@ impl Daemon {
             .supervisor
             .observed()
             .iter()
-            .filter(|(k, v)| self.director.inputs().health.get(*k) != Some(*v))
+            .filter(|(k, v)| !v.same_effect(self.director.inputs().health.get(*k)))
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         for ((svc, real), v) in behind {
@@ -167,10 +167,17 @@ impl Daemon {
         }
     }
 
+    /// A check's report: committed if it changes how the real server is
+    /// served (a first "up" does not; the listing shows it from the
+    /// supervisor's record).
     fn health_event(&mut self, ev: HealthEvent) {
         let Some(v) = self.supervisor.observe(&ev) else {
             return;
         };
+        let key = (ev.service, ev.real);
+        if v.same_effect(self.director.inputs().health.get(&key)) {
+            return;
+        }
         match self
             .director
             .set_health(ev.service, ev.real, Some(v.clone()))

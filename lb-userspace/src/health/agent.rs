@@ -3,12 +3,9 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::{
-    tcp::{connect, read_some},
-    unescape, CheckSpec, Outcome, WeightChange,
-};
+use super::{tcp::connect, unescape, CheckSpec, Outcome, WeightChange};
 
 /// Parses one HAProxy agent-check reply line.
 pub fn parse_agent(line: &str) -> Outcome {
@@ -59,11 +56,14 @@ pub(super) async fn probe(spec: &CheckSpec, target: SocketAddr) -> Outcome {
     if let Some(send) = &spec.send {
         let _ = s.write_all(&unescape(send).unwrap_or_default()).await;
     }
-    match read_some(&mut s, 1024).await {
-        Ok(b) => {
-            let text = String::from_utf8_lossy(&b);
-            parse_agent(text.lines().next().unwrap_or(""))
-        }
-        Err(e) => Outcome::fail(format!("agent: {e}")),
+    // The first line is the answer: agents that keep the connection open
+    // are not waited for.
+    let mut line = Vec::new();
+    match BufReader::new(s.take(1024))
+        .read_until(b'\n', &mut line)
+        .await
+    {
+        Ok(_) => parse_agent(String::from_utf8_lossy(&line).lines().next().unwrap_or("")),
+        Err(e) => Outcome::fail(format!("agent: reading the reply: {e}")),
     }
 }

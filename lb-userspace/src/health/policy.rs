@@ -65,6 +65,18 @@ pub struct Verdict {
     pub reason: String,
 }
 
+impl Verdict {
+    /// Whether this verdict, in force, serves the real server exactly as
+    /// `current` does (no verdict is up at the configured weight), so that
+    /// committing it would change nothing but its reason.
+    pub fn same_effect(&self, current: Option<&Verdict>) -> bool {
+        match current {
+            Some(c) => c.up == self.up && c.weight == self.weight,
+            None => self.up && self.weight.is_none(),
+        }
+    }
+}
+
 /// The weight in force for a real server of configured weight `w`.
 pub fn effective_weight(w: u32, v: Option<&Verdict>) -> u32 {
     match v {

@@ -1,5 +1,6 @@
 //! The check task of one (virtual service, real server): probes at its
-//! interval and reports changes only, with rise/fall hysteresis.
+//! interval and reports its first result and then changes only, with
+//! rise/fall hysteresis.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -90,6 +91,7 @@ pub fn spawn(
         let interval = Duration::from_secs_f64(spec.interval);
         tokio::time::sleep(interval.mul_f64(phase.clamp(0.0, 1.0))).await;
         let mut h = Hysteresis::default();
+        let mut first = true;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -102,14 +104,22 @@ pub fn spawn(
                 tokio::time::sleep(Duration::from_secs_f64(spec.retry_delay)).await;
                 o = probe(&spec, target).await;
             }
-            if h.observe(&o, spec.rise, spec.fall) {
+            // The first result is reported whatever it is: from then on the
+            // listing shows the server as checked (up, unless fall is 1).
+            if h.observe(&o, spec.rise, spec.fall) || first {
+                let reason = if o.ok || !h.up {
+                    o.reason.clone()
+                } else {
+                    format!("{} (failure 1 of fall {})", o.reason, spec.fall)
+                };
+                first = false;
                 let ev = HealthEvent {
                     task,
                     service,
                     real,
                     up: h.up,
                     weight: h.weight,
-                    reason: o.reason.clone(),
+                    reason,
                 };
                 if events.send(ev).await.is_err() {
                     return;

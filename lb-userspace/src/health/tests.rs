@@ -246,6 +246,74 @@ async fn external_programs_exit_codes_and_timeout() {
     assert!(probe(&s, target).await.reason.starts_with("cannot run"));
 }
 
+/// What an external check starts dies with it at its timeout, and it sees
+/// none of lbd's environment.
+#[tokio::test]
+async fn external_programs_run_alone_and_their_group_dies_at_the_timeout() {
+    let mut s = spec(CheckKind::External);
+    let target: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    // A marker no other process has: sleep's argument.
+    let marker = format!("7{}.{}", std::process::id(), rand_suffix());
+    s.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("sleep {marker} & sleep {marker}; true"),
+    ];
+    let o = probe(&s, target).await;
+    assert!(!o.ok, "{o:?}");
+    let alive = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    while alive() && t0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(), "a process the check started outlived it");
+    // SAFETY: a variable only this test reads.
+    unsafe { std::env::set_var("LB_TEST_SECRET", "1") };
+    s.command = vec![
+        "sh".into(),
+        "-c".into(),
+        "test -z \"$LB_TEST_SECRET\" && test \"$LB_REAL_ADDRESS:$LB_REAL_PORT\" = 127.0.0.1:80 && command -v sh".into(),
+    ];
+    let o = probe(&s, target).await;
+    assert!(o.ok, "{o:?}");
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// An agent that answers and keeps the connection open is heard at once.
+#[tokio::test]
+async fn agent_reply_counts_from_its_first_line() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = c.write_all(b"60%\n").await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+    });
+    let mut s = spec(CheckKind::Agent);
+    s.port = Some(a.port());
+    let o = probe(&s, a).await;
+    assert_eq!(
+        (o.ok, o.weight),
+        (true, Some(WeightChange::Percent(60))),
+        "{o:?}"
+    );
+}
+
 #[tokio::test]
 async fn agent_replies_adjust_the_weight() {
     for (reply, ok, weight) in [
