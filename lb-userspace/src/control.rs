@@ -82,6 +82,10 @@ pub enum Request {
     /// Several table changes applied together or not at all (ipvsadm -R).
     Batch {
         requests: Vec<Request>,
+        /// The input line of each request, for error messages (absent:
+        /// numbered from 1).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<usize>,
     },
     /// Apply a whole YAML configuration (`lbadm apply -f`): validated, the
     /// difference to the running state applied at once. `file` names it in
@@ -245,14 +249,15 @@ pub fn edit_table(t: &mut Table, req: Request) -> Result<(), String> {
         Request::DelReal { service, address } => t.del_real(&service, address),
         Request::SetGroup { fwmark, group } => t.set_group(fwmark, group),
         Request::DelGroup { fwmark } => t.del_group(fwmark),
-        Request::Batch { requests } => {
+        Request::Batch { requests, lines } => {
             // ipvsadm -R: every line against a scratch table; the first
             // failure names its line and nothing is applied.
             for (i, req) in requests.into_iter().enumerate() {
+                let line = lines.get(i).copied().unwrap_or(i + 1);
                 if matches!(req, Request::Batch { .. }) {
-                    return Err(format!("line {}: a batch cannot hold a batch", i + 1));
+                    return Err(format!("line {line}: a batch cannot hold a batch"));
                 }
-                edit_table(t, req).map_err(|e| format!("line {}: {e}", i + 1))?;
+                edit_table(t, req).map_err(|e| format!("line {line}: {e}"))?;
             }
             return Ok(());
         }

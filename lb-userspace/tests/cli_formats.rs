@@ -43,8 +43,8 @@ const CORPUS: &str = "\
 ";
 
 /// What the daemon does with a batch: every request against a table.
-fn apply(t: &mut Table, reqs: Vec<Request>) {
-    for r in reqs {
+fn apply(t: &mut Table, reqs: Vec<(usize, Request)>) {
+    for (_, r) in reqs {
         lb_userspace::control::edit_table(t, r).unwrap();
     }
 }
@@ -153,6 +153,113 @@ fn bad_rule_lines_are_named_by_line_number() {
     assert!(e.starts_with("line 3: -m"), "{e}");
     let e = restore_requests("-L -n\n").unwrap_err();
     assert!(e.starts_with("line 1: not a rule"), "{e}");
+    let e = restore_requests("-A -t 192.0.2.100:80 -s rr stray\n").unwrap_err();
+    assert_eq!(e, "line 1: unexpected argument stray");
+    let e = restore_requests("counters\n").unwrap_err();
+    assert!(e.starts_with("line 1: not a rule"), "{e}");
+}
+
+/// As ipvsadm reads -R input: the word `ipvsadm` dropped wherever it
+/// stands (a path to it at the start too), blank lines skipped, a word
+/// starting with `#` starts a comment; every request keeps its line number
+/// for the daemon's errors.
+#[test]
+fn restore_input_is_read_as_ipvsadm_reads_it() {
+    let text = "\
+# a comment
+ipvsadm -A -t 192.0.2.100:80 -s rr   # trailing comment
+
+/sbin/ipvsadm -a -t 192.0.2.100:80 -r 192.0.2.11 ipvsadm -w 2\r
+\t-a\t-t 192.0.2.100:80 -r 192.0.2.12\r
+ipvsadm
+";
+    let reqs = restore_requests(text).unwrap();
+    let lines: Vec<usize> = reqs.iter().map(|(n, _)| *n).collect();
+    assert_eq!(lines, vec![2, 4, 5]);
+    // A failure in the daemon's batch names the input line.
+    let (lines, mut requests): (Vec<usize>, Vec<Request>) = reqs.into_iter().unzip();
+    requests.push(Request::DelService {
+        service: ServiceAddr::new(
+            lb_userspace::model::Protocol::Tcp,
+            "192.0.2.200".parse().unwrap(),
+            80,
+        ),
+    });
+    let mut lines = lines;
+    lines.push(9);
+    let e = lb_userspace::control::edit_table(
+        &mut Table::default(),
+        Request::Batch { requests, lines },
+    )
+    .unwrap_err();
+    assert!(e.starts_with("line 9: "), "{e}");
+}
+
+fn fixture(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ipvsadm")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap()
+}
+
+/// Rule files from public repositories (tests/fixtures/ipvsadm/README.md):
+/// what ipvsadm accepts is read, what this director cannot do (tunnels,
+/// NAT) is refused with the reason, on the right line.
+#[test]
+fn public_rule_files_read_as_ipvsadm_reads_them() {
+    // ipvsadm 1.31's own save output: every -i line carries --tun-type.
+    let save = fixture("ravel-save.rules");
+    let e = restore_requests(&save).unwrap_err();
+    assert!(
+        e.starts_with("line 9: -i (tunnelling) is not supported"),
+        "{e}"
+    );
+    let dr: String = save
+        .lines()
+        .filter(|l| !l.contains(" -i "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut t = Table::default();
+    apply(&mut t, restore_requests(&dr).unwrap());
+    let mh = t
+        .services
+        .values()
+        .find(|s| s.spec.addr.port == 4000)
+        .unwrap();
+    assert!(mh.spec.flags.mh_fallback && mh.spec.flags.mh_port);
+    // Generated -R input: -b flag-1,flag-2 on mh is mh-fallback,mh-port.
+    let restore = fixture("ravel-restore.rules");
+    let e = restore_requests(&restore).unwrap_err();
+    assert!(e.starts_with("line 6: -i"), "{e}");
+    let head: String = restore.lines().take(5).map(|l| format!("{l}\n")).collect();
+    let mut t = Table::default();
+    apply(&mut t, restore_requests(&head).unwrap());
+    let mh = t
+        .services
+        .values()
+        .find(|s| s.spec.addr.port == 443)
+        .unwrap();
+    assert!(
+        mh.spec.flags.mh_fallback && mh.spec.flags.mh_port,
+        "{:?}",
+        mh.spec.flags
+    );
+    assert_eq!(t.services.values().next().unwrap().reals.len(), 3);
+    // A comment, service names (/etc/services), NAT refused on its line.
+    let e = restore_requests(&fixture("mypjb-docker.rules")).unwrap_err();
+    assert!(
+        e.starts_with("line 3: -m (masquerading/NAT) is not supported"),
+        "{e}"
+    );
+    // The man page's tunnels: parsed, refused as -i.
+    let e = restore_requests(&fixture("ipvsadm-man.rules")).unwrap_err();
+    assert!(
+        e.starts_with("line 3: -i (tunnelling) is not supported"),
+        "{e}"
+    );
+    let e = restore_requests("-a -t 192.0.2.100:80 -r 192.0.2.11 --tun-type gue --tun-port 6080\n")
+        .unwrap_err();
+    assert!(e.contains("conflict with the forward method"), "{e}");
 }
 
 fn sample() -> Listing {

@@ -204,6 +204,26 @@ fn apply_shows_timeouts_and_refuses_what_needs_a_restart() {
             assert!(e.contains(needs) && e.contains("needs a restart"), "{e}");
         }
     }
+    // --socket before a subcommand (no LB_SOCKET): counters and apply.
+    std::fs::write(&cfg, RR_CONFIG).unwrap();
+    for args in [
+        vec!["counters"],
+        vec!["apply", "-f", f, "--dry-run"],
+        vec!["export"],
+    ] {
+        let out = std::process::Command::new(lab.paths.lbadm())
+            .arg("--socket")
+            .arg(lab.socket())
+            .args(&args)
+            .env_remove("LB_SOCKET")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "--socket P {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let deep = format!("services: {}{}", "[".repeat(200_000), "]".repeat(200_000));
     let e = apply(&deep, false).unwrap_err().to_string();
     assert!(e.contains("nested deeper than 64 levels"), "{e}");

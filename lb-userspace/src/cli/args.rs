@@ -13,7 +13,6 @@ use crate::control::DEFAULT_SOCKET;
 #[command(
     name = "lbadm",
     disable_version_flag = true,
-    args_conflicts_with_subcommands = true,
     group(ArgGroup::new("command").args([
         "add_service", "edit_service", "delete_service", "clear",
         "add_server", "edit_server", "delete_server", "list", "set",
@@ -105,7 +104,8 @@ pub struct Cli {
     /// List connection entries (with -L).
     #[arg(short = 'c', long = "connection")]
     pub connection: bool,
-    /// Scheduler flags: mh-fallback, mh-port, sh-fallback, sh-port.
+    /// Scheduler flags: mh-fallback, mh-port, sh-fallback, sh-port (and
+    /// ipvsadm's flag-1, flag-2, flag-3).
     #[arg(short = 'b', long = "sched-flags")]
     pub sched_flags: Option<String>,
     /// Real server: host[:port] (the port is forced to the virtual port in DR).
@@ -117,6 +117,20 @@ pub struct Cli {
     /// Tunnelling: not supported by this director.
     #[arg(short = 'i', long = "ipip")]
     pub ipip: bool,
+    /// ipvsadm's tunnel options (with -i): parsed, then refused with -i.
+    #[arg(long = "tun-type", hide = true, value_name = "TYPE")]
+    pub tun_type: Option<String>,
+    #[arg(long = "tun-port", hide = true, value_name = "PORT")]
+    pub tun_port: Option<String>,
+    #[arg(long = "tun-nocsum", hide = true)]
+    pub tun_nocsum: bool,
+    #[arg(long = "tun-csum", hide = true)]
+    pub tun_csum: bool,
+    #[arg(long = "tun-remcsum", hide = true)]
+    pub tun_remcsum: bool,
+    /// Listing: tunnel information (no real server here is tunnelled).
+    #[arg(long = "tun-info", hide = true)]
+    pub tun_info: bool,
     /// Masquerading (NAT): not supported by this director.
     #[arg(short = 'm', long = "masquerading")]
     pub masquerading: bool,
@@ -166,6 +180,46 @@ pub struct Cli {
     /// Control socket of the lbd instance to talk to.
     #[arg(long, env = "LB_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     pub socket: PathBuf,
+
+    /// Words that are no option (named in the error, as ipvsadm does).
+    #[arg(hide = true, num_args = 0.., value_name = "STRAY")]
+    pub stray: Vec<String>,
+}
+
+impl Cli {
+    /// Parses lbadm's command line: ipvsadm options, or one subcommand
+    /// (with `--socket` anywhere), never both.
+    pub fn parse_args<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        let m = cmd.try_get_matches_from_mut(argv)?;
+        if let Some((sub, _)) = m.subcommand() {
+            let ipvsadm_opts: Vec<String> = cmd
+                .get_arguments()
+                .filter(|a| a.get_id() != "socket")
+                .filter(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+                .map(|a| match (a.get_long(), a.get_short()) {
+                    (Some(l), _) => format!("--{l}"),
+                    (None, Some(c)) => format!("-{c}"),
+                    (None, None) => a.get_id().to_string(),
+                })
+                .collect();
+            if !ipvsadm_opts.is_empty() {
+                return Err(cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "the subcommand '{sub}' cannot be combined with ipvsadm options ({})",
+                        ipvsadm_opts.join(", ")
+                    ),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,8 +3,6 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use clap::Parser;
-
 use super::{
     args::{Cli, GroupAction},
     format::Fmt,
@@ -33,31 +31,44 @@ pub enum Action {
     Version,
 }
 
-/// The requests of ipvsadm rule lines (-R input): each line parsed as a
-/// command line; the first bad one is named with its line number. Blank
-/// lines and # comments are skipped.
-pub fn restore_requests(text: &str) -> Result<Vec<Request>, String> {
+/// The requests of ipvsadm rule lines (-R input), each with its line
+/// number: each line parsed as a command line; the first bad one is named
+/// with its line number. As ipvsadm, the word `ipvsadm` is dropped wherever
+/// it stands (and a path to it at the start of a line); blank lines are
+/// skipped; a word starting with `#` starts a comment (ipvsadm itself needs
+/// the ipvsadm-restore script for those).
+pub fn restore_requests(text: &str) -> Result<Vec<(usize, Request)>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.is_empty() || l.starts_with('#') {
+        let n = i + 1;
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .take_while(|w| !w.starts_with('#'))
+            .enumerate()
+            .filter(|(j, w)| *w != "ipvsadm" && !(*j == 0 && w.ends_with("/ipvsadm")))
+            .map(|(_, w)| w)
+            .collect();
+        if words.is_empty() {
             continue;
         }
-        let argv = std::iter::once("lbadm").chain(l.split_whitespace());
-        let cli = Cli::try_parse_from(argv).map_err(|e| {
-            let first = e.to_string();
-            let first = first
+        let argv = std::iter::once("lbadm").chain(words.iter().copied());
+        let cli = Cli::parse_args(argv).map_err(|e| {
+            let text = e.to_string();
+            let first = text
                 .lines()
                 .next()
                 .unwrap_or("")
                 .trim_start_matches("error: ")
                 .to_string();
-            format!("line {}: {first}", i + 1)
+            format!("line {n}: {first}")
         })?;
+        if cli.sub.is_some() {
+            return Err(format!("line {n}: not a rule: {}", words.join(" ")));
+        }
         match cli.action() {
-            Ok(Action::Send(r)) if is_table_edit(&r) => out.push(r),
-            Ok(_) => return Err(format!("line {}: not a rule: {l}", i + 1)),
-            Err(e) => return Err(format!("line {}: {e}", i + 1)),
+            Ok(Action::Send(r)) if is_table_edit(&r) => out.push((n, r)),
+            Ok(_) => return Err(format!("line {n}: not a rule: {}", words.join(" "))),
+            Err(e) => return Err(format!("line {n}: {e}")),
         }
     }
     Ok(out)
@@ -192,7 +203,17 @@ impl Cli {
             None => Scheduler::Wlc,
         };
         let flags = match &self.sched_flags {
-            Some(f) => SchedFlags::parse(f).map_err(|e| format!("-b: {e}"))?,
+            Some(f) => {
+                let (flags, ignored) =
+                    SchedFlags::parse_ipvsadm(f, scheduler).map_err(|e| format!("-b: {e}"))?;
+                for g in ignored {
+                    eprintln!(
+                        "lbadm: -b {g}: accepted and ignored: no {} scheduler flag of this director uses it",
+                        scheduler
+                    );
+                }
+                flags
+            }
             None => SchedFlags::default(),
         };
         let spec = ServiceSpec {
@@ -243,8 +264,19 @@ impl Cli {
 
     /// The action for a parsed command line (no subcommand).
     pub fn action(&self) -> Result<Action, String> {
+        if let Some(w) = self.stray.first() {
+            return Err(format!("unexpected argument {w}"));
+        }
         if self.version {
             return Ok(Action::Version);
+        }
+        let tunnel = self.tun_type.is_some()
+            || self.tun_port.is_some()
+            || self.tun_nocsum
+            || self.tun_csum
+            || self.tun_remcsum;
+        if tunnel && !self.ipip {
+            return Err("tunnel options (--tun-*) conflict with the forward method: they go with -i, which this director does not support (direct routing only, -g)".into());
         }
         if self.masquerading {
             return Err("-m (masquerading/NAT) is not supported: this director forwards by direct routing only (-g)".into());
@@ -361,9 +393,7 @@ mod tests {
 
     fn action(args: &str) -> Result<Action, String> {
         let argv = std::iter::once("lbadm").chain(args.split_whitespace());
-        Cli::try_parse_from(argv)
-            .map_err(|e| e.to_string())?
-            .action()
+        Cli::parse_args(argv).map_err(|e| e.to_string())?.action()
     }
 
     #[test]
@@ -468,6 +498,83 @@ mod tests {
             )
         );
         assert_eq!(action("").unwrap(), Action::List(None, Fmt::default()));
+    }
+
+    /// `--socket` goes before or after any subcommand; ipvsadm options and
+    /// a subcommand together are refused; stray words are named.
+    #[test]
+    fn socket_with_every_subcommand_and_stray_words() {
+        let parse = |a: &str| Cli::parse_args(std::iter::once("lbadm").chain(a.split_whitespace()));
+        for sub in [
+            "counters",
+            "apply -f x.yaml",
+            "apply -f x.yaml --dry-run",
+            "export",
+            "group list",
+            "group set 7 -t 192.0.2.100:80",
+            "realserver check --vip 192.0.2.100",
+            "man",
+            "completions bash",
+        ] {
+            for line in [
+                format!("--socket /tmp/s {sub}"),
+                format!("{sub} --socket /tmp/s"),
+            ] {
+                let c = parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                assert!(c.sub.is_some(), "{line}");
+                assert_eq!(c.socket, std::path::PathBuf::from("/tmp/s"), "{line}");
+            }
+        }
+        let e = parse("-A -t 192.0.2.100:80 counters")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot be combined with ipvsadm options (--add-service, --tcp-service)"),
+            "{e}"
+        );
+        assert_eq!(
+            action("-A -t 192.0.2.100:80 foo").unwrap_err(),
+            "unexpected argument foo"
+        );
+        assert_eq!(
+            action("--set 1 2 3 4").unwrap_err(),
+            "unexpected argument 4"
+        );
+        assert_eq!(action("bogus").unwrap_err(), "unexpected argument bogus");
+    }
+
+    #[test]
+    fn ipvsadm_scheduler_flags_and_tunnel_options() {
+        let flags = |a: &str| match action(a) {
+            Ok(Action::Send(Request::AddService { service })) => service.flags,
+            other => panic!("{a}: {other:?}"),
+        };
+        let f = flags("-A -t 192.0.2.100:80 -s mh -b flag-1,flag-2");
+        assert!(f.mh_fallback && f.mh_port);
+        let f = flags("-A -t 192.0.2.100:80 -b flag-2 -s sh");
+        assert!(f.sh_port && !f.sh_fallback);
+        assert!(flags("-A -t 192.0.2.100:80 -s rr -b flag-1,flag-2,flag-3").is_empty());
+        assert!(action("-A -t 192.0.2.100:80 -b sh-port")
+            .unwrap_err()
+            .contains("does not apply to scheduler wlc"));
+        assert!(action("-A -t 192.0.2.100:80 -s sh -b flag-9")
+            .unwrap_err()
+            .contains("-b: unknown scheduler flag 'flag-9'"));
+        for tun in [
+            "--tun-type ipip",
+            "--tun-type gue --tun-port 6080 --tun-csum",
+            "--tun-nocsum",
+            "--tun-remcsum",
+        ] {
+            let e = action(&format!("-a -t 192.0.2.100:80 -r 192.0.2.11 -i {tun}")).unwrap_err();
+            assert!(
+                e.starts_with("-i (tunnelling) is not supported"),
+                "{tun}: {e}"
+            );
+            let e = action(&format!("-a -t 192.0.2.100:80 -r 192.0.2.11 {tun}")).unwrap_err();
+            assert!(e.contains("conflict with the forward method"), "{tun}: {e}");
+        }
+        assert!(matches!(action("-L -n --tun-info"), Ok(Action::List(..))));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::{io::Read as _, process::ExitCode};
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use super::{
     args::{Cli, RsAction, Sub},
@@ -15,7 +15,10 @@ use crate::control::{self, Listing, Request, Response};
 
 /// lbadm's entry point.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -151,7 +154,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            match control::call(&cli.socket, Request::Batch { requests })? {
+            let (lines, requests) = requests.into_iter().unzip();
+            match control::call(&cli.socket, Request::Batch { requests, lines })? {
                 Response::Ok => Ok(ExitCode::SUCCESS),
                 other => fail(other),
             }

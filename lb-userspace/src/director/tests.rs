@@ -340,7 +340,14 @@ fn a_batch_that_swaps_services_at_capacity_is_applied_whole() {
         crate::control::Request::DelService { service: second },
         crate::control::Request::AddService { service: extra },
     ];
-    crate::control::edit_table(&mut t, crate::control::Request::Batch { requests: batch }).unwrap();
+    crate::control::edit_table(
+        &mut t,
+        crate::control::Request::Batch {
+            requests: batch,
+            lines: Vec::new(),
+        },
+    )
+    .unwrap();
     d.set_table(t).unwrap();
     check_forwarding(&d.maps().inner.state).unwrap();
     let l = d.listing();

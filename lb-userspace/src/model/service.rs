@@ -164,7 +164,7 @@ pub struct SchedFlags {
 }
 
 impl SchedFlags {
-    /// Parses ipvsadm's comma-separated `-b` list.
+    /// Parses a comma-separated list of named flags (YAML `flags`).
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut f = SchedFlags::default();
         for part in s.split(',').filter(|p| !p.is_empty()) {
@@ -177,6 +177,36 @@ impl SchedFlags {
             }
         }
         Ok(f)
+    }
+
+    /// Parses ipvsadm's `-b` list for `scheduler`, as ipvsadm's
+    /// parse_sched_flags: the named flags, and the generic `flag-1`,
+    /// `flag-2`, `flag-3` (the kernel's SCHED1..3 bits: fallback and port
+    /// for sh and mh). Returns the flags and the generic ones no scheduler
+    /// of this director uses (accepted, as ipvsadm does, and ignored).
+    pub fn parse_ipvsadm(s: &str, scheduler: Scheduler) -> Result<(Self, Vec<String>), String> {
+        let mut named = Vec::new();
+        let mut ignored = Vec::new();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let mapped = match (part, scheduler) {
+                ("flag-1", Scheduler::Sh) => "sh-fallback",
+                ("flag-2", Scheduler::Sh) => "sh-port",
+                ("flag-1", Scheduler::Mh) => "mh-fallback",
+                ("flag-2", Scheduler::Mh) => "mh-port",
+                ("flag-1" | "flag-2" | "flag-3", _) => {
+                    ignored.push(part.to_string());
+                    continue;
+                }
+                (other, _) => other,
+            };
+            named.push(mapped);
+        }
+        let f = Self::parse(&named.join(",")).map_err(|e| {
+            format!(
+                "{e} (known: sh-fallback, sh-port, mh-fallback, mh-port, flag-1, flag-2, flag-3)"
+            )
+        })?;
+        Ok((f, ignored))
     }
     pub fn names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
