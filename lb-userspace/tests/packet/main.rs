@@ -10,6 +10,7 @@ mod fixture;
 mod commit;
 mod daemon_down;
 mod flows;
+mod fuzz;
 mod health;
 mod hostile;
 mod object;
@@ -38,6 +39,7 @@ fn main() -> std::process::ExitCode {
             ("daemon_down", daemon_down::TESTS),
             ("object", object::TESTS),
             ("pins", pins::TESTS),
+            ("fuzz", fuzz::TESTS),
         ],
         "BPF_PROG_TEST_RUN",
     )
