@@ -1,6 +1,7 @@
 //! xtask: set-up, the namespace lab, the demo, the test tiers.
 pub mod lab;
 pub mod labbench;
+pub mod soak;
 
 use std::path::PathBuf;
 

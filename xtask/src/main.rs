@@ -48,6 +48,14 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Fault and fuzz figures: SYNs lost across restarts under load, flows
+    /// lost across 100 applies, 10^7 fuzzed frames, 10^5 fuzzed inputs per
+    /// parser; writes bench/results/soak-<date>.json.
+    Soak {
+        /// A short run (a few minutes): fewer restarts, applies and inputs.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +147,15 @@ fn test() -> Result<()> {
             .current_dir(&r)
             .args(["test", "-p", "lb-common", "-p", "lb-userspace"]),
     )?;
+    println!("== tier 1b: input fuzz, 10^5 inputs per parser (optimised build)");
+    status(cargo().current_dir(&r).args([
+        "test",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "--test",
+        "input_fuzz",
+    ]))?;
     println!("== tier 3: namespace end-to-end");
     build(false)?;
     lab::cleanup_prefix("lbe2e");
@@ -179,6 +196,24 @@ fn bench(quick: bool, out: Option<std::path::PathBuf>) -> Result<()> {
     let r = status(&mut c);
     let _ = std::fs::remove_file(&lab_file);
     r
+}
+
+fn soak(quick: bool) -> Result<()> {
+    require_root()?;
+    setup()?;
+    build(false)?;
+    let v = xtask::soak::run(paths(), quick)?;
+    let text = serde_json::to_string_pretty(&v)?;
+    println!("{text}");
+    if !quick {
+        let file = root().join(format!(
+            "bench/results/soak-{}.json",
+            xtask::soak::chrono_date()
+        ));
+        std::fs::write(&file, text + "\n")?;
+        println!("soak: wrote {}", file.display());
+    }
+    Ok(())
 }
 
 /// The benchmark is not a test, but it must keep working: run the quick
@@ -260,5 +295,6 @@ fn main() -> Result<()> {
         Cmd::Demo { requests } => demo(requests),
         Cmd::Test => test(),
         Cmd::Bench { quick, out } => bench(quick, out),
+        Cmd::Soak { quick } => soak(quick),
     }
 }

@@ -194,8 +194,25 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
-        let mut cmd = Cli::command();
+        use clap::CommandFactory;
+        // Built once per thread: building lbadm's ~70 arguments costs more
+        // than a parse, and `-R` parses every line of a rules file.
+        thread_local! {
+            static BUILT: std::cell::RefCell<clap::Command> = std::cell::RefCell::new({
+                let mut c = Cli::command();
+                c.build();
+                c
+            });
+        }
+        BUILT.with(|b| Self::parse_with(&mut b.borrow_mut(), argv))
+    }
+
+    fn parse_with<I, T>(cmd: &mut clap::Command, argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{parser::ValueSource, FromArgMatches};
         let m = cmd.try_get_matches_from_mut(argv)?;
         if let Some((sub, _)) = m.subcommand() {
             let ipvsadm_opts: Vec<String> = cmd
@@ -218,7 +235,7 @@ impl Cli {
                 ));
             }
         }
-        Cli::from_arg_matches(&m).map_err(|e| e.format(&mut cmd))
+        Cli::from_arg_matches(&m).map_err(|e| e.format(cmd))
     }
 }
 

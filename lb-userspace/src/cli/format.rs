@@ -126,7 +126,7 @@ pub fn rules(l: &Listing, f: &Fmt) -> String {
     let mut out = String::new();
     for svc in sorted(l, f) {
         let spec = &svc.spec;
-        let name = svc_name(&spec.addr, true, f, &names);
+        let name = svc_name(&spec.addr, true, f, names);
         let _ = write!(out, "-A {name} -s {}", spec.scheduler);
         if let Some(t) = spec.persistent {
             let _ = write!(out, " -p {t}");
@@ -145,7 +145,7 @@ pub fn rules(l: &Listing, f: &Fmt) -> String {
             let _ = write!(
                 out,
                 "-a {name} -r {} -g -w {}",
-                real_name(&spec.addr, r, true, f, &names),
+                real_name(&spec.addr, r, true, f, names),
                 r.spec.weight
             );
             if r.spec.u_threshold != 0 {
@@ -227,7 +227,7 @@ pub fn listing(l: &Listing, f: &Fmt) -> String {
     // director never sees replies).
     let five = |v: [u64; 5]| v.iter().map(|x| largenum(*x, f.exact)).collect::<String>();
     for svc in sorted(l, f) {
-        let name = svc_name(&svc.spec.addr, false, f, &names);
+        let name = svc_name(&svc.spec.addr, false, f, names);
         if f.stats {
             let st = &svc.stats;
             let _ = writeln!(
@@ -243,7 +243,7 @@ pub fn listing(l: &Listing, f: &Fmt) -> String {
             out.push('\n');
         }
         for r in reals(svc, f) {
-            let d = real_name(&svc.spec.addr, r, false, f, &names);
+            let d = real_name(&svc.spec.addr, r, false, f, names);
             if f.stats {
                 let st = &r.stats;
                 let _ = writeln!(

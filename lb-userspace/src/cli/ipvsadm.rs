@@ -107,7 +107,7 @@ pub fn parse_netmask(s: &str, v4: bool) -> Result<u8, String> {
 /// Parses `host[:port]`, `[v6]:port` or bare `v6`; port absent = 0. Host
 /// and port may be names (hosts and services files, as ipvsadm).
 pub fn parse_addr_port(s: &str) -> Result<(IpAddr, u16), String> {
-    parse_addr_port_names(s, Protocol::Tcp, &Names::system())
+    parse_addr_port_names(s, Protocol::Tcp, Names::system())
 }
 
 pub fn parse_addr_port_names(
@@ -178,7 +178,7 @@ impl Cli {
             }
             _ => return Err("only one of -t, -u and -f may be given".into()),
         };
-        let (address, port) = parse_addr_port_names(s, protocol, &Names::system())?;
+        let (address, port) = parse_addr_port_names(s, protocol, Names::system())?;
         Ok(ServiceAddr::new(protocol, address, port))
     }
 
@@ -241,7 +241,7 @@ impl Cli {
         } else {
             Protocol::Tcp
         };
-        let (address, port) = parse_addr_port_names(r, proto, &Names::system())?;
+        let (address, port) = parse_addr_port_names(r, proto, Names::system())?;
         let weight = self.weight.unwrap_or(1);
         if weight > crate::model::MAX_WEIGHT {
             return Err(format!("-w: weight {weight} out of range (0..=65535)"));
@@ -366,7 +366,7 @@ impl GroupAction {
                 let mut members = Vec::new();
                 for (proto, list) in [(Protocol::Tcp, tcp), (Protocol::Udp, udp)] {
                     for m in list {
-                        let (a, p) = parse_addr_port_names(m, proto, &names)?;
+                        let (a, p) = parse_addr_port_names(m, proto, names)?;
                         members.push(ServiceAddr::new(proto, a, p));
                     }
                 }

@@ -2,7 +2,8 @@
 //! and names in listings without -n), from the local files: the hosts file
 //! (`/etc/hosts`, or `LB_HOSTS_FILE`) and the services file
 //! (`/etc/services`, or `LB_SERVICES_FILE`). A host name not in the hosts
-//! file goes to the system resolver (getaddrinfo), as gethostbyname does.
+//! file goes to the system resolver (getaddrinfo), as gethostbyname does,
+//! unless `LB_NO_RESOLVER` is set (the fuzz tests: no DNS query leaves).
 
 use std::{
     net::{IpAddr, ToSocketAddrs},
@@ -24,13 +25,27 @@ fn path(var: &str, default: &str) -> PathBuf {
 }
 
 impl Names {
-    /// The system's files (or the ones the environment names).
-    pub fn system() -> Names {
-        let hosts =
-            std::fs::read_to_string(path("LB_HOSTS_FILE", "/etc/hosts")).unwrap_or_default();
-        let services =
-            std::fs::read_to_string(path("LB_SERVICES_FILE", "/etc/services")).unwrap_or_default();
-        Names::parse(&hosts, &services)
+    /// The system's files (or the ones the environment names), read once
+    /// per process and pair of paths (lbadm lives for one command; a `-R`
+    /// file of thousands of lines reads them once).
+    pub fn system() -> &'static Names {
+        type Cache = std::sync::Mutex<Vec<((PathBuf, PathBuf), &'static Names)>>;
+        static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+        let key = (
+            path("LB_HOSTS_FILE", "/etc/hosts"),
+            path("LB_SERVICES_FILE", "/etc/services"),
+        );
+        let cache = CACHE.get_or_init(Default::default);
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = c.iter().find(|(k, _)| *k == key) {
+            return n;
+        }
+        let hosts = std::fs::read_to_string(&key.0).unwrap_or_default();
+        let services = std::fs::read_to_string(&key.1).unwrap_or_default();
+        // One per pair of paths a process names: kept for its life.
+        let n: &'static Names = Box::leak(Box::new(Names::parse(&hosts, &services)));
+        c.push((key, n));
+        n
     }
 
     pub fn parse(hosts: &str, services: &str) -> Names {
@@ -84,7 +99,7 @@ impl Names {
             .filter(|(_, n)| n.iter().any(|x| x == name))
             .map(|(a, _)| *a)
             .collect();
-        if found.is_empty() {
+        if found.is_empty() && std::env::var_os("LB_NO_RESOLVER").is_none() {
             found = (name, 0).to_socket_addrs().ok()?.map(|s| s.ip()).collect();
         }
         found.sort_by_key(|a| a.is_ipv6());

@@ -14,6 +14,35 @@ use crate::{
     },
 };
 
+/// The first line whose prefix of the text already fails with `msg`, for
+/// the parser's errors that carry no position (a second document, say):
+/// found by bisection over the lines (a handful of parses).
+fn first_line_with(text: &str, msg: &str) -> usize {
+    let ends: Vec<usize> = text
+        .char_indices()
+        .filter(|(_, c)| *c == '\n')
+        .map(|(i, _)| i)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    let fails = |k: usize| {
+        serde_yaml::from_str::<serde_yaml::Value>(&text[..ends[k - 1]])
+            .is_err_and(|e| e.to_string() == msg)
+    };
+    let (mut lo, mut hi) = (1, ends.len());
+    if !fails(hi) {
+        return hi;
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
 impl Config {
     pub(super) fn parse_unlocated(text: &str, file: &str) -> Result<Config, ConfigError> {
         if let Some((line, column)) = super::depth::too_deep(text) {
@@ -31,7 +60,7 @@ impl Config {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
+                .unwrap_or_else(|| (first_line_with(text, &e.to_string()), 1));
             ConfigError::Syntax {
                 file: file.to_string(),
                 line,

@@ -11,31 +11,7 @@
 
 use std::time::Instant;
 
-use crate::{common::*, fixture, tests, Test};
-
-/// xorshift64*: small, seeded, reproducible.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    pub fn percent(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-    pub fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
+use crate::{common::*, fixture, rng::Rng, tests, Test};
 
 /// Well-formed frames of every kind the program parses, to mutate.
 fn templates() -> Vec<Vec<u8>> {

@@ -6,6 +6,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod fixture;
+#[path = "../common/rng.rs"]
+mod rng;
 
 mod commit;
 mod daemon_down;
