@@ -55,6 +55,9 @@ enum Cmd {
         /// A short run (a few minutes): fewer restarts, applies and inputs.
         #[arg(long)]
         quick: bool,
+        /// Only write docs/soak.md again, from this results file.
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
     },
 }
 
@@ -198,20 +201,30 @@ fn bench(quick: bool, out: Option<std::path::PathBuf>) -> Result<()> {
     r
 }
 
-fn soak(quick: bool) -> Result<()> {
-    require_root()?;
-    setup()?;
-    build(false)?;
-    let v = xtask::soak::run(paths(), quick)?;
+fn soak(quick: bool, from: Option<std::path::PathBuf>) -> Result<()> {
+    let v: serde_json::Value = match &from {
+        // Only docs/soak.md again, from a results file.
+        Some(f) => serde_json::from_str(&std::fs::read_to_string(f)?)?,
+        None => {
+            require_root()?;
+            setup()?;
+            build(false)?;
+            xtask::soak::run(paths(), quick)?
+        }
+    };
     let text = serde_json::to_string_pretty(&v)?;
     println!("{text}");
     if !quick {
-        let file = root().join(format!(
-            "bench/results/soak-{}.json",
-            xtask::soak::chrono_date()
-        ));
-        std::fs::write(&file, text + "\n")?;
-        println!("soak: wrote {}", file.display());
+        if from.is_none() {
+            let file = root().join(format!(
+                "bench/results/soak-{}.json",
+                xtask::soak::chrono_date()
+            ));
+            std::fs::write(&file, text.clone() + "\n")?;
+            println!("soak: wrote {}", file.display());
+        }
+        std::fs::write(root().join("docs/soak.md"), xtask::soak::doc(&v, &text))?;
+        println!("soak: wrote docs/soak.md");
     }
     Ok(())
 }
@@ -295,6 +308,6 @@ fn main() -> Result<()> {
         Cmd::Demo { requests } => demo(requests),
         Cmd::Test => test(),
         Cmd::Bench { quick, out } => bench(quick, out),
-        Cmd::Soak { quick } => soak(quick),
+        Cmd::Soak { quick, from } => soak(quick, from),
     }
 }
