@@ -196,7 +196,7 @@ fn apply_shows_timeouts_and_refuses_what_needs_a_restart() {
         (format!("interface: eth9\n{RR_CONFIG}"), "interface: eth9"),
         (
             format!("xdp_mode: generic\n{RR_CONFIG}"),
-            "xdp_mode: Generic",
+            "xdp_mode: generic, but lbd runs in native mode",
         ),
     ] {
         for dry in [true, false] {

@@ -53,7 +53,7 @@ fn real_server_macs_follow_the_neighbour_table_at_once() {
         .unwrap();
     let added = time_to_mac(&lab, "192.0.2.13", &rs3_mac);
     assert!(
-        added.is_some_and(|t| t < Duration::from_secs(1)),
+        added.is_some_and(|t| t < Duration::from_secs(2)),
         "a new real server's MAC after {added:?}"
     );
     // rs1 changes its MAC and announces it (arp_notify).
@@ -65,8 +65,10 @@ fn real_server_macs_follow_the_neighbour_table_at_once() {
         .unwrap();
     let followed = time_to_mac(&lab, "192.0.2.11", new_mac);
     eprintln!("new real server MAC listed after {added:?}; changed MAC after {followed:?}");
+    // The safety-net dump comes every 30 s once all is resolved: within
+    // 2 s (listing by a fresh lbadm included) is the notification's doing.
     assert!(
-        followed.is_some_and(|t| t < Duration::from_secs(1)),
+        followed.is_some_and(|t| t < Duration::from_secs(2)),
         "a changed MAC followed after {followed:?}"
     );
     let answers = tally(&lab, 9);
@@ -74,16 +76,17 @@ fn real_server_macs_follow_the_neighbour_table_at_once() {
     assert_eq!(answers.get("rs3"), Some(&3), "{answers:?}");
 }
 
-/// The director's link goes down for a second under 2,000 new connections
-/// per second: the kernel flushes its neighbours, lbd keeps the last-known
-/// MACs (listed stale, then confirmed), and once the link is back not one
-/// SYN is dropped for want of a real server.
+/// The director's link goes down for 5 s (longer than a failed ARP
+/// resolution takes) under 2,000 new connections per second: the kernel
+/// flushes its neighbours, lbd keeps the last-known MACs (listed stale,
+/// then confirmed), and once the link is back not one SYN is dropped for
+/// want of a real server.
 fn a_link_flap_keeps_the_real_servers() {
     let lab = lab();
     let _lbd = Lbd::start(&lab, RR_CONFIG);
     assert_eq!(tally(&lab, 3).len(), 3);
     let before = counters(&lab);
-    let load = SynLoad::start(&lab, 20_000);
+    let load = SynLoad::start(&lab, 60_000); // 30 s at most, stopped on drop
     wait_for(Duration::from_secs(10), || {
         counters(&lab).get("conn_new") > before.get("conn_new")
     })
@@ -94,7 +97,7 @@ fn a_link_flap_keeps_the_real_servers() {
     // The kernel flushed the entries; lbd kept the MACs, marked stale.
     let stale = wait_for(Duration::from_secs(5), || listed_mac(&lab, "192.0.2.11").1);
     let during = listed_mac(&lab, "192.0.2.11");
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(5));
     lab.exec(&lan, &["ip", "link", "set", "p-dir", "up"])
         .unwrap();
     // Traffic flows again, and the entries are confirmed.

@@ -135,13 +135,57 @@ pub struct RsState {
 }
 
 impl RsState {
-    /// The state file of the current network namespace in `dir`.
-    pub fn file(dir: &Path) -> PathBuf {
-        use std::os::unix::fs::MetadataExt;
-        let ns = fs::metadata("/proc/self/ns/net")
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        dir.join(format!("realserver-netns{ns}.json"))
+    /// The state file of the current network namespace in `dir`, named
+    /// by the namespace's cookie (SO_NETNS_COOKIE, never reused while the
+    /// system runs, unlike the namespace's inode), or its inode on kernels
+    /// before 5.14.
+    pub fn file(dir: &Path) -> Result<PathBuf> {
+        use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok();
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let ok = sock.as_ref().is_some_and(|s| {
+            // SAFETY: a valid socket, and a u64 with its length.
+            unsafe {
+                libc::getsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    &mut cookie as *mut u64 as *mut libc::c_void,
+                    &mut len,
+                ) == 0
+            }
+        });
+        let name = if ok {
+            format!("realserver-netns-cookie{cookie}.json")
+        } else {
+            let ino = fs::metadata("/proc/self/ns/net")
+                .context("identifying the network namespace (/proc/self/ns/net)")?
+                .ino();
+            format!("realserver-netns{ino}.json")
+        };
+        Ok(dir.join(name))
+    }
+
+    /// An exclusive lock on the state file (held while it is read, changed
+    /// and written back): two `up`s at once cannot lose each other's VIP.
+    fn lock(p: &Path) -> Result<fs::File> {
+        use std::os::fd::AsRawFd;
+        if let Some(d) = p.parent() {
+            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let lock = p.with_extension("lock");
+        let f = fs::File::create(&lock).with_context(|| format!("opening {}", lock.display()))?;
+        // SAFETY: flock on a file we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking {}: {}",
+                lock.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(f)
     }
 
     fn load(p: &Path) -> Result<RsState> {
@@ -209,6 +253,7 @@ pub async fn up(
     nics: &[String],
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
+    let _lock = RsState::lock(state)?;
     let mut st = RsState::load(state)?;
     let writes = if vip.is_ipv4() {
         st.plan_up(&arp_sysctls(root, nics))?
@@ -263,6 +308,7 @@ pub async fn down(state: &Path, vip: IpAddr, dev: &str) -> Result<Vec<String>> {
             break;
         }
     }
+    let _lock = RsState::lock(state)?;
     let mut st = RsState::load(state)?;
     st.vips.retain(|(a, d)| !(*a == vip && d == dev));
     // VIPs still set up (one removed by hand meanwhile does not count).
@@ -275,7 +321,28 @@ pub async fn down(state: &Path, vip: IpAddr, dev: &str) -> Result<Vec<String>> {
         }
     }
     st.vips = remaining;
-    if st.vips.is_empty() {
+    // Addresses someone else put on the device (or on lo) need the
+    // suppression as much as ours.
+    let mut others = Vec::new();
+    for d in [dev, "lo"] {
+        if let Ok(i) = ifindex(&h, d).await {
+            others.extend(
+                addresses(&h, i)
+                    .await?
+                    .into_iter()
+                    .filter(|(a, _)| a.is_ipv4() && !a.is_loopback())
+                    .map(|(a, _)| format!("{a} on {d}")),
+            );
+        }
+    }
+    others.sort();
+    others.dedup();
+    if st.vips.is_empty() && !others.is_empty() {
+        done.push(format!(
+            "ARP suppression kept: {} still there (not set up by realserver up)",
+            others.join(", ")
+        ));
+    } else if st.vips.is_empty() {
         for (p, v) in st.plan_restore() {
             write_sysctl(&p, v)?;
             done.push(format!(

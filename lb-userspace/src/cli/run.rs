@@ -219,7 +219,7 @@ fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
         match kind {
             0 | 1 => {
                 realserver::require_root()?;
-                let state = realserver::RsState::file(&args.state_dir);
+                let state = realserver::RsState::file(&args.state_dir)?;
                 let done = if kind == 0 {
                     realserver::up(root, &state, args.vip, &args.dev, &nics).await?
                 } else {

@@ -1,84 +1,63 @@
-//! A nesting-depth limit checked before the YAML parser sees the text: the
-//! parser's cost grows with the square of the nesting (100,000 nested `[`
-//! take minutes), and no configuration needs more than a handful of levels.
-//! One linear pass over the text, counting block indentation levels,
-//! sequence dashes and flow brackets outside quotes, comments and block
-//! scalars.
+//! A nesting-depth limit checked before serde_yaml loads the text: its
+//! parser's cost grows with the square of the flow nesting (100,000 nested
+//! `[` take minutes) and no configuration needs more than a handful of
+//! levels. The check runs the same parser (libyaml's, which serde_yaml
+//! uses, so both read the text alike) event by event and stops at the
+//! first node deeper than [`MAX_DEPTH`]: the work before that point is
+//! linear in the text.
+
+use std::mem::MaybeUninit;
+
+use unsafe_libyaml as unsafe_sys;
 
 /// Deeper than any configuration lbd reads (they use 6 or 7 levels).
 pub const MAX_DEPTH: usize = 64;
 
 /// The line and column (1-based) where `text` first nests deeper than
-/// [`MAX_DEPTH`], if it does.
+/// [`MAX_DEPTH`], if it does. Text the parser refuses first is left to
+/// serde_yaml to report (the parser got there within the limit).
 pub fn too_deep(text: &str) -> Option<(usize, usize)> {
-    let mut indents: Vec<usize> = Vec::new();
-    let mut flow = 0usize;
-    // Indentation of the line that opened a block scalar (`|`, `>`): more
-    // indented lines after it are its content.
-    let mut scalar_of: Option<usize> = None;
-    for (n, line) in text.lines().enumerate() {
-        let body = line.trim_start_matches(' ');
-        let indent = line.len() - body.len();
-        if body.is_empty() || body.starts_with('#') {
-            continue;
+    // The parser keeps a pointer to itself once given its input: boxed, it
+    // stays put.
+    let mut parser: Box<MaybeUninit<unsafe_sys::yaml_parser_t>> = Box::new(MaybeUninit::uninit());
+    let p = parser.as_mut_ptr();
+    // SAFETY: `p` points to memory owned by `parser` for the whole call;
+    // it is initialised before use and deleted once; `text` outlives the
+    // parser; every event is deleted after its type and mark are read.
+    unsafe {
+        if unsafe_sys::yaml_parser_initialize(p).fail {
+            return None;
         }
-        if let Some(s) = scalar_of {
-            if indent > s {
-                continue;
+        unsafe_sys::yaml_parser_set_encoding(p, unsafe_sys::YAML_UTF8_ENCODING);
+        unsafe_sys::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
+        let mut depth = 0usize;
+        let mut found = None;
+        loop {
+            let mut ev = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
+            if unsafe_sys::yaml_parser_parse(p, ev.as_mut_ptr()).fail {
+                break;
             }
-            scalar_of = None;
-        }
-        if flow == 0 {
-            while indents.last().is_some_and(|&t| t > indent) {
-                indents.pop();
-            }
-            if indents.last().is_none_or(|&t| t < indent) {
-                indents.push(indent);
-            }
-        }
-        let mut depth = indents.len() + flow;
-        let mut quote: Option<char> = None;
-        let mut prev = ' ';
-        let mut dashes = true;
-        for (i, c) in body.char_indices() {
-            match quote {
-                Some(q) => {
-                    if c == q {
-                        quote = None;
+            let ev = ev.as_mut_ptr();
+            let (kind, mark) = ((*ev).type_, (*ev).start_mark);
+            unsafe_sys::yaml_event_delete(ev);
+            match kind {
+                unsafe_sys::YAML_SEQUENCE_START_EVENT | unsafe_sys::YAML_MAPPING_START_EVENT => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        found = Some((mark.line as usize + 1, mark.column as usize + 1));
+                        break;
                     }
                 }
-                None => match c {
-                    '#' if prev == ' ' || prev == '\t' => break,
-                    '"' | '\'' => quote = Some(c),
-                    '[' | '{' => flow += 1,
-                    ']' | '}' => flow = flow.saturating_sub(1),
-                    '-' if dashes && matches!(body[i + 1..].chars().next(), Some(' ') | None) => {
-                        depth += 1
-                    }
-                    ' ' => {}
-                    _ => dashes = false,
-                },
+                unsafe_sys::YAML_SEQUENCE_END_EVENT | unsafe_sys::YAML_MAPPING_END_EVENT => {
+                    depth = depth.saturating_sub(1)
+                }
+                unsafe_sys::YAML_STREAM_END_EVENT => break,
+                _ => {}
             }
-            if c != '-' && c != ' ' {
-                dashes = false;
-            }
-            if depth.max(indents.len() + flow) > MAX_DEPTH {
-                return Some((n + 1, indent + i + 1));
-            }
-            prev = c;
         }
-        let end = body.split(" #").next().unwrap_or("").trim_end();
-        if quote.is_none()
-            && flow == 0
-            && end
-                .rsplit(' ')
-                .next()
-                .is_some_and(|w| w.starts_with(['|', '>']) && w.len() <= 3)
-        {
-            scalar_of = Some(indent);
-        }
+        unsafe_sys::yaml_parser_delete(p);
+        found
     }
-    None
 }
 
 #[cfg(test)]
@@ -112,5 +91,42 @@ mod tests {
         assert_eq!(too_deep(&block).map(|p| p.0), Some(MAX_DEPTH + 1));
         let dashes = format!("{}1\n", "- ".repeat(100));
         assert!(too_deep(&dashes).is_some());
+    }
+
+    /// What a line scanner gets wrong: quotes inside plain scalars, quoted
+    /// scalars over several lines, keys that end in `|`, brackets inside
+    /// strings. The parser's own events are not fooled.
+    #[test]
+    fn quotes_block_indicators_and_brackets_in_strings_do_not_hide_depth() {
+        let n = 100_000;
+        let deep = || format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for text in [
+            format!("services: [a', {}]", deep()),
+            format!("services: [a\", {}]", deep()),
+            format!("services:\n  k |:\n    x: {}\n", deep()),
+            format!(
+                "x: [ \"\n {}",
+                (0..200).map(|_| " \", [[[[[[[[[[ \"\n").collect::<String>()
+            ),
+            format!("x: {}", (0..100).map(|_| "[ ']]]]', ").collect::<String>()),
+        ] {
+            let t = std::time::Instant::now();
+            let found = too_deep(&text);
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(2),
+                "{:?}",
+                t.elapsed()
+            );
+            let shown: String = text.chars().take(40).collect();
+            if found.is_none() {
+                // Only if the parser itself refuses the text first, quickly.
+                let t = std::time::Instant::now();
+                assert!(
+                    serde_yaml::from_str::<serde_yaml::Value>(&text).is_err(),
+                    "{shown}"
+                );
+                assert!(t.elapsed() < std::time::Duration::from_secs(2), "{shown}");
+            }
+        }
     }
 }

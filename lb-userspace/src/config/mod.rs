@@ -17,7 +17,9 @@ use crate::{
 pub enum ConfigError {
     #[error("{file}: cannot read: {cause}")]
     Read { file: String, cause: std::io::Error },
-    #[error("{file}:{line}:{column}: {msg}")]
+    /// A syntax or type error, at its line and column (0 when the parser
+    /// gives none and it cannot be found).
+    #[error("{file}:{}{msg}", if *.line > 0 { format!("{}:{}: ", .line, .column) } else { " ".into() })]
     Syntax {
         file: String,
         line: usize,

@@ -16,8 +16,9 @@ use crate::{
 
 /// The first line whose prefix of the text already fails with `msg`, for
 /// the parser's errors that carry no position (a second document, say):
-/// found by bisection over the lines (a handful of parses).
-fn first_line_with(text: &str, msg: &str) -> usize {
+/// found by bisection over the lines (a handful of parses). None if the
+/// whole text does not fail so.
+fn first_line_with(text: &str, msg: &str) -> Option<usize> {
     let ends: Vec<usize> = text
         .char_indices()
         .filter(|(_, c)| *c == '\n')
@@ -30,7 +31,7 @@ fn first_line_with(text: &str, msg: &str) -> usize {
     };
     let (mut lo, mut hi) = (1, ends.len());
     if !fails(hi) {
-        return hi;
+        return None;
     }
     while lo < hi {
         let mid = (lo + hi) / 2;
@@ -40,7 +41,7 @@ fn first_line_with(text: &str, msg: &str) -> usize {
             lo = mid + 1;
         }
     }
-    lo
+    Some(lo)
 }
 
 impl Config {
@@ -60,7 +61,8 @@ impl Config {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
-                .unwrap_or_else(|| (first_line_with(text, &e.to_string()), 1));
+                .or_else(|| first_line_with(text, &e.to_string()).map(|l| (l, 1)))
+                .unwrap_or((0, 0));
             ConfigError::Syntax {
                 file: file.to_string(),
                 line,

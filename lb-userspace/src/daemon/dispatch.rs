@@ -30,7 +30,7 @@ impl Daemon {
                 for s in &mut listing.services {
                     let svc = s.spec.addr;
                     for r in &mut s.reals {
-                        r.mac_stale = self.neighbours.stale.contains(&r.spec.address);
+                        r.mac_stale = self.neighbours.stale.contains_key(&r.spec.address);
                         let key = (svc, r.spec.address);
                         if r.health.is_none() && checked.contains(&key) {
                             // Checked, in force as up: the latest report.
@@ -173,10 +173,20 @@ impl Daemon {
             }
         }
         if let Some(m) = c.xdp_mode {
-            if c.xdp_mode != self.base.xdp_mode && m != self.mode {
+            use crate::dataplane::{AttachMode, Attached};
+            // Auto is satisfied by either mode; native or generic by the
+            // one in use (or asked for, for a link lbd found pinned).
+            let in_use = match self.attached {
+                Some(Attached::Native) => AttachMode::Native,
+                Some(Attached::Generic) => AttachMode::Generic,
+                _ => self.mode,
+            };
+            if c.xdp_mode != self.base.xdp_mode && m != AttachMode::Auto && m != in_use {
+                let name = |m: AttachMode| format!("{m:?}").to_lowercase();
                 anyhow::bail!(
-                    "{file}: xdp_mode: {m:?}, but lbd was attached in {:?} mode: changing it {restart}",
-                    self.mode
+                    "{file}: xdp_mode: {}, but lbd runs in {} mode: changing it {restart}",
+                    name(m),
+                    name(in_use)
                 );
             }
         }

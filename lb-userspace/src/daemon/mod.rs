@@ -67,8 +67,11 @@ pub struct Daemon {
     /// the subscription failed: the periodic dump then runs every second).
     neigh_events: Option<mpsc::UnboundedReceiver<NeighEvent>>,
     neighbours: Neighbours,
-    /// The XDP attach mode lbd was started with.
+    /// The XDP attach mode lbd was started with, and how it attached.
     mode: crate::dataplane::AttachMode,
+    attached: Option<crate::dataplane::Attached>,
+    /// SIGHUPs so far (their readings are numbered).
+    reloads: u64,
     /// Source MAC of forwarded frames (the NIC's).
     own_mac: [u8; 6],
     config_path: Option<PathBuf>,
@@ -103,8 +106,10 @@ impl Daemon {
         // The neighbour table's word on every real server (newcomers, and
         // MACs recovered from the pins at start) goes into the same commit.
         let wanted_macs = inputs.addresses();
-        if let Ok(seen) = self.resolver.resolve(&wanted_macs).await {
-            for (a, m) in self.neighbours.fold(&inputs.macs, &wanted_macs, &seen) {
+        let probe = self.neighbours.link_up;
+        if let Ok(seen) = self.resolver.resolve(&wanted_macs, probe).await {
+            let now = std::time::Instant::now();
+            for (a, m) in self.neighbours.fold(&inputs.macs, &wanted_macs, &seen, now) {
                 match m {
                     Some(mac) => inputs.macs.insert(a, mac),
                     None => inputs.macs.remove(&a),
@@ -189,15 +194,16 @@ impl Daemon {
     }
 
     /// SIGHUP: reads and parses `--config` off the loop; the result comes
-    /// back through `done`.
-    fn reload(&self, done: &mpsc::Sender<Result<Config, ConfigError>>) {
+    /// back through `done`, numbered: only the latest SIGHUP's is applied.
+    fn reload(&mut self, done: &mpsc::Sender<Reloaded>) {
         let Some(p) = self.config_path.clone() else {
             warn!("SIGHUP without --config: nothing to reload");
             return;
         };
-        let done = done.clone();
+        self.reloads += 1;
+        let (n, done) = (self.reloads, done.clone());
         tokio::task::spawn_blocking(move || {
-            let _ = done.blocking_send(Config::load(&p));
+            let _ = done.blocking_send((n, Config::load(&p)));
         });
     }
 
@@ -205,7 +211,7 @@ impl Daemon {
     /// after exit, so forwarding continues while the daemon is down.
     pub async fn run(mut self, listener: UnixListener) -> Result<()> {
         let (tx, mut jobs) = mpsc::channel::<Job>(64);
-        let (reload_tx, mut reloads) = mpsc::channel::<Result<Config, ConfigError>>(4);
+        let (reload_tx, mut reloads) = mpsc::channel::<Reloaded>(4);
         socket::serve(listener, tx);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -250,10 +256,10 @@ impl Daemon {
                     self.sync_health();
                     // Notifications move MACs; this dump is the safety net:
                     // every second while something is unresolved or stale
-                    // (or without notifications), else every 10 s.
+                    // (or without notifications), else every 30 s.
                     let quiet = self.neigh_events.is_some() && !self.neighbours_unsettled();
                     quiet_rounds = if quiet { quiet_rounds + 1 } else { 0 };
-                    if quiet_rounds.is_multiple_of(10) {
+                    if quiet_rounds.is_multiple_of(30) {
                         self.refresh_neighbours().await;
                     }
                 }
@@ -268,7 +274,10 @@ impl Daemon {
                     }
                 }
                 _ = hup.recv() => self.reload(&reload_tx),
-                Some(loaded) = reloads.recv() => {
+                Some((n, loaded)) = reloads.recv() => {
+                    if n != self.reloads {
+                        continue; // a later SIGHUP's reading follows
+                    }
                     let file = self.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
                     let r = match loaded {
                         Ok(c) => self.apply_config(c, &file, false).await,
@@ -287,6 +296,9 @@ impl Daemon {
         Ok(())
     }
 }
+
+/// A SIGHUP's reading of the configuration, numbered.
+type Reloaded = (u64, Result<Config, ConfigError>);
 
 /// The next notification, or never if there is no subscription.
 async fn recv_some(rx: &mut Option<mpsc::UnboundedReceiver<NeighEvent>>) -> Option<NeighEvent> {

@@ -17,8 +17,10 @@ use rtnetlink::{
     packet_route::{
         link::LinkAttribute,
         link::{LinkFlags, LinkMessage},
-        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-        RouteNetlinkMessage,
+        neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+        },
+        AddressFamily, RouteNetlinkMessage,
     },
     Handle, MulticastGroup,
 };
@@ -124,25 +126,29 @@ impl Resolver {
         Ok(is_up(&self.link().await?))
     }
 
-    /// What the neighbour table says of each of `wanted`; resolution is
-    /// provoked for every address without a usable entry.
+    /// What the neighbour table says of each of `wanted`. With `probe`,
+    /// resolution is provoked for every address without a usable entry,
+    /// and for usable ones the kernel has not confirmed lately (STALE: the
+    /// director's own forwarding never confirms them, so a server that
+    /// moved or died would otherwise keep its entry for good).
     pub async fn resolve(
         &self,
         wanted: &BTreeSet<IpAddr>,
+        probe: bool,
     ) -> Result<Vec<(IpAddr, Neigh)>, NeighError> {
-        let mut table: HashMap<IpAddr, Neigh> = HashMap::new();
+        let mut table: HashMap<IpAddr, (Neigh, bool)> = HashMap::new();
         let mut dump = self.handle.neighbours().get().execute();
         while let Some(msg) = dump.try_next().await? {
             if msg.header.ifindex == self.ifindex {
                 if let Some((a, n)) = entry(&msg) {
-                    table.insert(a, n);
+                    table.insert(a, (n, msg.header.state == NeighbourState::Stale));
                 }
             }
         }
         let mut out = Vec::new();
         for a in wanted {
-            let n = table.get(a).copied().unwrap_or(Neigh::Missing);
-            if !matches!(n, Neigh::Usable(_)) {
+            let (n, unconfirmed) = table.get(a).copied().unwrap_or((Neigh::Missing, false));
+            if probe && (unconfirmed || !matches!(n, Neigh::Usable(_))) {
                 self.provoke(*a);
             }
             out.push((*a, n));
@@ -224,8 +230,16 @@ fn is_up(l: &LinkMessage) -> bool {
     l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp)
 }
 
-/// The address of a neighbour entry and what it says.
+/// The address of a neighbour entry and what it says: IPv4 and IPv6
+/// entries only (not a bridge's FDB), and not proxy entries.
 fn entry(msg: &NeighbourMessage) -> Option<(IpAddr, Neigh)> {
+    if !matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) || msg.header.flags.contains(NeighbourFlags::Proxy)
+    {
+        return None;
+    }
     let mut dst = None;
     let mut mac = None;
     for attr in &msg.attributes {

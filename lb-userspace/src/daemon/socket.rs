@@ -3,7 +3,7 @@
 //! channel (one owner of the director, no locks).
 
 use std::{
-    os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, FileTypeExt},
     path::Path,
     time::Duration,
 };
@@ -70,9 +70,19 @@ async fn serve_conn(stream: UnixStream, jobs: mpsc::Sender<Job>) {
                 let parsed = match &req {
                     Request::Apply { yaml, file, .. } => {
                         let (yaml, file) = (yaml.clone(), file.clone());
-                        tokio::task::spawn_blocking(move || Config::parse(&yaml, &file))
-                            .await
-                            .ok()
+                        let f = file.clone();
+                        Some(
+                            tokio::task::spawn_blocking(move || Config::parse(&yaml, &file))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(ConfigError::Syntax {
+                                        file: f,
+                                        line: 0,
+                                        column: 0,
+                                        msg: "the YAML parser failed on this input".into(),
+                                    })
+                                }),
+                        )
                     }
                     _ => None,
                 };
@@ -134,14 +144,20 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("--socket {}", path.display())),
     }
-    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 0600 {}", path.display()))?;
-    Ok(l)
+    // Created 0600 (umask 0177 around the bind), never opened to others
+    // for an instant, and no chmod by path afterwards (which would follow
+    // a symlink put there meanwhile).
+    // SAFETY: umask has no preconditions; the previous mask is restored.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    l.with_context(|| format!("binding {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[tokio::test]

@@ -84,10 +84,8 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
             warn!("neighbour notifications unavailable, dumping the table every second: {e}")
         })
         .ok();
-    let neighbours = super::neighbours::Neighbours {
-        link_up: resolver.link_up().await?,
-        ..Default::default()
-    };
+    let neighbours =
+        super::neighbours::Neighbours::new(resolver.link_up().await?, std::time::Instant::now());
     let dp = Dataplane::load(&dir, &config.limits)
         .with_context(|| format!("loading the XDP program (pins in {})", dir.display()))?;
     let director = Director::recover(dp)?;
@@ -120,6 +118,8 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         neigh_events,
         neighbours,
         mode: opts.mode,
+        attached: None,
+        reloads: 0,
         own_mac,
         config_path: opts.config_path.clone(),
         state_file: opts.state_file(),
@@ -137,6 +137,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         .director
         .maps_mut()
         .attach(&opts.interface, opts.mode)?;
+    daemon.attached = Some(attached);
     info!(
         iface = opts.interface,
         instance = opts.instance,

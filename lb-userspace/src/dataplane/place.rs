@@ -62,8 +62,8 @@ pub fn check_instance(name: &str) -> Result<(), BadName> {
     check_name("instance", name, 64)
 }
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const SYSFS_MAGIC: i64 = 0x6265_6572;
+const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+const SYSFS_MAGIC: u32 = 0x6265_6572;
 
 /// Whether `path` is a bpffs mount, with a message saying what to do when
 /// it is not.
@@ -80,12 +80,13 @@ pub fn check_bpffs(path: &Path) -> Result<(), String> {
             "bpffs {shown}: {e}: mount one there (`mount -t bpf bpf {shown}`) or give --bpffs the path of a bpffs mount"
         ));
     }
-    let kind = st.f_type as i64;
+    // f_type is a signed word of the platform's size: its low 32 bits.
+    let kind = st.f_type as u32;
     if kind == BPF_FS_MAGIC {
         return Ok(());
     }
     let netns_hint = if kind == SYSFS_MAGIC {
-        " It is part of a sysfs: `ip netns exec` mounts a fresh /sys for the namespace, hiding the host's bpffs. Start lbd with `nsenter --net=/run/netns/NAME lbd ...` instead (network namespace only), so its pins are the host's and survive restarts."
+        " It is part of a sysfs: either no bpffs is mounted there, or `ip netns exec` mounted a fresh /sys for the namespace, hiding the host's bpffs; then start lbd with `nsenter --net=/run/netns/NAME lbd ...` instead (network namespace only), so its pins are the host's and survive restarts."
     } else {
         ""
     };

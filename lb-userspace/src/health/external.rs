@@ -2,7 +2,9 @@
 //! 2..255 up with weight code - 2. It runs in a process group of its own
 //! with a minimal environment (PATH, and the real server in
 //! LB_REAL_ADDRESS / LB_REAL_PORT); at its timeout, or if the check is
-//! dropped, the whole group is killed, so nothing it started outlives it.
+//! dropped, the whole group is killed, so nothing it started outlives a
+//! timeout. What a program that exits in time leaves running on purpose is
+//! its own (as with keepalived's MISC_CHECK).
 
 use std::{net::SocketAddr, time::Duration};
 
