@@ -71,6 +71,9 @@ counters! {
     /// forgotten), passed to the kernel: the director's own traffic is its;
     /// for a virtual service the datagram is lost, as if the fragment were.
     PASS_FRAG_UNKNOWN => "pass_frag_unknown",
+    /// Packets to a VIP this director is a VRRP backup for, passed to the
+    /// kernel (the master forwards them).
+    PASS_STANDBY => "pass_standby",
 }
 
 /// GLOBAL_STATS' size: room for counters added later without a new map

@@ -20,6 +20,10 @@ pub mod svc_flags {
     /// At least one real server has connection thresholds (-x/-y): the
     /// scheduler checks the overloaded state of the servers it considers.
     pub const THRESHOLDS: u32 = 1 << 5;
+    /// The director is a VRRP backup for this service's VIP: new
+    /// connections go to the kernel (which does not hold the VIP), counted
+    /// as `pass_standby`.
+    pub const STANDBY: u32 = 1 << 6;
 }
 
 /// Director-wide flags ([`crate::DirectorConfig::flags`]).
@@ -43,4 +47,7 @@ pub mod rs_flags {
     /// The real server was removed from its service: established connections
     /// continue (IPVS expire_nodest_conn=0), no new connection is scheduled.
     pub const REMOVED: u16 = 1 << 2;
+    /// The slot's service is on standby (VRRP backup): packets of its
+    /// connections are not forwarded either.
+    pub const STANDBY: u16 = 1 << 3;
 }

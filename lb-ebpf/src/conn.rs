@@ -7,7 +7,9 @@
 use aya_ebpf::{
     bindings::xdp_action::XDP_DROP, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext,
 };
-use lb_common::{counter, dir_flags, rs_flags, sched, tcp_state, DirectorConfig, PROTO_TCP};
+use lb_common::{
+    counter, dir_flags, rs_flags, sched, svc_flags, tcp_state, DirectorConfig, PROTO_TCP,
+};
 
 use crate::{
     forward::{config, forward},
@@ -76,6 +78,9 @@ pub(crate) fn process(ctx: &XdpContext) -> Result<u32, u32> {
     }
     let Some((real_id, svc_id, state)) = known else {
         let (svc, vport) = lookup_service(&flow.key)?;
+        if svc.flags & svc_flags::STANDBY != 0 {
+            return pass(counter::PASS_STANDBY);
+        }
         // Only a SYN (without RST) starts a TCP connection (IPVS with
         // sloppy_tcp=0): a spoofed ACK creates no entry and counts toward
         // no real server. An mh service forwards it by its ring, without

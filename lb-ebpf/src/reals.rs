@@ -1,7 +1,7 @@
 //! Real servers as the program sees them: their entry (REALS), live
 //! connection counts (RS_LOAD - RS_CLOSED) and overloaded flag (RS_OVER).
 
-use aya_ebpf::bindings::xdp_action::XDP_DROP;
+use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
 use lb_common::{counter, rs_flags, sched, HEARTBEAT_STALE_NS};
 
 use crate::{
@@ -132,10 +132,15 @@ pub(crate) fn overloaded(real_id: u32) -> bool {
     now
 }
 
-/// The real server's MAC and flags, if its MAC is known.
+/// The real server's MAC and flags, if its MAC is known and its service
+/// is not on standby (VRRP backup: passed to the kernel).
 #[inline(always)]
 pub(crate) fn resolved(real_id: u32) -> Result<([u8; 6], u16), u32> {
     match REALS.get(real_id) {
+        Some(rs) if rs.flags & rs_flags::STANDBY != 0 => {
+            count(counter::PASS_STANDBY);
+            Err(XDP_PASS)
+        }
         Some(rs) if rs.flags & rs_flags::MAC_VALID != 0 && rs.flags & rs_flags::IN_USE != 0 => {
             Ok((rs.mac, rs.flags))
         }

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use lb_common::{rs_flags, RealServer, ServiceKey, ServiceValue, RING_SIZE};
+use lb_common::{rs_flags, svc_flags, RealServer, ServiceKey, ServiceValue, RING_SIZE};
 
 use super::{
     codec::{addr_bytes, service_flags, service_key, RealKey},
@@ -26,8 +26,9 @@ pub(super) struct ServicePlan {
 
 /// Whether everything the data-plane state of service `a` follows from is
 /// the same in `prev` and `next`: its spec and real servers, its port
-/// group's members, its health policy, and the health state (up, weight)
-/// and MAC of each of its real servers (and sorry server).
+/// group's members, its health policy, its standby state (VRRP), and the
+/// health state (up, weight) and MAC of each of its real servers (and
+/// sorry server).
 pub(super) fn unchanged(prev: &Inputs, next: &Inputs, a: &ServiceAddr) -> bool {
     let (Some(p), Some(n)) = (prev.table.services.get(a), next.table.services.get(a)) else {
         return false;
@@ -36,7 +37,7 @@ pub(super) fn unchanged(prev: &Inputs, next: &Inputs, a: &ServiceAddr) -> bool {
         return false;
     }
     let policy = next.policy(a);
-    if prev.policy(a) != policy {
+    if prev.policy(a) != policy || prev.is_standby(a) != next.is_standby(a) {
         return false;
     }
     let state = |i: &Inputs, r: &IpAddr| {
@@ -59,6 +60,9 @@ pub(super) fn real_value(inp: &Inputs, svc: &ServiceAddr, r: &RealSpec, sid: u32
     let mut flags = rs_flags::IN_USE;
     if mac.is_some() {
         flags |= rs_flags::MAC_VALID;
+    }
+    if inp.is_standby(svc) {
+        flags |= rs_flags::STANDBY;
     }
     RealServer {
         addr,
@@ -137,7 +141,12 @@ pub(super) fn plan_service(
     let value = ServiceValue {
         id: sid,
         ring_len,
-        flags: service_flags(a, s),
+        flags: service_flags(a, s)
+            | if inp.is_standby(a) {
+                svc_flags::STANDBY
+            } else {
+                0
+            },
         persist_timeout: s.spec.persistent.unwrap_or(0),
         fwmark: a.fwmark,
         sched: s.spec.scheduler.id(),

@@ -54,9 +54,27 @@ pub struct Inputs {
     pub sloppy_tcp: bool,
     /// VLANs whose tagged frames the director serves.
     pub vlans: BTreeSet<u16>,
+    /// VIPs this director is a VRRP backup for: their services are on
+    /// standby (nothing forwarded; the master does it).
+    pub standby: BTreeSet<IpAddr>,
 }
 
 impl Inputs {
+    /// Whether service `a` is on standby: its VIP is (a port group's: all
+    /// its members' VIPs are).
+    pub fn is_standby(&self, a: &ServiceAddr) -> bool {
+        if self.standby.is_empty() {
+            return false;
+        }
+        if a.is_fwmark() {
+            let members = self.table.groups.get(&a.fwmark).map(|g| &g.members);
+            return members.is_some_and(|m| {
+                !m.is_empty() && m.iter().all(|s| self.standby.contains(&s.address))
+            });
+        }
+        self.standby.contains(&a.address)
+    }
+
     pub fn policy(&self, svc: &ServiceAddr) -> ServicePolicy {
         self.policies
             .get(svc)
@@ -297,14 +315,24 @@ pub fn plan(
         .map(|a| svc_ids[a])
         .chain(gone.iter().map(|(_, id)| *id))
         .collect();
+    let standby_of: BTreeMap<u32, bool> = svc_ids
+        .iter()
+        .map(|(a, sid)| (*sid, inp.is_standby(a)))
+        .collect();
     for sid in &touched {
         for (key, id) in cur.real_ids.range(ids::of_service(*sid)) {
             if slots.real_ids.contains_key(key) || slots.reclaimed.contains(id) {
                 continue;
             }
             let mut r = cur.reals[id];
-            if r.flags & rs_flags::REMOVED == 0 {
-                r.flags |= rs_flags::REMOVED;
+            r.flags |= rs_flags::REMOVED;
+            // Their connections follow the service's standby state too.
+            if standby_of.get(sid).copied().unwrap_or(false) {
+                r.flags |= rs_flags::STANDBY;
+            } else {
+                r.flags &= !rs_flags::STANDBY;
+            }
+            if r != cur.reals[id] {
                 d.reals.insert(*id, Some(r));
             }
         }

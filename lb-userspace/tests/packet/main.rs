@@ -21,6 +21,7 @@ mod persist;
 mod pins;
 mod sched;
 mod sched_state;
+mod standby;
 
 #[path = "../common/harness.rs"]
 mod harness;
@@ -41,6 +42,7 @@ fn main() -> std::process::ExitCode {
             ("daemon_down", daemon_down::TESTS),
             ("object", object::TESTS),
             ("pins", pins::TESTS),
+            ("standby", standby::TESTS),
             ("fuzz", fuzz::TESTS),
         ],
         "BPF_PROG_TEST_RUN",
