@@ -19,6 +19,8 @@
 
 pub mod model;
 
+pub mod netif;
+
 pub mod dataplane;
 
 pub mod health;
@@ -28,6 +30,8 @@ pub mod config;
 pub mod control;
 
 pub mod director;
+
+pub mod vrrp;
 
 pub mod daemon;
 

@@ -10,9 +10,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::netif::{add_host_address, addresses, del_address, host_prefix, ifindex, netlink};
 use anyhow::{bail, Context as _, Result};
-use futures::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use serde::{Deserialize, Serialize};
 
 /// One sysctl the helper manages, with the value it needs.
@@ -76,45 +75,6 @@ pub fn missing_sysctls(list: &[Sysctl]) -> Vec<String> {
             Err(e) => Some(format!("{e:#}")),
         })
         .collect()
-}
-
-fn prefix(vip: &IpAddr) -> u8 {
-    match vip {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-async fn netlink() -> Result<rtnetlink::Handle> {
-    let (conn, handle, _) = rtnetlink::new_connection().context("netlink socket")?;
-    tokio::spawn(conn);
-    Ok(handle)
-}
-
-async fn ifindex(h: &rtnetlink::Handle, dev: &str) -> Result<u32> {
-    let link = h
-        .link()
-        .get()
-        .match_name(dev.to_string())
-        .execute()
-        .try_next()
-        .await
-        .with_context(|| format!("interface {dev} not found"))?
-        .with_context(|| format!("interface {dev} not found"))?;
-    Ok(link.header.index)
-}
-
-async fn addresses(h: &rtnetlink::Handle, idx: u32) -> Result<Vec<(IpAddr, u8)>> {
-    let mut out = Vec::new();
-    let mut s = h.address().get().set_link_index_filter(idx).execute();
-    while let Some(m) = s.try_next().await? {
-        for a in &m.attributes {
-            if let AddressAttribute::Address(ip) = a {
-                out.push((*ip, m.header.prefix_len));
-            }
-        }
-    }
-    Ok(out)
 }
 
 pub async fn has_vip(dev: &str, vip: &IpAddr) -> Result<bool> {
@@ -270,19 +230,8 @@ pub async fn up(
     }
     let h = netlink().await?;
     let idx = ifindex(&h, dev).await?;
-    if !addresses(&h, idx).await?.iter().any(|(a, _)| *a == vip) {
-        let mut req = h.address().add(idx, vip, prefix(&vip));
-        if vip.is_ipv6() {
-            // No duplicate address detection: the VIP is held by the director too.
-            req.message_mut().header.flags = AddressHeaderFlags::Nodad;
-            req.message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        req.execute()
-            .await
-            .with_context(|| format!("adding {vip}/{} to {dev}", prefix(&vip)))?;
-        done.push(format!("added {vip}/{} to {dev}", prefix(&vip)));
+    if add_host_address(&h, idx, dev, vip).await? {
+        done.push(format!("added {vip}/{} to {dev}", host_prefix(&vip)));
     }
     Ok(done)
 }
@@ -293,20 +242,8 @@ pub async fn down(state: &Path, vip: IpAddr, dev: &str) -> Result<Vec<String>> {
     let mut done = Vec::new();
     let h = netlink().await?;
     let idx = ifindex(&h, dev).await?;
-    let mut s = h.address().get().set_link_index_filter(idx).execute();
-    while let Some(m) = s.try_next().await? {
-        if m.attributes
-            .iter()
-            .any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == vip))
-        {
-            h.address()
-                .del(m)
-                .execute()
-                .await
-                .with_context(|| format!("removing {vip} from {dev}"))?;
-            done.push(format!("removed {vip} from {dev}"));
-            break;
-        }
+    if del_address(&h, idx, dev, vip).await? {
+        done.push(format!("removed {vip} from {dev}"));
     }
     let _lock = RsState::lock(state)?;
     let mut st = RsState::load(state)?;
@@ -367,7 +304,7 @@ pub async fn check(root: &Path, vip: IpAddr, dev: &str, nics: &[String]) -> Resu
         missing.extend(missing_sysctls(&arp_sysctls(root, nics)));
     }
     if !has_vip(dev, &vip).await? {
-        missing.push(format!("{vip}/{} is not on {dev}", prefix(&vip)));
+        missing.push(format!("{vip}/{} is not on {dev}", host_prefix(&vip)));
     }
     Ok(missing)
 }

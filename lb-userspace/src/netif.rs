@@ -1,0 +1,97 @@
+//! Interfaces and their addresses through rtnetlink: what `lbadm
+//! realserver` (the VIP on a real server's loopback) and VRRP (the VIPs a
+//! master holds) both need.
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result};
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+
+/// A netlink connection (spawned on the current tokio runtime).
+pub async fn netlink() -> Result<rtnetlink::Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("netlink socket")?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The index of interface `dev`.
+pub async fn ifindex(h: &rtnetlink::Handle, dev: &str) -> Result<u32> {
+    let link = h
+        .link()
+        .get()
+        .match_name(dev.to_string())
+        .execute()
+        .try_next()
+        .await
+        .with_context(|| format!("interface {dev} not found"))?
+        .with_context(|| format!("interface {dev} not found"))?;
+    Ok(link.header.index)
+}
+
+/// The addresses (with prefix lengths) of interface `idx`.
+pub async fn addresses(h: &rtnetlink::Handle, idx: u32) -> Result<Vec<(IpAddr, u8)>> {
+    let mut out = Vec::new();
+    let mut s = h.address().get().set_link_index_filter(idx).execute();
+    while let Some(m) = s.try_next().await? {
+        for a in &m.attributes {
+            if let AddressAttribute::Address(ip) = a {
+                out.push((*ip, m.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A host prefix: /32 or /128.
+pub fn host_prefix(a: &IpAddr) -> u8 {
+    match a {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// Adds `a` as a host address to interface `idx` (named `dev` in errors),
+/// IPv6 without duplicate address detection (a VIP is held elsewhere too).
+/// Returns false if it was there already.
+pub async fn add_host_address(
+    h: &rtnetlink::Handle,
+    idx: u32,
+    dev: &str,
+    a: IpAddr,
+) -> Result<bool> {
+    if addresses(h, idx).await?.iter().any(|(x, _)| *x == a) {
+        return Ok(false);
+    }
+    let mut req = h.address().add(idx, a, host_prefix(&a));
+    if a.is_ipv6() {
+        req.message_mut().header.flags = AddressHeaderFlags::Nodad;
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute()
+        .await
+        .with_context(|| format!("adding {a}/{} to {dev}", host_prefix(&a)))?;
+    Ok(true)
+}
+
+/// Removes address `a` from interface `idx`; returns false if it was not
+/// there.
+pub async fn del_address(h: &rtnetlink::Handle, idx: u32, dev: &str, a: IpAddr) -> Result<bool> {
+    let mut s = h.address().get().set_link_index_filter(idx).execute();
+    while let Some(m) = s.try_next().await? {
+        if m.attributes
+            .iter()
+            .any(|x| matches!(x, AddressAttribute::Address(ip) if *ip == a))
+        {
+            h.address()
+                .del(m)
+                .execute()
+                .await
+                .with_context(|| format!("removing {a} from {dev}"))?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
