@@ -165,7 +165,7 @@ impl VrrpCfg {
         if self.advert_int == 0 || self.advert_int > super::packet::MAX_INTERVAL_CS {
             return f("advert_int", "must be 1..4095 centiseconds".into());
         }
-        if self.version == 2 && (self.advert_int % 100 != 0 || self.advert_int > 25500) {
+        if self.version == 2 && (!self.advert_int.is_multiple_of(100) || self.advert_int > 25500) {
             return f(
                 "advert_int",
                 "VRRPv2 counts whole seconds: a multiple of 100 cs".into(),

@@ -87,7 +87,7 @@ impl Machine {
             p,
         };
         let acts = if m.p.priority == 255 || resume_master {
-            m.to_master(now)
+            m.enter_master(now)
         } else {
             m.down_at = Some(now + m.master_down());
             vec![Action::BecomeBackup]
@@ -118,7 +118,7 @@ impl Machine {
         3 * cs(self.master_adv_cs) + self.skew()
     }
 
-    fn to_master(&mut self, now: Instant) -> Vec<Action> {
+    fn enter_master(&mut self, now: Instant) -> Vec<Action> {
         self.state = State::Master;
         self.since = now;
         self.master = Some(self.p.src);
@@ -129,7 +129,7 @@ impl Machine {
         vec![self.send(), Action::BecomeMaster]
     }
 
-    fn to_backup(&mut self, now: Instant, master: Option<IpAddr>) -> Vec<Action> {
+    fn enter_backup(&mut self, now: Instant, master: Option<IpAddr>) -> Vec<Action> {
         let was = self.state;
         self.state = State::Backup;
         if was != State::Backup {
@@ -164,7 +164,7 @@ impl Machine {
 
     pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         match self.state {
-            State::Backup if self.down_at.is_some_and(|t| now >= t) => self.to_master(now),
+            State::Backup if self.down_at.is_some_and(|t| now >= t) => self.enter_master(now),
             State::Master if self.advert_at.is_some_and(|t| now >= t) => {
                 self.advert_at = Some(now + cs(self.p.interval_cs));
                 vec![self.send()]
@@ -219,7 +219,7 @@ impl Machine {
                     if self.p.version == 3 {
                         self.master_adv_cs = a.interval_cs.max(1);
                     }
-                    self.to_backup(now, Some(src))
+                    self.enter_backup(now, Some(src))
                 } else {
                     // A lower router thinks it is master: tell it now.
                     self.advert_at = Some(now + cs(self.p.interval_cs));
@@ -260,7 +260,7 @@ impl Machine {
             }
             (false, State::Fault) => {
                 self.master_adv_cs = self.p.interval_cs;
-                self.to_backup(now, None);
+                self.enter_backup(now, None);
                 self.since = now;
                 Vec::new()
             }
@@ -278,7 +278,7 @@ impl Machine {
             priority: 0,
             interval_cs: self.p.interval_cs,
         }];
-        acts.extend(self.to_backup(now, None));
+        acts.extend(self.enter_backup(now, None));
         acts
     }
 
@@ -305,7 +305,7 @@ impl Machine {
             priority: 0,
             interval_cs: self.p.interval_cs,
         }];
-        acts.extend(self.to_backup(now, None));
+        acts.extend(self.enter_backup(now, None));
         acts
     }
 }
