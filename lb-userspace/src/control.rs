@@ -23,6 +23,16 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_REQUEST: usize = 32 << 20;
 pub const DEFAULT_SOCKET: &str = "/run/lbd/lbd.sock";
 
+/// What `lbadm vrrp` asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VrrpAction {
+    #[default]
+    List,
+    Release,
+    Resume,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -98,6 +108,14 @@ pub enum Request {
     },
     /// The running state as a YAML configuration (`lbadm export`).
     Export,
+    /// VRRP routers: list (`lbadm vrrp`), or hand over / take part again
+    /// (`lbadm vrrp release|resume [NAME]`; no name: every router).
+    Vrrp {
+        #[serde(default)]
+        action: VrrpAction,
+        #[serde(default)]
+        name: Option<String>,
+    },
     /// Daemon and protocol version.
     Version,
 }
@@ -197,6 +215,9 @@ pub struct Listing {
     /// internally tagged responses).
     #[serde(default)]
     pub groups: Vec<(u32, PortGroup)>,
+    /// VRRP routers (state, master, priority, last transition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<crate::vrrp::VrrpView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +248,9 @@ pub enum Response {
     },
     Export {
         yaml: String,
+    },
+    Vrrp {
+        routers: Vec<crate::vrrp::VrrpView>,
     },
     Error {
         message: String,
@@ -362,6 +386,7 @@ mod tests {
                 conn_table_size: 1,
                 services: vec![],
                 groups: vec![(7, group)],
+                vrrp: Vec::new(),
             },
         };
         let back: Response = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

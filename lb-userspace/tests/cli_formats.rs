@@ -54,6 +54,7 @@ fn listing(t: &Table) -> Listing {
     Listing {
         conn_table_size: 4096,
         groups: t.groups.clone().into_iter().collect(),
+        vrrp: Vec::new(),
         services: t
             .services
             .values()

@@ -5,6 +5,7 @@
 //! how they report without root.
 
 mod forwarding;
+mod ha;
 mod health;
 mod lbadm;
 mod neighbours;
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
             ("health", health::TESTS),
             ("neighbours", neighbours::TESTS),
             ("sched", sched::TESTS),
+            ("ha", ha::TESTS),
         ],
         "namespaces, XDP",
     )

@@ -120,7 +120,7 @@ impl Lab {
         Ok(String::from_utf8_lossy(&self.exec(ns, args)?.stdout).to_string())
     }
 
-    fn ip(&self, ns: &str, args: &str) -> Result<()> {
+    pub fn ip(&self, ns: &str, args: &str) -> Result<()> {
         let mut v = vec!["ip", "-n", ns];
         v.extend(args.split_whitespace());
         sh(&v).map(|_| ())
@@ -129,6 +129,12 @@ impl Lab {
     /// Builds the topology, starts the real servers' HTTP servers and sets
     /// them up for direct routing with `lbadm realserver up`.
     pub fn up(prefix: &str, n_rs: usize, paths: Paths) -> Result<Lab> {
+        Self::up_with(prefix, n_rs, paths, true)
+    }
+
+    /// As [`Lab::up`]; without `static_vip` the director does not hold the
+    /// VIP (VRRP gives it to the master).
+    pub fn up_with(prefix: &str, n_rs: usize, paths: Paths, static_vip: bool) -> Result<Lab> {
         let mut lab = Lab {
             prefix: prefix.to_string(),
             n_rs,
@@ -139,11 +145,11 @@ impl Lab {
         };
         // Leftovers of an earlier run with the same prefix.
         lab.teardown();
-        lab.build().context("building the lab")?;
+        lab.build(static_vip).context("building the lab")?;
         Ok(lab)
     }
 
-    fn build(&mut self) -> Result<()> {
+    fn build(&mut self, static_vip: bool) -> Result<()> {
         for ns in self.all_ns() {
             sh(&["ip", "netns", "add", &ns])?;
             self.ip(&ns, "link set lo up")?;
@@ -167,15 +173,7 @@ impl Lab {
         // LAN bridge
         self.ip(&lan, "link add br0 type bridge")?;
         self.ip(&lan, "link set br0 up")?;
-        let attach = |ns: &str, port: &str| -> Result<()> {
-            self.ip(
-                ns,
-                &format!("link add eth1 type veth peer name {port} netns {lan}"),
-            )?;
-            self.ip(&lan, &format!("link set {port} master br0"))?;
-            self.ip(&lan, &format!("link set {port} up"))?;
-            Ok(())
-        };
+        let attach = |ns: &str, port: &str| self.attach_to_lan(ns, port);
         attach(&router, "p-router")?;
         attach(&dir, "p-dir")?;
         for i in 1..=self.n_rs {
@@ -187,7 +185,9 @@ impl Lab {
         self.exec(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         // director: its own address and the VIP on the NIC (it answers ARP for it)
         self.ip(&dir, "addr add 192.0.2.2/24 dev eth1")?;
-        self.ip(&dir, "addr add 192.0.2.100/32 dev eth1")?;
+        if static_vip {
+            self.ip(&dir, "addr add 192.0.2.100/32 dev eth1")?;
+        }
         self.ip(&dir, "link set eth1 up")?;
         self.ip(&dir, "route add default via 192.0.2.1")?;
         // real servers
@@ -241,6 +241,19 @@ impl Lab {
             })
             .with_context(|| format!("real server {i} HTTP server did not start"))?;
         }
+        Ok(())
+    }
+
+    /// Connects namespace `ns` to the LAN bridge: its eth1, the bridge's
+    /// `port`.
+    pub fn attach_to_lan(&self, ns: &str, port: &str) -> Result<()> {
+        let lan = self.ns("lan");
+        self.ip(
+            ns,
+            &format!("link add eth1 type veth peer name {port} netns {lan}"),
+        )?;
+        self.ip(&lan, &format!("link set {port} master br0"))?;
+        self.ip(&lan, &format!("link set {port} up"))?;
         Ok(())
     }
 

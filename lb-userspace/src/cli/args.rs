@@ -261,6 +261,16 @@ pub enum Sub {
     },
     /// Print the running state as a YAML configuration (lbd --config takes it).
     Export,
+    /// VRRP routers: state, master, priority (in force), last transition;
+    /// `release` hands over at once (priority 0) and stays backup until
+    /// `resume`.
+    Vrrp {
+        #[command(subcommand)]
+        action: Option<VrrpCmd>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Port groups (what fwmark services serve).
     Group {
         #[command(subcommand)]
@@ -294,6 +304,20 @@ pub enum GroupAction {
     Del { fwmark: u32 },
     /// List the groups.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VrrpCmd {
+    /// List the routers (the default).
+    List,
+    /// Hand over now (priority 0) and stay backup while another router can
+    /// be master.
+    Release {
+        /// One router (default: all).
+        name: Option<String>,
+    },
+    /// Take part in elections again.
+    Resume { name: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -371,6 +371,60 @@ pub fn list(l: &Listing) -> String {
     )
 }
 
+/// `lbadm vrrp`: one line per router.
+pub fn vrrp(routers: &[crate::vrrp::VrrpView]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = format!(
+        "{:<12} {:<8} {:>4} {:<7} {:>4} {:>4} {:<24} {:>9} {:>8} {:>8} {}\n",
+        "Name",
+        "Iface",
+        "VRID",
+        "State",
+        "Prio",
+        "Eff",
+        "Master",
+        "Since",
+        "AdvTx",
+        "AdvRx",
+        "VIPs"
+    );
+    for r in routers {
+        let state = match (r.state, r.released) {
+            (crate::vrrp::State::Master, _) => "MASTER",
+            (crate::vrrp::State::Backup, true) => "RELEASED",
+            (crate::vrrp::State::Backup, false) => "BACKUP",
+            (crate::vrrp::State::Fault, _) => "FAULT",
+        };
+        let master = r
+            .master
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-".into());
+        let vips: Vec<String> = r.virtual_addresses.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "{:<12} {:<8} {:>4} {:<7} {:>4} {:>4} {:<24} {:>8}s {:>8} {:>8} {}",
+            r.name,
+            r.interface,
+            r.virtual_router_id,
+            state,
+            r.priority,
+            r.effective_priority,
+            master,
+            now.saturating_sub(r.since_unix),
+            r.adverts_sent,
+            r.adverts_received,
+            vips.join(",")
+        );
+        for (why, n) in &r.refused {
+            let _ = writeln!(out, "  refused {n}: {why}");
+        }
+    }
+    out
+}
+
 /// `lbadm -Ln --health`: ipvsadm's rows plus Health, configured weight and
 /// the reason of the last transition.
 pub fn list_health(l: &Listing) -> String {
@@ -421,6 +475,7 @@ mod tests {
         let l = Listing {
             conn_table_size: 4096,
             groups: Default::default(),
+            vrrp: Vec::new(),
             services: vec![
                 ServiceView {
                     id: 0,
@@ -544,6 +599,7 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
         let l = Listing {
             conn_table_size: 4096,
             groups: Default::default(),
+            vrrp: Vec::new(),
             services: vec![ServiceView {
                 id: 0,
                 rate: Default::default(),

@@ -6,12 +6,12 @@ use std::{io::Read as _, process::ExitCode};
 use clap::CommandFactory;
 
 use super::{
-    args::{Cli, RsAction, Sub},
+    args::{Cli, RsAction, Sub, VrrpCmd},
     format,
     ipvsadm::{self, Action},
     realserver,
 };
-use crate::control::{self, Listing, Request, Response};
+use crate::control::{self, Listing, Request, Response, VrrpAction};
 
 /// lbadm's entry point.
 pub fn main() -> ExitCode {
@@ -75,6 +75,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     for c in changes {
                         println!("{c}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        Some(Sub::Vrrp { action, json }) => {
+            let (action, name) = match action {
+                None | Some(VrrpCmd::List) => (VrrpAction::List, None),
+                Some(VrrpCmd::Release { name }) => (VrrpAction::Release, name.clone()),
+                Some(VrrpCmd::Resume { name }) => (VrrpAction::Resume, name.clone()),
+            };
+            return match control::call(&cli.socket, Request::Vrrp { action, name })? {
+                Response::Vrrp { routers } => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&routers)?);
+                    } else {
+                        print!("{}", format::vrrp(&routers));
                     }
                     Ok(ExitCode::SUCCESS)
                 }

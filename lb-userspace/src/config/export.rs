@@ -229,6 +229,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
         expire_nodest_conn,
         sloppy_tcp,
         vlans: vlans.iter().copied().collect(),
+        vrrp: base.vrrp.clone(),
         port_groups,
         services,
     }

@@ -189,6 +189,9 @@ pub struct Config {
     /// frames of other VLANs go to the kernel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<u16>,
+    /// VRRP virtual routers (a pair of directors; see docs/ha.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<crate::vrrp::VrrpCfg>,
     /// Port groups (fwmark services' members).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_groups: Vec<PortGroupCfg>,

@@ -140,6 +140,11 @@ impl Config {
             field: field.to_string(),
             msg,
         };
+        if let Err((field, msg)) =
+            crate::vrrp::config::check_all(&cfg.vrrp, cfg.interface.as_deref())
+        {
+            return Err(invalid(&field, msg));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, v) in cfg.vlans.iter().enumerate() {
             if !(1..=4094).contains(v) {

@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::{Daemon, Desired};
 use crate::{
     config::{self, Config, ConfigError, TimeoutsCfg},
-    control::{self, edit_table, HealthView, Request, Response},
+    control::{self, edit_table, HealthView, Request, Response, VrrpAction},
 };
 
 fn error(message: impl Into<String>) -> Response {
@@ -47,7 +47,25 @@ impl Daemon {
                         }
                     }
                 }
+                listing.vrrp = self.ha.views();
                 Response::Listing { listing }
+            }
+            Request::Vrrp { action, name } => {
+                let r = match action {
+                    VrrpAction::List => Ok(()),
+                    VrrpAction::Release => self.vrrp_command(true, name).await,
+                    VrrpAction::Resume => self.vrrp_command(false, name).await,
+                };
+                match r {
+                    Ok(()) => {
+                        // A command's effect shows in the routers' next state.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        Response::Vrrp {
+                            routers: self.ha.views(),
+                        }
+                    }
+                    Err(e) => error(e),
+                }
             }
             Request::ListConns { limit } => Response::Conns {
                 conns: d.connections(limit.min(1_000_000)),

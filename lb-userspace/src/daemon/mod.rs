@@ -8,6 +8,7 @@
 //! commit.
 
 mod dispatch;
+mod ha;
 pub mod neigh;
 mod neighbours;
 mod socket;
@@ -84,6 +85,8 @@ pub struct Daemon {
     checks: Vec<(ServiceAddr, IpAddr, CheckSpec)>,
     supervisor: Supervisor,
     health_events: mpsc::Receiver<HealthEvent>,
+    /// VRRP routers and the data plane's standby VIPs.
+    ha: ha::Ha,
     /// Held for the daemon's life: one lbd per instance.
     _lock: crate::dataplane::InstanceLock,
 }
@@ -101,6 +104,7 @@ impl Daemon {
         inputs.expire_nodest = next.expire_nodest;
         inputs.sloppy_tcp = next.sloppy_tcp;
         inputs.vlans = next.vlans;
+        inputs.standby = self.ha.standby.clone();
         inputs.director_mac = self.own_mac;
         inputs.health = self.supervisor.verdicts_for(&wanted);
         // The neighbour table's word on every real server (newcomers, and
@@ -240,6 +244,7 @@ impl Daemon {
                     let _ = job.reply.send(resp);
                 }
                 Some(ev) = self.health_events.recv() => self.health_event(ev),
+                Some(ev) = self.ha.events.recv() => self.vrrp_event(ev),
                 ev = recv_some(&mut self.neigh_events) => {
                     let Some(ev) = ev else {
                         warn!("neighbour notifications stopped: the neighbour table is now dumped every second");
@@ -291,7 +296,9 @@ impl Daemon {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
+            self.track_quorum().await;
         }
+        self.vrrp_stop().await;
         info!("lbd stopping; the XDP program keeps forwarding from the pinned link");
         Ok(())
     }

@@ -112,6 +112,12 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         );
     }
     let (events_tx, health_events) = mpsc::channel::<HealthEvent>(1024);
+    // The VRRP routers' VIPs stand by from the first commit, unless a
+    // router resumes as master after a restart.
+    let ha = super::ha::Ha::new(
+        &config.vrrp,
+        crate::vrrp::record_file(&opts.state_dir, &opts.instance),
+    );
     let mut daemon = Daemon {
         director,
         resolver,
@@ -127,6 +133,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         checks: Vec::new(),
         supervisor: Supervisor::new(events_tx),
         health_events,
+        ha,
         _lock: lock,
     };
     daemon
@@ -138,6 +145,12 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         .maps_mut()
         .attach(&opts.interface, opts.mode)?;
     daemon.attached = Some(attached);
+    let vrrp = daemon.base.vrrp.clone();
+    daemon
+        .ha
+        .start(&vrrp, &opts.interface, own_mac)
+        .await
+        .context("starting VRRP")?;
     info!(
         iface = opts.interface,
         instance = opts.instance,

@@ -318,6 +318,27 @@ impl<M: Maps> Director<M> {
         self.inputs.macs.get(a).copied()
     }
 
+    /// How many services on `vips` (port groups: with a member there) have
+    /// lost their quorum (no real server can take a connection).
+    pub fn quorum_lost_on(&self, vips: &[IpAddr]) -> usize {
+        let on = |a: &ServiceAddr| {
+            if a.is_fwmark() {
+                self.inputs
+                    .table
+                    .groups
+                    .get(&a.fwmark)
+                    .is_some_and(|g| g.members.iter().any(|m| vips.contains(&m.address)))
+            } else {
+                vips.contains(&a.address)
+            }
+        };
+        self.published
+            .quorum
+            .iter()
+            .filter(|(a, holds)| !**holds && on(a))
+            .count()
+    }
+
     /// Whether the sorry server of `svc` is in use now.
     pub fn sorry_active(&self, svc: &ServiceAddr) -> bool {
         self.inputs.sorry_real(svc).is_some() && self.published.quorum.get(svc) == Some(&false)

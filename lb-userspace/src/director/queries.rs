@@ -111,6 +111,7 @@ impl<M: Maps> Director<M> {
             conn_table_size: self.maps.limits().max_conns,
             services,
             groups: inp.table.groups.clone().into_iter().collect(),
+            vrrp: Vec::new(),
         }
     }
 

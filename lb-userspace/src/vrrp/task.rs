@@ -170,7 +170,7 @@ pub async fn start(
     let (status, status_rx) = watch::channel(view.clone());
     let (cmd_tx, cmds) = mpsc::channel(16);
     let vips = cfg.virtual_addresses.clone();
-    let mut r = Router {
+    let r = Router {
         cfg,
         iface: iface.to_string(),
         ifindex,
@@ -190,10 +190,9 @@ pub async fn start(
         garp_second_at: None,
         garp_refresh_at: None,
     };
-    r.carry_out(acts).await;
     info!(router = r.cfg.name, iface, source = %src, state = ?r.m.state, "VRRP router started");
     let name = r.cfg.name.clone();
-    tokio::spawn(r.run(cmds));
+    tokio::spawn(r.run(cmds, acts));
     Ok(Handle {
         name,
         vips,
@@ -410,7 +409,8 @@ impl Router {
         }
     }
 
-    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, first: Vec<Action>) {
+        self.carry_out(first).await;
         let mut links = tokio::time::interval(Duration::from_millis(500));
         let (check_tx, mut check_rx) = mpsc::channel::<(usize, bool)>(16);
         for (i, c) in self.cfg.track.checks.iter().enumerate() {
