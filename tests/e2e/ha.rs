@@ -50,6 +50,17 @@ fn wait_holder(h: &HaLab, i: usize, within: Duration) -> Duration {
 }
 
 struct Killed(Vec<std::process::Child>);
+impl Killed {
+    /// SIGTERM, as systemd stops a service, and wait.
+    fn term(mut self) {
+        for c in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
 impl Drop for Killed {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -99,4 +110,165 @@ fn the_pair_elects_one_master_and_fails_over() {
     drop(lbds);
 }
 
-pub const TESTS: &[Test] = tests![the_pair_elects_one_master_and_fails_over];
+/// A planned restart of the master's lbd (SIGTERM, start) does not move
+/// the VIP: the last advert tells the backup (VRRPv3 adopts the interval)
+/// to wait, the new lbd resumes as master from its record, and new
+/// connections keep working throughout.
+fn a_planned_restart_of_the_master_keeps_mastership() {
+    let h = ha_lab();
+    let mut lbds = Killed(vec![
+        h.start_lbd(0, &pair_config(150)).unwrap(),
+        h.start_lbd(1, &pair_config(100)).unwrap(),
+    ]);
+    h.wait_ready(0).unwrap();
+    h.wait_ready(1).unwrap();
+    wait_holder(&h, 0, Duration::from_secs(10));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_on_backup = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = false;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                seen |= h.holds_vip(1);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        for _ in 0..3 {
+            let mut c = lbds.0.remove(0);
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+            lbds.0.insert(0, h.start_lbd(0, &pair_config(150)).unwrap());
+            h.wait_ready(0).unwrap();
+            assert!(
+                h.lab.curl_vip("/", 2).is_ok(),
+                "a new connection after the restart"
+            );
+        }
+        // Some adverts at the normal interval again.
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        watcher.join().unwrap()
+    });
+    assert!(
+        !seen_on_backup,
+        "the backup took the VIP during a planned restart"
+    );
+    assert_eq!(holder(&h), Some(0));
+    assert_eq!(
+        (h.state(0).as_str(), h.state(1).as_str()),
+        ("master", "backup")
+    );
+}
+
+/// `lbadm vrrp release` hands over at once (the backup waits only its
+/// skew), the released director stays backup, and `resume` lets it
+/// preempt again.
+fn release_hands_over_at_once_and_resume_takes_back() {
+    let h = ha_lab();
+    let _lbds = Killed(vec![
+        h.start_lbd(0, &pair_config(150)).unwrap(),
+        h.start_lbd(1, &pair_config(100)).unwrap(),
+    ]);
+    h.wait_ready(0).unwrap();
+    h.wait_ready(1).unwrap();
+    wait_holder(&h, 0, Duration::from_secs(10));
+    let out = h.lbadm(0, &["vrrp", "release"]).unwrap();
+    assert!(out.contains("RELEASED") || out.contains("BACKUP"), "{out}");
+    let took = wait_holder(&h, 1, Duration::from_secs(2));
+    eprintln!("hand-over after {took:?}");
+    assert!(h.lab.curl_vip("/", 2).is_ok());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        holder(&h),
+        Some(1),
+        "the released director must not preempt"
+    );
+    h.lbadm(0, &["vrrp", "resume"]).unwrap();
+    wait_holder(&h, 0, Duration::from_secs(3));
+    assert!(h.lab.curl_vip("/", 2).is_ok());
+}
+
+/// A real keepalived (VRRPv3, its VRRP part only) and lbd elect by
+/// priority in both directions and neither flaps.
+fn lbd_and_keepalived_elect_the_same_master() {
+    let h = ha_lab();
+    let dir = std::env::temp_dir().join(format!("{}-ka", h.lab.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ka_conf = |prio: u8| {
+        format!(
+            "global_defs {{\n  router_id ka\n  vrrp_version 3\n}}\nvrrp_instance web {{\n  state BACKUP\n  interface eth1\n  virtual_router_id 51\n  priority {prio}\n  advert_int 0.1\n  garp_master_delay 1\n  virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n"
+        )
+    };
+    let start_ka = |prio: u8| {
+        let conf = dir.join("keepalived.conf");
+        std::fs::write(&conf, ka_conf(prio)).unwrap();
+        h.lab
+            .cmd(&h.dirs[1].ns, "keepalived")
+            .args(["-P", "-n", "-l", "-D", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join("keepalived.pid"))
+            .arg("-r")
+            .arg(dir.join("vrrp.pid"))
+            .env("TMPDIR", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("keepalived")
+    };
+    let stable = |i: usize| {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            assert_eq!(holder(&h), Some(i), "flapped after {:?}", t0.elapsed());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // lbd 150, keepalived 100: lbd is master.
+    let lbd = Killed(vec![h.start_lbd(0, &pair_config(150)).unwrap()]);
+    h.wait_ready(0).unwrap();
+    let ka = Killed(vec![start_ka(100)]);
+    wait_holder(&h, 0, Duration::from_secs(10));
+    stable(0);
+    assert_eq!(h.state(0), "master");
+    // lbd hands over: keepalived takes the VIP, lbd follows it.
+    h.lbadm(0, &["vrrp", "release"]).unwrap();
+    wait_holder(&h, 1, Duration::from_secs(3));
+    stable(1);
+    let v: serde_json::Value =
+        serde_json::from_str(&h.lbadm(0, &["vrrp", "--json"]).unwrap()).unwrap();
+    assert_eq!(v[0]["master"], serde_json::json!("192.0.2.3"), "{v}");
+    assert!(
+        v[0]["refused"].as_object().is_none_or(|o| o.is_empty()),
+        "{v}"
+    );
+    // Both stop cleanly (lbd released, so it holds nothing; keepalived
+    // hands over with priority 0 and removes the VIP).
+    lbd.term();
+    ka.term();
+    wait_for(Duration::from_secs(3), || {
+        !h.holds_vip(0) && !h.holds_vip(1)
+    })
+    .unwrap();
+    // keepalived 200, lbd 150: keepalived is master, lbd backup.
+    let ka = Killed(vec![start_ka(200)]);
+    wait_holder(&h, 1, Duration::from_secs(10));
+    let lbd = Killed(vec![h.start_lbd(0, &pair_config(150)).unwrap()]);
+    h.wait_ready(0).unwrap();
+    stable(1);
+    assert_eq!(h.state(0), "backup");
+    // keepalived stops (priority 0 on its way out): lbd takes over.
+    ka.term();
+    wait_holder(&h, 0, Duration::from_secs(3));
+    stable(0);
+    drop(lbd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+pub const TESTS: &[Test] = tests![
+    the_pair_elects_one_master_and_fails_over,
+    a_planned_restart_of_the_master_keeps_mastership,
+    release_hands_over_at_once_and_resume_takes_back,
+    lbd_and_keepalived_elect_the_same_master,
+];
