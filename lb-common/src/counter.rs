@@ -74,6 +74,9 @@ counters! {
     /// Packets to a VIP this director is a VRRP backup for, passed to the
     /// kernel (the master forwards them).
     PASS_STANDBY => "pass_standby",
+    /// Sync events lost because the SYNC ring buffer was full (the daemon
+    /// did not read it fast enough); the periodic refresh sends them later.
+    SYNC_LOST => "sync_lost",
 }
 
 /// GLOBAL_STATS' size: room for counters added later without a new map

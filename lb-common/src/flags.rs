@@ -36,6 +36,9 @@ pub mod dir_flags {
     /// IPVS sloppy_tcp: any TCP packet (not only a SYN) without a connection
     /// entry starts a connection (for a director taking over mid-stream).
     pub const SLOPPY_TCP: u8 = 1 << 1;
+    /// A sync master runs: connection entries that IPVS would sync are
+    /// written to the SYNC ring buffer.
+    pub const SYNC: u8 = 1 << 2;
 }
 
 /// Real server flags ([`crate::RealServer::flags`]).

@@ -39,10 +39,11 @@ pub mod map {
     pub const HEARTBEAT: &str = "HEARTBEAT";
     pub const VLANS: &str = "VLANS";
     pub const FRAGS: &str = "FRAGS";
+    pub const SYNC: &str = "SYNC";
 }
 
 /// Every map of the production object and how it is sized.
-pub const MAPS: [(&str, Size); 18] = [
+pub const MAPS: [(&str, Size); 19] = [
     (map::SERVICES, Size::Services),
     (map::RINGS, Size::TwicePerService),
     (map::REALS, Size::Reals),
@@ -61,6 +62,7 @@ pub const MAPS: [(&str, Size); 18] = [
     (map::HEARTBEAT, Size::Fixed),
     (map::VLANS, Size::Fixed),
     (map::FRAGS, Size::Fixed),
+    (map::SYNC, Size::Fixed),
 ];
 
 /// Program names of the production object.

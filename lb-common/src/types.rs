@@ -168,6 +168,18 @@ pub struct FragValue {
 }
 const _: () = assert!(core::mem::size_of::<FragValue>() == 8);
 
+/// A connection entry for the sync daemon (SYNC ring buffer): written by
+/// the program when an entry is made or changes into a state IPVS syncs
+/// (TCP ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT, TIME_WAIT; UDP and
+/// persistence templates when made), read by lbd's sync master.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyncEvent {
+    pub key: ConnKey,
+    pub value: ConnValue,
+}
+const _: () = assert!(core::mem::size_of::<SyncEvent>() == 64);
+
 /// Director-wide settings (CONFIG array, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

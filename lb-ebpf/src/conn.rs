@@ -20,6 +20,7 @@ use crate::{
     reals::{account, resolved},
     service::lookup_service,
     stats::{count, pass},
+    sync,
 };
 
 /// The `lb` program: parse, then the connection entry; a new connection
@@ -71,6 +72,9 @@ pub(crate) fn process(ctx: &XdpContext) -> Result<u32, u32> {
                         account(e.real_id, d, -d);
                     }
                     e.state = next;
+                    if sync::synced_state(next) {
+                        sync::emit(config.flags, &flow.key, e);
+                    }
                 }
             }
             known = Some((e.real_id, e.svc_id, e.state));

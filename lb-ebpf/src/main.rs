@@ -28,6 +28,7 @@ mod reals;
 mod sched;
 mod service;
 mod stats;
+mod sync;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::names::jump;

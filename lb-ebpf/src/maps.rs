@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lb_common::{
     counter, names::jump, ConnKey, ConnValue, DirectorConfig, FragKey, FragValue, LblcKey,
@@ -75,6 +75,12 @@ pub(crate) static JUMP: ProgramArray = ProgramArray::with_max_entries(jump::SLOT
 /// a tail call stays on the CPU). Per object, like JUMP.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<NewConn> = PerCpuArray::with_max_entries(1, 0);
+/// Connection entries for lbd's sync master (see `sync`): per object, like
+/// SCRATCH (events written while no daemon reads are of no use).
+#[map]
+pub(crate) static SYNC: RingBuf = RingBuf::with_byte_size(SYNC_BYTES, 0);
+/// 4,096 events of 64 bytes (plus headers) between two reads.
+const SYNC_BYTES: u32 = 512 * 1024;
 /// CLOCK_MONOTONIC when the daemon last re-based the connection counts
 /// (see lb_common::HEARTBEAT_STALE_NS).
 #[map]

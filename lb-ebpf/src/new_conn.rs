@@ -18,6 +18,7 @@ use crate::{
     reals::{account, resolved},
     sched::{lblc::lblcr_set, schedule},
     stats::count,
+    sync,
 };
 
 /// `lb`'s hand-off of a new connection to `lb_new` (tail call, JUMP slot
@@ -173,6 +174,9 @@ fn insert_conn(sc: &NewConn, svc_id: u32, real_id: u32, now: u64) {
                 account(real_id, 1, 0);
             } else {
                 account(real_id, 0, 1);
+            }
+            if !is_tcp || sync::synced_state(state) {
+                sync::emit(config().flags, &sc.key, &value);
             }
         }
     }

@@ -66,6 +66,7 @@ pub(crate) fn template_new(svc: &ServiceValue, vport: u16, key: &ConnKey, real_i
     };
     if CONNS.insert(&tkey, &template, 0).is_ok() {
         count(counter::PERSIST_NEW);
+        crate::sync::emit(crate::forward::config().flags, &tkey, &template);
     } else {
         count(counter::CONN_INSERT_FAIL);
     }

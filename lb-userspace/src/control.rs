@@ -108,6 +108,17 @@ pub enum Request {
     },
     /// The running state as a YAML configuration (`lbadm export`).
     Export,
+    /// `--start-daemon ROLE`: one sync daemon role with its settings.
+    StartDaemon {
+        role: crate::sync::Role,
+        cfg: crate::sync::SyncCfg,
+    },
+    /// `--stop-daemon ROLE`.
+    StopDaemon {
+        role: crate::sync::Role,
+    },
+    /// `-L --daemon`: the sync daemons running.
+    Daemons,
     /// VRRP routers: list (`lbadm vrrp`), or hand over / take part again
     /// (`lbadm vrrp release|resume [NAME]`; no name: every router).
     Vrrp {
@@ -218,6 +229,9 @@ pub struct Listing {
     /// VRRP routers (state, master, priority, last transition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<crate::vrrp::VrrpView>,
+    /// Connection sync daemons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<crate::sync::SyncView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +265,9 @@ pub enum Response {
     },
     Vrrp {
         routers: Vec<crate::vrrp::VrrpView>,
+    },
+    Daemons {
+        daemons: Vec<crate::sync::SyncView>,
     },
     Error {
         message: String,
@@ -387,6 +404,7 @@ mod tests {
                 services: vec![],
                 groups: vec![(7, group)],
                 vrrp: Vec::new(),
+                sync: Vec::new(),
             },
         };
         let back: Response = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

@@ -33,6 +33,8 @@ pub mod director;
 
 pub mod vrrp;
 
+pub mod sync;
+
 pub mod daemon;
 
 pub mod cli;

@@ -55,6 +55,7 @@ fn listing(t: &Table) -> Listing {
         conn_table_size: 4096,
         groups: t.groups.clone().into_iter().collect(),
         vrrp: Vec::new(),
+        sync: Vec::new(),
         services: t
             .services
             .values()

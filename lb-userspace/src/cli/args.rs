@@ -57,12 +57,30 @@ pub struct Cli {
     /// Zero the packet, byte and rate counters (of one service with -t/-u/-f).
     #[arg(short = 'Z', long = "zero")]
     pub zero: bool,
-    /// Connection synchronisation daemon: not implemented (refused).
+    /// Start the connection sync daemon: master or backup.
     #[arg(long = "start-daemon", value_name = "STATE")]
     pub start_daemon: Option<String>,
-    /// Connection synchronisation daemon: not implemented (refused).
+    /// Stop the connection sync daemon: master or backup.
     #[arg(long = "stop-daemon", value_name = "STATE")]
     pub stop_daemon: Option<String>,
+    /// Sync daemon: the interface its messages go out of / come in on.
+    #[arg(long = "mcast-interface", value_name = "INTERFACE")]
+    pub mcast_interface: Option<String>,
+    /// Sync daemon: syncid 0..255 (a backup with 0 takes every master's).
+    #[arg(long = "syncid", value_name = "SID")]
+    pub syncid: Option<u8>,
+    /// Sync daemon: largest message (default 1472).
+    #[arg(long = "sync-maxlen", value_name = "LENGTH")]
+    pub sync_maxlen: Option<u16>,
+    /// Sync daemon: multicast group (default 224.0.0.81).
+    #[arg(long = "mcast-group", value_name = "ADDRESS")]
+    pub mcast_group: Option<String>,
+    /// Sync daemon: UDP port (default 8848).
+    #[arg(long = "mcast-port", value_name = "PORT")]
+    pub mcast_port: Option<u16>,
+    /// Sync daemon: multicast TTL (default 1).
+    #[arg(long = "mcast-ttl", value_name = "TTL")]
+    pub mcast_ttl: Option<u8>,
 
     /// TCP virtual service: host[:port], IPv6 as [addr]:port.
     #[arg(short = 't', long = "tcp-service", value_name = "SERVICE-ADDRESS")]

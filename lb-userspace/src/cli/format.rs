@@ -476,6 +476,7 @@ mod tests {
             conn_table_size: 4096,
             groups: Default::default(),
             vrrp: Vec::new(),
+            sync: Vec::new(),
             services: vec![
                 ServiceView {
                     id: 0,
@@ -600,6 +601,7 @@ UDP  [2001:db8::100]:53 mh (mh-fallback,mh-port)
             conn_table_size: 4096,
             groups: Default::default(),
             vrrp: Vec::new(),
+            sync: Vec::new(),
             services: vec![ServiceView {
                 id: 0,
                 rate: Default::default(),

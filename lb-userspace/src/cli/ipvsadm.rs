@@ -151,7 +151,44 @@ pub fn parse_addr_port_names(
     Ok((addr, port))
 }
 
+fn role_of(s: &str) -> Option<crate::sync::Role> {
+    match s {
+        "master" => Some(crate::sync::Role::Master),
+        "backup" => Some(crate::sync::Role::Backup),
+        _ => None,
+    }
+}
+
 impl Cli {
+    /// A sync daemon's settings from ipvsadm's options (one role).
+    fn sync_cfg(&self) -> Result<crate::sync::SyncCfg, String> {
+        let mut c = crate::sync::SyncCfg {
+            interface: self.mcast_interface.clone(),
+            syncid: self.syncid.unwrap_or(0),
+            ..Default::default()
+        };
+        if let Some(l) = self.sync_maxlen {
+            c.maxlen = l;
+        }
+        if let Some(g) = &self.mcast_group {
+            let a: IpAddr = g
+                .parse()
+                .map_err(|_| format!("invalid mcast-group `{g}'"))?;
+            if !a.is_multicast() {
+                return Err(format!("invalid mcast-group `{g}'"));
+            }
+            c.group = a;
+        }
+        if let Some(p) = self.mcast_port {
+            c.port = p;
+        }
+        if let Some(t) = self.mcast_ttl {
+            c.ttl = t;
+        }
+        c.check().map_err(|(f, m)| format!("{f}: {m}"))?;
+        Ok(c)
+    }
+
     /// -o / --ops.
     pub fn one_packet(&self) -> Result<bool, String> {
         match self.o.as_deref() {
@@ -284,8 +321,16 @@ impl Cli {
         if self.ipip {
             return Err("-i (tunnelling) is not supported: this director forwards by direct routing only (-g)".into());
         }
-        if self.start_daemon.is_some() || self.stop_daemon.is_some() {
-            return Err("--start-daemon/--stop-daemon: connection synchronisation is not implemented by this director".into());
+        if let Some(state) = &self.start_daemon {
+            let role = role_of(state).ok_or("illegal start-daemon parameter specified")?;
+            return Ok(Action::Send(Request::StartDaemon {
+                role,
+                cfg: self.sync_cfg()?,
+            }));
+        }
+        if let Some(state) = &self.stop_daemon {
+            let role = role_of(state).ok_or("illegal stop_daemon specified")?;
+            return Ok(Action::Send(Request::StopDaemon { role }));
         }
         Ok(if self.save {
             Action::Save(self.fmt())

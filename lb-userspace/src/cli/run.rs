@@ -161,7 +161,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", format::rules(&list(&cli)?, &fmt));
             Ok(ExitCode::SUCCESS)
         }
-        Action::ListDaemon => Ok(ExitCode::SUCCESS),
+        Action::ListDaemon => match control::call(&cli.socket, Request::Daemons)? {
+            Response::Daemons { daemons } => {
+                if cli.json_output() {
+                    println!("{}", serde_json::to_string_pretty(&daemons)?);
+                } else {
+                    for d in &daemons {
+                        println!("{}", d.ipvsadm_line());
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            other => fail(other),
+        },
         Action::Restore => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;

@@ -230,6 +230,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
         sloppy_tcp,
         vlans: vlans.iter().copied().collect(),
         vrrp: base.vrrp.clone(),
+        sync: base.sync.clone(),
         port_groups,
         services,
     }

@@ -189,6 +189,9 @@ pub struct Config {
     /// frames of other VLANs go to the kernel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<u16>,
+    /// Connection synchronisation (the IPVS sync daemon; see docs/ha.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::SyncCfg>,
     /// VRRP virtual routers (a pair of directors; see docs/ha.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<crate::vrrp::VrrpCfg>,

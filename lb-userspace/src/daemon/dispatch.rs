@@ -48,8 +48,20 @@ impl Daemon {
                     }
                 }
                 listing.vrrp = self.ha.views();
+                listing.sync = self.syncd.views();
                 Response::Listing { listing }
             }
+            Request::StartDaemon { role, cfg } => match self.sync_start(role, cfg).await {
+                Ok(()) => Response::Ok,
+                Err(e) => error(format!("{e:#}")),
+            },
+            Request::StopDaemon { role } => match self.sync_stop(role) {
+                Ok(()) => Response::Ok,
+                Err(e) => error(format!("{e:#}")),
+            },
+            Request::Daemons => Response::Daemons {
+                daemons: self.syncd.views(),
+            },
             Request::Vrrp { action, name } => {
                 let r = match action {
                     VrrpAction::List => Ok(()),

@@ -13,6 +13,7 @@ pub mod neigh;
 mod neighbours;
 mod socket;
 mod start;
+mod syncd;
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
@@ -87,6 +88,8 @@ pub struct Daemon {
     health_events: mpsc::Receiver<HealthEvent>,
     /// VRRP routers and the data plane's standby VIPs.
     ha: ha::Ha,
+    /// Connection synchronisation.
+    syncd: syncd::Syncd,
     /// Held for the daemon's life: one lbd per instance.
     _lock: crate::dataplane::InstanceLock,
 }
@@ -105,6 +108,7 @@ impl Daemon {
         inputs.sloppy_tcp = next.sloppy_tcp;
         inputs.vlans = next.vlans;
         inputs.standby = self.ha.standby.clone();
+        inputs.sync_master = self.syncd.master_running();
         inputs.director_mac = self.own_mac;
         inputs.health = self.supervisor.verdicts_for(&wanted);
         // The neighbour table's word on every real server (newcomers, and
@@ -245,6 +249,7 @@ impl Daemon {
                 }
                 Some(ev) = self.health_events.recv() => self.health_event(ev),
                 Some(ev) = self.ha.events.recv() => self.vrrp_event(ev),
+                Some(m) = self.syncd.incoming.recv() => self.sync_in(m).await,
                 ev = recv_some(&mut self.neigh_events) => {
                     let Some(ev) = ev else {
                         warn!("neighbour notifications stopped: the neighbour table is now dumped every second");
@@ -297,6 +302,7 @@ impl Daemon {
                 _ = int.recv() => break,
             }
             self.track_quorum().await;
+            self.sync_tick().await;
         }
         self.vrrp_stop().await;
         info!("lbd stopping; the XDP program keeps forwarding from the pinned link");

@@ -88,7 +88,8 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         super::neighbours::Neighbours::new(resolver.link_up().await?, std::time::Instant::now());
     let dp = Dataplane::load(&dir, &config.limits)
         .with_context(|| format!("loading the XDP program (pins in {})", dir.display()))?;
-    let director = Director::recover(dp)?;
+    let mut director = Director::recover(dp)?;
+    let syncd = super::syncd::Syncd::new(director.maps_mut().take_sync());
     if file.is_empty() {
         let table = director.table_in_maps();
         if !table.services.is_empty() {
@@ -134,6 +135,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         supervisor: Supervisor::new(events_tx),
         health_events,
         ha,
+        syncd,
         _lock: lock,
     };
     daemon
@@ -145,6 +147,14 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         .maps_mut()
         .attach(&opts.interface, opts.mode)?;
     daemon.attached = Some(attached);
+    if let Some(s) = daemon.base.sync.clone() {
+        for role in s.roles.clone() {
+            daemon
+                .sync_start(role, s.clone())
+                .await
+                .with_context(|| format!("starting the sync {} daemon", role.name()))?;
+        }
+    }
     let vrrp = daemon.base.vrrp.clone();
     daemon
         .ha

@@ -106,6 +106,8 @@ pub struct Dataplane {
     _cursors: Array<MapData, u32>,
     /// This load's JUMP, until `attach` pins it under `jump_pin`.
     jump: Option<aya::maps::ProgramArray<MapData>>,
+    /// The entries to sync, until the sync master takes it.
+    sync: Option<aya::maps::RingBuf<MapData>>,
     jump_pin: PathBuf,
 }
 
@@ -172,6 +174,7 @@ impl Dataplane {
             lblc: take(&mut ebpf, map::LBLC)?,
             _cursors: take(&mut ebpf, map::CURSORS)?,
             _frags: take(&mut ebpf, map::FRAGS)?,
+            sync: Some(take(&mut ebpf, map::SYNC)?),
             ebpf,
             dir: dir.to_path_buf(),
             limits: limits.clone(),
@@ -194,6 +197,11 @@ impl Dataplane {
     /// The `lb` program.
     pub fn program(&mut self) -> Result<&mut Xdp> {
         program(&mut self.ebpf, prog::LB)
+    }
+
+    /// The ring buffer of entries to sync (once: the sync master keeps it).
+    pub fn take_sync(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
+        self.sync.take()
     }
 
     /// Number of entries in the connection table (walks it).

@@ -23,6 +23,7 @@ pub mod recover;
 pub mod rings;
 mod stats;
 pub mod sweep;
+mod synced;
 #[cfg(test)]
 mod tests;
 
@@ -63,6 +64,8 @@ pub struct Director<M: Maps = Dataplane> {
     maps: M,
     /// What the maps follow from (the last committed inputs).
     inputs: Inputs,
+    /// Successful commits.
+    commits: u64,
     /// What the maps hold.
     published: Published,
     cache: RingCache,
@@ -110,6 +113,7 @@ impl<M: Maps> Director<M> {
         Ok(Director {
             maps,
             inputs,
+            commits: 0,
             published,
             cache: RingCache::default(),
             synced: false,
@@ -210,7 +214,13 @@ impl<M: Maps> Director<M> {
         self.published.apply(plan.delta);
         self.inputs = next;
         self.synced = true;
+        self.commits += 1;
         Ok(n)
+    }
+
+    /// Commits so far (what follows the published ids watches it).
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 
     /// After a commit whose rollback failed: the published state is read

@@ -54,6 +54,8 @@ pub struct Inputs {
     pub sloppy_tcp: bool,
     /// VLANs whose tagged frames the director serves.
     pub vlans: BTreeSet<u16>,
+    /// A sync master runs: the program reports the entries to sync.
+    pub sync_master: bool,
     /// VIPs this director is a VRRP backup for: their services are on
     /// standby (nothing forwarded; the master does it).
     pub standby: BTreeSet<IpAddr>,
@@ -265,7 +267,7 @@ pub fn plan(
             dir_flags::SLOPPY_TCP
         } else {
             0
-        },
+        } | if inp.sync_master { dir_flags::SYNC } else { 0 },
         _pad: 0,
     };
     if config != cur.config {

@@ -112,6 +112,7 @@ impl<M: Maps> Director<M> {
             services,
             groups: inp.table.groups.clone().into_iter().collect(),
             vrrp: Vec::new(),
+            sync: Vec::new(),
         }
     }
 

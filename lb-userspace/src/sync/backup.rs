@@ -1,0 +1,119 @@
+//! The sync backup: takes messages from the group (or from the configured
+//! peers), on one interface only; reads and checks them as the kernel does
+//! (malformed ones counted and dropped); binds the records to this
+//! director's own slots and hands the entries to the daemon. It asks the
+//! masters for everything they have when it starts (an empty message,
+//! which IPVS masters ignore).
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use lb_common::{ConnKey, ConnValue};
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
+
+use super::{
+    config::SyncCfg,
+    net,
+    proto::{decode, encode},
+    translate::{from_record, IdMap},
+    SyncStats,
+};
+use crate::director::sweep::monotonic_ns;
+
+/// What the backup hands the daemon.
+#[derive(Debug)]
+pub enum SyncIn {
+    Entries(Vec<(ConnKey, ConnValue)>),
+    /// A backup elsewhere started and asks for everything.
+    ResyncRequest,
+}
+
+pub fn spawn(
+    cfg: SyncCfg,
+    iface: String,
+    ifindex: u32,
+    own: BTreeSet<IpAddr>,
+    ids: watch::Receiver<Arc<IdMap>>,
+    out: mpsc::Sender<SyncIn>,
+    stats: watch::Sender<SyncStats>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let unicast = !cfg.peers.is_empty();
+    let sock = net::receiver(&iface, ifindex, cfg.group, cfg.port, unicast)
+        .map_err(|e| anyhow::anyhow!("sync backup on {iface}, port {}: {e}", cfg.port))?;
+    // The resync request, to the group or to each peer.
+    if let Ok(s) = net::sender(&iface, ifindex, cfg.group, cfg.ttl) {
+        let req = encode(cfg.syncid, &[], cfg.maxlen as usize).remove(0);
+        let dsts: Vec<IpAddr> = if unicast {
+            cfg.peers.clone()
+        } else {
+            vec![cfg.group]
+        };
+        tokio::spawn(async move {
+            for d in dsts {
+                let _ = s.send_to(&req, SocketAddr::new(d, cfg.port)).await;
+            }
+        });
+    }
+    Ok(tokio::spawn(async move {
+        let mut st = SyncStats::default();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("sync backup: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let refuse = |st: &mut SyncStats, why: String| *st.refused.entry(why).or_default() += 1;
+            if own.contains(&from.ip()) {
+                continue;
+            }
+            if unicast && !cfg.peers.contains(&from.ip()) {
+                refuse(&mut st, "from an address that is no peer".into());
+                stats.send_replace(st.clone());
+                continue;
+            }
+            st.received_messages += 1;
+            match decode(&buf[..n]) {
+                Err(e) => refuse(&mut st, e.to_string()),
+                Ok(d) if cfg.syncid != 0 && d.syncid != cfg.syncid => {
+                    refuse(&mut st, "another syncid".into())
+                }
+                Ok(d) if d.records.is_empty() && d.rest.is_none() => {
+                    let _ = out.send(SyncIn::ResyncRequest).await;
+                }
+                Ok(d) => {
+                    if let Some(e) = d.rest {
+                        refuse(&mut st, e.to_string());
+                    }
+                    if d.skipped > 0 {
+                        *st.refused
+                            .entry("record with an unknown option".into())
+                            .or_default() += d.skipped as u64;
+                    }
+                    st.received_records += d.records.len() as u64;
+                    let ids = ids.borrow().clone();
+                    let now = monotonic_ns();
+                    let mut entries = Vec::with_capacity(d.records.len());
+                    for r in &d.records {
+                        match from_record(&ids, r, now) {
+                            Ok(e) => entries.push(e),
+                            Err(e) => refuse(&mut st, e.to_string()),
+                        }
+                    }
+                    st.applied += entries.len() as u64;
+                    if !entries.is_empty() && out.send(SyncIn::Entries(entries)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            stats.send_replace(st.clone());
+        }
+    }))
+}
