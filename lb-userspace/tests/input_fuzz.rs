@@ -802,3 +802,110 @@ fn control_requests() {
     }
     run.finish();
 }
+
+/// Bytes mutated from `seed` (flips, overwrites, cuts, growth) or random.
+fn mutate_bytes(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    if rng.percent(10) {
+        return (0..rng.below(300)).map(|_| rng.next() as u8).collect();
+    }
+    let mut m = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(4) {
+            0 if !m.is_empty() => {
+                let i = rng.below(m.len());
+                m[i] ^= 1 << rng.below(8);
+            }
+            1 if !m.is_empty() => {
+                let i = rng.below(m.len());
+                m[i] = rng.next() as u8;
+            }
+            2 => m.truncate(rng.below(m.len() + 1)),
+            _ => m.extend((0..rng.below(40)).map(|_| rng.next() as u8)),
+        }
+    }
+    m
+}
+
+/// VRRP adverts as lbd receives them: refused with a reason, or read.
+#[test]
+fn vrrp_adverts() {
+    use lb_userspace::vrrp::packet::{decode, encode, Advert, GROUP_V4};
+    let src: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    let dst = std::net::IpAddr::V4(GROUP_V4);
+    let seeds: Vec<Vec<u8>> = [2u8, 3]
+        .iter()
+        .map(|&v| {
+            let a = Advert {
+                version: v,
+                vrid: 51,
+                priority: 150,
+                interval_cs: 100,
+                addrs: vec![
+                    "192.0.2.100".parse().unwrap(),
+                    "192.0.2.101".parse().unwrap(),
+                ],
+            };
+            encode(&a, src, dst)
+        })
+        .collect();
+    let mut rng = Rng::new(0x7a7a);
+    let mut run = Run::new("vrrp");
+    for _ in 0..inputs() {
+        let which = rng.below(2);
+        let m = mutate_bytes(&mut rng, &seeds[which]);
+        let v = if rng.percent(50) { 3 } else { 2 };
+        run.one(&format!("{m:02x?}"), |_| {
+            Ok(decode(&m, v, src, dst, 255, rng_bool(&m)).is_ok())
+        });
+    }
+    run.finish();
+}
+
+fn rng_bool(m: &[u8]) -> bool {
+    m.len() % 2 == 0
+}
+
+/// Sync messages as a backup receives them: refused with a reason, or read
+/// and bound (or not) to this director's slots.
+#[test]
+fn sync_messages() {
+    use lb_userspace::sync::{
+        proto::{decode, encode, flags, Record, MAXLEN},
+        translate::{from_record, IdMap},
+    };
+    let r = Record {
+        protocol: 6,
+        flags: flags::DROUTE,
+        state: 1,
+        cport: 40000,
+        vport: 80,
+        dport: 80,
+        fwmark: 0,
+        timeout: 900,
+        caddr: "203.0.113.10".parse().unwrap(),
+        vaddr: "192.0.2.100".parse().unwrap(),
+        daddr: "192.0.2.11".parse().unwrap(),
+    };
+    let seed = encode(1, &[r, r, r], MAXLEN).remove(0);
+    let ids = IdMap::default();
+    let mut rng = Rng::new(0x5c5c);
+    let mut run = Run::new("sync");
+    for _ in 0..inputs() {
+        let mut m = mutate_bytes(&mut rng, &seed);
+        if rng.percent(50) && m.len() >= 4 {
+            let size = m.len() as u16;
+            m[2..4].copy_from_slice(&size.to_be_bytes());
+        }
+        run.one(&format!("{m:02x?}"), |_| match decode(&m) {
+            Ok(d) => {
+                for r in &d.records {
+                    let _ = from_record(&ids, r, 0);
+                }
+                Ok(true)
+            }
+            Err(e) if e.to_string().is_empty() => Err("refused without a reason".into()),
+            Err(_) => Ok(false),
+        });
+    }
+    run.finish();
+}

@@ -292,7 +292,68 @@ fn realserver_down_puts_back_what_up_found() {
     assert_eq!(all(), "2 0 0 0", "not as found before `up`");
 }
 
+/// The sync daemon in ipvsadm's words: started and stopped at run time,
+/// listed as ipvsadm lists it, and the kernel's errors for a second start
+/// or a stop of nothing.
+fn sync_daemons_start_stop_and_list_as_ipvsadm() {
+    let lab = lab();
+    let _lbd = Lbd::start(&lab, RR_CONFIG);
+    assert_eq!(lab.lbadm(&["-L", "--daemon"]).unwrap(), "");
+    lab.lbadm(&[
+        "--start-daemon",
+        "backup",
+        "--mcast-interface",
+        "eth1",
+        "--syncid",
+        "3",
+    ])
+    .unwrap();
+    lab.lbadm(&[
+        "--start-daemon",
+        "master",
+        "--syncid",
+        "3",
+        "--mcast-ttl",
+        "2",
+    ])
+    .unwrap();
+    assert_eq!(
+        lab.lbadm(&["-L", "--daemon"]).unwrap(),
+        "master sync daemon (mcast=eth1, syncid=3, maxlen=1472, group=224.0.0.81, port=8848, ttl=2)\n\
+         backup sync daemon (mcast=eth1, syncid=3, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+    );
+    let e = lab
+        .lbadm(&["--start-daemon", "master"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Daemon has already run"), "{e}");
+    lab.lbadm(&["--stop-daemon", "master"]).unwrap();
+    let e = lab
+        .lbadm(&["--stop-daemon", "master"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("No daemon is running"), "{e}");
+    let e = lab
+        .lbadm(&["--start-daemon", "mister"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("illegal start-daemon parameter specified"),
+        "{e}"
+    );
+    let e = lab
+        .lbadm(&["--start-daemon", "backup", "--mcast-group", "10.0.0.1"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid mcast-group `10.0.0.1'"), "{e}");
+    assert!(lab
+        .lbadm(&["-L", "--daemon"])
+        .unwrap()
+        .starts_with("backup sync daemon"));
+}
+
 pub const TESTS: &[Test] = tests![
+    sync_daemons_start_stop_and_list_as_ipvsadm,
     realserver_down_puts_back_what_up_found,
     apply_shows_timeouts_and_refuses_what_needs_a_restart,
     lbadm_changes_take_effect_on_live_traffic,

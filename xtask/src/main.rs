@@ -183,7 +183,9 @@ fn bench(quick: bool, out: Option<std::path::PathBuf>) -> Result<()> {
     // handed to the dataplane benchmark, which writes the one results file.
     build(false)?;
     eprintln!("bench: through the lab (wrk, iperf3, HAProxy, lbd memory)");
-    let lab_results = xtask::labbench::run(paths(), quick)?;
+    let mut lab_results = xtask::labbench::run(paths(), quick)?;
+    eprintln!("bench: a pair of directors (takeover, flows lost, sync cost and lag)");
+    lab_results["high_availability"] = xtask::habench::run(paths(), quick)?;
     let lab_file = std::env::temp_dir().join(format!("lb-labbench-{}.json", std::process::id()));
     std::fs::write(&lab_file, serde_json::to_string_pretty(&lab_results)?)?;
     let mut c = cargo();

@@ -215,7 +215,7 @@ fn input_fuzz(inputs: u64) -> Result<Value> {
         .status()?
         .success();
     let mut v = json!({ "ok": ok });
-    for name in ["yaml", "ipvsadm", "rules", "control"] {
+    for name in ["yaml", "ipvsadm", "rules", "control", "vrrp", "sync"] {
         let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap_or_default();
         v[name] = serde_json::from_str(&text).unwrap_or(json!(null));
     }
@@ -267,11 +267,11 @@ pub fn doc(v: &Value, json: &str) -> String {
     let a = &v["applies_under_established_flows"];
     let p = &v["packet_fuzz"];
     let i = &v["input_fuzz"];
-    let inputs: u64 = ["yaml", "ipvsadm", "rules", "control"]
+    let inputs: u64 = ["yaml", "ipvsadm", "rules", "control", "vrrp", "sync"]
         .iter()
         .map(|k| i[k]["inputs"].as_u64().unwrap_or(0))
         .sum();
-    let failures: u64 = ["yaml", "ipvsadm", "rules", "control"]
+    let failures: u64 = ["yaml", "ipvsadm", "rules", "control", "vrrp", "sync"]
         .iter()
         .map(|k| i[k]["failures"].as_u64().unwrap_or(0))
         .sum();
@@ -286,7 +286,7 @@ pub fn doc(v: &Value, json: &str) -> String {
          | established downloads broken or short across {applies} `lbadm apply` (rr, wrr, mh, a server leaving, quiesced) | {flost} of {flows} |\n\
          | time per apply (round trip through lbadm) | {msa} ms |\n\
          | fuzzed frames through the real object (BPF_PROG_TEST_RUN), failures | {frames} in {fsec} s, {ffail} |\n\
-         | fuzzed inputs (YAML, ipvsadm lines, rule files, control requests), failures | {inputs}, {failures} |\n\n\
+         | fuzzed inputs (YAML, ipvsadm lines, rule files, control requests, VRRP adverts, sync messages), failures | {inputs}, {failures} |\n\n\
          ```json\n{json}\n```\n",
         date = v["date"].as_str().unwrap_or(""),
         restarts = r["restarts"],

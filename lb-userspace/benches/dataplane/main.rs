@@ -78,7 +78,7 @@ fn markdown(result: &Value) -> String {
             r["note"].as_str().unwrap_or("")
         ));
     }
-    s.push_str("\n## Through the lab\n\nA real client (wrk, iperf3) in the lab through the XDP director, against HAProxy in TCP mode on the same director namespace balancing the same nginx real servers, in the same run. Everything (client, router, bridge, director, real servers) shares the machine's 2 CPUs, so these are relative figures.\n\n```json\n");
+    s.push_str("\n## Through the lab\n\nA real client (wrk, iperf3) in the lab through the XDP director, against HAProxy in TCP mode on the same director namespace balancing the same nginx real servers, in the same run. Everything (client, router, bridge, director, real servers) shares the machine's 2 CPUs, so these are relative figures. `high_availability`: a pair of lbd directors (VRRPv3 with 100 ms adverts, the sync daemon in both roles): the time from the master's NIC failing to a new connection through the backup, the established downloads lost in that failover, what the sync daemon sends per 1,000 new connections, and how long a new connection's entry takes to reach the backup while others are being opened.\n\n```json\n");
     s.push_str(&serde_json::to_string_pretty(&result["through_the_lab"]).unwrap());
     s.push_str("\n```\n\n## Control plane and memory\n\n```json\n");
     s.push_str(
