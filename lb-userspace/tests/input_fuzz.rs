@@ -862,7 +862,7 @@ fn vrrp_adverts() {
 }
 
 fn rng_bool(m: &[u8]) -> bool {
-    m.len() % 2 == 0
+    m.len().is_multiple_of(2)
 }
 
 /// Sync messages as a backup receives them: refused with a reason, or read
