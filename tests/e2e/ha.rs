@@ -340,7 +340,39 @@ fn a_failover_loses_no_established_flow() {
     );
 }
 
+/// Priority follows health: a tracked check failing on the master lowers
+/// its priority below the backup's, which takes over; the check passing
+/// again gives the master its priority back and it preempts.
+fn a_failing_tracked_check_hands_the_vip_over_and_back() {
+    let h = ha_lab();
+    let flag = std::env::temp_dir().join(format!("{}-fail", h.lab.prefix));
+    let _ = std::fs::remove_file(&flag);
+    let tracked = pair_config(150).replace(
+        "garp_master_delay: 1,",
+        &format!(
+            "garp_master_delay: 1, track: {{checks: [{{command: [sh, -c, \"test ! -e {}\"], interval: 0.2, weight: -100}}]}},",
+            flag.display()
+        ),
+    );
+    let _lbds = Killed(vec![
+        h.start_lbd(0, &tracked).unwrap(),
+        h.start_lbd(1, &pair_config(100)).unwrap(),
+    ]);
+    h.wait_ready(0).unwrap();
+    h.wait_ready(1).unwrap();
+    wait_holder(&h, 0, Duration::from_secs(10));
+    std::fs::write(&flag, "").unwrap();
+    wait_holder(&h, 1, Duration::from_secs(5));
+    let v: serde_json::Value =
+        serde_json::from_str(&h.lbadm(0, &["vrrp", "--json"]).unwrap()).unwrap();
+    assert_eq!(v[0]["effective_priority"], serde_json::json!(50), "{v}");
+    std::fs::remove_file(&flag).unwrap();
+    wait_holder(&h, 0, Duration::from_secs(5));
+    assert!(h.lab.curl_vip("/", 2).is_ok());
+}
+
 pub const TESTS: &[Test] = tests![
+    a_failing_tracked_check_hands_the_vip_over_and_back,
     a_failover_loses_no_established_flow,
     the_pair_elects_one_master_and_fails_over,
     a_planned_restart_of_the_master_keeps_mastership,

@@ -1,4 +1,5 @@
 //! xtask: set-up, the namespace lab, the demo, the test tiers.
+pub mod demoha;
 pub mod habench;
 pub mod halab;
 pub mod lab;

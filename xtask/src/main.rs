@@ -37,6 +37,10 @@ enum Cmd {
         #[arg(long, default_value_t = 12)]
         requests: u32,
     },
+    /// The pair of directors: VRRP elects a master, downloads run through
+    /// it, its NIC fails, the backup (told of every connection by the sync
+    /// daemon) takes over and the downloads finish.
+    DemoHa,
     /// Every test tier: unit, packet (BPF_PROG_TEST_RUN), namespace end-to-end.
     Test,
     /// The benchmark suite: writes bench/results/<date>.json and docs/benchmarks.md.
@@ -308,6 +312,13 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Demo { requests } => demo(requests),
+        Cmd::DemoHa => {
+            require_root()?;
+            setup()?;
+            build(false)?;
+            xtask::lab::cleanup_prefix("lbha");
+            xtask::demoha::run(paths())
+        }
         Cmd::Test => test(),
         Cmd::Bench { quick, out } => bench(quick, out),
         Cmd::Soak { quick, from } => soak(quick, from),
