@@ -94,6 +94,7 @@ mod tests {
         assert_eq!(NAMES[PASS_NOT_VIP as usize], "pass_not_vip");
         assert_eq!(NAMES[TX as usize], "tx");
         assert_eq!(NAMES[PASS_FRAG_UNKNOWN as usize], "pass_frag_unknown");
-        assert_eq!(PASS_FRAG_UNKNOWN, COUNT - 1);
+        assert_eq!(NAMES[SYNC_LOST as usize], "sync_lost");
+        assert_eq!(SYNC_LOST, COUNT - 1);
     }
 }

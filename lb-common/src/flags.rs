@@ -41,6 +41,15 @@ pub mod dir_flags {
     pub const SYNC: u8 = 1 << 2;
 }
 
+/// Connection entry flags ([`crate::ConnValue::flags`]).
+pub mod conn_flags {
+    /// Made by the sync daemon from a peer's record (a backup's copy): not
+    /// sent back to the peer by refreshes, and replaced by the peer's newer
+    /// records. The program clears it on the entry's first packet here:
+    /// from then on this director serves the connection.
+    pub const SYNCED: u8 = 1 << 0;
+}
+
 /// Real server flags ([`crate::RealServer::flags`]).
 pub mod rs_flags {
     /// The slot is allocated to a real server.

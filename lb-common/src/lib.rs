@@ -12,7 +12,7 @@ pub mod sched;
 pub mod tcp_state;
 mod types;
 
-pub use flags::{dir_flags, rs_flags, svc_flags};
+pub use flags::{conn_flags, dir_flags, rs_flags, svc_flags};
 pub use hash::{flow_hash, mask_addr};
 pub use types::*;
 

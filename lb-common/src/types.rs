@@ -118,7 +118,9 @@ pub struct ConnValue {
     pub last_seen_ns: u64,
     /// Connection state ([`crate::tcp_state`]; UDP entries hold `tcp_state::UDP`).
     pub state: u8,
-    pub _pad: [u8; 3],
+    /// [`crate::conn_flags`].
+    pub flags: u8,
+    pub _pad: [u8; 2],
     /// Templates only: the persistence timeout in seconds.
     pub timeout: u32,
 }

@@ -8,7 +8,8 @@ use aya_ebpf::{
     bindings::xdp_action::XDP_DROP, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext,
 };
 use lb_common::{
-    counter, dir_flags, rs_flags, sched, svc_flags, tcp_state, DirectorConfig, PROTO_TCP,
+    conn_flags, counter, dir_flags, rs_flags, sched, svc_flags, tcp_state, DirectorConfig,
+    PROTO_TCP,
 };
 
 use crate::{
@@ -57,6 +58,10 @@ pub(crate) fn process(ctx: &XdpContext) -> Result<u32, u32> {
             count(counter::CONN_REUSE);
             account(e.real_id, 0, -1);
         } else {
+            // A backup's copy of a peer's entry: this director serves it now.
+            if e.flags & conn_flags::SYNCED != 0 {
+                e.flags &= !conn_flags::SYNCED;
+            }
             // Write only what changed: the entry's cache line is shared by
             // every CPU that sees this flow.
             if e.last_seen_ns != now {

@@ -163,7 +163,8 @@ fn insert_conn(sc: &NewConn, svc_id: u32, real_id: u32, now: u64) {
             svc_id,
             last_seen_ns: now,
             state,
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
             timeout: 0,
         };
         if CONNS.insert(&sc.key, &value, 0).is_err() {

@@ -61,7 +61,8 @@ pub(crate) fn template_new(svc: &ServiceValue, vport: u16, key: &ConnKey, real_i
         svc_id: svc.id,
         last_seen_ns: now,
         state: tcp_state::TEMPLATE,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
         timeout: svc.persist_timeout,
     };
     if CONNS.insert(&tkey, &template, 0).is_ok() {

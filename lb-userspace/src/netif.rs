@@ -29,6 +29,22 @@ pub async fn ifindex(h: &rtnetlink::Handle, dev: &str) -> Result<u32> {
     Ok(link.header.index)
 }
 
+/// The MAC address of interface `idx`.
+pub async fn mac(h: &rtnetlink::Handle, idx: u32) -> Result<[u8; 6]> {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let mut links = h.link().get().match_index(idx).execute();
+    while let Some(l) = links.try_next().await? {
+        for a in l.attributes {
+            if let LinkAttribute::Address(m) = a {
+                if let Ok(mac) = <[u8; 6]>::try_from(m.as_slice()) {
+                    return Ok(mac);
+                }
+            }
+        }
+    }
+    anyhow::bail!("interface {idx} has no Ethernet address")
+}
+
 /// The addresses (with prefix lengths) of interface `idx`.
 pub async fn addresses(h: &rtnetlink::Handle, idx: u32) -> Result<Vec<(IpAddr, u8)>> {
     let mut out = Vec::new();

@@ -69,13 +69,9 @@ impl Daemon {
                     VrrpAction::Resume => self.vrrp_command(false, name).await,
                 };
                 match r {
-                    Ok(()) => {
-                        // A command's effect shows in the routers' next state.
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        Response::Vrrp {
-                            routers: self.ha.views(),
-                        }
-                    }
+                    Ok(()) => Response::Vrrp {
+                        routers: self.ha.views(),
+                    },
                     Err(e) => error(e),
                 }
             }

@@ -30,7 +30,10 @@ pub struct Ha {
     pub standby: BTreeSet<IpAddr>,
     /// What each router was last told of its lost quorum.
     told: BTreeMap<String, usize>,
-    on_stop: BTreeMap<String, OnStop>,
+    on_stop: BTreeMap<String, (OnStop, f64)>,
+    /// Routers resuming as master after a restart (their VIPs were still
+    /// on the interface).
+    resuming: BTreeSet<String>,
     record_file: PathBuf,
     record: vrrp::Record,
 }
@@ -45,7 +48,7 @@ fn unix_now() -> u64 {
 impl Ha {
     /// Before the routers start: every VIP of a router that will not
     /// resume as master stands by from lbd's first commit.
-    pub fn new(cfgs: &[VrrpCfg], record_file: PathBuf) -> Ha {
+    pub async fn new(cfgs: &[VrrpCfg], iface: &str, record_file: PathBuf) -> Ha {
         let record = vrrp::read_record(&record_file);
         let (events_tx, events) = mpsc::channel(64);
         let mut ha = Ha {
@@ -55,33 +58,38 @@ impl Ha {
             standby: BTreeSet::new(),
             told: BTreeMap::new(),
             on_stop: BTreeMap::new(),
+            resuming: BTreeSet::new(),
             record_file,
             record,
         };
         for c in cfgs {
-            if !ha.resumes(c) {
+            let on = c.interface.as_deref().unwrap_or(iface);
+            if ha.recorded_master(c) && vips_still_on(on, &c.virtual_addresses).await {
+                ha.resuming.insert(c.name.clone());
+            } else {
                 ha.standby.extend(c.virtual_addresses.iter().copied());
             }
         }
         ha
     }
 
-    /// Whether router `c` was master within [`vrrp::RESUME_WITHIN_S`] of
-    /// now, per the previous lbd's record (a restart).
-    fn resumes(&self, c: &VrrpCfg) -> bool {
+    /// Whether router `c` was master when the previous lbd stopped, less
+    /// than [`vrrp::RESUME_WITHIN_S`] ago.
+    fn recorded_master(&self, c: &VrrpCfg) -> bool {
         matches!(self.record.get(&c.name), Some((State::Master, t)) if unix_now().saturating_sub(*t) <= vrrp::RESUME_WITHIN_S)
     }
 
     /// Starts every router of `cfgs` (interface: theirs or lbd's).
-    pub async fn start(&mut self, cfgs: &[VrrpCfg], iface: &str, mac: [u8; 6]) -> Result<()> {
+    pub async fn start(&mut self, cfgs: &[VrrpCfg], iface: &str) -> Result<()> {
         for c in cfgs {
-            let resume = self.resumes(c);
+            let resume = self.resuming.contains(&c.name);
             let on = c.interface.as_deref().unwrap_or(iface);
-            let h = vrrp::task::start(c.clone(), on, mac, resume, self.events_tx.clone()).await?;
+            let h = vrrp::task::start(c.clone(), on, resume, self.events_tx.clone()).await?;
             if resume {
                 info!(router = c.name, "VRRP: resuming as master after a restart");
             }
-            self.on_stop.insert(c.name.clone(), c.on_stop);
+            self.on_stop
+                .insert(c.name.clone(), (c.on_stop, c.restart_hold));
             self.routers.push(h);
         }
         Ok(())
@@ -103,24 +111,34 @@ impl Daemon {
                 for v in &vips {
                     self.ha.standby.remove(v);
                 }
-                self.commit_standby();
-                let _ = done.send(());
+                let ok = self.commit_standby();
+                let _ = done.send(ok);
             }
             Event::Backup { vips } => {
                 self.ha.standby.extend(vips);
                 self.commit_standby();
             }
             Event::Changed { name, state } => {
+                let was = self.ha.record.get(&name).map(|r| r.0);
+                if was == Some(State::Fault) && state == State::Backup {
+                    // Back on the link: what the peers served meanwhile.
+                    self.syncd.ask_resync();
+                }
                 self.ha.record.insert(name, (state, unix_now()));
                 vrrp::write_record(&self.ha.record_file, &self.ha.record);
             }
         }
     }
 
-    fn commit_standby(&mut self) {
+    /// Whether the data plane now follows `ha.standby`.
+    fn commit_standby(&mut self) -> bool {
         let standby = self.ha.standby.clone();
-        if let Err(e) = self.director.change(|i| i.standby = standby) {
-            error!("switching the data plane for VRRP (retried at the next change): {e}");
+        match self.director.change(|i| i.standby = standby) {
+            Ok(_) => true,
+            Err(e) => {
+                error!("switching the data plane for VRRP: {e}");
+                false
+            }
         }
     }
 
@@ -147,8 +165,15 @@ impl Daemon {
                 continue;
             }
             found = true;
-            let cmd = if release { Cmd::Release } else { Cmd::Resume };
-            let _ = h.cmds.send(cmd).await;
+            let (done, wait) = oneshot::channel();
+            let cmd = if release {
+                Cmd::Release(done)
+            } else {
+                Cmd::Resume(done)
+            };
+            if h.cmds.send(cmd).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+            }
         }
         match (found, name) {
             (true, _) => Ok(()),
@@ -158,22 +183,68 @@ impl Daemon {
     }
 
     /// lbd stopping: each master holds (a restart: VRRPv3 backups are told
-    /// to wait) or hands over (priority 0) as its `on_stop` says; after a
-    /// hand-over the data plane stands by for its VIPs.
+    /// to wait `restart_hold`) or hands over (priority 0) as its `on_stop`
+    /// says, and always hands over when the system itself is shutting
+    /// down; after a hand-over the data plane stands by for its VIPs. A
+    /// held master is recorded as master now, for the next lbd.
     pub(super) async fn vrrp_stop(&mut self) {
+        let shutting_down = system_stopping();
         for h in &self.ha.routers {
-            let hold = self.ha.on_stop.get(&h.name).copied() != Some(OnStop::Release);
+            let hold = match self.ha.on_stop.get(&h.name) {
+                Some((OnStop::Hold, secs)) if !shutting_down => {
+                    Some(Duration::from_secs_f64(*secs))
+                }
+                _ => None,
+            };
             let (done, wait) = oneshot::channel();
-            if h.cmds.send(Cmd::Shutdown { hold, done }).await.is_ok()
-                && tokio::time::timeout(Duration::from_secs(2), wait)
-                    .await
-                    .is_err()
-            {
-                warn!(router = h.name, "VRRP router did not stop in time");
+            let sent = tokio::time::timeout(
+                Duration::from_secs(1),
+                h.cmds.send(Cmd::Shutdown { hold, done }),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                warn!(router = h.name, "VRRP router did not take the stop");
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(2), wait).await {
+                Ok(Ok(true)) if hold.is_some() => {
+                    self.ha
+                        .record
+                        .insert(h.name.clone(), (State::Master, unix_now()));
+                }
+                Ok(_) => {}
+                Err(_) => warn!(router = h.name, "VRRP router did not stop in time"),
             }
         }
+        vrrp::write_record(&self.ha.record_file, &self.ha.record);
         while let Ok(ev) = self.ha.events.try_recv() {
             self.vrrp_event(ev);
         }
+    }
+}
+
+/// Whether the system is shutting down (systemd says "stopping"): a
+/// master then hands over rather than hold for a restart that is not
+/// coming.
+fn system_stopping() -> bool {
+    std::process::Command::new("systemctl")
+        .arg("is-system-running")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "stopping")
+        .unwrap_or(false)
+}
+
+/// Whether every one of `vips` is on interface `iface` (a restarting
+/// master's are; after a reboot they are not).
+async fn vips_still_on(iface: &str, vips: &[IpAddr]) -> bool {
+    let Ok(h) = crate::netif::netlink().await else {
+        return false;
+    };
+    let Ok(idx) = crate::netif::ifindex(&h, iface).await else {
+        return false;
+    };
+    match crate::netif::addresses(&h, idx).await {
+        Ok(have) => vips.iter().all(|v| have.iter().any(|(a, _)| a == v)),
+        Err(_) => false,
     }
 }

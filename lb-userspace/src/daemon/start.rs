@@ -117,8 +117,10 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
     // router resumes as master after a restart.
     let ha = super::ha::Ha::new(
         &config.vrrp,
+        &opts.interface,
         crate::vrrp::record_file(&opts.state_dir, &opts.instance),
-    );
+    )
+    .await;
     let mut daemon = Daemon {
         director,
         resolver,
@@ -158,7 +160,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
     let vrrp = daemon.base.vrrp.clone();
     daemon
         .ha
-        .start(&vrrp, &opts.interface, own_mac)
+        .start(&vrrp, &opts.interface)
         .await
         .context("starting VRRP")?;
     info!(

@@ -4,7 +4,6 @@
 //! refreshes and full resyncs.
 
 use std::{
-    collections::BTreeSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -30,6 +29,8 @@ struct BackupOn {
     on: MasterOn,
     task: tokio::task::JoinHandle<()>,
     stats: watch::Receiver<SyncStats>,
+    /// Asks the masters for everything again.
+    resync: mpsc::Sender<()>,
 }
 
 pub struct Syncd {
@@ -107,6 +108,16 @@ impl Syncd {
     }
 }
 
+impl Syncd {
+    /// Asks the masters for every connection again (this director's link
+    /// came back: what they made meanwhile is not here).
+    pub fn ask_resync(&self) {
+        if let Some(b) = &self.backup {
+            let _ = b.resync.try_send(());
+        }
+    }
+}
+
 impl Daemon {
     /// Starts `role` with `cfg` (interface: its own or lbd's).
     pub(super) async fn sync_start(&mut self, role: Role, cfg: SyncCfg) -> Result<()> {
@@ -139,17 +150,15 @@ impl Daemon {
                 if self.syncd.backup.is_some() {
                     return Err(anyhow!("Daemon has already run"));
                 }
-                let own: BTreeSet<_> = netif::addresses(&h, ifindex)
-                    .await?
-                    .into_iter()
-                    .map(|(a, _)| a)
-                    .collect();
+                let nets = netif::addresses(&h, ifindex).await?;
                 let (stats_tx, stats) = watch::channel(SyncStats::default());
+                let (resync, resync_rx) = mpsc::channel(1);
                 let task = backup::spawn(
                     on.cfg.clone(),
                     on.iface.clone(),
                     ifindex,
-                    own,
+                    nets,
+                    resync_rx,
                     self.syncd.ids.subscribe(),
                     self.syncd.incoming_tx.clone(),
                     stats_tx,
@@ -158,6 +167,7 @@ impl Daemon {
                     on: on.clone(),
                     task,
                     stats,
+                    resync,
                 });
             }
         }
@@ -194,7 +204,9 @@ impl Daemon {
     /// (everything, at most every 5 s).
     pub(super) async fn sync_in(&mut self, m: SyncIn) {
         match m {
-            SyncIn::Entries(e) => self.director.insert_synced(&e),
+            SyncIn::Entries(e) => {
+                self.director.insert_synced(&e);
+            }
             SyncIn::ResyncRequest => {
                 let recent = self
                     .syncd

@@ -317,8 +317,11 @@ pub fn plan(
         .map(|a| svc_ids[a])
         .chain(gone.iter().map(|(_, id)| *id))
         .collect();
-    let standby_of: BTreeMap<u32, bool> = svc_ids
+    // (A service deleted in this change keeps its old id's entry.)
+    let standby_of: BTreeMap<u32, bool> = cur
+        .svc_ids
         .iter()
+        .chain(svc_ids.iter())
         .map(|(a, sid)| (*sid, inp.is_standby(a)))
         .collect();
     for sid in &touched {

@@ -144,7 +144,8 @@ mod tests {
                 svc_id: 0,
                 last_seen_ns: now - age_s * 1_000_000_000,
                 state,
-                _pad: [0; 3],
+                flags: 0,
+                _pad: [0; 2],
                 timeout: 0,
             },
         )

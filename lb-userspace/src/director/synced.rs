@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{ConnKey, ConnValue};
+use lb_common::{conn_flags, ConnKey, ConnValue};
 
 use super::{codec::bytes_addr, Director};
 use crate::{dataplane::Maps, sync::translate::IdMap};
@@ -31,21 +31,90 @@ impl<M: Maps> Director<M> {
         m
     }
 
-    /// Entries seen since `since_ns` (monotonic; 0: every entry), for a
-    /// refresh or a backup's full resync.
+    /// Entries this director served and saw since `since_ns` (monotonic;
+    /// 0: every one), for a refresh or a backup's full resync. Copies of a
+    /// peer's entries are not sent back to it.
     pub fn entries_since(&self, since_ns: u64) -> Vec<(ConnKey, ConnValue)> {
         self.maps
             .conns()
             .into_iter()
-            .filter(|(_, v)| v.last_seen_ns >= since_ns)
+            .filter(|(_, v)| v.last_seen_ns >= since_ns && v.flags & conn_flags::SYNCED == 0)
             .collect()
     }
 
-    /// A backup's entries from its master (written as they come: a newer
-    /// record replaces the entry).
-    pub fn insert_synced(&mut self, entries: &[(ConnKey, ConnValue)]) {
+    /// A backup's entries from its master: a newer record replaces the copy
+    /// of the same connection, but never an entry this director serves
+    /// (made or used by its own program). Returns how many were written.
+    pub fn insert_synced(&mut self, entries: &[(ConnKey, ConnValue)]) -> usize {
+        let mut n = 0;
         for (k, v) in entries {
+            if self
+                .maps
+                .conn(k)
+                .is_some_and(|old| old.flags & conn_flags::SYNCED == 0)
+            {
+                continue;
+            }
             self.maps.update_conn(*k, *v);
+            n += 1;
         }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{tcp_state, ConnKey, ConnValue};
+
+    use crate::{
+        dataplane::{Limits, Maps, MemMaps},
+        director::Director,
+    };
+
+    fn director() -> Director<MemMaps> {
+        Director::recover(MemMaps::new(Limits {
+            max_services: 4,
+            max_reals: 4,
+            max_conns: 64,
+        }))
+        .unwrap()
+    }
+
+    fn entry(port: u16, synced: bool) -> (ConnKey, ConnValue) {
+        let mut k = ConnKey::default();
+        k.sport = port.to_be();
+        let v = ConnValue {
+            real_id: 1,
+            svc_id: 1,
+            last_seen_ns: 100,
+            state: tcp_state::ESTABLISHED,
+            flags: if synced { super::conn_flags::SYNCED } else { 0 },
+            ..Default::default()
+        };
+        (k, v)
+    }
+
+    /// Two directors running both roles must not send each other's entries
+    /// back and forth (they would never expire), nor let a peer's copy
+    /// replace a connection this director serves.
+    #[test]
+    fn copies_are_not_sent_back_and_never_replace_served_entries() {
+        let mut d = director();
+        let (mine, mut served) = entry(1, false);
+        d.maps_mut().update_conn(mine, served);
+        let (theirs, copy) = entry(2, true);
+        assert_eq!(d.insert_synced(&[(theirs, copy)]), 1);
+        let sent: Vec<_> = d.entries_since(0).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(sent, vec![mine], "only what this director serves is sent");
+        // A peer's (older) record of a connection served here: ignored.
+        served.state = tcp_state::FIN_WAIT;
+        let (_, stale) = entry(1, true);
+        assert_eq!(d.insert_synced(&[(mine, stale)]), 0);
+        assert_eq!(d.maps().conn(&mine).unwrap().state, tcp_state::ESTABLISHED);
+        // A newer record of a copy replaces it.
+        let mut newer = copy;
+        newer.state = tcp_state::CLOSE;
+        assert_eq!(d.insert_synced(&[(theirs, newer)]), 1);
+        assert_eq!(d.maps().conn(&theirs).unwrap().state, tcp_state::CLOSE);
     }
 }

@@ -6,7 +6,6 @@
 //! which IPVS masters ignore).
 
 use std::{
-    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -32,11 +31,31 @@ pub enum SyncIn {
     ResyncRequest,
 }
 
+/// Whether `a` is on one of the interface's subnets (`nets`: its
+/// addresses with their prefix lengths) without being one of them.
+pub fn on_link(a: IpAddr, nets: &[(IpAddr, u8)]) -> bool {
+    let bits = |x: IpAddr| -> u128 {
+        match x {
+            IpAddr::V4(v) => u32::from(v) as u128,
+            IpAddr::V6(v) => u128::from(v),
+        }
+    };
+    nets.iter().any(|(n, p)| {
+        if n.is_ipv4() != a.is_ipv4() || *n == a {
+            return false;
+        }
+        let width = if n.is_ipv4() { 32 } else { 128 };
+        let shift = width - (*p as u32).min(width);
+        shift == width || bits(*n) >> shift == bits(a) >> shift
+    })
+}
+
 pub fn spawn(
     cfg: SyncCfg,
     iface: String,
     ifindex: u32,
-    own: BTreeSet<IpAddr>,
+    nets: Vec<(IpAddr, u8)>,
+    mut resync: mpsc::Receiver<()>,
     ids: watch::Receiver<Arc<IdMap>>,
     out: mpsc::Sender<SyncIn>,
     stats: watch::Sender<SyncStats>,
@@ -44,7 +63,8 @@ pub fn spawn(
     let unicast = !cfg.peers.is_empty();
     let sock = net::receiver(&iface, ifindex, cfg.group, cfg.port, unicast)
         .map_err(|e| anyhow::anyhow!("sync backup on {iface}, port {}: {e}", cfg.port))?;
-    // The resync request, to the group or to each peer.
+    // The resync request, to the group or to each peer: at start, and
+    // when the daemon asks (this director's link came back).
     if let Ok(s) = net::sender(&iface, ifindex, cfg.group, cfg.ttl) {
         let req = encode(cfg.syncid, &[], cfg.maxlen as usize).remove(0);
         let dsts: Vec<IpAddr> = if unicast {
@@ -52,9 +72,15 @@ pub fn spawn(
         } else {
             vec![cfg.group]
         };
+        let port = cfg.port;
         tokio::spawn(async move {
-            for d in dsts {
-                let _ = s.send_to(&req, SocketAddr::new(d, cfg.port)).await;
+            loop {
+                for d in &dsts {
+                    let _ = s.send_to(&req, SocketAddr::new(*d, port)).await;
+                }
+                if resync.recv().await.is_none() {
+                    return;
+                }
             }
         });
     }
@@ -71,11 +97,19 @@ pub fn spawn(
                 }
             };
             let refuse = |st: &mut SyncStats, why: String| *st.refused.entry(why).or_default() += 1;
-            if own.contains(&from.ip()) {
-                continue;
+            if nets.iter().any(|(a, _)| *a == from.ip()) {
+                continue; // our own
             }
-            if unicast && !cfg.peers.contains(&from.ip()) {
-                refuse(&mut st, "from an address that is no peer".into());
+            let allowed = if unicast {
+                cfg.peers.contains(&from.ip())
+            } else {
+                on_link(from.ip(), &nets)
+            };
+            if !allowed {
+                refuse(
+                    &mut st,
+                    "from an address that is no peer or not on the link".into(),
+                );
                 stats.send_replace(st.clone());
                 continue;
             }
@@ -116,4 +150,21 @@ pub fn spawn(
             stats.send_replace(st.clone());
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_neighbours_on_the_link_are_heard() {
+        let nets = vec![
+            ("192.0.2.2".parse().unwrap(), 24u8),
+            ("2001:db8::2".parse().unwrap(), 64),
+        ];
+        let ok = |a: &str| on_link(a.parse().unwrap(), &nets);
+        assert!(ok("192.0.2.3") && ok("192.0.2.254") && ok("2001:db8::3"));
+        assert!(!ok("192.0.2.2"), "ourselves");
+        assert!(!ok("203.0.113.10") && !ok("192.0.3.1") && !ok("2001:db9::1"));
+    }
 }

@@ -50,6 +50,8 @@ pub fn spawn(
     // SAFETY: the ring buffer's fd stays open while the AsyncFd owns it.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
     tokio::spawn(async move {
+        // Live events first; refreshes and full resyncs fill what is left.
+        let mut live: VecDeque<Record> = VecDeque::new();
         let mut queue: VecDeque<Record> = VecDeque::new();
         let mut sock: Option<(UdpSocket, MasterOn)> = None;
         let mut st = SyncStats::default();
@@ -67,7 +69,7 @@ pub fn spawn(
                         }
                         // SAFETY: the program writes whole SyncEvents.
                         let ev: SyncEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEvent) };
-                        push(&mut queue, &mut st, &ids, &ev.key, &ev.value);
+                        push(&mut live, &mut st, &ids, &ev.key, &ev.value);
                     }
                     g.clear_ready();
                 }
@@ -94,21 +96,25 @@ pub fn spawn(
                         },
                         None => {
                             queue.clear();
+                            live.clear();
                             None
                         }
                     };
                 }
                 _ = tick.tick() => {
                     let Some((s, m)) = &sock else { continue };
-                    // 50 ticks a second, a bucket of one second at most.
+                    // 50 ticks a second; the bucket holds two ticks' worth,
+                    // so a refresh goes out paced, not in one burst that a
+                    // backup's socket buffer would drop.
                     let rate = m.cfg.max_rate as f64;
-                    tokens = (tokens + rate / 50.0).min(rate);
-                    let n = (tokens as usize).min(queue.len());
-                    if n == 0 {
+                    tokens = (tokens + rate / 50.0).min(rate / 25.0).max(1.0);
+                    let from_live = (tokens as usize).min(live.len());
+                    let from_queue = (tokens as usize - from_live).min(queue.len());
+                    if from_live + from_queue == 0 {
                         continue;
                     }
-                    tokens -= n as f64;
-                    let batch: Vec<Record> = queue.drain(..n).collect();
+                    tokens -= (from_live + from_queue) as f64;
+                    let batch: Vec<Record> = live.drain(..from_live).chain(queue.drain(..from_queue)).collect();
                     let dsts: Vec<SocketAddr> = if m.cfg.peers.is_empty() {
                         vec![SocketAddr::new(m.cfg.group, m.cfg.port)]
                     } else {

@@ -87,12 +87,16 @@ pub fn receiver(
     )?;
     s.set_reuse_address(true)?;
     s.bind_device(Some(iface.as_bytes()))?;
-    let any = if v4 {
+    // Multicast: bound to the group, so that nothing sent to the
+    // director's own addresses (from anywhere) reaches it.
+    let at = if !unicast {
+        group
+    } else if v4 {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     };
-    s.bind(&SocketAddr::new(any, port).into())?;
+    s.bind(&SocketAddr::new(at, port).into())?;
     if !unicast {
         match group {
             IpAddr::V4(g) => setopt(
@@ -104,7 +108,12 @@ pub fn receiver(
             IpAddr::V6(g) => s.join_multicast_v6(&g, ifindex)?,
         }
     }
-    s.set_recv_buffer_size(4 << 20).ok();
+    // A refresh arrives in bursts: a large buffer (SO_RCVBUFFORCE, lbd has
+    // CAP_NET_ADMIN), else whatever the kernel grants.
+    let size: libc::c_int = 4 << 20;
+    if setopt(&s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
+        s.set_recv_buffer_size(size as usize).ok();
+    }
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
 }

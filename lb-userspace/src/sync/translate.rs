@@ -130,8 +130,15 @@ pub fn from_record(ids: &IdMap, r: &Record, now: u64) -> Result<(ConnKey, ConnVa
             svc_id: sid,
             last_seen_ns: now,
             state,
-            _pad: [0; 3],
-            timeout: if template { r.timeout.max(1) } else { 0 },
+            flags: lb_common::conn_flags::SYNCED,
+            _pad: [0; 2],
+            // Clamped: a template lives at most as long as ipvsadm allows
+            // a persistence timeout (31 days), whatever the wire says.
+            timeout: if template {
+                r.timeout.clamp(1, 2_678_400)
+            } else {
+                0
+            },
         },
     ))
 }

@@ -41,7 +41,9 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 #[serde(rename_all = "lowercase")]
 pub enum OnStop {
     /// A restart: keep the VIPs and the data plane, and tell VRRPv3 backups
-    /// (through the advert interval they adopt) to wait for the next lbd.
+    /// (through the advert interval they adopt) to wait `restart_hold` for
+    /// the next lbd. (When the system itself is shutting down, lbd releases
+    /// instead.)
     #[default]
     Hold,
     /// Hand over at once (priority 0), as keepalived does when it stops.
@@ -141,6 +143,14 @@ pub struct VrrpCfg {
     pub track: Track,
     #[serde(default, skip_serializing_if = "is_default")]
     pub on_stop: OnStop,
+    /// With `on_stop: hold`: how long (seconds) backups wait for the next
+    /// lbd before they take over (a restart takes about a second).
+    #[serde(default = "d_hold")]
+    pub restart_hold: f64,
+}
+
+fn d_hold() -> f64 {
+    10.0
 }
 
 /// A mistake in `vrrp[i]`: the field and what is wrong.
@@ -197,6 +207,9 @@ impl VrrpCfg {
                 "unicast_peers",
                 "peers and source must be of the VIPs' family".into(),
             );
+        }
+        if !(1.0..=120.0).contains(&self.restart_hold) {
+            return f("restart_hold", "must be 1..120 seconds".into());
         }
         for (name, v) in [
             ("preempt_delay", self.preempt_delay),

@@ -194,7 +194,8 @@ impl VrrpSocket {
         // in6_pktinfo, and every pointer outlives the call.
         unsafe {
             let space = libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize;
-            let mut control = vec![0u8; space];
+            // Aligned for the cmsghdr.
+            let mut control = vec![0u64; space.div_ceil(8)];
             let mut iov = libc::iovec {
                 iov_base: vrrp.as_ptr() as *mut libc::c_void,
                 iov_len: vrrp.len(),
@@ -247,7 +248,8 @@ impl VrrpSocket {
             return Ok(parse_v4(&buf));
         }
         let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let mut control = [0u8; 256];
+        // Aligned for the cmsghdr walk.
+        let mut control = [0u64; 32];
         // SAFETY: buffers with their sizes; cmsgs are walked with the
         // kernel's macros within msg_controllen.
         unsafe {
@@ -261,7 +263,7 @@ impl VrrpSocket {
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-            msg.msg_controllen = control.len();
+            msg.msg_controllen = std::mem::size_of_val(&control);
             let n = libc::recvmsg(fd.as_raw_fd(), &mut msg, 0);
             if n < 0 {
                 return Err(io::Error::last_os_error());

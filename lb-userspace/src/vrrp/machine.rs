@@ -44,6 +44,9 @@ pub enum Action {
     BecomeMaster,
     /// Stop serving them (VIPs removed, data plane on standby).
     BecomeBackup,
+    /// Announce the VIPs again (gratuitous ARP / NA): a router that
+    /// thought itself master may have pulled the neighbours' caches.
+    Announce,
 }
 
 #[derive(Debug, Clone)]
@@ -221,9 +224,11 @@ impl Machine {
                     }
                     self.enter_backup(now, Some(src))
                 } else {
-                    // A lower router thinks it is master: tell it now.
+                    // A lower router thinks it is master: tell it now, and
+                    // take the neighbours' caches back (keepalived's
+                    // garp_lower_prio_repeat).
                     self.advert_at = Some(now + cs(self.p.interval_cs));
-                    vec![self.send()]
+                    vec![self.send(), Action::Announce]
                 }
             }
         }
@@ -287,18 +292,21 @@ impl Machine {
         self.released = false;
     }
 
-    /// lbd stopping. `hold` (a restart): a v3 master's last advert carries
-    /// the longest interval, so that backups, which adopt it, wait ~2 min
-    /// for the next lbd; the VIPs and the data plane stay. Otherwise hand
-    /// over at once (priority 0), as keepalived does when it stops.
-    pub fn shutdown(&mut self, hold: bool, now: Instant) -> Vec<Action> {
+    /// lbd stopping. `hold` (a restart, for about that long): a v3
+    /// master's last advert carries an interval a third of it, which
+    /// backups adopt, so they wait for the next lbd; the VIPs and the data
+    /// plane stay. Otherwise hand over at once (priority 0), as keepalived
+    /// does when it stops.
+    pub fn shutdown(&mut self, hold: Option<Duration>, now: Instant) -> Vec<Action> {
         if self.state != State::Master {
             return Vec::new();
         }
-        if hold && self.p.version == 3 {
+        if let (Some(h), 3) = (hold, self.p.version) {
+            let cs =
+                (h.as_millis() / 30).clamp(self.p.interval_cs as u128, MAX_INTERVAL_CS as u128);
             return vec![Action::Send {
                 priority: self.prio(),
-                interval_cs: MAX_INTERVAL_CS,
+                interval_cs: cs as u16,
             }];
         }
         let mut acts = vec![Action::Send {
@@ -404,8 +412,11 @@ mod tests {
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
         let (mut m, _) = Machine::new(params(100, "10.0.0.1"), t0, true);
         assert_eq!(m.state, State::Master);
-        // Lower priority: we answer at once and stay.
-        assert_eq!(m.on_advert(peer, &adv(50, 100), t0), vec![send(100)]);
+        // Lower priority: we answer at once, announce again, and stay.
+        assert_eq!(
+            m.on_advert(peer, &adv(50, 100), t0),
+            vec![send(100), Action::Announce]
+        );
         // Equal priority, higher address: theirs wins.
         assert_eq!(
             m.on_advert(peer, &adv(100, 100), t0),
@@ -455,15 +466,23 @@ mod tests {
         // Tracking lowers the priority (never to 0; the owner keeps 255).
         m.set_effective(0);
         assert_eq!(m.effective, 1);
-        // A restart: the last advert says "wait 40.95 s between adverts".
+        // A restart held 10 s: the last advert says "3.33 s between
+        // adverts" (backups wait 3 of them); at most 40.95 s.
         let (mut m, _) = Machine::new(params(200, "10.0.0.1"), t0, true);
         assert_eq!(
-            m.shutdown(true, t0),
+            m.shutdown(Some(Duration::from_secs(10)), t0),
+            vec![Action::Send {
+                priority: 200,
+                interval_cs: 333
+            }]
+        );
+        assert_eq!(
+            m.shutdown(Some(Duration::from_secs(3600)), t0),
             vec![Action::Send {
                 priority: 200,
                 interval_cs: MAX_INTERVAL_CS
             }]
         );
-        assert_eq!(m.shutdown(false, t0), vec![send(0), Action::BecomeBackup]);
+        assert_eq!(m.shutdown(None, t0), vec![send(0), Action::BecomeBackup]);
     }
 }

@@ -30,24 +30,26 @@ use crate::{
 /// What the daemon tells a router.
 #[derive(Debug)]
 pub enum Cmd {
-    Release,
-    Resume,
+    /// Answered once the router has acted on it.
+    Release(oneshot::Sender<()>),
+    Resume(oneshot::Sender<()>),
     /// Virtual services on the router's VIPs whose quorum is lost.
     QuorumLost(usize),
-    /// lbd stops: hold (a restart) or hand over; `done` once sent.
+    /// lbd stops: hold for that long (a restart) or hand over; `done`
+    /// once sent, with whether the router was master.
     Shutdown {
-        hold: bool,
-        done: oneshot::Sender<()>,
+        hold: Option<Duration>,
+        done: oneshot::Sender<bool>,
     },
 }
 
 /// What a router asks of the daemon.
 #[derive(Debug)]
 pub enum Event {
-    /// Make the data plane serve `vips`; answer when done.
+    /// Make the data plane serve `vips`; answer whether it does.
     Master {
         vips: Vec<IpAddr>,
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<bool>,
     },
     /// The data plane stands by for `vips`.
     Backup { vips: Vec<IpAddr> },
@@ -78,6 +80,11 @@ struct Router {
     quorum_lost: usize,
     failed_checks: BTreeMap<usize, bool>,
     down_ifaces: BTreeMap<String, bool>,
+    /// Waiting for the daemon to make the data plane active (adverts keep
+    /// going meanwhile); the VIPs are added when it answers.
+    activating: Option<oneshot::Receiver<bool>>,
+    /// The link state last read (an error reading it changes nothing).
+    link_up: bool,
     garp_left: u32,
     garp_at: Option<Instant>,
     garp_second_at: Option<Instant>,
@@ -123,12 +130,13 @@ async fn source(h: &rtnetlink::Handle, idx: u32, cfg: &VrrpCfg) -> anyhow::Resul
 pub async fn start(
     cfg: VrrpCfg,
     iface: &str,
-    mac: [u8; 6],
     resume_master: bool,
     events: mpsc::Sender<Event>,
 ) -> anyhow::Result<Handle> {
     let netlink = netif::netlink().await?;
     let ifindex = netif::ifindex(&netlink, iface).await?;
+    // Announcements carry the MAC of the router's own interface.
+    let mac = netif::mac(&netlink, ifindex).await?;
     let src = source(&netlink, ifindex, &cfg).await?;
     let sock = VrrpSocket::open(
         iface,
@@ -185,6 +193,8 @@ pub async fn start(
         quorum_lost: 0,
         failed_checks: BTreeMap::new(),
         down_ifaces: BTreeMap::new(),
+        activating: None,
+        link_up: true,
         garp_left: 0,
         garp_at: None,
         garp_second_at: None,
@@ -238,6 +248,12 @@ impl Router {
                 }
                 Action::BecomeMaster => self.become_master().await,
                 Action::BecomeBackup => self.become_backup().await,
+                Action::Announce => {
+                    if self.activating.is_none() && self.m.state == State::Master {
+                        self.garp_left = self.cfg.garp_master_repeat;
+                        self.garp_at = Some(Instant::now());
+                    }
+                }
             }
         }
         self.publish();
@@ -245,12 +261,36 @@ impl Router {
 
     async fn become_master(&mut self) {
         info!(router = self.cfg.name, "VRRP: entering MASTER state");
-        // The data plane first, then the VIPs (the kernel answers ARP for
-        // them from then on), then the announcements.
+        self.transition(State::Master).await;
+        self.activate().await;
+    }
+
+    /// Asks the daemon to make the data plane active for the VIPs (the
+    /// answer comes back in the run loop, adverts going on meanwhile).
+    async fn activate(&mut self) {
         let (done, wait) = oneshot::channel();
         let vips = self.cfg.virtual_addresses.clone();
         if self.events.send(Event::Master { vips, done }).await.is_ok() {
-            let _ = wait.await;
+            self.activating = Some(wait);
+        }
+    }
+
+    /// The data plane is active (or could not be made so: asked again in a
+    /// second, the VIPs staying off meanwhile); then the VIPs, then the
+    /// announcements.
+    async fn activated(&mut self, ok: bool) {
+        self.activating = None;
+        if self.m.state != State::Master {
+            return;
+        }
+        if !ok {
+            warn!(
+                router = self.cfg.name,
+                "the data plane could not be made active: asking again in 1 s"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.activate().await;
+            return;
         }
         for a in &self.cfg.virtual_addresses {
             if let Err(e) =
@@ -266,10 +306,10 @@ impl Router {
             .then(|| now + Duration::from_secs_f64(self.cfg.garp_master_delay));
         self.garp_refresh_at = (self.cfg.garp_master_refresh > 0.0)
             .then(|| now + Duration::from_secs_f64(self.cfg.garp_master_refresh));
-        self.transition(State::Master).await;
     }
 
     async fn become_backup(&mut self) {
+        self.activating = None;
         let state = self.m.state;
         info!(
             router = self.cfg.name,
@@ -393,19 +433,29 @@ impl Router {
             match s.try_next().await {
                 Ok(Some(l)) => {
                     use rtnetlink::packet_route::link::LinkFlags;
-                    l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp)
+                    Some(l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp))
                 }
-                _ => false,
+                Ok(None) => Some(false),
+                // A netlink hiccup says nothing of the link.
+                Err(_) => None,
             }
         };
-        let own = up(self.netlink.clone(), self.iface.clone()).await;
-        let acts = self.m.fault(!own, now);
+        if let Some(own) = up(self.netlink.clone(), self.iface.clone()).await {
+            self.link_up = own;
+        }
+        let before = self.m.state;
+        let acts = self.m.fault(!self.link_up, now);
         if !acts.is_empty() {
             self.carry_out(acts).await;
         }
+        if before == State::Fault && self.m.state == State::Backup {
+            info!(router = self.cfg.name, "VRRP: link back, BACKUP state");
+            self.transition(State::Backup).await;
+        }
         for t in self.cfg.track.interfaces.clone() {
-            let is_up = up(self.netlink.clone(), t.name.clone()).await;
-            self.down_ifaces.insert(t.name, !is_up);
+            if let Some(is_up) = up(self.netlink.clone(), t.name.clone()).await {
+                self.down_ifaces.insert(t.name, !is_up);
+            }
         }
     }
 
@@ -446,19 +496,26 @@ impl Router {
                 Some((i, failed)) = check_rx.recv() => {
                     self.failed_checks.insert(i, failed);
                 }
+                ok = wait_activation(&mut self.activating) => self.activated(ok).await,
                 cmd = cmds.recv() => {
                     let now = Instant::now();
                     match cmd {
-                        Some(Cmd::Release) => {
+                        Some(Cmd::Release(done)) => {
                             let acts = self.m.release(now);
                             self.carry_out(acts).await;
+                            let _ = done.send(());
                         }
-                        Some(Cmd::Resume) => self.m.resume(),
+                        Some(Cmd::Resume(done)) => {
+                            self.m.resume();
+                            self.publish();
+                            let _ = done.send(());
+                        }
                         Some(Cmd::QuorumLost(n)) => self.quorum_lost = n,
                         Some(Cmd::Shutdown { hold, done }) => {
+                            let was_master = self.m.state == State::Master;
                             let acts = self.m.shutdown(hold, now);
                             self.carry_out(acts).await;
-                            let _ = done.send(());
+                            let _ = done.send(was_master);
                             return;
                         }
                         None => return,
@@ -501,6 +558,14 @@ impl Router {
             self.garp_refresh_at =
                 Some(now + Duration::from_secs_f64(self.cfg.garp_master_refresh));
         }
+    }
+}
+
+/// The daemon's answer to an activation, or never while none is asked.
+async fn wait_activation(rx: &mut Option<oneshot::Receiver<bool>>) -> bool {
+    match rx {
+        Some(r) => r.await.unwrap_or(false),
+        None => std::future::pending().await,
     }
 }
 
