@@ -153,16 +153,16 @@ impl Daemon {
                 let nets = netif::addresses(&h, ifindex).await?;
                 let (stats_tx, stats) = watch::channel(SyncStats::default());
                 let (resync, resync_rx) = mpsc::channel(1);
-                let task = backup::spawn(
-                    on.cfg.clone(),
-                    on.iface.clone(),
+                let task = backup::spawn(backup::Backup {
+                    cfg: on.cfg.clone(),
+                    iface: on.iface.clone(),
                     ifindex,
                     nets,
-                    resync_rx,
-                    self.syncd.ids.subscribe(),
-                    self.syncd.incoming_tx.clone(),
-                    stats_tx,
-                )?;
+                    resync: resync_rx,
+                    ids: self.syncd.ids.subscribe(),
+                    out: self.syncd.incoming_tx.clone(),
+                    stats: stats_tx,
+                })?;
                 self.syncd.backup = Some(BackupOn {
                     on: on.clone(),
                     task,

@@ -81,8 +81,10 @@ mod tests {
     }
 
     fn entry(port: u16, synced: bool) -> (ConnKey, ConnValue) {
-        let mut k = ConnKey::default();
-        k.sport = port.to_be();
+        let k = ConnKey {
+            sport: port.to_be(),
+            ..Default::default()
+        };
         let v = ConnValue {
             real_id: 1,
             svc_id: 1,
@@ -100,15 +102,15 @@ mod tests {
     #[test]
     fn copies_are_not_sent_back_and_never_replace_served_entries() {
         let mut d = director();
-        let (mine, mut served) = entry(1, false);
+        let (mine, served) = entry(1, false);
         d.maps_mut().update_conn(mine, served);
         let (theirs, copy) = entry(2, true);
         assert_eq!(d.insert_synced(&[(theirs, copy)]), 1);
         let sent: Vec<_> = d.entries_since(0).into_iter().map(|(k, _)| k).collect();
         assert_eq!(sent, vec![mine], "only what this director serves is sent");
         // A peer's (older) record of a connection served here: ignored.
-        served.state = tcp_state::FIN_WAIT;
-        let (_, stale) = entry(1, true);
+        let (_, mut stale) = entry(1, true);
+        stale.state = tcp_state::FIN_WAIT;
         assert_eq!(d.insert_synced(&[(mine, stale)]), 0);
         assert_eq!(d.maps().conn(&mine).unwrap().state, tcp_state::ESTABLISHED);
         // A newer record of a copy replaces it.

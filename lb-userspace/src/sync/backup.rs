@@ -50,16 +50,31 @@ pub fn on_link(a: IpAddr, nets: &[(IpAddr, u8)]) -> bool {
     })
 }
 
-pub fn spawn(
-    cfg: SyncCfg,
-    iface: String,
-    ifindex: u32,
-    nets: Vec<(IpAddr, u8)>,
-    mut resync: mpsc::Receiver<()>,
-    ids: watch::Receiver<Arc<IdMap>>,
-    out: mpsc::Sender<SyncIn>,
-    stats: watch::Sender<SyncStats>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Where a backup listens and what it talks to.
+pub struct Backup {
+    pub cfg: SyncCfg,
+    pub iface: String,
+    pub ifindex: u32,
+    /// The interface's addresses with their prefix lengths.
+    pub nets: Vec<(IpAddr, u8)>,
+    /// A message asks the masters for everything again.
+    pub resync: mpsc::Receiver<()>,
+    pub ids: watch::Receiver<Arc<IdMap>>,
+    pub out: mpsc::Sender<SyncIn>,
+    pub stats: watch::Sender<SyncStats>,
+}
+
+pub fn spawn(b: Backup) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let Backup {
+        cfg,
+        iface,
+        ifindex,
+        nets,
+        mut resync,
+        ids,
+        out,
+        stats,
+    } = b;
     let unicast = !cfg.peers.is_empty();
     let sock = net::receiver(&iface, ifindex, cfg.group, cfg.port, unicast)
         .map_err(|e| anyhow::anyhow!("sync backup on {iface}, port {}: {e}", cfg.port))?;
