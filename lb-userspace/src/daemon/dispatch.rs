@@ -190,6 +190,14 @@ impl Daemon {
         if c.limits != self.base.limits {
             anyhow::bail!("{file}: limits differ from the running ones: that {restart}");
         }
+        if c.vrrp != self.base.vrrp {
+            anyhow::bail!("{file}: vrrp: changing the VRRP routers {restart}");
+        }
+        if c.sync != self.base.sync {
+            anyhow::bail!(
+                "{file}: sync: changing the sync daemons {restart} (or use lbadm --start-daemon / --stop-daemon)"
+            );
+        }
         if let Some(i) = &c.interface {
             if c.interface != self.base.interface && *i != self.resolver.iface {
                 anyhow::bail!(

@@ -84,7 +84,24 @@ impl Ha {
         for c in cfgs {
             let resume = self.resuming.contains(&c.name);
             let on = c.interface.as_deref().unwrap_or(iface);
-            let h = vrrp::task::start(c.clone(), on, resume, self.events_tx.clone()).await?;
+            let h = match vrrp::task::start(c.clone(), on, resume, self.events_tx.clone()).await {
+                Ok(h) => h,
+                Err(e) => {
+                    // lbd will not run: the routers already started hand
+                    // over rather than leave VIPs with no daemon.
+                    for h in self.routers.drain(..) {
+                        let (done, wait) = oneshot::channel();
+                        if h.cmds
+                            .send(Cmd::Shutdown { hold: None, done })
+                            .await
+                            .is_ok()
+                        {
+                            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             if resume {
                 info!(router = c.name, "VRRP: resuming as master after a restart");
             }

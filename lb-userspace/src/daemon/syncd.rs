@@ -120,8 +120,11 @@ impl Syncd {
 
 impl Daemon {
     /// Starts `role` with `cfg` (interface: its own or lbd's).
-    pub(super) async fn sync_start(&mut self, role: Role, cfg: SyncCfg) -> Result<()> {
+    pub(super) async fn sync_start(&mut self, role: Role, mut cfg: SyncCfg) -> Result<()> {
         cfg.check().map_err(|(f, m)| anyhow!("{f}: {m}"))?;
+        if cfg.group.is_ipv6() && cfg.maxlen == crate::sync::proto::MAXLEN as u16 {
+            cfg.maxlen = 1452; // 1500 - IPv6 - UDP headers, as IPVS
+        }
         let iface = cfg
             .interface
             .clone()
@@ -141,10 +144,10 @@ impl Daemon {
                 if !self.syncd.can_master {
                     return Err(anyhow!("the program's sync ring buffer is unavailable"));
                 }
-                self.syncd.master_on.send_replace(Some(on.clone()));
                 self.director
                     .change(|i| i.sync_master = true)
                     .map_err(|e| anyhow!("{e}"))?;
+                self.syncd.master_on.send_replace(Some(on.clone()));
             }
             Role::Backup => {
                 if self.syncd.backup.is_some() {

@@ -203,6 +203,11 @@ impl Machine {
                     || delaying
                     || self.preempt_until.is_some_and(|t| now < t);
                 if accept {
+                    if !lower {
+                        // A router at least as good: the next lower one
+                        // gets the whole delay again (as keepalived).
+                        self.preempt_until = None;
+                    }
                     if self.p.version == 3 {
                         self.master_adv_cs = a.interval_cs.max(1);
                     }
@@ -234,13 +239,19 @@ impl Machine {
         }
     }
 
-    /// The tracked priority changed (health, interfaces, checks).
-    pub fn set_effective(&mut self, priority: u8) {
-        self.effective = if self.p.priority == 255 {
+    /// The priority in force for a tracked sum of `priority`: clamped to
+    /// 1..254; the address owner (255) never moves.
+    pub fn in_force(&self, priority: u8) -> u8 {
+        if self.p.priority == 255 {
             255
         } else {
             priority.clamp(1, 254)
-        };
+        }
+    }
+
+    /// The tracked priority changed (health, interfaces, checks).
+    pub fn set_effective(&mut self, priority: u8) {
+        self.effective = self.in_force(priority);
     }
 
     /// The interface went down (fault) or came back.

@@ -522,7 +522,7 @@ impl Router {
                     }
                 }
             }
-            let e = self.effective();
+            let e = self.m.in_force(self.effective());
             if e != self.m.effective {
                 info!(
                     router = self.cfg.name,
