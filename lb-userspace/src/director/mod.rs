@@ -26,6 +26,8 @@ pub mod sweep;
 mod synced;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_capacity;
 
 use std::{
     collections::{BTreeSet, HashMap},
