@@ -33,6 +33,16 @@ pub enum VrrpAction {
     Resume,
 }
 
+/// What `lbadm bgp` asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BgpAction {
+    #[default]
+    List,
+    Drain,
+    Resume,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -126,6 +136,14 @@ pub enum Request {
         action: VrrpAction,
         #[serde(default)]
         name: Option<String>,
+    },
+    /// BGP announcements: list (`lbadm bgp`), withdraw (`drain [VIP]`; no
+    /// VIP: the whole director) or announce again (`resume [VIP]`).
+    Bgp {
+        #[serde(default)]
+        action: BgpAction,
+        #[serde(default)]
+        vip: Option<std::net::IpAddr>,
     },
     /// Daemon and protocol version.
     Version,
@@ -232,6 +250,9 @@ pub struct Listing {
     /// Connection sync daemons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync: Vec<crate::sync::SyncView>,
+    /// BGP announcements (when a `bgp:` section is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<crate::bgp::BgpView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +289,9 @@ pub enum Response {
     },
     Daemons {
         daemons: Vec<crate::sync::SyncView>,
+    },
+    Bgp {
+        bgp: crate::bgp::BgpView,
     },
     Error {
         message: String,
@@ -405,6 +429,7 @@ mod tests {
                 groups: vec![(7, group)],
                 vrrp: Vec::new(),
                 sync: Vec::new(),
+                bgp: None,
             },
         };
         let back: Response = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();

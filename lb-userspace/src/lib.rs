@@ -33,6 +33,8 @@ pub mod director;
 
 pub mod vrrp;
 
+/// Announcing VIPs by BGP through BIRD (ECMP over several directors).
+pub mod bgp;
 pub mod sync;
 
 pub mod daemon;

@@ -56,6 +56,7 @@ fn listing(t: &Table) -> Listing {
         groups: t.groups.clone().into_iter().collect(),
         vrrp: Vec::new(),
         sync: Vec::new(),
+        bgp: None,
         services: t
             .services
             .values()

@@ -4,6 +4,7 @@
 //! each builds a whole lab); see lb-userspace/tests/common/harness.rs for
 //! how they report without root.
 
+mod ecmp;
 mod forwarding;
 mod ha;
 mod health;
@@ -28,6 +29,7 @@ fn main() -> std::process::ExitCode {
             ("neighbours", neighbours::TESTS),
             ("sched", sched::TESTS),
             ("ha", ha::TESTS),
+            ("ecmp", ecmp::TESTS),
         ],
         "namespaces, XDP",
     )

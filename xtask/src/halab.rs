@@ -24,40 +24,78 @@ pub struct Director {
 
 pub struct HaLab {
     pub lab: Lab,
-    pub dirs: [Director; 2],
+    pub dirs: Vec<Director>,
+}
+
+/// The directors' addresses on the LAN, in order (the first is the
+/// single-director lab's).
+pub const DIRECTOR_IPS: [&str; 4] = ["192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"];
+
+/// Role (namespace suffix) of director `i`.
+fn role(i: usize) -> String {
+    if i == 0 {
+        "dir".into()
+    } else {
+        format!("dir{}", i + 1)
+    }
 }
 
 impl HaLab {
+    /// The pair.
     pub fn up(prefix: &str, paths: Paths) -> Result<HaLab> {
+        HaLab::up_n(prefix, paths, 2)
+    }
+
+    /// `n` directors (2..=4) on the LAN.
+    pub fn up_n(prefix: &str, paths: Paths, n: usize) -> Result<HaLab> {
+        if !(2..=DIRECTOR_IPS.len()).contains(&n) {
+            bail!("{n} directors: the lab has room for 2..=4");
+        }
         let lab = Lab::up_with(prefix, 3, paths, false)?;
-        let dir2 = lab.ns("dir2");
-        run(Command::new("ip").args(["netns", "add", &dir2]))?;
-        lab.ip(&dir2, "link set lo up")?;
-        lab.attach_to_lan(&dir2, "p-dir2")?;
-        lab.ip(&dir2, "addr add 192.0.2.3/24 dev eth1")?;
-        lab.ip(&dir2, "link set eth1 up")?;
-        lab.ip(&dir2, "route add default via 192.0.2.1")?;
+        let mut h = HaLab {
+            dirs: Vec::new(),
+            lab,
+        };
+        for (i, address) in DIRECTOR_IPS.iter().enumerate().take(n) {
+            let role = role(i);
+            if i > 0 {
+                h.add_director(&role, address)?;
+            }
+            h.dirs.push(Director {
+                ns: h.lab.ns(&role),
+                instance: format!("{prefix}-{role}"),
+                socket: PathBuf::from(format!("/run/lbd/{prefix}-{role}.sock")),
+                log: std::env::temp_dir().join(format!("{prefix}-{role}-lbd.log")),
+                address,
+            });
+        }
+        Ok(h)
+    }
+
+    /// A namespace `role` on the LAN with `address`.
+    fn add_director(&self, role: &str, address: &str) -> Result<()> {
+        let lab = &self.lab;
+        let ns = lab.ns(role);
+        let port = format!("p-{role}");
+        run(Command::new("ip").args(["netns", "add", &ns]))?;
+        lab.ip(&ns, "link set lo up")?;
+        lab.attach_to_lan(&ns, &port)?;
+        lab.ip(&ns, &format!("addr add {address}/24 dev eth1"))?;
+        lab.ip(&ns, "link set eth1 up")?;
+        lab.ip(&ns, "route add default via 192.0.2.1")?;
         // Native XDP_TX on a veth needs an XDP program on the peer.
         lab.exec(
             &lab.ns("lan"),
             &[
                 lab.paths.lbd().to_str().context("path")?,
                 "--interface",
-                "p-dir2",
+                &port,
                 "--instance",
-                &format!("{prefix}-pdir2"),
+                &format!("{}-p{role}", lab.prefix),
                 "--pass-program",
             ],
         )?;
-        let dir = |role: &str, address| Director {
-            ns: lab.ns(role),
-            instance: format!("{prefix}-{role}"),
-            socket: PathBuf::from(format!("/run/lbd/{prefix}-{role}.sock")),
-            log: std::env::temp_dir().join(format!("{prefix}-{role}-lbd.log")),
-            address,
-        };
-        let dirs = [dir("dir", "192.0.2.2"), dir("dir2", "192.0.2.3")];
-        Ok(HaLab { lab, dirs })
+        Ok(())
     }
 
     /// lbd on director `i` with `config` (YAML text), native XDP.
@@ -131,22 +169,27 @@ impl HaLab {
 
 impl Drop for HaLab {
     fn drop(&mut self) {
-        let dir2 = self.lab.ns("dir2");
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &dir2]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
+        for i in 1..self.dirs.len() {
+            let ns = self.lab.ns(&role(i));
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
             }
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            let _ = fs::remove_dir_all(PathBuf::from("/sys/fs/bpf/lb").join(format!(
+                "{}-p{}",
+                self.lab.prefix,
+                role(i)
+            )));
         }
-        let _ = Command::new("ip").args(["netns", "del", &dir2]).status();
         for d in &self.dirs {
             let _ = fs::remove_dir_all(PathBuf::from("/sys/fs/bpf/lb").join(&d.instance));
             let _ = fs::remove_file(&d.socket);
-            let _ = fs::remove_file(format!("/run/lbd/{}.state.yaml", d.instance));
-            let _ = fs::remove_file(format!("/run/lbd/{}.vrrp.json", d.instance));
+            for ext in ["state.yaml", "vrrp.json", "bgp.json", "bird.conf"] {
+                let _ = fs::remove_file(format!("/run/lbd/{}.{ext}", d.instance));
+            }
             let _ = fs::remove_file(&d.log);
         }
-        let _ = fs::remove_dir_all(
-            PathBuf::from("/sys/fs/bpf/lb").join(format!("{}-pdir2", self.lab.prefix)),
-        );
     }
 }

@@ -233,15 +233,21 @@ impl Lab {
         )?;
         // Wait for the real servers' HTTP servers.
         for i in 1..=self.n_rs {
-            let url = format!("http://{}/", rs_ip(i));
-            let ns = self.rs_ns(i);
-            wait_for(Duration::from_secs(10), || {
-                self.exec(&ns, &["curl", "-sf", "--max-time", "1", &url])
-                    .is_ok()
-            })
-            .with_context(|| format!("real server {i} HTTP server did not start"))?;
+            self.wait_rs_http(i)?;
         }
         Ok(())
+    }
+
+    /// Waits until real server `i`'s HTTP server answers (from its own
+    /// namespace).
+    pub fn wait_rs_http(&self, i: usize) -> Result<()> {
+        let url = format!("http://{}/", rs_ip(i));
+        let ns = self.rs_ns(i);
+        wait_for(Duration::from_secs(10), || {
+            self.exec(&ns, &["curl", "-sf", "--max-time", "1", &url])
+                .is_ok()
+        })
+        .with_context(|| format!("real server {i} HTTP server did not start"))
     }
 
     /// Connects namespace `ns` to the LAN bridge: its eth1, the bridge's

@@ -153,14 +153,10 @@ fn big_config(services: u32, reals: u32) -> String {
     s
 }
 
-pub fn run(paths: Paths, quick: bool) -> Result<Value> {
-    let seconds = if quick { 2 } else { 5 };
-    let prefix = format!("lbbench{}", std::process::id() % 10000);
-    let lab = Lab::up(&prefix, 3, paths)?;
-    let tmp = std::env::temp_dir().join(format!("{prefix}-bench"));
-    // nginx real servers instead of the python ones.
+/// nginx (one worker) on real servers 1..=3 in place of the python
+/// servers, answering its name; started and answering.
+pub fn nginx_servers(lab: &Lab, tmp: &Path) -> Result<Vec<Child>> {
     let mut nginx: Vec<Child> = Vec::new();
-    let mut iperfs: Vec<Child> = Vec::new();
     for i in 1..=3 {
         lab.stop_rs_http(i);
         let conf = nginx_conf(&tmp.join(format!("rs{i}")), &format!("rs{i}"))?;
@@ -172,6 +168,22 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
                 .stderr(Stdio::null())
                 .spawn()?,
         );
+    }
+    for i in 1..=3 {
+        lab.wait_rs_http(i).context("nginx did not start")?;
+    }
+    Ok(nginx)
+}
+
+pub fn run(paths: Paths, quick: bool) -> Result<Value> {
+    let seconds = if quick { 2 } else { 5 };
+    let prefix = format!("lbbench{}", std::process::id() % 10000);
+    let lab = Lab::up(&prefix, 3, paths)?;
+    let tmp = std::env::temp_dir().join(format!("{prefix}-bench"));
+    // nginx real servers instead of the python ones.
+    let nginx = nginx_servers(&lab, &tmp)?;
+    let mut iperfs: Vec<Child> = Vec::new();
+    for i in 1..=3 {
         iperfs.push(
             lab.cmd(&lab.rs_ns(i), "iperf3")
                 .args(["-s"])
@@ -179,23 +191,6 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
                 .stderr(Stdio::null())
                 .spawn()?,
         );
-    }
-    for i in 1..=3 {
-        let ns = lab.rs_ns(i);
-        wait_for(Duration::from_secs(10), || {
-            lab.exec(
-                &ns,
-                &[
-                    "curl",
-                    "-sf",
-                    "--max-time",
-                    "1",
-                    &format!("http://{}/", lab::rs_ip(i)),
-                ],
-            )
-            .is_ok()
-        })
-        .context("nginx did not start")?;
     }
 
     // 1. The XDP director.

@@ -1,5 +1,7 @@
 //! xtask: set-up, the namespace lab, the demo, the test tiers.
 pub mod demoha;
+pub mod ecmpbench;
+pub mod ecmplab;
 pub mod habench;
 pub mod halab;
 pub mod lab;

@@ -190,6 +190,8 @@ fn bench(quick: bool, out: Option<std::path::PathBuf>) -> Result<()> {
     let mut lab_results = xtask::labbench::run(paths(), quick)?;
     eprintln!("bench: a pair of directors (takeover, flows lost, sync cost and lag)");
     lab_results["high_availability"] = xtask::habench::run(paths(), quick)?;
+    eprintln!("bench: ECMP (connections/s through 1-3 directors, a director failing)");
+    lab_results["ecmp"] = xtask::ecmpbench::run(paths(), quick)?;
     let lab_file = std::env::temp_dir().join(format!("lb-labbench-{}.json", std::process::id()));
     std::fs::write(&lab_file, serde_json::to_string_pretty(&lab_results)?)?;
     let mut c = cargo();
@@ -256,7 +258,14 @@ fn bench_smoke() -> Result<()> {
     let lab_ok = v["through_the_lab"]["xdp_director"]["http_requests_per_s_keepalive"]
         .as_f64()
         .is_some_and(|n| n > 0.0);
-    if measured < 10 || !lab_ok || v["control_plane"].as_object().is_none_or(|o| o.is_empty()) {
+    let ecmp_ok = v["through_the_lab"]["ecmp"]["director_failure"]["lost"]
+        .as_u64()
+        .is_some();
+    if measured < 10
+        || !lab_ok
+        || !ecmp_ok
+        || v["control_plane"].as_object().is_none_or(|o| o.is_empty())
+    {
         bail!(
             "bench results incomplete: {measured} measured rows in {}",
             file.display()

@@ -10,7 +10,7 @@ use lb_userspace::{
     daemon::{bind_socket, start, state_file, Source, StartOptions},
     dataplane::{self, AttachMode},
 };
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +85,22 @@ async fn run() -> Result<()> {
     dataplane::check_bpffs(&args.bpffs).map_err(anyhow::Error::msg)?;
     let dir = dataplane::instance_dir(&args.bpffs, &instance);
     if args.unload {
+        // The program goes: its VIPs must not be announced any more. The
+        // bgp: section is the file's, or the saved running state's.
+        let saved = state_file(&args.state_dir, &instance);
+        let bgp = config.bgp.clone().or_else(|| {
+            std::fs::read_to_string(&saved)
+                .ok()
+                .and_then(|t| Config::parse(&t, &saved.display().to_string()).ok())
+                .and_then(|c| c.bgp)
+        });
+        if let Some(b) = bgp {
+            let include = b.include_path(&args.state_dir, &instance);
+            match lb_userspace::bgp::bird::withdraw_all(&b, &include).await {
+                Ok(()) => info!("every VIP withdrawn from BGP"),
+                Err(e) => warn!("withdrawing the VIPs from BGP: {e}"),
+            }
+        }
         dataplane::unload(&dir).with_context(|| format!("removing {}", dir.display()))?;
         let _ = std::fs::remove_file(state_file(&args.state_dir, &instance));
         info!(dir = %dir.display(), "unloaded");

@@ -289,6 +289,16 @@ pub enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// BGP announcements through BIRD: each VIP announced or why not, the
+    /// speaker's sessions; `drain` withdraws (the director keeps
+    /// forwarding what still reaches it), `resume` announces again.
+    Bgp {
+        #[command(subcommand)]
+        action: Option<BgpCmd>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Port groups (what fwmark services serve).
     Group {
         #[command(subcommand)]
@@ -336,6 +346,17 @@ pub enum VrrpCmd {
     },
     /// Take part in elections again.
     Resume { name: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BgpCmd {
+    /// List the VIPs and sessions (the default).
+    List,
+    /// Withdraw VIP (default: every VIP: the whole director), kept across
+    /// lbd restarts until `resume`.
+    Drain { vip: Option<std::net::IpAddr> },
+    /// Announce again what `drain` withdrew (the VIP, or everything).
+    Resume { vip: Option<std::net::IpAddr> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -438,6 +438,44 @@ pub fn list_health(l: &Listing) -> String {
     )
 }
 
+/// `lbadm bgp`: one line per VIP, then the speaker and its sessions.
+pub fn bgp(b: &crate::bgp::BgpView) -> String {
+    let mut out = format!("{:<40} {:<10} {}\n", "VIP", "State", "Reason");
+    for v in &b.vips {
+        let state = if v.announced {
+            "announced"
+        } else {
+            "withdrawn"
+        };
+        let _ = writeln!(
+            out,
+            "{:<40} {:<10} {}",
+            v.address.to_string(),
+            state,
+            v.reason.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Speaker {} (include {}): {}{}",
+        b.speaker,
+        b.include.display(),
+        match (&b.error, b.in_effect) {
+            (Some(e), _) => format!("NOT IN EFFECT: {e}"),
+            (None, true) => "in effect".into(),
+            (None, false) => "reloading".into(),
+        },
+        if b.drained { "; director drained" } else { "" }
+    );
+    if !b.sessions.is_empty() {
+        let _ = writeln!(out, "{:<16} {:<8} Info", "Session", "State");
+        for s in &b.sessions {
+            let _ = writeln!(out, "{:<16} {:<8} {}", s.name, s.state, s.info);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[path = "format_tests.rs"]
 mod tests;

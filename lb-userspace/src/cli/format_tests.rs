@@ -36,6 +36,7 @@ fn list_matches_ipvsadm_byte_for_byte() {
         groups: Default::default(),
         vrrp: Vec::new(),
         sync: Vec::new(),
+        bgp: None,
         services: vec![
             ServiceView {
                 id: 0,
@@ -161,6 +162,7 @@ fn health_shows_in_weight_and_in_the_extra_listing() {
         groups: Default::default(),
         vrrp: Vec::new(),
         sync: Vec::new(),
+        bgp: None,
         services: vec![ServiceView {
             id: 0,
             rate: Default::default(),

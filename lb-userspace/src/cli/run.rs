@@ -6,12 +6,12 @@ use std::{io::Read as _, process::ExitCode};
 use clap::CommandFactory;
 
 use super::{
-    args::{Cli, RsAction, Sub, VrrpCmd},
+    args::{BgpCmd, Cli, RsAction, Sub, VrrpCmd},
     format,
     ipvsadm::{self, Action},
     realserver,
 };
-use crate::control::{self, Listing, Request, Response, VrrpAction};
+use crate::control::{self, BgpAction, Listing, Request, Response, VrrpAction};
 
 /// lbadm's entry point.
 pub fn main() -> ExitCode {
@@ -93,6 +93,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("{}", serde_json::to_string_pretty(&routers)?);
                     } else {
                         print!("{}", format::vrrp(&routers));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => fail(other),
+            };
+        }
+        Some(Sub::Bgp { action, json }) => {
+            let (action, vip) = match action {
+                None | Some(BgpCmd::List) => (BgpAction::List, None),
+                Some(BgpCmd::Drain { vip }) => (BgpAction::Drain, *vip),
+                Some(BgpCmd::Resume { vip }) => (BgpAction::Resume, *vip),
+            };
+            return match control::call(&cli.socket, Request::Bgp { action, vip })? {
+                Response::Bgp { bgp } => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&bgp)?);
+                    } else {
+                        print!("{}", format::bgp(&bgp));
                     }
                     Ok(ExitCode::SUCCESS)
                 }

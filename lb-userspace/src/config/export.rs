@@ -231,6 +231,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
         vlans: vlans.iter().copied().collect(),
         vrrp: base.vrrp.clone(),
         sync: base.sync.clone(),
+        bgp: base.bgp.clone(),
         port_groups,
         services,
     }

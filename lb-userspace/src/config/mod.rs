@@ -192,6 +192,10 @@ pub struct Config {
     /// Connection synchronisation (the IPVS sync daemon; see docs/ha.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<crate::sync::SyncCfg>,
+    /// VIPs announced by BGP through BIRD (directors behind ECMP; see
+    /// docs/ecmp.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<crate::bgp::BgpCfg>,
     /// VRRP virtual routers (a pair of directors; see docs/ha.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<crate::vrrp::VrrpCfg>,

@@ -148,6 +148,9 @@ impl Config {
         if let Some(Err((field, msg))) = cfg.sync.as_ref().map(|s| s.check()) {
             return Err(invalid(&field, msg));
         }
+        if let Some(Err((field, msg))) = cfg.bgp.as_ref().map(|b| b.check()) {
+            return Err(invalid(&field, msg));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, v) in cfg.vlans.iter().enumerate() {
             if !(1..=4094).contains(v) {

@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::{Daemon, Desired};
 use crate::{
     config::{self, Config, ConfigError, TimeoutsCfg},
-    control::{self, edit_table, HealthView, Request, Response, VrrpAction},
+    control::{self, edit_table, BgpAction, HealthView, Request, Response, VrrpAction},
 };
 
 fn error(message: impl Into<String>) -> Response {
@@ -49,6 +49,7 @@ impl Daemon {
                 }
                 listing.vrrp = self.ha.views();
                 listing.sync = self.syncd.views();
+                listing.bgp = self.bgp_view();
                 Response::Listing { listing }
             }
             Request::StartDaemon { role, cfg } => match self.sync_start(role, cfg).await {
@@ -72,6 +73,17 @@ impl Daemon {
                     Ok(()) => Response::Vrrp {
                         routers: self.ha.views(),
                     },
+                    Err(e) => error(e),
+                }
+            }
+            Request::Bgp { action, vip } => {
+                let cmd = match action {
+                    BgpAction::List => super::bgp::BgpCommand::List,
+                    BgpAction::Drain => super::bgp::BgpCommand::Drain,
+                    BgpAction::Resume => super::bgp::BgpCommand::Resume,
+                };
+                match self.bgp_command(cmd, vip).await {
+                    Ok(bgp) => Response::Bgp { bgp },
                     Err(e) => error(e),
                 }
             }
@@ -172,10 +184,14 @@ impl Daemon {
                 running.0, running.1, running.2, timeouts.0, timeouts.1, timeouts.2
             ));
         }
+        if c.bgp != self.base.bgp {
+            changes.push("~ bgp (announced VIPs and their attributes)".into());
+        }
         if dry_run {
             return Ok(changes);
         }
         self.change(Desired::of(&c, table)).await?;
+        self.bgp_configure(c.bgp.clone());
         self.director
             .set_timeouts(timeouts.0, timeouts.1, timeouts.2);
         self.base = c;

@@ -243,7 +243,7 @@ impl Daemon {
 /// Whether the system is shutting down (systemd says "stopping"): a
 /// master then hands over rather than hold for a restart that is not
 /// coming.
-fn system_stopping() -> bool {
+pub(super) fn system_stopping() -> bool {
     std::process::Command::new("systemctl")
         .arg("is-system-running")
         .output()

@@ -7,6 +7,7 @@
 //! transitions and MAC changes go through the director's same plan and
 //! commit.
 
+mod bgp;
 mod dispatch;
 mod ha;
 pub mod neigh;
@@ -90,6 +91,8 @@ pub struct Daemon {
     ha: ha::Ha,
     /// Connection synchronisation.
     syncd: syncd::Syncd,
+    /// VIPs announced through BIRD.
+    bgp: bgp::Bgp,
     /// Held for the daemon's life: one lbd per instance.
     _lock: crate::dataplane::InstanceLock,
 }
@@ -302,9 +305,11 @@ impl Daemon {
                 _ = int.recv() => break,
             }
             self.track_quorum().await;
+            self.track_bgp();
             self.sync_tick().await;
         }
         self.vrrp_stop().await;
+        self.bgp_stop().await;
         info!("lbd stopping; the XDP program keeps forwarding from the pinned link");
         Ok(())
     }

@@ -138,6 +138,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         health_events,
         ha,
         syncd,
+        bgp: super::bgp::Bgp::new(&opts.state_dir, &opts.instance),
         _lock: lock,
     };
     daemon
@@ -163,6 +164,8 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         .start(&vrrp, &opts.interface)
         .await
         .context("starting VRRP")?;
+    // Announced once the program forwards.
+    daemon.bgp_configure(daemon.base.bgp.clone());
     info!(
         iface = opts.interface,
         instance = opts.instance,

@@ -82,6 +82,10 @@ impl Syncd {
         }
     }
 
+    pub fn backup_running(&self) -> bool {
+        self.backup.is_some()
+    }
+
     pub fn master_running(&self) -> bool {
         self.master_on.borrow().is_some()
     }

@@ -333,6 +333,12 @@ impl<M: Maps> Director<M> {
     /// How many services on `vips` (port groups: with a member there) have
     /// lost their quorum (no real server can take a connection).
     pub fn quorum_lost_on(&self, vips: &[IpAddr]) -> usize {
+        self.quorum_counts(vips).1
+    }
+
+    /// How many services are on `vips` (port groups: with a member there),
+    /// and how many of them have lost their quorum.
+    pub fn quorum_counts(&self, vips: &[IpAddr]) -> (usize, usize) {
         let on = |a: &ServiceAddr| {
             if a.is_fwmark() {
                 self.inputs
@@ -347,8 +353,10 @@ impl<M: Maps> Director<M> {
         self.published
             .quorum
             .iter()
-            .filter(|(a, holds)| !**holds && on(a))
-            .count()
+            .filter(|(a, _)| on(a))
+            .fold((0, 0), |(n, lost), (_, holds)| {
+                (n + 1, lost + usize::from(!*holds))
+            })
     }
 
     /// Whether the sorry server of `svc` is in use now.

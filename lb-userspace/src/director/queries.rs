@@ -113,6 +113,7 @@ impl<M: Maps> Director<M> {
             groups: inp.table.groups.clone().into_iter().collect(),
             vrrp: Vec::new(),
             sync: Vec::new(),
+            bgp: None,
         }
     }
 

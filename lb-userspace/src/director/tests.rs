@@ -438,3 +438,44 @@ fn the_sweep_keeps_an_entry_refreshed_after_it_was_judged_expired() {
     d.sweep(true);
     assert!(d.maps().conn(&key).is_none());
 }
+
+/// The mh ring of `d`'s only service as real-server addresses.
+fn mh_ring_addresses(d: &Director<Faulty<MemMaps>>) -> Vec<IpAddr> {
+    let p = d.published();
+    let by_slot: std::collections::BTreeMap<u32, IpAddr> =
+        p.real_ids.iter().map(|((_, a, _), id)| (*id, *a)).collect();
+    let (_, ring) = p.rings.values().next().expect("one ring");
+    ring.iter().map(|id| by_slot[id]).collect()
+}
+
+/// ECMP needs no shared state for mh: two directors whose real servers got
+/// other slots, in another order, through another history, build the same
+/// ring (the same real server for every client hash).
+#[test]
+fn mh_rings_are_identical_across_directors_whatever_the_history() {
+    let svc = |reals: &str| {
+        format!("services:\n  - {{protocol: tcp, address: 192.0.2.100, port: 80, scheduler: mh, real_servers: [{reals}]}}\n")
+    };
+    let mut a = director(limits(4, 16));
+    a.apply(inputs(table(&svc(
+        "{address: 192.0.2.11}, {address: 192.0.2.12, weight: 2}, {address: 192.0.2.13}",
+    ))))
+    .unwrap();
+    let mut b = director(limits(4, 16));
+    b.apply(inputs(table(&svc(
+        "{address: 192.0.2.19}, {address: 192.0.2.13}",
+    ))))
+    .unwrap();
+    b.apply(inputs(table(&svc(
+        "{address: 192.0.2.13}, {address: 192.0.2.12, weight: 2}, {address: 192.0.2.11}",
+    ))))
+    .unwrap();
+    assert_ne!(
+        a.published().real_ids.values().collect::<Vec<_>>(),
+        b.published().real_ids.values().collect::<Vec<_>>(),
+        "the slots differ"
+    );
+    let (ra, rb) = (mh_ring_addresses(&a), mh_ring_addresses(&b));
+    assert_eq!(ra.len(), lb_common::RING_SIZE);
+    assert_eq!(ra, rb);
+}
