@@ -177,11 +177,11 @@ impl EcmpLab {
         Ok(t0.elapsed())
     }
 
-    /// Packets director `i` forwarded so far.
-    pub fn forwarded(&self, i: usize) -> u64 {
+    /// Director `i`'s data-plane counter `name` (`lbadm counters`).
+    pub fn counter(&self, i: usize, name: &str) -> u64 {
         let text = self.h.lbadm(i, &["counters"]).unwrap_or_default();
         text.lines()
-            .filter(|l| l.split_whitespace().next() == Some("tx"))
+            .filter(|l| l.split_whitespace().next() == Some(name))
             .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
             .sum()
     }
