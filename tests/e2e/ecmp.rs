@@ -125,8 +125,11 @@ fn announcements_follow_what_the_director_can_serve() {
     // Drain: out of the route when lbadm answers; the other serves, and
     // downloads running through the drained director all complete.
     let d = Downloads::start(&e.h.lab, "drain", 20, 3);
+    let tx = e.counter(0, "tx");
     std::thread::sleep(Duration::from_millis(1000));
+    assert!(e.counter(0, "tx") > tx, "downloads go through director 1");
     let v = bgp_json(&e, 0, &["drain"]);
+    assert_eq!(v["in_effect"], true, "{v}");
     assert_eq!(v["vips"][0]["announced"], false, "{v}");
     assert!(
         v["vips"][0]["reason"].as_str().unwrap().contains("drain"),
@@ -138,10 +141,16 @@ fn announcements_follow_what_the_director_can_serve() {
     e.h.lab
         .curl_vip("/", 2)
         .expect("through the other director");
-    // Kept across a restart, until resume.
+    // Kept across a restart, until resume: once the new lbd's first
+    // reload is in effect the route still has director 2 only.
     lbds.term(0);
     start(&e, &mut lbds, 0, &yaml, false);
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for(Duration::from_secs(10), || {
+        let v = bgp_json(&e, 0, &[]);
+        v["in_effect"] == true && v["reloads"].as_u64() >= Some(1)
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(e.next_hops(), [DIRECTOR_IPS[1]]);
     assert_eq!(bgp_json(&e, 0, &[])["drained"], true);
     bgp_json(&e, 0, &["resume"]);
@@ -178,17 +187,30 @@ fn announcements_follow_what_the_director_can_serve() {
     let file = std::env::temp_dir().join(format!("{}-withdraw.yaml", e.h.lab.prefix));
     let cfg = format!("{}  on_stop: withdraw\n{yaml}", e.bgp_yaml(1));
     std::fs::write(&file, cfg).unwrap();
-    let out =
-        e.h.lbadm(1, &["apply", "--file", file.to_str().unwrap()])
-            .unwrap();
-    assert!(out.contains("bgp"), "{out}");
+    let out = e.h.lbadm(1, &["apply", "--file", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(&file);
+    assert!(out.as_ref().unwrap().contains("bgp"), "{out:?}");
     lbds.term(1);
-    assert_eq!(
-        e.next_hops(),
-        [DIRECTOR_IPS[0]],
-        "withdrawn before lbd exited"
+    // lbd waited for its BIRD; the router follows within milliseconds.
+    e.wait_next_hops(&[0], Duration::from_secs(1)).unwrap();
+
+    // lbd --unload (the saved state's bgp: section) withdraws before the
+    // program goes.
+    lbds.term(0);
+    assert_eq!(e.next_hops(), [DIRECTOR_IPS[0]], "kept while lbd is down");
+    let d = &e.h.dirs[0];
+    let out =
+        e.h.lab
+            .cmd(&d.ns, e.h.lab.paths.lbd())
+            .args(["--interface", "eth1", "--instance", &d.instance, "--unload"])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    e.wait_next_hops(&[], Duration::from_secs(1)).unwrap();
 }
 
 /// Three directors; 100 downloads spread over them; director 1 fails

@@ -259,10 +259,12 @@ fn which(program: &str) -> Option<PathBuf> {
 
 impl Drop for EcmpLab {
     fn drop(&mut self) {
-        for (who, mut c) in self.birds.lock().expect("lock").drain(..) {
+        for (_, mut c) in self.birds.lock().expect("lock").drain(..) {
             let _ = c.kill();
             let _ = c.wait();
-            let prefix = &self.h.lab.prefix;
+        }
+        let prefix = &self.h.lab.prefix;
+        for who in ["router", "d1", "d2", "d3", "d4"] {
             for ext in ["bird.main.conf", "bird.ctl", "bird.pid"] {
                 let _ = fs::remove_file(tmp(format!("{prefix}-{who}.{ext}")));
             }

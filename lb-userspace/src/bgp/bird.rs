@@ -41,6 +41,24 @@ pub struct Handle {
     task: JoinHandle<()>,
 }
 
+/// Waits, off the daemon's loop, for BIRD to take decisions `gen`.
+pub struct Waiter {
+    status: watch::Receiver<Status>,
+    want: watch::Receiver<Want>,
+    gen: u64,
+}
+
+impl Waiter {
+    /// The decisions and status once BIRD took `gen` (or after `within`).
+    pub async fn wait(mut self, within: Duration) -> (Want, Status) {
+        let gen = self.gen;
+        let _ = tokio::time::timeout(within, self.status.wait_for(|s| s.applied_gen >= gen)).await;
+        let want = self.want.borrow().clone();
+        let status = self.status.borrow().clone();
+        (want, status)
+    }
+}
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Handle {
@@ -59,6 +77,15 @@ impl Handle {
         self.want.send_replace(w);
     }
 
+    /// A waiter for decisions `gen`.
+    pub fn waiter(&self, gen: u64) -> Waiter {
+        Waiter {
+            status: self.status.clone(),
+            want: self.want.subscribe(),
+            gen,
+        }
+    }
+
     /// Waits (at most `within`) until BIRD has taken decisions `gen`.
     pub async fn applied(&self, gen: u64, within: Duration) -> bool {
         let mut st = self.status.clone();
@@ -75,14 +102,19 @@ impl Drop for Handle {
 }
 
 async fn run(mut rx: watch::Receiver<Want>, status: watch::Sender<Status>) {
-    let mut applied: Option<(PathBuf, String)> = None;
+    // What BIRD has loaded, and what the file holds (they differ after a
+    // failed reload: the file is then rewritten even when BIRD's state is
+    // wanted again, so that a later reload by anyone loads the truth).
+    let mut loaded: Option<(PathBuf, String)> = None;
+    let mut on_disk: Option<(PathBuf, String)> = None;
     let mut sessions_due = tokio::time::Instant::now();
     loop {
         let want = rx.borrow_and_update().clone();
-        let text = render(&want.cfg, &want.decisions);
+        let text = (want.include.clone(), render(&want.cfg, &want.decisions));
         let mut failed = false;
-        if applied.as_ref() != Some(&(want.include.clone(), text.clone())) {
-            match reload(&want.cfg, &want.include, &text).await {
+        if loaded.as_ref() != Some(&text) {
+            let r = reload(&want.cfg, &text.0, &text.1, &mut on_disk).await;
+            match r {
                 Ok(()) => {
                     let announced: Vec<String> = want
                         .decisions
@@ -95,7 +127,7 @@ async fn run(mut rx: watch::Receiver<Want>, status: watch::Sender<Status>) {
                         announced = announced.join(","),
                         "BGP: BIRD reloaded"
                     );
-                    applied = Some((want.include.clone(), text));
+                    loaded = Some(text);
                     status.send_modify(|s| {
                         s.applied_gen = want.gen;
                         s.error = None;
@@ -111,9 +143,16 @@ async fn run(mut rx: watch::Receiver<Want>, status: watch::Sender<Status>) {
                 }
             }
         } else {
+            if on_disk.as_ref() != Some(&text) {
+                match write_whole(&text.0, &text.1) {
+                    Ok(()) => on_disk = Some(text.clone()),
+                    Err(e) => warn!("BGP: rewriting {}: {e}", text.0.display()),
+                }
+            }
             status.send_if_modified(|s| {
-                let moved = s.applied_gen != want.gen;
+                let moved = s.applied_gen != want.gen || s.error.is_some();
                 s.applied_gen = want.gen;
+                s.error = None;
                 moved
             });
         }
@@ -146,18 +185,26 @@ pub async fn withdraw_all(cfg: &BgpCfg, include: &Path) -> Result<(), String> {
         .iter()
         .map(|a| (a.address, Some("lbd --unload".to_string())))
         .collect();
-    reload(cfg, include, &render(cfg, &d)).await
+    reload(cfg, include, &render(cfg, &d), &mut None).await
 }
 
-/// Writes `text` to `include` (whole, by rename) and reloads BIRD.
-async fn reload(cfg: &BgpCfg, include: &Path, text: &str) -> Result<(), String> {
+/// Writes `text` to `include` (whole, by rename; `on_disk` follows) and
+/// reloads BIRD. Taken: "Reconfigured", or "Reconfiguration in progress"
+/// (BIRD has the new configuration and is restarting protocols); a
+/// queued reload is not taken yet (tried again).
+async fn reload(
+    cfg: &BgpCfg,
+    include: &Path,
+    text: &str,
+    on_disk: &mut Option<(PathBuf, String)>,
+) -> Result<(), String> {
     write_whole(include, text).map_err(|e| format!("writing {}: {e}", include.display()))?;
+    *on_disk = Some((include.to_path_buf(), text.to_string()));
     let out = birdc(cfg, &["configure"]).await?;
-    if out.contains("Reconfigured")
-        || out.contains("Reconfiguration in progress")
-        || out.contains("queueing")
-    {
+    if out.contains("Reconfigured") || out.contains("Reconfiguration in progress") {
         Ok(())
+    } else if out.contains("queueing") {
+        Err("BIRD is busy with another reconfiguration".into())
     } else {
         Err(format!(
             "birdc configure: {}",
@@ -166,7 +213,8 @@ async fn reload(cfg: &BgpCfg, include: &Path, text: &str) -> Result<(), String> 
     }
 }
 
-fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path` whole: a new file, synced, renamed over.
+pub fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let name = path
         .file_name()
@@ -246,6 +294,119 @@ pub fn parse_protocols(out: &str) -> Vec<Session> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bgp::Decisions;
+
+    /// A birdc stand-in: records its calls, "loads" the include (copies it)
+    /// on `configure`, fails while a flag file exists.
+    struct FakeBird {
+        dir: PathBuf,
+        cfg: BgpCfg,
+    }
+
+    impl FakeBird {
+        fn new(tag: &str) -> FakeBird {
+            use std::os::unix::fs::PermissionsExt as _;
+            let dir =
+                std::env::temp_dir().join(format!("lb-fakebird-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let d = dir.display();
+            let script = format!(
+                "#!/bin/sh\necho \"$*\" >> {d}/calls\nif [ -e {d}/fail ]; then echo 'Unable to connect to server control socket'; exit 1; fi\ncase \"$*\" in *configure*) cp {d}/lbd.bird.conf {d}/loaded; echo Reconfigured;; *) echo 'BIRD 2.0.12 ready.';; esac\n"
+            );
+            let birdc = dir.join("birdc");
+            std::fs::write(&birdc, script).unwrap();
+            std::fs::set_permissions(&birdc, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let cfg: BgpCfg = serde_yaml::from_str(&format!(
+                "birdc: {}\ninclude: {d}/lbd.bird.conf\nannounce: [{{address: 192.0.2.100}}]\n",
+                birdc.display()
+            ))
+            .unwrap();
+            FakeBird { dir, cfg }
+        }
+        fn want(&self, gen: u64, why: Option<&str>) -> Want {
+            let mut decisions = Decisions::new();
+            decisions.insert("192.0.2.100".parse().unwrap(), why.map(String::from));
+            Want {
+                gen,
+                cfg: self.cfg.clone(),
+                include: self.dir.join("lbd.bird.conf"),
+                decisions,
+            }
+        }
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+        }
+        fn configures(&self) -> usize {
+            self.read("calls")
+                .lines()
+                .filter(|l| l.contains("configure"))
+                .count()
+        }
+        fn fail(&self, on: bool) {
+            let f = self.dir.join("fail");
+            if on {
+                std::fs::write(f, "").unwrap();
+            } else {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    impl Drop for FakeBird {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const ROUTE: &str = "route 192.0.2.100/32 blackhole;";
+
+    /// BIRD takes each change once; a failed reload is retried and shown;
+    /// a reason that changes nothing in the file reloads nothing; after a
+    /// failure the file on disk goes back to what BIRD has loaded.
+    #[tokio::test]
+    async fn the_task_keeps_bird_and_the_file_in_step() {
+        let b = FakeBird::new("step");
+        let h = Handle::spawn(b.want(1, None));
+        assert!(h.applied(1, Duration::from_secs(5)).await);
+        assert!(b.read("loaded").contains(ROUTE));
+        // Withdrawn, then another reason: one reload.
+        h.send(b.want(2, Some("drained")));
+        assert!(h.applied(2, Duration::from_secs(5)).await);
+        h.send(b.want(3, Some("quorum lost")));
+        assert!(h.applied(3, Duration::from_secs(5)).await);
+        assert!(!b.read("loaded").contains(ROUTE));
+        assert_eq!(b.configures(), 2);
+        // BIRD unreachable: not taken, the error shown, retried.
+        b.fail(true);
+        h.send(b.want(4, None));
+        assert!(!h.applied(4, Duration::from_millis(500)).await);
+        assert!(h
+            .status
+            .borrow()
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("Unable to connect"));
+        assert!(
+            b.read("lbd.bird.conf").contains(ROUTE),
+            "the new file is written"
+        );
+        b.fail(false);
+        assert!(h.applied(4, Duration::from_secs(5)).await, "retried");
+        assert!(h.status.borrow().error.is_none());
+        assert!(b.read("loaded").contains(ROUTE));
+        // A failed withdrawal, then BIRD's state wanted again: no reload,
+        // but the file is rewritten to what BIRD has.
+        b.fail(true);
+        h.send(b.want(5, Some("drained")));
+        assert!(!h.applied(5, Duration::from_millis(500)).await);
+        assert!(!b.read("lbd.bird.conf").contains(ROUTE));
+        h.send(b.want(6, None));
+        assert!(h.applied(6, Duration::from_secs(5)).await);
+        assert!(b.read("lbd.bird.conf").contains(ROUTE));
+        b.fail(false);
+    }
 
     #[test]
     fn bgp_rows_of_show_protocols() {

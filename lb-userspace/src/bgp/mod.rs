@@ -143,14 +143,33 @@ fn is_symbol(s: &str) -> bool {
 impl BgpCfg {
     /// The field at fault and why.
     pub fn check(&self) -> Result<(), (String, String)> {
-        if !is_symbol(&self.protocol) {
+        if !is_symbol(&self.protocol) || self.protocol.len() > 63 {
             return Err((
                 "bgp.protocol".into(),
                 format!(
-                    "{:?} is not a BIRD protocol name (a letter or _, then letters, digits, _; at most 64)",
+                    "{:?} is not a BIRD protocol name (a letter or _, then letters, digits, _; at most 63)",
                     self.protocol
                 ),
             ));
+        }
+        if BIRD_KEYWORDS.contains(&self.protocol.to_ascii_lowercase().as_str()) {
+            return Err((
+                "bgp.protocol".into(),
+                format!("{:?} is a BIRD keyword", self.protocol),
+            ));
+        }
+        for (field, p) in [
+            ("bgp.include", self.include.as_ref()),
+            ("bgp.control_socket", self.control_socket.as_ref()),
+        ] {
+            if let Some(p) = p {
+                if !p.is_absolute() || p.file_name().is_none() {
+                    return Err((
+                        field.into(),
+                        format!("{}: an absolute file path is needed", p.display()),
+                    ));
+                }
+            }
         }
         if !(0.0..=600.0).contains(&self.join_hold) {
             return Err((
@@ -193,7 +212,11 @@ impl BgpCfg {
                         format!("{nh} is not of {}'s family", a.address),
                     ));
                 }
-                if nh.is_unspecified() || nh.is_multicast() || is_link_local(&nh) {
+                if nh.is_unspecified()
+                    || nh.is_multicast()
+                    || nh.is_loopback()
+                    || is_link_local(&nh)
+                {
                     return Err((
                         at("next_hop"),
                         format!("{nh} cannot be a next hop (a global unicast address is needed)"),
@@ -211,6 +234,80 @@ impl BgpCfg {
             .unwrap_or_else(|| state_dir.join(format!("{instance}.bird.conf")))
     }
 }
+
+/// Words BIRD 2's configuration reserves that could be mistaken for a
+/// protocol name (a name among them is a syntax error in the include).
+const BIRD_KEYWORDS: &[&str] = &[
+    "protocol",
+    "static",
+    "bgp",
+    "ospf",
+    "rip",
+    "babel",
+    "bfd",
+    "kernel",
+    "device",
+    "direct",
+    "pipe",
+    "rpki",
+    "radv",
+    "perf",
+    "mrt",
+    "ipv4",
+    "ipv6",
+    "vpn4",
+    "vpn6",
+    "route",
+    "filter",
+    "function",
+    "table",
+    "template",
+    "from",
+    "define",
+    "include",
+    "router",
+    "id",
+    "import",
+    "export",
+    "all",
+    "none",
+    "where",
+    "if",
+    "then",
+    "else",
+    "accept",
+    "reject",
+    "return",
+    "print",
+    "true",
+    "false",
+    "on",
+    "off",
+    "yes",
+    "no",
+    "via",
+    "blackhole",
+    "unreachable",
+    "prohibit",
+    "debug",
+    "log",
+    "attribute",
+    "neighbor",
+    "local",
+    "as",
+    "case",
+    "for",
+    "do",
+    "net",
+    "proto",
+    "source",
+    "dest",
+    "scope",
+    "preference",
+    "gw",
+    "ifname",
+    "ifindex",
+];
 
 fn is_link_local(a: &IpAddr) -> bool {
     match a {
@@ -233,8 +330,8 @@ pub struct VipFacts {
     pub standby: bool,
     /// Drained by `lbadm bgp drain` (the VIP, or the whole director).
     pub drained: bool,
-    /// Seconds left of the join hold (see [`BgpCfg::join_hold`]).
-    pub joining: Option<f64>,
+    /// Within the join hold (see [`BgpCfg::join_hold`]).
+    pub joining: bool,
 }
 
 /// Whether a VIP with `facts` is announced (None) or why not, on a
@@ -253,10 +350,8 @@ pub fn decide(rule: QuorumRule, attached: bool, link_up: bool, f: &VipFacts) -> 
     if f.standby {
         return Some("VRRP backup for this VIP".into());
     }
-    if let Some(left) = f.joining {
-        return Some(format!(
-            "joining: waiting {left:.1} s more for the sync peers' connections"
-        ));
+    if f.joining {
+        return Some("joining: waiting join_hold for the sync peers' connections".into());
     }
     if f.services == 0 {
         return Some("no virtual service on this address".into());
@@ -280,9 +375,10 @@ pub fn render(cfg: &BgpCfg, decisions: &Decisions) -> String {
     let mut out = String::from(
         "# Written by lbd: the VIPs this director announces now. Do not edit;\n# lbd rewrites it and runs `birdc configure` (docs/ecmp.md).\n",
     );
+    // Reasons are not written: a changed reason must not reload BIRD.
     for (a, why) in decisions {
-        if let Some(why) = why {
-            let _ = writeln!(out, "# withdrawn: {a}: {why}");
+        if why.is_some() {
+            let _ = writeln!(out, "# withdrawn: {a} (lbadm bgp says why)");
         }
     }
     for (v4, name) in [
@@ -392,7 +488,11 @@ mod tests {
             text.contains("  route 192.0.2.101/32 via 192.0.2.9;\n"),
             "{text}"
         );
-        assert!(text.contains("# withdrawn: 2001:db8::100: drained\n"));
+        assert!(text.contains("# withdrawn: 2001:db8::100 (lbadm bgp says why)\n"));
+        // Another reason, the same file (no reload).
+        let mut other = d.clone();
+        other.insert("2001:db8::100".parse().unwrap(), Some("quorum".into()));
+        assert_eq!(render(&c, &other), text);
         assert!(
             text.contains("protocol static lbd6 {\n  ipv6;\n}\n"),
             "{text}"
@@ -427,6 +527,12 @@ mod tests {
             (
                 "announce: [{address: 224.0.0.1}]",
                 "bgp.announce[0].address",
+            ),
+            ("protocol: static\nannounce: []", "bgp.protocol"),
+            ("include: relative.conf\nannounce: []", "bgp.include"),
+            (
+                "announce: [{address: 192.0.2.1, next_hop: 127.0.0.1}]",
+                "bgp.announce[0].next_hop",
             ),
         ] {
             assert_eq!(cfg(y).check().unwrap_err().0, field, "{y}");
@@ -466,7 +572,7 @@ mod tests {
             .unwrap()
             .contains("VRRP"));
         let joining = VipFacts {
-            joining: Some(1.5),
+            joining: true,
             ..f(1, 0)
         };
         assert!(decide(QuorumRule::Any, true, true, &joining)

@@ -10,7 +10,7 @@ use lb_userspace::{
     daemon::{bind_socket, start, state_file, Source, StartOptions},
     dataplane::{self, AttachMode},
 };
-use tracing::{info, warn};
+use tracing::info;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,8 +85,15 @@ async fn run() -> Result<()> {
     dataplane::check_bpffs(&args.bpffs).map_err(anyhow::Error::msg)?;
     let dir = dataplane::instance_dir(&args.bpffs, &instance);
     if args.unload {
-        // The program goes: its VIPs must not be announced any more. The
-        // bgp: section is the file's, or the saved running state's.
+        if !dir.exists() {
+            info!(dir = %dir.display(), "nothing to unload");
+            return Ok(());
+        }
+        // Under the instance's lock (a running lbd makes this fail before
+        // anything is touched): the program goes, so its VIPs must not be
+        // announced any more. The bgp: section is the file's, or the saved
+        // running state's.
+        let lock = dataplane::lock_instance(&dir)?;
         let saved = state_file(&args.state_dir, &instance);
         let bgp = config.bgp.clone().or_else(|| {
             std::fs::read_to_string(&saved)
@@ -96,12 +103,17 @@ async fn run() -> Result<()> {
         });
         if let Some(b) = bgp {
             let include = b.include_path(&args.state_dir, &instance);
-            match lb_userspace::bgp::bird::withdraw_all(&b, &include).await {
-                Ok(()) => info!("every VIP withdrawn from BGP"),
-                Err(e) => warn!("withdrawing the VIPs from BGP: {e}"),
-            }
+            lb_userspace::bgp::bird::withdraw_all(&b, &include)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "withdrawing the VIPs from BGP before unloading: {e}; nothing was unloaded (to unload anyway, give --config with a file without bgp:)"
+                    )
+                })?;
+            info!("every VIP withdrawn from BGP");
         }
-        dataplane::unload(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        dataplane::unload_held(&dir, lock)
+            .with_context(|| format!("removing {}", dir.display()))?;
         let _ = std::fs::remove_file(state_file(&args.state_dir, &instance));
         info!(dir = %dir.display(), "unloaded");
         return Ok(());

@@ -112,6 +112,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         print!("{}", format::bgp(&bgp));
                     }
+                    // A drain a script waits for must have reached BIRD.
+                    if action != BgpAction::List && !bgp.in_effect {
+                        eprintln!(
+                            "lbadm: BIRD has not taken the change within 5 s ({}); lbd keeps trying",
+                            bgp.error.as_deref().unwrap_or("no answer yet")
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 other => fail(other),

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::Daemon;
 use crate::bgp::{
-    bird::{Handle, Want},
+    bird::{Handle, Status, Want},
     decide, BgpCfg, BgpView, Decisions, StopRule, VipFacts, VipView,
 };
 
@@ -44,12 +44,25 @@ pub struct Bgp {
 }
 
 impl Bgp {
+    /// The record of a drain that cannot be read keeps the director
+    /// drained (announcing by mistake is the worse error).
     pub fn new(state_dir: &Path, instance: &str) -> Bgp {
         let drain_file = state_dir.join(format!("{instance}.bgp.json"));
-        let drained = std::fs::read(&drain_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let unreadable = |e: String| {
+            warn!(
+                "BGP: {} unreadable ({e}): the director stays drained until `lbadm bgp resume`",
+                drain_file.display()
+            );
+            Drained {
+                director: true,
+                ..Default::default()
+            }
+        };
+        let drained = match std::fs::read(&drain_file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Drained::default(),
+            Err(e) => unreadable(e.to_string()),
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| unreadable(e.to_string())),
+        };
         Bgp {
             cfg: None,
             handle: None,
@@ -64,16 +77,10 @@ impl Bgp {
         }
     }
 
-    fn save_drained(&self) {
-        let r = serde_json::to_vec(&self.drained)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&self.drain_file, b));
-        if let Err(e) = r {
-            warn!(
-                "BGP: recording the drain in {}: {e}",
-                self.drain_file.display()
-            );
-        }
+    fn save_drained(&self) -> Result<(), String> {
+        let text = serde_json::to_string(&self.drained).map_err(|e| e.to_string())?;
+        crate::bgp::bird::write_whole(&self.drain_file, &text)
+            .map_err(|e| format!("recording the drain in {}: {e}", self.drain_file.display()))
     }
 }
 
@@ -96,9 +103,36 @@ impl Daemon {
                 announce: Vec::new(),
                 ..old.clone()
             },
-            (None, None) => return,
+            (None, None) => {
+                // A previous lbd's file still announcing, and no section
+                // now to say where BIRD is: say so.
+                let include = self
+                    .bgp
+                    .state_dir
+                    .join(format!("{}.bird.conf", self.bgp.instance));
+                let text = std::fs::read_to_string(&include).unwrap_or_default();
+                if !crate::bgp::announced_in(&text).is_empty() {
+                    warn!(include = %include.display(), "BGP: a previous lbd's include file still announces VIPs and this configuration has no bgp: section (apply one to withdraw them)");
+                }
+                return;
+            }
         };
         self.bgp.include = cfg.include_path(&self.bgp.state_dir, &self.bgp.instance);
+        let unsynced: Vec<String> = self
+            .director
+            .inputs()
+            .table
+            .services
+            .values()
+            .filter(|s| s.spec.scheduler != crate::model::Scheduler::Mh)
+            .map(|s| s.spec.addr.to_string())
+            .collect();
+        if !cfg.announce.is_empty() && !unsynced.is_empty() && self.base.sync.is_none() {
+            warn!(
+                services = unsynced.join(","),
+                "BGP without connection sync: flows of these non-mh services that ECMP moves to another director (one failing, joining or drained) are reset; add a sync: section"
+            );
+        }
         if self.bgp.announced_before.is_none() {
             let text = std::fs::read_to_string(&self.bgp.include).unwrap_or_default();
             self.bgp.announced_before = Some(crate::bgp::announced_in(&text));
@@ -113,8 +147,8 @@ impl Daemon {
             return Decisions::new();
         };
         let attached = self.attached.is_some();
-        let hold = cfg.join_hold - self.bgp.started.elapsed().as_secs_f64();
-        let hold = (hold > 0.0 && self.syncd.backup_running()).then_some(hold);
+        let hold =
+            self.bgp.started.elapsed().as_secs_f64() < cfg.join_hold && self.syncd.backup_running();
         cfg.announce
             .iter()
             .map(|a| {
@@ -125,13 +159,12 @@ impl Daemon {
                     standby: self.ha.standby.contains(&a.address),
                     drained: self.bgp.drained.director
                         || self.bgp.drained.vips.contains(&a.address),
-                    joining: hold.filter(|_| {
-                        !self
+                    joining: hold
+                        && !self
                             .bgp
                             .announced_before
                             .as_ref()
-                            .is_some_and(|b| b.contains(&a.address))
-                    }),
+                            .is_some_and(|b| b.contains(&a.address)),
                 };
                 let why = decide(cfg.quorum, attached, self.neighbours.link_up, &facts);
                 (a.address, why)
@@ -150,20 +183,16 @@ impl Daemon {
         }
         let decisions = self.bgp_decisions();
         let include = self.bgp.include.clone();
-        let same = self.bgp.handle.as_ref().is_some_and(|h| {
-            let w = h.want();
-            w.decisions == decisions && w.cfg == cfg && w.include == include
-        });
-        if same {
+        let before = self.bgp.handle.as_ref().map(|h| h.want());
+        if before
+            .as_ref()
+            .is_some_and(|w| w.decisions == decisions && w.cfg == cfg && w.include == include)
+        {
             return self.bgp.gen;
         }
         for (a, why) in &decisions {
-            let was = self
-                .bgp
-                .handle
-                .as_ref()
-                .map(|h| h.want().decisions.get(a).cloned());
-            if was != Some(Some(why.clone())) {
+            let was = before.as_ref().and_then(|w| w.decisions.get(a));
+            if was != Some(why) {
                 match why {
                     None => info!(vip = %a, "BGP: announcing"),
                     Some(w) => info!(vip = %a, "BGP: withdrawing: {w}"),
@@ -186,48 +215,28 @@ impl Daemon {
 
     pub(super) fn bgp_view(&self) -> Option<BgpView> {
         let cfg = self.bgp.cfg.as_ref()?;
-        let (status, want) = match &self.bgp.handle {
-            Some(h) => (h.status.borrow().clone(), Some(h.want())),
-            None => (Default::default(), None),
+        let (want, status) = match &self.bgp.handle {
+            Some(h) => (Some(h.want()), h.status.borrow().clone()),
+            None => (None, Status::default()),
         };
-        let decisions = want
-            .as_ref()
-            .map(|w| w.decisions.clone())
-            .unwrap_or_default();
-        Some(BgpView {
-            speaker: "bird".into(),
-            include: self.bgp.include.clone(),
-            drained: self.bgp.drained.director,
-            vips: cfg
-                .announce
-                .iter()
-                .map(|a| {
-                    let why = decisions
-                        .get(&a.address)
-                        .cloned()
-                        .unwrap_or_else(|| Some("not decided yet".into()));
-                    VipView {
-                        address: a.address,
-                        announced: why.is_none(),
-                        reason: why,
-                    }
-                })
-                .collect(),
-            in_effect: want.is_some_and(|w| status.applied_gen >= w.gen),
-            error: status.error,
-            reloads: status.reloads,
-            sessions: status.sessions,
-        })
+        Some(build_view(
+            cfg,
+            &self.bgp.include,
+            self.bgp.drained.director,
+            want.as_ref(),
+            &status,
+        ))
     }
 
-    /// `lbadm bgp [drain|resume] [VIP]`: answers once BIRD has taken the
-    /// change (or after 5 s, with the error shown).
-    pub(super) async fn bgp_command(
+    /// `lbadm bgp [drain|resume] [VIP]`: the change is made and recorded
+    /// now; the answer (once BIRD has taken it, or after 5 s with the
+    /// error shown) is awaited off the daemon's loop.
+    pub(super) fn bgp_request(
         &mut self,
         cmd: BgpCommand,
         vip: Option<IpAddr>,
-    ) -> Result<BgpView, String> {
-        let Some(cfg) = &self.bgp.cfg else {
+    ) -> Result<impl std::future::Future<Output = BgpView> + Send + 'static, String> {
+        let Some(cfg) = self.bgp.cfg.clone() else {
             return Err("no bgp: section is configured".into());
         };
         if let Some(v) = vip {
@@ -235,6 +244,7 @@ impl Daemon {
                 return Err(format!("{v} is not among bgp.announce"));
             }
         }
+        let before = self.bgp.drained.clone();
         let d = &mut self.bgp.drained;
         match (cmd, vip) {
             (BgpCommand::List, _) => {}
@@ -253,25 +263,44 @@ impl Daemon {
             }
         }
         if cmd != BgpCommand::List {
-            info!(?vip, "BGP: {cmd:?} asked");
-            self.bgp.save_drained();
-            let gen = self.track_bgp();
-            if let Some(h) = &self.bgp.handle {
-                h.applied(gen, Duration::from_secs(5)).await;
+            if let Err(e) = self.bgp.save_drained() {
+                self.bgp.drained = before;
+                return Err(format!("{e}; nothing changed"));
             }
+            info!(?vip, "BGP: {cmd:?} asked");
         }
-        self.bgp_view()
-            .ok_or_else(|| "no bgp: section is configured".into())
+        let gen = self.track_bgp();
+        let waiter = self.bgp.handle.as_ref().map(|h| h.waiter(gen));
+        let (include, director) = (self.bgp.include.clone(), self.bgp.drained.director);
+        let within = if cmd == BgpCommand::List {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(5)
+        };
+        Ok(async move {
+            match waiter {
+                Some(w) => {
+                    let (want, status) = w.wait(within).await;
+                    build_view(&cfg, &include, director, Some(&want), &status)
+                }
+                None => build_view(&cfg, &include, director, None, &Status::default()),
+            }
+        })
     }
 
-    /// lbd stopping: the announcements stay (the pinned program keeps
-    /// forwarding; a restart follows) unless `on_stop: withdraw` or the
-    /// system is shutting down; then every VIP is withdrawn and lbd waits
-    /// (up to 5 s) for BIRD to take it.
+    /// lbd stopping: first what VRRP's stop changed (a hand-over stands
+    /// VIPs by: they are withdrawn). The rest stays announced (the pinned
+    /// program keeps forwarding; a restart follows) unless `on_stop:
+    /// withdraw` or the system is shutting down; then every VIP is
+    /// withdrawn. Either way lbd waits (up to 5 s) for BIRD to take it.
     pub(super) async fn bgp_stop(&mut self) {
         let Some(cfg) = self.bgp.cfg.clone() else {
             return;
         };
+        let gen = self.track_bgp();
+        if let Some(h) = &self.bgp.handle {
+            h.applied(gen, Duration::from_secs(5)).await;
+        }
         if cfg.on_stop != StopRule::Withdraw && !super::ha::system_stopping() {
             info!("lbd stopping: BGP announcements kept (the program keeps forwarding)");
             return;
@@ -291,5 +320,41 @@ impl Daemon {
         } else {
             warn!("lbd stopping: BIRD did not take the withdrawal in 5 s");
         }
+    }
+}
+
+/// What `lbadm bgp` shows: each configured VIP with the decision BIRD was
+/// last asked to follow.
+fn build_view(
+    cfg: &BgpCfg,
+    include: &Path,
+    drained: bool,
+    want: Option<&Want>,
+    status: &Status,
+) -> BgpView {
+    let decisions = want.map(|w| w.decisions.clone()).unwrap_or_default();
+    BgpView {
+        speaker: "bird".into(),
+        include: include.to_path_buf(),
+        drained,
+        vips: cfg
+            .announce
+            .iter()
+            .map(|a| {
+                let why = decisions
+                    .get(&a.address)
+                    .cloned()
+                    .unwrap_or_else(|| Some("not decided yet".into()));
+                VipView {
+                    address: a.address,
+                    announced: why.is_none(),
+                    reason: why,
+                }
+            })
+            .collect(),
+        in_effect: want.is_some_and(|w| status.applied_gen >= w.gen),
+        error: status.error.clone(),
+        reloads: status.reloads,
+        sessions: status.sessions.clone(),
     }
 }

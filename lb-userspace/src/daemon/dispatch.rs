@@ -15,6 +15,22 @@ fn error(message: impl Into<String>) -> Response {
 }
 
 impl Daemon {
+    /// `lbadm bgp`: the change made now, the answer to await (BIRD taking
+    /// it can take seconds: not on the daemon's loop).
+    pub(super) fn bgp_job(
+        &mut self,
+        action: BgpAction,
+        vip: Option<std::net::IpAddr>,
+    ) -> Result<impl std::future::Future<Output = Response> + Send + 'static, String> {
+        let cmd = match action {
+            BgpAction::List => super::bgp::BgpCommand::List,
+            BgpAction::Drain => super::bgp::BgpCommand::Drain,
+            BgpAction::Resume => super::bgp::BgpCommand::Resume,
+        };
+        let view = self.bgp_request(cmd, vip)?;
+        Ok(async move { Response::Bgp { bgp: view.await } })
+    }
+
     /// Serves one control request.
     pub async fn dispatch(
         &mut self,
@@ -76,17 +92,12 @@ impl Daemon {
                     Err(e) => error(e),
                 }
             }
-            Request::Bgp { action, vip } => {
-                let cmd = match action {
-                    BgpAction::List => super::bgp::BgpCommand::List,
-                    BgpAction::Drain => super::bgp::BgpCommand::Drain,
-                    BgpAction::Resume => super::bgp::BgpCommand::Resume,
-                };
-                match self.bgp_command(cmd, vip).await {
-                    Ok(bgp) => Response::Bgp { bgp },
-                    Err(e) => error(e),
-                }
-            }
+            // The run loop awaits the answer off the loop (bgp_job); here
+            // inline.
+            Request::Bgp { action, vip } => match self.bgp_job(action, vip) {
+                Ok(answer) => answer.await,
+                Err(e) => error(e),
+            },
             Request::ListConns { limit } => Response::Conns {
                 conns: d.connections(limit.min(1_000_000)),
             },

@@ -247,8 +247,21 @@ impl Daemon {
                     retired = true;
                 }
                 Some(job) = jobs.recv() => {
-                    let resp = self.dispatch(job.req, job.parsed).await;
-                    let _ = job.reply.send(resp);
+                    if let crate::control::Request::Bgp { action, vip } = job.req {
+                        match self.bgp_job(action, vip) {
+                            Ok(answer) => {
+                                tokio::spawn(async move {
+                                    let _ = job.reply.send(answer.await);
+                                });
+                            }
+                            Err(message) => {
+                                let _ = job.reply.send(crate::control::Response::Error { message });
+                            }
+                        }
+                    } else {
+                        let resp = self.dispatch(job.req, job.parsed).await;
+                        let _ = job.reply.send(resp);
+                    }
                 }
                 Some(ev) = self.health_events.recv() => self.health_event(ev),
                 Some(ev) = self.ha.events.recv() => self.vrrp_event(ev),

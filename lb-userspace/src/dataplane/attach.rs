@@ -214,7 +214,12 @@ pub fn unload(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    let lock = lock_instance(dir)?;
+    unload_held(dir, lock_instance(dir)?)
+}
+
+/// [`unload`] with the instance's lock already held (what must happen
+/// before the pins go is done under it).
+pub fn unload_held(dir: &Path, lock: InstanceLock) -> Result<()> {
     let left = super::place::remove_own_pins(dir).map_err(|cause| DataplaneError::PinDir {
         path: dir.display().to_string(),
         cause,

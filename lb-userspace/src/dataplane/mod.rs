@@ -33,7 +33,9 @@ use lb_common::{
     ServiceValue, Stats,
 };
 
-pub use attach::{attach_pass, instance_dir, lock_instance, unload, Attached, InstanceLock};
+pub use attach::{
+    attach_pass, instance_dir, lock_instance, unload, unload_held, Attached, InstanceLock,
+};
 pub use faulty::{snapshot, AfterWrite, Faulty};
 pub use limits::{AttachMode, Limits};
 pub use mem::{MemMaps, MemState};
