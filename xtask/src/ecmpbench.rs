@@ -57,8 +57,12 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
             through.insert(format!("{k}"), json!(connections_per_s(&e, secs)?));
         }
         // The python servers again, for the long downloads.
+        // SIGTERM: the master stops its worker (SIGKILL would leave the
+        // worker holding port 80, and the python server could not bind).
         for mut c in nginx {
-            let _ = c.kill();
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&tmp);
