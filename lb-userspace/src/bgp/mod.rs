@@ -369,12 +369,13 @@ pub fn decide(rule: QuorumRule, attached: bool, link_up: bool, f: &VipFacts) -> 
     None
 }
 
+/// The first lines of every include file lbd writes.
+pub const HEADER: &str = "# Written by lbd: the VIPs this director announces now. Do not edit;\n# lbd rewrites it and runs `birdc configure` (docs/ecmp.md).\n";
+
 /// The include file for `decisions` (pure: the same decisions give the
 /// same text, byte for byte, so an unchanged state costs no reload).
 pub fn render(cfg: &BgpCfg, decisions: &Decisions) -> String {
-    let mut out = String::from(
-        "# Written by lbd: the VIPs this director announces now. Do not edit;\n# lbd rewrites it and runs `birdc configure` (docs/ecmp.md).\n",
-    );
+    let mut out = String::from(HEADER);
     // Reasons are not written: a changed reason must not reload BIRD.
     for (a, why) in decisions {
         if why.is_some() {

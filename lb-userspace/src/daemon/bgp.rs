@@ -117,7 +117,21 @@ impl Daemon {
                 return;
             }
         };
-        self.bgp.include = cfg.include_path(&self.bgp.state_dir, &self.bgp.instance);
+        let include = cfg.include_path(&self.bgp.state_dir, &self.bgp.instance);
+        if self.bgp.cfg.is_some() && include != self.bgp.include {
+            // Moved by an apply: the old file (lbd's, by its first line) goes,
+            // or BIRD would load both (the same protocol twice).
+            let old = std::fs::read_to_string(&self.bgp.include).unwrap_or_default();
+            if old.starts_with(crate::bgp::HEADER) {
+                if let Err(e) = std::fs::remove_file(&self.bgp.include) {
+                    warn!(
+                        "BGP: removing the previous include {}: {e}",
+                        self.bgp.include.display()
+                    );
+                }
+            }
+        }
+        self.bgp.include = include;
         let unsynced: Vec<String> = self
             .director
             .inputs()
