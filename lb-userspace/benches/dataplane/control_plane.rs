@@ -162,3 +162,65 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
     );
     Ok(())
 }
+
+/// Reading the connection table at `n` entries (made by the program from
+/// SYNs spread over every CPU): by key (two system calls per entry) against
+/// in batches (BPF_MAP_LOOKUP_BATCH), and the sweep (which reads in
+/// batches), wall time and CPU each, side by side in one run.
+pub(crate) fn conn_table_reads(n: u32, rows: &mut BTreeMap<String, Value>) -> Result<()> {
+    let limits = Limits {
+        max_services: 16,
+        max_reals: 64,
+        max_conns: n.next_power_of_two(),
+    };
+    let mut b = load("bench-ct", &limits)?;
+    let reals: Vec<IpAddr> = (1..=10)
+        .map(|k| format!("192.0.2.{k}").parse().unwrap())
+        .collect();
+    b.d.set_macs(&fake_macs(reals.iter().copied()))?;
+    let mut t = Table::default();
+    let s = svc(Protocol::Tcp, "198.51.100.1", 80, Scheduler::Rr);
+    t.add_service(s.clone()).unwrap();
+    for a in &reals {
+        t.add_real(&s.addr, real(*a, 80, 1)).unwrap();
+    }
+    b.d.set_table(t)?;
+    let online = num_cpus_online();
+    {
+        let p = b.prog("lb");
+        for k in 0..n {
+            if k % 65536 == 0 {
+                pin_to_cpu((k as usize / 65536) % online);
+            }
+            let src = std::net::Ipv4Addr::from(0xcb00_7100u32 + (k >> 16)).to_string();
+            let frame = tcp(&src, (k & 0xffff) as u16, "198.51.100.1", 80, SYN).frame();
+            run_ns(p, &frame, 1);
+        }
+    }
+    pin_to_cpu(0);
+    let measure = |f: &mut dyn FnMut() -> usize| {
+        let (c0, t0) = (cpu_seconds(), Instant::now());
+        let seen = f();
+        let wall = t0.elapsed().as_secs_f64();
+        (
+            seen,
+            (wall * 1e3).round(),
+            ((cpu_seconds() - c0) * 1e3).round(),
+        )
+    };
+    let (by_key, key_ms, key_cpu) = measure(&mut || b.d.maps().conns_by_key().len());
+    let (batch, batch_ms, batch_cpu) =
+        measure(&mut || b.d.maps().conns_batch().map(|v| v.len()).unwrap_or(0));
+    let (_, sweep_ms, sweep_cpu) = measure(&mut || b.d.sweep(true).len());
+    rows.insert(
+        format!("conn_table_read_{n}_entries"),
+        json!({
+            "entries_seen": {"by_key": by_key, "batch": batch},
+            "by_key_ms": key_ms, "by_key_cpu_ms": key_cpu,
+            "batch_ms": batch_ms, "batch_cpu_ms": batch_cpu,
+            "sweep_ms": sweep_ms, "sweep_cpu_ms": sweep_cpu,
+            "batch_speedup": if batch_ms > 0.0 { (key_ms / batch_ms * 10.0).round() / 10.0 } else { 0.0 },
+        }),
+    );
+    Ok(())
+}

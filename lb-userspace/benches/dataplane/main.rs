@@ -131,6 +131,14 @@ fn main() -> Result<()> {
     memory::memory(&o, &mut mem)?;
     eprintln!("bench: control plane");
     control_plane::control_plane(&o, &mut cp)?;
+    eprintln!("bench: reading the connection table (by key, in batches, the sweep)");
+    for n in if o.quick {
+        vec![100_000]
+    } else {
+        vec![1_000_000, 10_000_000]
+    } {
+        control_plane::conn_table_reads(n, &mut cp)?;
+    }
     eprintln!("bench: packets per second over veth");
     network::network_pps(&o, &mut cp)?;
     eprintln!("bench: health checker");

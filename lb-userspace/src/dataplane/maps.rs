@@ -131,8 +131,7 @@ impl Maps for Dataplane {
     }
 
     fn conns(&self) -> Vec<(ConnKey, ConnValue)> {
-        // Entries deleted during the walk show up as errors: skipped.
-        self.conns.iter().filter_map(|r| r.ok()).collect()
+        self.conns_batch().unwrap_or_else(|_| self.conns_by_key())
     }
 
     fn conn(&self, key: &ConnKey) -> Option<ConnValue> {

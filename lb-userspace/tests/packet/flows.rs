@@ -213,7 +213,69 @@ fn the_connection_table_holds_its_size_from_one_cpu() {
     );
 }
 
+/// The sweep and the listings read the connection table in batches
+/// (BPF_MAP_LOOKUP_BATCH): the same entries, each once, as a walk by key,
+/// over a table of tens of thousands of entries in many buckets.
+fn the_batch_read_of_the_connection_table_matches_a_walk_by_key() {
+    let mut t = TestDirector::with_limits(
+        table(TABLE),
+        &[("192.0.2.11", Some(rs_mac(11)))],
+        lb_userspace::config::Limits {
+            max_services: 16,
+            max_reals: 64,
+            max_conns: 1 << 17,
+        },
+    );
+    let mut rng = crate::rng::Rng::new(7);
+    let n = 50_000u32;
+    for i in 0..n {
+        let k = lb_common::ConnKey {
+            saddr: addr_bytes(&std::net::IpAddr::from((rng.next() as u32).to_be_bytes())).0,
+            daddr: addr_bytes(&"192.0.2.100".parse().unwrap()).0,
+            sport: (i as u16).to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let v = lb_common::ConnValue {
+            real_id: i,
+            svc_id: 1,
+            last_seen_ns: u64::from(i),
+            state: 3,
+            flags: 0,
+            _pad: [0; 2],
+            timeout: 0,
+        };
+        t.d.maps_mut().inner.update_conn(k, v);
+    }
+    let mut batch =
+        t.d.maps()
+            .inner
+            .conns_batch()
+            .expect("BPF_MAP_LOOKUP_BATCH");
+    let mut by_key = t.d.maps().inner.conns_by_key();
+    assert!(
+        batch.len() as u32 > n * 9 / 10,
+        "{} of {n} entries",
+        batch.len()
+    );
+    let order = |a: &(lb_common::ConnKey, lb_common::ConnValue)| a.1.real_id;
+    batch.sort_by_key(order);
+    by_key.sort_by_key(order);
+    assert_eq!(batch.len(), by_key.len());
+    assert!(
+        batch == by_key,
+        "the batch read differs from the walk by key"
+    );
+    let mut ids: Vec<u32> = batch.iter().map(|e| e.1.real_id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), batch.len(), "an entry read twice");
+    assert_eq!(t.d.maps().inner.conn_count(), batch.len());
+}
+
 pub const TESTS: &[Test] = tests![
+    the_batch_read_of_the_connection_table_matches_a_walk_by_key,
     the_connection_table_holds_its_size_from_one_cpu,
     known_flow_stays_on_its_real_server_after_weight_changes,
     tcp_states_counters_and_port_reuse,
