@@ -163,11 +163,3 @@ pub(crate) fn num_cpus_online() -> usize {
     }
 }
 
-pub(crate) fn pin_to_cpu(cpu: usize) {
-    // SAFETY: plain libc calls on a zeroed cpu_set_t.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}

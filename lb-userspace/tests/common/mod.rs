@@ -47,10 +47,16 @@ pub fn verdict(up: bool, weight: Option<WeightChange>, reason: &str) -> Option<V
 /// Runs the calling thread on CPU 0 only, so per-CPU state (round-robin
 /// cursors, counters) is deterministic across test runs.
 pub fn pin_to_cpu0() {
+    pin_to_cpu(0);
+}
+
+/// Runs this thread on CPU `cpu` only (BPF_PROG_TEST_RUN runs the program
+/// on the caller's CPU).
+pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: plain libc calls on a zeroed cpu_set_t.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
