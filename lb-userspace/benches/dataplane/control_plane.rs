@@ -69,11 +69,22 @@ pub(crate) fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Res
         fewer.remove(n / 2);
         let after = build_ring(Scheduler::Mh, &fewer);
         let moved = ring.iter().zip(&after).filter(|(a, b)| a != b).count();
+        // Imbalance: the most slots any server has over the mean, minus 1
+        // (servers with no slot at all counted too).
+        let mut slots = vec![0u32; n];
+        for id in &ring {
+            slots[*id as usize] += 1;
+        }
+        let mean = ring.len() as f64 / n as f64;
+        let max = *slots.iter().max().unwrap_or(&0) as f64;
+        let empty = slots.iter().filter(|&&k| k == 0).count();
         rows.insert(
             format!("maglev_{n}_reals"),
             json!({
                 "build_ms": (median(ts) * 1000.0).round() / 1000.0,
                 "table_size": ring.len(),
+                "imbalance_max_over_mean_minus_1": ((max / mean - 1.0) * 1e4).round() / 1e4,
+                "servers_without_a_slot": empty,
                 "moved_fraction_on_one_removal": (moved as f64 / ring.len() as f64 * 1e4).round() / 1e4,
                 "ideal_fraction": (1.0 / n as f64 * 1e4).round() / 1e4,
             }),

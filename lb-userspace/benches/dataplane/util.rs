@@ -162,4 +162,3 @@ pub(crate) fn num_cpus_online() -> usize {
         1
     }
 }
-
