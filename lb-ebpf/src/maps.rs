@@ -29,13 +29,12 @@ pub(crate) static REALS: Array<RealServer> = Array::pinned(DEFAULT_MAX_REALS, 0)
 /// max_entries / CPUs of it while the listing reports the whole size.
 #[map]
 pub(crate) static CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::pinned(DEFAULT_MAX_CONNS, 0);
-/// Round-robin cursor per service and CPU: each CPU walks the published
-/// rr or wrr sequence on its own, so every CPU's picks follow the weights
-/// exactly and no cache line bounces between CPUs. (A cursor shared by the
-/// CPUs would need fetch-and-add, which BPF cpu v1, what aya-build links
-/// for, lacks: two CPUs scheduling at once took the same slot.)
+/// Round-robin cursor per service, shared by all CPUs so that rr and wrr
+/// follow the published sequence as IPVS does. The read-modify-write is not
+/// atomic (aya-build links for BPF cpu v1, which has no fetch-and-add): two
+/// CPUs scheduling at the same instant may take the same slot.
 #[map]
-pub(crate) static CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+pub(crate) static CURSORS: Array<u32> = Array::pinned(DEFAULT_MAX_SERVICES, 0);
 #[map]
 pub(crate) static SVC_STATS: PerCpuArray<Stats> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
 #[map]

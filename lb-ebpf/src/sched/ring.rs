@@ -1,5 +1,5 @@
 //! rr, wrr and mh: an index into the service's published ring (rr and wrr
-//! by a per-CPU cursor, mh by the client's hash), and ring entries for the
+//! by a shared cursor, mh by the client's hash), and ring entries for the
 //! other schedulers.
 
 use lb_common::{flow_hash, sched, svc_flags, ConnKey, Ring, ServiceValue, RING_SIZE};
@@ -30,7 +30,7 @@ pub(crate) fn ring_pick(
             };
             flow_hash(&key.saddr, port) % n
         }
-        // rr and wrr walk the published sequence with this CPU's cursor.
+        // rr and wrr walk the published sequence with a shared cursor.
         _ => match CURSORS.get_ptr_mut(svc.id) {
             Some(c) => unsafe {
                 let i = *c % n;

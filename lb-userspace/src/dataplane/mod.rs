@@ -106,7 +106,7 @@ pub struct Dataplane {
     // Held so the map lives as long as the programs using it.
     _frags: HashMap<MapData, lb_common::FragKey, lb_common::FragValue>,
     lblc: HashMap<MapData, LblcKey, LblcValue>,
-    _cursors: PerCpuArray<MapData, u32>,
+    _cursors: Array<MapData, u32>,
     /// This load's JUMP, until `attach` pins it under `jump_pin`.
     jump: Option<aya::maps::ProgramArray<MapData>>,
     /// The entries to sync, until the sync master takes it.
