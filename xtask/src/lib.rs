@@ -1,4 +1,5 @@
 //! xtask: set-up, the namespace lab, the demo, the test tiers.
+pub mod demoecmp;
 pub mod demoha;
 pub mod ecmpbench;
 pub mod ecmplab;

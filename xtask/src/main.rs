@@ -41,6 +41,10 @@ enum Cmd {
     /// it, its NIC fails, the backup (told of every connection by the sync
     /// daemon) takes over and the downloads finish.
     DemoHa,
+    /// Three active directors behind ECMP, each announcing the VIP through
+    /// BIRD: downloads spread over them, one drained, one failing, every
+    /// download finishing.
+    DemoEcmp,
     /// Every test tier: unit, packet (BPF_PROG_TEST_RUN), namespace end-to-end.
     Test,
     /// The benchmark suite: writes bench/results/<date>.json and docs/benchmarks.md.
@@ -327,6 +331,13 @@ fn main() -> Result<()> {
             build(false)?;
             xtask::lab::cleanup_prefix("lbha");
             xtask::demoha::run(paths())
+        }
+        Cmd::DemoEcmp => {
+            require_root()?;
+            setup()?;
+            build(false)?;
+            xtask::lab::cleanup_prefix("lbec");
+            xtask::demoecmp::run(paths())
         }
         Cmd::Test => test(),
         Cmd::Bench { quick, out } => bench(quick, out),

@@ -3,7 +3,8 @@
 //! renamed over the old one, so BIRD never reads half of it) and BIRD
 //! reloads it with `birdc configure`; a failure (BIRD down, its
 //! configuration refused) is retried every 2 s and shown by `lbadm bgp`.
-//! The sessions' states come from `birdc show protocols` every 5 s.
+//! The sessions' states come from `birdc show protocols` every 5 s (every
+//! second while one is not established).
 
 use std::{
     path::{Path, PathBuf},
@@ -158,12 +159,15 @@ async fn run(mut rx: watch::Receiver<Want>, status: watch::Sender<Status>) {
         }
         if tokio::time::Instant::now() >= sessions_due {
             let sessions = sessions(&want.cfg).await;
+            // Every second while a session is not established, else 5 s.
+            let settled = sessions.iter().all(|s| s.info.starts_with("Established"));
             status.send_if_modified(|s| {
                 let moved = s.sessions != sessions;
                 s.sessions = sessions;
                 moved
             });
-            sessions_due = tokio::time::Instant::now() + Duration::from_secs(5);
+            let every = if settled { 5 } else { 1 };
+            sessions_due = tokio::time::Instant::now() + Duration::from_secs(every);
         }
         let wait = if failed {
             Duration::from_secs(2)
