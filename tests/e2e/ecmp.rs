@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use xtask::{
-    ecmplab::{Downloads, EcmpLab},
+    ecmplab::EcmpLab,
     halab::DIRECTOR_IPS,
-    lab::{wait_for, VIP},
+    lab::{wait_for, Downloads, VIP},
     paths,
 };
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use xtask::{
     halab::HaLab,
-    lab::{wait_for, VIP},
+    lab::{wait_for, Downloads, VIP},
     paths,
 };
 
@@ -297,24 +297,7 @@ fn a_failover_loses_no_established_flow() {
     h.wait_ready(0).unwrap();
     h.wait_ready(1).unwrap();
     wait_holder(&h, 0, Duration::from_secs(10));
-    let secs = 5;
-    let expect = secs * 10 * 1024 + "rsN done\n".len();
-    let outs: Vec<_> = (0..100)
-        .map(|i| std::env::temp_dir().join(format!("{}-ha{i}.out", h.lab.prefix)))
-        .collect();
-    let mut curls = Killed(
-        outs.iter()
-            .map(|o| {
-                h.lab
-                    .cmd(&h.lab.ns("client"), "curl")
-                    .args(["-s", "--max-time", "40", "-o"])
-                    .arg(o)
-                    .arg(format!("http://{VIP}/slow?s={secs}"))
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let d = Downloads::start(&h.lab, "ha", 100, 5);
     // Every connection is known to the backup.
     wait_for(Duration::from_secs(10), || sync_applied(&h, 1) >= 100)
         .unwrap_or_else(|_| panic!("the backup learned {} connections", sync_applied(&h, 1)));
@@ -324,16 +307,7 @@ fn a_failover_loses_no_established_flow() {
         .exec(&lan, &["ip", "link", "set", "p-dir", "down"])
         .unwrap();
     let took = wait_holder(&h, 1, Duration::from_secs(5));
-    let mut lost = Vec::new();
-    for (c, o) in curls.0.iter_mut().zip(&outs) {
-        let ok = c.wait().map(|s| s.success()).unwrap_or(false);
-        let len = std::fs::metadata(o).map(|m| m.len() as usize).unwrap_or(0);
-        if !ok || len != expect {
-            lost.push(format!("{}: {len} bytes", o.display()));
-        }
-        let _ = std::fs::remove_file(o);
-    }
-    curls.0.clear();
+    let (lost, _) = d.finish();
     eprintln!(
         "takeover after {took:?}; {} of 100 transfers lost",
         lost.len()

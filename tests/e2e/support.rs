@@ -236,14 +236,7 @@ impl Drop for ExtraServers {
 
 /// The director's counters (`lbadm counters`), by name.
 pub fn counters(lab: &Lab) -> BTreeMap<String, u64> {
-    lab.lbadm(&["counters"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-        })
-        .collect()
+    xtask::lab::parse_counters(&lab.lbadm(&["counters"]).unwrap_or_default())
 }
 
 /// hping3 in the client namespace: TCP SYNs to the VIP's port 80 at

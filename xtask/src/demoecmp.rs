@@ -8,8 +8,8 @@ use std::{process::Child, thread::sleep, time::Duration};
 use anyhow::Result;
 
 use crate::{
-    ecmplab::{Downloads, EcmpLab},
-    lab::{Paths, VIP},
+    ecmplab::EcmpLab,
+    lab::{Downloads, Paths, VIP},
 };
 
 const SERVICES: &str = "services:\n  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: mh, flags: [mh-port], real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}\n";

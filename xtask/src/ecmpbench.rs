@@ -9,8 +9,8 @@ use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 
 use crate::{
-    ecmplab::{Downloads, EcmpLab},
-    lab::{self, Paths, VIP},
+    ecmplab::EcmpLab,
+    lab::{self, Downloads, Paths, VIP},
 };
 
 const MH: &str = "services:\n  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: mh, flags: [mh-port], real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}\n";

@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     halab::{HaLab, DIRECTOR_IPS},
-    lab::{wait_for, Lab, Paths, VIP},
+    lab::{wait_for, Paths, VIP},
 };
 
 pub struct EcmpLab {
@@ -180,72 +180,10 @@ impl EcmpLab {
     /// Director `i`'s data-plane counter `name` (`lbadm counters`).
     pub fn counter(&self, i: usize, name: &str) -> u64 {
         let text = self.h.lbadm(i, &["counters"]).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.split_whitespace().next() == Some(name))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-            .sum()
-    }
-}
-
-/// `n` downloads of `secs` seconds from the client, spread by the router's
-/// hash over the directors.
-pub struct Downloads {
-    curls: Vec<std::process::Child>,
-    outs: Vec<std::path::PathBuf>,
-    expect: usize,
-}
-
-impl Downloads {
-    pub fn start(lab: &Lab, tag: &str, n: usize, secs: usize) -> Downloads {
-        let outs: Vec<_> = (0..n)
-            .map(|i| std::env::temp_dir().join(format!("{}-{tag}{i}.out", lab.prefix)))
-            .collect();
-        let curls = outs
-            .iter()
-            .map(|o| {
-                lab.cmd(&lab.ns("client"), "curl")
-                    .args(["-s", "--max-time", "60", "-o"])
-                    .arg(o)
-                    .arg(format!("http://{VIP}/slow?s={secs}"))
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        Downloads {
-            curls,
-            outs,
-            expect: secs * 10 * 1024 + "rsN done\n".len(),
-        }
-    }
-
-    /// The transfers that did not complete byte-exact, and how many each
-    /// real server completed ("rsN").
-    pub fn finish(mut self) -> (Vec<String>, std::collections::BTreeMap<String, u32>) {
-        let mut lost = Vec::new();
-        let mut by = std::collections::BTreeMap::new();
-        for (c, o) in self.curls.iter_mut().zip(&self.outs) {
-            let ok = c.wait().map(|s| s.success()).unwrap_or(false);
-            let body = fs::read(o).unwrap_or_default();
-            if !ok || body.len() != self.expect {
-                lost.push(format!("{}: {} bytes", o.display(), body.len()));
-            } else if let Some(tail) = body.rsplit(|&b| b == b'x').next() {
-                let who = String::from_utf8_lossy(tail).trim().replace(" done", "");
-                *by.entry(who).or_insert(0) += 1;
-            }
-        }
-        (lost, by)
-    }
-}
-
-impl Drop for Downloads {
-    fn drop(&mut self) {
-        for c in &mut self.curls {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for o in &self.outs {
-            let _ = std::fs::remove_file(o);
-        }
+        crate::lab::parse_counters(&text)
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 

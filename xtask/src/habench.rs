@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::{
     halab::HaLab,
-    lab::{wait_for, Paths, VIP},
+    lab::{wait_for, Downloads, Paths, VIP},
 };
 
 const RR: &str = "services:\n  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: rr, real_servers: [{address: 192.0.2.11}, {address: 192.0.2.12}, {address: 192.0.2.13}]}\n";
@@ -125,22 +125,7 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
         lags.sort_by(|a, b| a.total_cmp(b));
         // Failover: downloads through the master, its NIC fails.
         let downloads = if quick { 20 } else { 100 };
-        let secs = 4;
-        let expect = secs * 10 * 1024 + "rsN done\n".len();
-        let outs: Vec<_> = (0..downloads)
-            .map(|i| std::env::temp_dir().join(format!("{prefix}-dl{i}")))
-            .collect();
-        let curls: Vec<Child> = outs
-            .iter()
-            .map(|o| {
-                h.lab
-                    .cmd(&h.lab.ns("client"), "curl")
-                    .args(["-s", "--max-time", "40", "-o"])
-                    .arg(o)
-                    .arg(format!("http://{VIP}/slow?s={secs}"))
-                    .spawn()
-            })
-            .collect::<std::io::Result<_>>()?;
+        let d = Downloads::start(&h.lab, "dl", downloads, 4);
         sleep(Duration::from_millis(1500));
         let lan = h.lab.ns("lan");
         let t0 = Instant::now();
@@ -161,13 +146,7 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
         })
         .context("no new connection after the failover")?;
         let takeover_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let mut lost = 0;
-        for (mut c, o) in curls.into_iter().zip(&outs) {
-            let ok = c.wait().map(|s| s.success()).unwrap_or(false);
-            let len = std::fs::metadata(o).map(|m| m.len() as usize).unwrap_or(0);
-            lost += (!ok || len != expect) as u32;
-            let _ = std::fs::remove_file(o);
-        }
+        let lost = d.finish().0.len();
         Ok(json!({
             "setup": "two lbd directors (VRRPv3, adverts every 100 ms, sync daemon both roles) on the lab's LAN; the master's NIC goes down",
             "takeover_ms_to_a_new_connection": (takeover_ms * 10.0).round() / 10.0,

@@ -481,3 +481,75 @@ pub fn cleanup_prefix(prefix: &str) {
     }
     let _ = fs::remove_dir("/sys/fs/bpf/lb");
 }
+
+/// `n` downloads of `secs` seconds (`/slow`) from the client to the VIP,
+/// running side by side; stopped and their files removed on drop.
+pub struct Downloads {
+    curls: Vec<std::process::Child>,
+    outs: Vec<std::path::PathBuf>,
+    expect: usize,
+}
+
+impl Downloads {
+    pub fn start(lab: &Lab, tag: &str, n: usize, secs: usize) -> Downloads {
+        let outs: Vec<_> = (0..n)
+            .map(|i| std::env::temp_dir().join(format!("{}-{tag}{i}.out", lab.prefix)))
+            .collect();
+        let curls = outs
+            .iter()
+            .map(|o| {
+                lab.cmd(&lab.ns("client"), "curl")
+                    .args(["-s", "--max-time", "40", "-o"])
+                    .arg(o)
+                    .arg(format!("http://{VIP}/slow?s={secs}"))
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        Downloads {
+            curls,
+            outs,
+            expect: secs * 10 * 1024 + "rsN done\n".len(),
+        }
+    }
+
+    /// The transfers that did not complete byte-exact, and how many each
+    /// real server completed ("rsN").
+    pub fn finish(mut self) -> (Vec<String>, std::collections::BTreeMap<String, u32>) {
+        let mut lost = Vec::new();
+        let mut by = std::collections::BTreeMap::new();
+        for (c, o) in self.curls.iter_mut().zip(&self.outs) {
+            let ok = c.wait().map(|s| s.success()).unwrap_or(false);
+            let body = fs::read(o).unwrap_or_default();
+            if !ok || body.len() != self.expect {
+                lost.push(format!("{}: {} bytes", o.display(), body.len()));
+            } else if let Some(tail) = body.rsplit(|&b| b == b'x').next() {
+                let who = String::from_utf8_lossy(tail).trim().replace(" done", "");
+                *by.entry(who).or_insert(0) += 1;
+            }
+        }
+        (lost, by)
+    }
+}
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        for c in &mut self.curls {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for o in &self.outs {
+            let _ = std::fs::remove_file(o);
+        }
+    }
+}
+
+/// `lbadm counters` output, by name.
+pub fn parse_counters(text: &str) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}

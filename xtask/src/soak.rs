@@ -34,14 +34,7 @@ fn cargo() -> Command {
 }
 
 fn counters(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
-    lab.lbadm(&["counters"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-        })
-        .collect()
+    crate::lab::parse_counters(&lab.lbadm(&["counters"]).unwrap_or_default())
 }
 
 fn delta(
