@@ -89,10 +89,7 @@ impl Handle {
 
     /// Waits (at most `within`) until BIRD has taken decisions `gen`.
     pub async fn applied(&self, gen: u64, within: Duration) -> bool {
-        let mut st = self.status.clone();
-        tokio::time::timeout(within, st.wait_for(|s| s.applied_gen >= gen))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.waiter(gen).wait(within).await.1.applied_gen >= gen
     }
 }
 
