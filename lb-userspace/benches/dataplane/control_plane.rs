@@ -205,7 +205,7 @@ pub(crate) fn conn_table_reads(n: u32, rows: &mut BTreeMap<String, Value>) -> Re
             }
             let src = std::net::Ipv4Addr::from(0xcb00_7100u32 + (k >> 16)).to_string();
             let frame = tcp(&src, (k & 0xffff) as u16, "198.51.100.1", 80, SYN).frame();
-            run_ns(p, &frame, 1);
+            run_ns(p, &frame, 1, XDP_TX);
         }
     }
     pin_to_cpu(0);
