@@ -1,5 +1,12 @@
 //! twos (ip_vs_twos): power of two choices, by weighted random picks.
+//!
+//! The ring is the weighted sequence (each server in proportion to its
+//! weight), so a random slot is a weighted random pick: two picks cost two
+//! reads however many servers the service has (ip_vs_twos scans them all).
+//! Only when a pick is over its threshold does the program scan the ring
+//! for the available ones.
 
+use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::{sched, RING_SIZE};
 
 use super::ring::ring_entry;
@@ -20,9 +27,10 @@ struct TwosPick {
     cum: u64,
 }
 
-/// Two independent weighted random picks in one pass (weighted reservoir
-/// sampling: server i replaces a pick with probability w_i / sum of the
-/// weights so far, so each pick is server i with probability w_i / total).
+/// Two independent random picks among the available slots in one pass
+/// (reservoir sampling: slot i replaces a pick with probability 1 / the
+/// available slots so far; a server holds slots in proportion to its
+/// weight, so each pick is weighted).
 #[inline(never)]
 extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     let c = unsafe { &mut *(ctx as *mut TwosPick) };
@@ -36,18 +44,18 @@ extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     if w == 0 || (c.thr != 0 && overloaded(id)) {
         return 0;
     }
-    c.cum += w as u64;
-    let r1 = (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64)
+    c.cum += 1;
+    let r1 = (unsafe { bpf_get_prandom_u32() } as u64)
         .checked_rem(c.cum)
         .unwrap_or(0);
-    if r1 < w as u64 {
+    if r1 == 0 {
         c.c1 = id;
         c.w1 = w;
     }
-    let r2 = (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u64)
+    let r2 = (unsafe { bpf_get_prandom_u32() } as u64)
         .checked_rem(c.cum)
         .unwrap_or(0);
-    if r2 < w as u64 {
+    if r2 == 0 {
         c.c2 = id;
         c.w2 = w;
     }
@@ -55,9 +63,35 @@ extern "C" fn twos_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// twos (ip_vs_twos): two weighted-random servers, keep the lower
-/// overhead/weight.
+/// overhead/weight. `n` is the ring's length (checked > 0 by the caller).
 #[inline(always)]
 pub(crate) fn twos_pick(slot: u32, n: u32, thr: bool) -> Option<u32> {
+    let r1 = unsafe { bpf_get_prandom_u32() } % n;
+    let r2 = unsafe { bpf_get_prandom_u32() } % n;
+    let (c1, c2) = (ring_entry(slot, r1)?, ring_entry(slot, r2)?);
+    let (w1, w2) = (weight_of(c1), weight_of(c2));
+    let usable = |id: u32, w: u32| w != 0 && !(thr && overloaded(id));
+    if usable(c1, w1) && usable(c2, w2) {
+        return Some(better_of(c1, w1, c2, w2));
+    }
+    scan(slot, n, thr)
+}
+
+/// The lower overhead/weight of two servers (the second on a tie).
+#[inline(always)]
+fn better_of(c1: u32, w1: u32, c2: u32, w2: u32) -> u32 {
+    let (a1, i1) = load_of(c1);
+    let (a2, i2) = load_of(c2);
+    if sched::better(sched::WLC, (a1, i1, w1), (a2, i2, w2)) {
+        c1
+    } else {
+        c2
+    }
+}
+
+/// Both picks among the available slots only: one pass over the ring.
+#[inline(always)]
+fn scan(slot: u32, n: u32, thr: bool) -> Option<u32> {
     let mut c = TwosPick {
         slot,
         n,
@@ -85,11 +119,5 @@ pub(crate) fn twos_pick(slot: u32, n: u32, thr: bool) -> Option<u32> {
     if c.c1 == u32::MAX || c.c2 == u32::MAX {
         return None;
     }
-    let (a1, i1) = load_of(c.c1);
-    let (a2, i2) = load_of(c.c2);
-    if sched::better(sched::WLC, (a1, i1, c.w1), (a2, i2, c.w2)) {
-        Some(c.c1)
-    } else {
-        Some(c.c2)
-    }
+    Some(better_of(c.c1, c.w1, c.c2, c.w2))
 }

@@ -27,9 +27,11 @@ pub(crate) fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Res
                 .unwrap();
         }
     }
-    let t0 = Instant::now();
+    let rss0 = rss_kib();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     b.d.set_table(t.clone())?;
-    let apply = t0.elapsed();
+    let (apply, apply_cpu) = (t0.elapsed(), cpu_seconds() - c0);
+    let rss_apply = rss_kib().saturating_sub(rss0);
     let first = *t.services.keys().next().unwrap();
     let mut times = Vec::new();
     for w in 0..5u32 {
@@ -43,6 +45,14 @@ pub(crate) fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Res
     rows.insert(
         format!("apply_{n_svc}x100_ms"),
         json!((apply.as_secs_f64() * 1e4).round() / 10.0),
+    );
+    rows.insert(
+        format!("apply_{n_svc}x100_cpu_ms"),
+        json!((apply_cpu * 1e4).round() / 10.0),
+    );
+    rows.insert(
+        format!("apply_{n_svc}x100_rss_growth_kib"),
+        json!(rss_apply),
     );
     rows.insert(
         "change_one_weight_ms".into(),
@@ -102,17 +112,30 @@ pub(crate) fn cpu_seconds() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
-/// 5,000 TCP checks at 1 s interval against loopback listeners, on one
-/// tokio runtime: CPU used per second of wall time.
+/// Resident set size of this process, in KiB.
+pub(crate) fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// 10,000 TCP checks at 1 s interval against loopback listeners, on one
+/// tokio runtime: CPU used per second of wall time, and the memory the
+/// checks hold.
 pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Result<()> {
     use lb_userspace::health::{self, CheckKind, CheckSpec};
-    let checks = if o.quick { 1000 } else { 5000 };
+    let checks = if o.quick { 1000 } else { 10_000 };
     let seconds = if o.quick { 3.0 } else { 10.0 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (ok, total, cpu) = rt.block_on(async {
+    let (ok, total, cpu, rss) = rt.block_on(async {
         // 50 listeners on 127.0.0.1, each accepting and dropping connections.
         let mut ports = Vec::new();
         for _ in 0..50 {
@@ -129,6 +152,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
         spec.interval = 1.0;
         spec.fall = 1;
         let mut handles = Vec::new();
+        let rss0 = rss_kib();
         for i in 0..checks {
             let mut sp = spec.clone();
             sp.port = Some(ports[i % ports.len()]);
@@ -152,6 +176,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
         let c0 = cpu_seconds();
         tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
         let cpu = cpu_seconds() - c0;
+        let rss = rss_kib().saturating_sub(rss0);
         let mut downs = 0;
         while let Ok(ev) = rx.try_recv() {
             if !ev.up {
@@ -161,7 +186,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
         for h in handles {
             h.abort();
         }
-        (checks - downs, checks, cpu)
+        (checks - downs, checks, cpu, rss)
     });
     rows.insert(
         format!("health_checker_{total}_tcp_checks_1s"),
@@ -169,6 +194,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
             "cpu_cores_used": ((cpu / seconds) * 1000.0).round() / 1000.0,
             "checks_healthy": ok,
             "measured_seconds": seconds,
+            "rss_growth_kib": rss,
         }),
     );
     Ok(())

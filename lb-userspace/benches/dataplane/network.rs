@@ -57,7 +57,8 @@ pub(crate) fn link_mac(ns: &str, dev: &str) -> Result<[u8; 6]> {
 }
 
 /// Packets per second through a director namespace over veth, native XDP:
-/// the lb program (XDP_TX back to the sender) against plain Linux routing
+/// the lb program (XDP_TX back to the sender) against the floor program
+/// (swap the MACs, XDP_TX: the physical limit here) and plain Linux routing
 /// in the same namespace (the no-LB baseline). The generator is
 /// BPF_PROG_TEST_RUN in live-frames mode; the sink is an XDP program that
 /// counts and drops on the generator's veth.
@@ -173,7 +174,18 @@ pub(crate) fn network_pps(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Resul
         let fwd = b.d.stats(false, 0).packets;
         (sent, got, fwd)
     };
-    // 2. The no-LB baseline: Linux forwarding in the same namespace (an
+    // 2. The floor: swap the MACs and XDP_TX, nothing else (the most this
+    // veth pair and CPU can forward).
+    let (floor_sent, floor_got) = {
+        let mut floor_tools = tools()?;
+        in_netns(&dir, || -> Result<()> {
+            tools_prog(&mut floor_tools, "bench_floor")
+                .attach("dir0", aya::programs::XdpMode::Driver)?;
+            Ok(())
+        })??;
+        run(&mut gen_tools)?
+    };
+    // 3. The no-LB baseline: Linux forwarding in the same namespace (an
     // XDP_PASS program on dir0, which a veth needs to receive XDP_TX frames).
     let pass_pins = PinDir::new("bench-pass");
     in_netns(&dir, || -> Result<()> {
@@ -260,6 +272,9 @@ pub(crate) fn network_pps(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Resul
             "linux_routing_pps": base_got.round(),
             "linux_routing_offered_pps": base_sent.round(),
             "ratio_lb_to_linux_routing": ((lb_got / base_got) * 100.0).round() / 100.0,
+            "floor_pps": floor_got.round(),
+            "floor_offered_pps": floor_sent.round(),
+            "ratio_lb_to_floor": ((lb_got / floor_got) * 100.0).round() / 100.0,
             "xdp_mode": "native (veth)",
         }),
     );

@@ -33,13 +33,15 @@ pub enum Scheduler {
 pub enum RingKind {
     /// The available real servers in order, walked by a cursor (rr).
     InOrder,
-    /// IPVS's weighted round-robin sequence, walked by a cursor (wrr).
+    /// IPVS's weighted round-robin sequence, walked by a cursor (wrr), or
+    /// sampled at random (twos: each server appears in proportion to its
+    /// weight, so two random slots are two weighted random picks).
     Weighted,
     /// A Maglev lookup table indexed by the client's hash (mh).
     Maglev,
     /// The available real servers; the program compares their live
-    /// connection counts and weights (lc, wlc, sed, nq, fo, ovf, twos,
-    /// lblc, lblcr).
+    /// connection counts and weights (lc, wlc, sed, nq, fo, ovf, lblc,
+    /// lblcr).
     Dynamic,
     /// 256 buckets over every real server, available or not, so that one
     /// going down moves nobody else (sh, dh).
@@ -89,7 +91,7 @@ pub const TABLE: [SchedInfo; 14] = [
     row!(Ovf, "ovf", OVF, Dynamic),
     row!(Sh, "sh", SH, Buckets, SH_FLAGS),
     row!(Dh, "dh", DH, Buckets),
-    row!(Twos, "twos", TWOS, Dynamic),
+    row!(Twos, "twos", TWOS, Weighted),
     row!(Lblc, "lblc", LBLC, Dynamic),
     row!(Lblcr, "lblcr", LBLCR, Dynamic),
 ];

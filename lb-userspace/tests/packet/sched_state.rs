@@ -187,7 +187,42 @@ fn a_reclaimed_slot_does_not_inherit_lblc_destinations() {
     assert_eq!(open(&mut t, "192.0.2.100", 3001, 80), 11);
 }
 
+/// twos samples two slots of its weighted ring: weights 3:1 give about
+/// 3:1 while the live counts agree; a pick over its threshold sends the
+/// program to the available servers only, and with none it drops.
+fn twos_follows_weights_and_skips_overloaded_servers() {
+    pin_to_cpu0();
+    let yaml = r#"
+services:
+  - {protocol: tcp, address: 192.0.2.100, port: 80, scheduler: twos,
+     real_servers: [{address: 192.0.2.11, weight: 3}, {address: 192.0.2.12, weight: 1}]}
+  - {protocol: tcp, address: 192.0.2.100, port: 81, scheduler: twos,
+     real_servers: [{address: 192.0.2.11, upper_threshold: 2}, {address: 192.0.2.12},
+                    {address: 192.0.2.13, upper_threshold: 2}]}
+"#;
+    let mut t = TestDirector::new(table(yaml), &RS3);
+    let mut n11 = 0;
+    for i in 0..400 {
+        if open(&mut t, "192.0.2.100", 1000 + i, 80) == 11 {
+            n11 += 1;
+        }
+    }
+    // Exactly 3:1 is 300; two choices by load keep it close.
+    assert!((270..=330).contains(&n11), "weight 3 got {n11} of 400");
+    // Port 81: .11 and .13 take at most two each; the rest go to .12.
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..30 {
+        *seen
+            .entry(open(&mut t, "192.0.2.100", 3000 + i, 81))
+            .or_insert(0u32) += 1;
+    }
+    assert!(seen.get(&11).copied().unwrap_or(0) <= 2, "{seen:?}");
+    assert!(seen.get(&13).copied().unwrap_or(0) <= 2, "{seen:?}");
+    assert!(seen[&12] >= 26, "{seen:?}");
+}
+
 pub const TESTS: &[Test] = tests![
+    twos_follows_weights_and_skips_overloaded_servers,
     a_reclaimed_slot_does_not_inherit_lblc_destinations,
     a_remembered_slot_that_now_serves_another_service_is_not_followed,
     thresholds_stop_new_connections_until_below_the_lower_one,
