@@ -24,6 +24,10 @@ pub mod svc_flags {
     /// connections go to the kernel (which does not hold the VIP), counted
     /// as `pass_standby`.
     pub const STANDBY: u32 = 1 << 6;
+    /// mh with a table larger than RING_SIZE: the ring slot holds a header,
+    /// `reals[0]` = first MAGLEV chunk, `reals[1]` = table size; the table
+    /// is in consecutive MAGLEV chunks from there.
+    pub const MAGLEV_LARGE: u32 = 1 << 7;
 }
 
 /// Director-wide flags ([`crate::DirectorConfig::flags`]).

@@ -28,6 +28,14 @@ pub const PROTO_UDP: u8 = 17;
 /// size as the kernel's ip_vs_mh default (CONFIG_IP_VS_MH_TAB_INDEX=12).
 pub const RING_SIZE: usize = 4093;
 
+/// Slots per MAGLEV map entry: a Maglev table larger than [`RING_SIZE`]
+/// lives in consecutive chunks of the MAGLEV map (see
+/// [`svc_flags::MAGLEV_LARGE`]), written one chunk per system call.
+pub const MAGLEV_CHUNK: usize = 1024;
+
+/// The largest Maglev table: the largest prime below 2^20 (4 MiB).
+pub const MAGLEV_MAX: usize = 1_048_573;
+
 /// The daemon writes CLOCK_MONOTONIC (HEARTBEAT) every time it re-bases
 /// the connection counts (at least every 10 s). Older than this, the
 /// program takes the counts for stale (the daemon is down) and fails open:
@@ -41,3 +49,5 @@ pub const HEARTBEAT_STALE_NS: u64 = 30_000_000_000;
 pub const DEFAULT_MAX_SERVICES: u32 = 256;
 pub const DEFAULT_MAX_REALS: u32 = 4096;
 pub const DEFAULT_MAX_CONNS: u32 = 1 << 20;
+/// Slots of the MAGLEV map (large Maglev tables, both generations): 8 MiB.
+pub const DEFAULT_MAX_MAGLEV_SLOTS: u32 = 1 << 21;

@@ -17,6 +17,8 @@ pub enum Size {
     Reals,
     /// `limits.max_conns`.
     Conns,
+    /// `limits.max_maglev_slots` / MAGLEV_CHUNK (rounded up).
+    MaglevChunks,
 }
 
 /// Map names (the `#[map]` statics of the production object).
@@ -40,10 +42,11 @@ pub mod map {
     pub const VLANS: &str = "VLANS";
     pub const FRAGS: &str = "FRAGS";
     pub const SYNC: &str = "SYNC";
+    pub const MAGLEV: &str = "MAGLEV";
 }
 
 /// Every map of the production object and how it is sized.
-pub const MAPS: [(&str, Size); 19] = [
+pub const MAPS: [(&str, Size); 20] = [
     (map::SERVICES, Size::Services),
     (map::RINGS, Size::TwicePerService),
     (map::REALS, Size::Reals),
@@ -63,6 +66,7 @@ pub const MAPS: [(&str, Size); 19] = [
     (map::VLANS, Size::Fixed),
     (map::FRAGS, Size::Fixed),
     (map::SYNC, Size::Fixed),
+    (map::MAGLEV, Size::MaglevChunks),
 ];
 
 /// Program names of the production object.

@@ -48,6 +48,14 @@ pub struct Ring {
 }
 const _: () = assert!(core::mem::size_of::<Ring>() == RING_SIZE * 4);
 
+/// One entry of the MAGLEV map: [`crate::MAGLEV_CHUNK`] slots of a large
+/// Maglev table (real-server ids).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevChunk {
+    pub reals: [u32; crate::MAGLEV_CHUNK],
+}
+
 /// Value of the REALS array (indexed by real-server id).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -200,6 +208,7 @@ mod pod {
     unsafe impl aya::Pod for ServiceKey {}
     unsafe impl aya::Pod for ServiceValue {}
     unsafe impl aya::Pod for Ring {}
+    unsafe impl aya::Pod for MaglevChunk {}
     unsafe impl aya::Pod for RealServer {}
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for ConnValue {}

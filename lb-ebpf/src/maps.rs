@@ -11,8 +11,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     counter, names::jump, ConnKey, ConnValue, DirectorConfig, FragKey, FragValue, LblcKey,
-    LblcValue, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats, DEFAULT_MAX_CONNS,
-    DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
+    LblcValue, MaglevChunk, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats,
+    DEFAULT_MAX_CONNS, DEFAULT_MAX_MAGLEV_SLOTS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
+    MAGLEV_CHUNK,
 };
 
 #[map]
@@ -21,6 +22,12 @@ pub(crate) static SERVICES: HashMap<ServiceKey, ServiceValue> =
 /// Two rings per service: index = service id * 2 + generation.
 #[map]
 pub(crate) static RINGS: Array<Ring> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
+/// Maglev tables larger than a ring (svc_flags::MAGLEV_LARGE), in chunks;
+/// the daemon places each generation of each such table in a run of
+/// consecutive chunks.
+#[map]
+pub(crate) static MAGLEV: Array<MaglevChunk> =
+    Array::pinned(DEFAULT_MAX_MAGLEV_SLOTS / MAGLEV_CHUNK as u32, 0);
 #[map]
 pub(crate) static REALS: Array<RealServer> = Array::pinned(DEFAULT_MAX_REALS, 0);
 /// One LRU for every CPU (no BPF_F_NO_COMMON_LRU): with per-CPU lists the

@@ -16,7 +16,9 @@ pub(crate) mod ring;
 pub(crate) mod twos;
 
 use aya_ebpf::bindings::xdp_action::XDP_DROP;
-use lb_common::{counter, names::jump, sched, svc_flags, ConnKey, ServiceValue, RING_SIZE};
+use lb_common::{
+    counter, names::jump, sched, svc_flags, ConnKey, ServiceValue, MAGLEV_MAX, RING_SIZE,
+};
 
 use crate::{maps::RINGS, reals::counts_fresh, stats::count};
 
@@ -68,7 +70,7 @@ fn pick<const MODE: u32>(
     cur: u32,
     max_i: u32,
 ) -> Option<u32> {
-    let n = svc.ring_len;
+    let mut n = svc.ring_len;
     if n == 0 || n as usize > RING_SIZE {
         return None;
     }
@@ -76,8 +78,17 @@ fn pick<const MODE: u32>(
     // is down) fail open.
     let fresh = counts_fresh(now);
     let thr = svc.flags & svc_flags::THRESHOLDS != 0 && fresh;
-    let slot = svc.id * 2 + (svc.gen as u32 & 1);
+    let mut slot = svc.id * 2 + (svc.gen as u32 & 1);
     let ring = RINGS.get_ptr(slot)?;
+    if svc.flags & svc_flags::MAGLEV_LARGE != 0 {
+        // The ring holds where the table is: first chunk, size.
+        let (first, size) = unsafe { ((*ring).reals[0], (*ring).reals[1]) };
+        if size == 0 || size as usize > MAGLEV_MAX || first & ring::LARGE != 0 {
+            return None;
+        }
+        slot = first | ring::LARGE;
+        n = size;
+    }
     if svc.sched == sched::SH || svc.sched == sched::DH {
         return hash::hash_pick(svc, key, slot, n, thr);
     }

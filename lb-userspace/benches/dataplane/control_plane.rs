@@ -9,6 +9,7 @@ pub(crate) fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Res
         max_services: 1024,
         max_reals: 131_072,
         max_conns: 1024,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let mut b = load("bench-cp", &limits)?;
     let real_addrs: Vec<IpAddr> = (1..=100)
@@ -209,6 +210,7 @@ pub(crate) fn conn_table_reads(n: u32, rows: &mut BTreeMap<String, Value>) -> Re
         max_services: 16,
         max_reals: 64,
         max_conns: n.next_power_of_two(),
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let mut b = load("bench-ct", &limits)?;
     let reals: Vec<IpAddr> = (1..=10)

@@ -33,6 +33,7 @@ pub(crate) fn memory(o: &Opts, memory: &mut BTreeMap<String, Value>) -> Result<(
             max_services: 16,
             max_reals: 64,
             max_conns: n,
+            max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
         };
         let d = load("bench-mem", &limits)?;
         let bytes = map_memlock(n, BPF_MAP_TYPE_LRU_HASH).context("CONNS memlock")?;

@@ -107,6 +107,7 @@ pub(crate) fn network_pps(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Resul
         max_services: 4,
         max_reals: 4,
         max_conns: 1024,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let mut gen_tools = tools()?;
     let gen_ifindex: u32 = in_netns(&gen, || -> Result<u32> {

@@ -13,6 +13,7 @@ pub(crate) fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
         max_services: 64,
         max_reals: 16384,
         max_conns: 1 << 20,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let mut b = load("bench-hot", &limits)?;
     let mut t = Table::default();
@@ -139,7 +140,11 @@ pub(crate) fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     // New connections: every call a distinct tuple, repeat = 1.
     let mut one = |name: &str, frames: &mut dyn FnMut(u32) -> Vec<u8>| -> f64 {
         let p = b.prog(name);
-        median((0..calls).map(|i| run_ns(p, &frames(i), 1, XDP_TX)).collect())
+        median(
+            (0..calls)
+                .map(|i| run_ns(p, &frames(i), 1, XDP_TX))
+                .collect(),
+        )
     };
     let floor1 = one("bench_floor", &mut |_| est.clone());
     let minimal1 = one("bench_minimal_lb", &mut |_| est.clone());
@@ -259,6 +264,7 @@ pub(crate) fn cold(
         max_services: 1024,
         max_reals: 16384,
         max_conns: n_conns.next_power_of_two(),
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let mut b = load("bench-cold", &limits)?;
     let mut t = Table::default();

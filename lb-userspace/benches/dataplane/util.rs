@@ -30,10 +30,13 @@ pub(crate) fn run_ns(prog: &Xdp, frame: &[u8], repeat: u32, want: u32) -> f64 {
         })
         .expect("BPF_PROG_TEST_RUN");
     assert_eq!(
-        r.return_value, want,
+        r.return_value,
+        want,
         "verdict {} where {want} was measured (program {:?}, repeat {repeat})",
         r.return_value,
-        prog.info().ok().and_then(|i| i.name_as_str().map(String::from))
+        prog.info()
+            .ok()
+            .and_then(|i| i.name_as_str().map(String::from))
     );
     r.duration.as_nanos() as f64
 }

@@ -113,6 +113,7 @@ impl Daemon {
         inputs.standby = self.ha.standby.clone();
         inputs.sync_master = self.syncd.master_running();
         inputs.director_mac = self.own_mac;
+        inputs.small_maglev_only = self.attached.is_none();
         inputs.health = self.supervisor.verdicts_for(&wanted);
         // The neighbour table's word on every real server (newcomers, and
         // MACs recovered from the pins at start) goes into the same commit.

@@ -150,6 +150,12 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         .maps_mut()
         .attach(&opts.interface, opts.mode)?;
     daemon.attached = Some(attached);
+    // This build's program is the one attached now: mh services may get
+    // their large Maglev tables (held back while an older program could
+    // still be reading the maps).
+    if let Err(e) = daemon.director.change(|i| i.small_maglev_only = false) {
+        warn!("large Maglev tables are not in effect: {e}");
+    }
     if let Some(s) = daemon.base.sync.clone() {
         for role in s.roles.clone() {
             daemon

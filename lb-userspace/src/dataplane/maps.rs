@@ -9,6 +9,7 @@ fn mismatch(slot: Slot, value: &Value) -> MapsError {
     let value = match value {
         Value::Service(_) => "a service",
         Value::Ring(_) => "a ring",
+        Value::Chunk(_) => "a Maglev chunk",
         Value::Real(_) => "a real server",
         Value::Load(_) => "a load",
         Value::Word(_) => "a flag",
@@ -54,6 +55,9 @@ impl Maps for Dataplane {
             Slot::Ring(i) => Value::Ring(Box::new(
                 self.rings.get(&i, 0).map_err(map_err(map::RINGS))?,
             )),
+            Slot::Chunk(i) => Value::Chunk(Box::new(
+                self.maglev.get(&i, 0).map_err(map_err(map::MAGLEV))?,
+            )),
             Slot::Real(i) => Value::Real(self.reals.get(&i, 0).map_err(map_err(map::REALS))?),
             Slot::Load(i) => Value::Load(self.rs_load.get(&i, 0).map_err(map_err(map::RS_LOAD))?),
             Slot::Closed(i) => {
@@ -86,6 +90,9 @@ impl Maps for Dataplane {
             },
             (Slot::Ring(i), Value::Ring(r)) => {
                 self.rings.set(i, **r, 0).map_err(map_err(map::RINGS))
+            }
+            (Slot::Chunk(i), Value::Chunk(c)) => {
+                self.maglev.set(i, **c, 0).map_err(map_err(map::MAGLEV))
             }
             (Slot::Real(i), Value::Real(r)) => {
                 self.reals.set(i, *r, 0).map_err(map_err(map::REALS))

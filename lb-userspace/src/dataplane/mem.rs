@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use lb_common::{
-    counter, names::map, ConnKey, ConnValue, DirectorConfig, LblcKey, LblcValue, RealLoad,
-    RealServer, Ring, ServiceKey, ServiceValue, Stats, RING_SIZE,
+    counter, names::map, ConnKey, ConnValue, DirectorConfig, LblcKey, LblcValue, MaglevChunk,
+    RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats, MAGLEV_CHUNK, RING_SIZE,
 };
 
 use super::{Limits, Maps, MapsError, Slot, Value};
@@ -17,6 +17,7 @@ use super::{Limits, Maps, MapsError, Slot, Value};
 pub struct MemState {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     pub rings: BTreeMap<u32, Box<Ring>>,
+    pub chunks: BTreeMap<u32, Box<MaglevChunk>>,
     pub reals: BTreeMap<u32, RealServer>,
     pub load: BTreeMap<u32, RealLoad>,
     pub closed: BTreeMap<u32, RealLoad>,
@@ -52,6 +53,7 @@ impl MemMaps {
             Slot::Service(_) | Slot::Config | Slot::Heartbeat => return Ok(()),
             Slot::Vlan(v) => (v as u32, 4096),
             Slot::Ring(i) => (i, self.limits.max_services.saturating_mul(2)),
+            Slot::Chunk(i) => (i, self.limits.maglev_chunks()),
             Slot::SvcStats(i) => (i, self.limits.max_services),
             Slot::Real(i) | Slot::Load(i) | Slot::Closed(i) | Slot::Over(i) | Slot::RsStats(i) => {
                 (i, self.limits.max_reals)
@@ -74,6 +76,12 @@ fn mismatch(slot: Slot) -> MapsError {
 fn zero_ring() -> Box<Ring> {
     Box::new(Ring {
         reals: [0; RING_SIZE],
+    })
+}
+
+fn zero_chunk() -> Box<MaglevChunk> {
+    Box::new(MaglevChunk {
+        reals: [0; MAGLEV_CHUNK],
     })
 }
 
@@ -103,6 +111,7 @@ impl Maps for MemMaps {
         Ok(match slot {
             Slot::Service(k) => Value::Service(s.services.get(&k).copied()),
             Slot::Ring(i) => Value::Ring(s.rings.get(&i).cloned().unwrap_or_else(zero_ring)),
+            Slot::Chunk(i) => Value::Chunk(s.chunks.get(&i).cloned().unwrap_or_else(zero_chunk)),
             Slot::Real(i) => Value::Real(s.reals.get(&i).copied().unwrap_or_default()),
             Slot::Load(i) => Value::Load(s.load.get(&i).copied().unwrap_or_default()),
             Slot::Closed(i) => Value::Load(s.closed.get(&i).copied().unwrap_or_default()),
@@ -136,6 +145,7 @@ impl Maps for MemMaps {
                 s.services.remove(&k);
             }
             (Slot::Ring(i), Value::Ring(r)) => put(&mut s.rings, i, r.clone(), zero_ring()),
+            (Slot::Chunk(i), Value::Chunk(c)) => put(&mut s.chunks, i, c.clone(), zero_chunk()),
             (Slot::Real(i), Value::Real(r)) => put(&mut s.reals, i, *r, Default::default()),
             (Slot::Load(i), Value::Load(l)) => put(&mut s.load, i, *l, Default::default()),
             (Slot::Closed(i), Value::Load(l)) => put(&mut s.closed, i, *l, Default::default()),

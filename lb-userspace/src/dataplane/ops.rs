@@ -5,8 +5,8 @@
 //! Katran's control plane has a testing mode).
 
 use lb_common::{
-    ConnKey, ConnValue, DirectorConfig, LblcValue, RealLoad, RealServer, Ring, ServiceKey,
-    ServiceValue, Stats,
+    ConnKey, ConnValue, DirectorConfig, LblcValue, MaglevChunk, RealLoad, RealServer, Ring,
+    ServiceKey, ServiceValue, Stats, MAGLEV_CHUNK,
 };
 
 use super::Limits;
@@ -18,6 +18,8 @@ pub enum Slot {
     Service(ServiceKey),
     /// RINGS[service id * 2 + generation].
     Ring(u32),
+    /// MAGLEV[chunk]: part of a large Maglev table.
+    Chunk(u32),
     /// REALS[real-server id].
     Real(u32),
     /// RS_LOAD[real-server id].
@@ -43,6 +45,7 @@ pub enum Slot {
 pub enum Value {
     Service(Option<ServiceValue>),
     Ring(Box<Ring>),
+    Chunk(Box<MaglevChunk>),
     Real(RealServer),
     /// RS_LOAD or RS_CLOSED.
     Load(RealLoad),
@@ -63,6 +66,15 @@ impl Value {
         });
         r.reals[..ids.len()].copy_from_slice(ids);
         Value::Ring(r)
+    }
+
+    /// A MAGLEV chunk holding `ids` (the rest zero).
+    pub fn chunk(ids: &[u32]) -> Value {
+        let mut c = Box::new(MaglevChunk {
+            reals: [0; MAGLEV_CHUNK],
+        });
+        c.reals[..ids.len()].copy_from_slice(ids);
+        Value::Chunk(c)
     }
 
     /// Whether writing `self` over `old` would change nothing.

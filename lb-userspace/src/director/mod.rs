@@ -12,6 +12,7 @@
 //! (flagged REMOVED) so their established connections keep flowing until
 //! they end, as IPVS does with expire_nodest_conn=0.
 
+pub mod chunks;
 pub mod codec;
 pub mod commit;
 mod ids;
@@ -28,6 +29,8 @@ mod synced;
 mod tests;
 #[cfg(test)]
 mod tests_capacity;
+#[cfg(test)]
+mod tests_maglev;
 
 use std::{
     collections::{BTreeSet, HashMap},

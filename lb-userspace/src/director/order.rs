@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use lb_common::{rs_flags, RealServer};
+use lb_common::{rs_flags, RealServer, MAGLEV_CHUNK};
 
 use super::{
     per_service::ServicePlan,
@@ -70,10 +70,18 @@ pub(super) fn writes(
             _ => put(Slot::Real(*id), Value::Real(*r)),
         }
     }
-    // 5. standby rings
+    // 5. standby rings (a large Maglev table: its chunks, then the slot
+    // that says where they are)
     for p in plans {
-        if let Some((slot, ring)) = &p.standby {
-            put(Slot::Ring(*slot), Value::ring(ring));
+        match (&p.standby, p.standby_at) {
+            (Some((slot, ring)), Some(first)) => {
+                for (i, part) in (first..).zip(ring.chunks(MAGLEV_CHUNK)) {
+                    put(Slot::Chunk(i), Value::chunk(part));
+                }
+                put(Slot::Ring(*slot), Value::ring(&[first, ring.len() as u32]));
+            }
+            (Some((slot, ring)), None) => put(Slot::Ring(*slot), Value::ring(ring)),
+            (None, _) => {}
         }
     }
     // 6. services: new entries and flips

@@ -7,9 +7,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 use lb_common::{rs_flags, svc_flags, RealServer, ServiceKey, ServiceValue, RING_SIZE};
 
 use super::{
+    chunks::{chunks_for, Chunks, Run},
     codec::{addr_bytes, service_flags, service_key, RealKey},
     plan::{Inputs, Published},
-    rings::{Candidate, RingCache},
+    rings::{maglev_small, Candidate, RingCache},
 };
 use crate::model::{fmt_addr_port, RealSpec, RingKind, Service, ServiceAddr};
 
@@ -20,13 +21,18 @@ pub(super) struct ServicePlan {
     pub keys: Vec<ServiceKey>,
     /// A ring to write into the standby slot before the flip.
     pub standby: Option<(u32, Vec<u32>)>,
+    /// Where a large Maglev table of `standby` goes (first MAGLEV chunk).
+    pub standby_at: Option<u32>,
+    /// The standby slot's MAGLEV run changes: (slot, new run or none).
+    pub chunks: Option<(u32, Option<Run>)>,
     pub ring: (u8, Vec<u32>),
     pub quorum: (bool, u64),
 }
 
 /// Whether everything the data-plane state of service `a` follows from is
 /// the same in `prev` and `next`: its spec and real servers, its port
-/// group's members, its health policy, its standby state (VRRP), and the
+/// group's members, its health policy, its standby state (VRRP), whether
+/// large Maglev tables may be started (mh), and the
 /// health state (up, weight) and MAC of each of its real servers (and
 /// sorry server).
 pub(super) fn unchanged(prev: &Inputs, next: &Inputs, a: &ServiceAddr) -> bool {
@@ -34,6 +40,11 @@ pub(super) fn unchanged(prev: &Inputs, next: &Inputs, a: &ServiceAddr) -> bool {
         return false;
     };
     if p != n || prev.table.entries(a) != next.table.entries(a) {
+        return false;
+    }
+    if prev.small_maglev_only != next.small_maglev_only
+        && n.spec.scheduler.ring() == RingKind::Maglev
+    {
         return false;
     }
     let policy = next.policy(a);
@@ -89,11 +100,13 @@ fn candidate(slots: &BTreeMap<RealKey, u32>, sid: u32, r: &RealSpec, weight: u32
 
 /// The desired state of service `a` (id `sid`); `slots` holds the slot of
 /// each of its real servers.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn plan_service(
     inp: &Inputs,
     cur: &Published,
     slots: &BTreeMap<RealKey, u32>,
     cache: &mut RingCache,
+    space: &mut Chunks,
     a: &ServiceAddr,
     s: &Service,
     sid: u32,
@@ -127,23 +140,58 @@ pub(super) fn plan_service(
             .collect(),
         _ => available,
     };
-    let ring = cache.ring(sid, s.spec.scheduler, candidates);
+    let mut ring = cache.ring(sid, s.spec.scheduler, candidates.clone());
     let (old_gen, old_ring) = cur.rings.get(&sid).cloned().unwrap_or((0, Vec::new()));
     let new_service = cur.svc_ids.get(a) != Some(&sid);
     let mut gen = old_gen;
     let mut standby = None;
+    let (mut standby_at, mut chunks) = (None, None);
     if (new_service || ring != old_ring) && !ring.is_empty() {
         // Write the standby ring, then flip the generation.
         gen ^= 1;
-        standby = Some((sid * 2 + gen as u32, ring.clone()));
+        let slot = sid * 2 + gen as u32;
+        let old_run = cur.chunks.get(&slot).copied();
+        if let Some(r) = old_run {
+            space.give_back(r);
+        }
+        let live_large = cur.chunks.contains_key(&(sid * 2 + (old_gen as u32 & 1)));
+        if ring.len() > RING_SIZE && inp.small_maglev_only && !live_large {
+            ring = maglev_small(&candidates);
+        }
+        if ring.len() > RING_SIZE {
+            match space.take(chunks_for(ring.len())) {
+                Some(run) => standby_at = Some(run.0),
+                None => {
+                    tracing::warn!(
+                        service = %a,
+                        slots = ring.len(),
+                        "no room in MAGLEV (limits.max_maglev_slots) for this service's \
+                         Maglev table: it gets a {RING_SIZE}-slot one (less even)"
+                    );
+                    ring = maglev_small(&candidates);
+                }
+            }
+        }
+        let run = standby_at.map(|f| (f, chunks_for(ring.len())));
+        if run != old_run {
+            chunks = Some((slot, run));
+        }
+        standby = Some((slot, ring.clone()));
     }
+    // An empty ring keeps the old one published (ring_len 0 says "none").
     let ring_len = ring.len().min(RING_SIZE) as u32;
+    let live = if standby.is_some() { ring } else { old_ring };
     let value = ServiceValue {
         id: sid,
         ring_len,
         flags: service_flags(a, s)
             | if inp.is_standby(a) {
                 svc_flags::STANDBY
+            } else {
+                0
+            }
+            | if live.len() > RING_SIZE {
+                svc_flags::MAGLEV_LARGE
             } else {
                 0
             },
@@ -154,13 +202,13 @@ pub(super) fn plan_service(
         persist_prefix: s.spec.prefix(),
         _pad: 0,
     };
-    // An empty ring keeps the old one published (ring_len 0 says "none").
-    let live = if standby.is_some() { ring } else { old_ring };
     ServicePlan {
         id: sid,
         value,
         keys: inp.table.entries(a).iter().map(service_key).collect(),
         standby,
+        standby_at,
+        chunks,
         ring: (gen, live),
         quorum: (holds, healthy),
     }

@@ -12,7 +12,8 @@
 //! 3. statistics of newly assigned service ids start at zero;
 //! 4. real-server slots that are new or gain capability (a new slot's
 //!    counters zeroed first), before any ring can point at them;
-//! 5. the standby rings (not yet read by the program);
+//! 5. the standby rings (not yet read by the program), a large Maglev
+//!    table's chunks before the ring slot that says where they are;
 //! 6. services-map entries that are new or changed: one write flips a
 //!    service to its new ring (its generation);
 //! 7. real-server slots that lose capability (removed, MAC lost), once no
@@ -26,6 +27,7 @@ use std::{
 use lb_common::{dir_flags, rs_flags, DirectorConfig, RealServer, ServiceKey, ServiceValue};
 
 use super::{
+    chunks::{Chunks, Run},
     codec::{bytes_addr, RealKey},
     ids, order, per_service,
     rings::RingCache,
@@ -59,6 +61,11 @@ pub struct Inputs {
     /// VIPs this director is a VRRP backup for: their services are on
     /// standby (nothing forwarded; the master does it).
     pub standby: BTreeSet<IpAddr>,
+    /// The attached program may be an older build's (lbd starting, before
+    /// it swaps its own program in): no service gets a large Maglev table
+    /// it does not have published already (an older program would read the
+    /// ring slot that says where the table is as the table).
+    pub small_maglev_only: bool,
 }
 
 impl Inputs {
@@ -122,6 +129,9 @@ pub struct Published {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     /// The live ring of each service id: (generation, real-server ids).
     pub rings: BTreeMap<u32, (u8, Vec<u32>)>,
+    /// MAGLEV chunks of each ring slot (service id * 2 + generation) that
+    /// holds a large Maglev table.
+    pub chunks: BTreeMap<u32, Run>,
     /// REALS slots in use (removed ones included: their connections go on).
     pub reals: BTreeMap<u32, RealServer>,
     /// Slot of each (service id, address, port).
@@ -158,6 +168,7 @@ pub struct Delta {
     pub svc_ids: BTreeMap<ServiceAddr, Option<u32>>,
     pub services: BTreeMap<ServiceKey, Option<ServiceValue>>,
     pub rings: BTreeMap<u32, Option<(u8, Vec<u32>)>>,
+    pub chunks: BTreeMap<u32, Option<Run>>,
     pub reals: BTreeMap<u32, Option<RealServer>>,
     pub real_ids: BTreeMap<RealKey, Option<u32>>,
     pub quorum: BTreeMap<ServiceAddr, Option<bool>>,
@@ -180,6 +191,7 @@ impl Published {
         merge(&mut self.svc_ids, d.svc_ids);
         merge(&mut self.services, d.services);
         merge(&mut self.rings, d.rings);
+        merge(&mut self.chunks, d.chunks);
         merge(&mut self.reals, d.reals);
         merge(&mut self.real_ids, d.real_ids);
         merge(&mut self.quorum, d.quorum);
@@ -345,9 +357,24 @@ pub fn plan(
     let mut plans = Vec::new();
     let mut quorum_changes = Vec::new();
     let mut entries: BTreeMap<ServiceKey, ServiceValue> = BTreeMap::new();
+    let mut chunks = Chunks::new(&cur.chunks, limits.maglev_chunks());
     for a in &dirty {
         let s = &table.services[a];
-        let p = per_service::plan_service(inp, cur, &slots.real_ids, cache, a, s, svc_ids[a]);
+        let p = per_service::plan_service(
+            inp,
+            cur,
+            &slots.real_ids,
+            cache,
+            &mut chunks,
+            a,
+            s,
+            svc_ids[a],
+        );
+        if let Some((slot, run)) = p.chunks {
+            if cur.chunks.get(&slot).copied() != run {
+                d.chunks.insert(slot, run);
+            }
+        }
         let was = cur.quorum.get(a).copied();
         if was.is_some() && was != Some(p.quorum.0) {
             quorum_changes.push((*a, p.quorum.0, p.quorum.1));
@@ -366,6 +393,11 @@ pub fn plan(
     for (_, id) in &gone {
         if !d.rings.contains_key(id) && !svc_ids.values().any(|i| i == id) {
             d.rings.insert(*id, None);
+            for slot in [id * 2, id * 2 + 1] {
+                if cur.chunks.contains_key(&slot) {
+                    d.chunks.insert(slot, None);
+                }
+            }
         }
     }
     // Services-map keys of the services planned again or gone: those no

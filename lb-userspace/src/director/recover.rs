@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use lb_common::{rs_flags, svc_flags, RING_SIZE};
+use lb_common::{rs_flags, svc_flags, MAGLEV_MAX, RING_SIZE};
 
 use super::{
+    chunks::chunks_for,
     codec::{bytes_addr, service_addr},
     plan::Published,
 };
@@ -24,13 +25,24 @@ pub(super) fn read_published<M: Maps>(maps: &M) -> Result<Published, MapsError> 
         };
         p.svc_ids.insert(addr, v.id);
         p.services.insert(k, v);
-        if let std::collections::btree_map::Entry::Vacant(e) = p.rings.entry(v.id) {
-            let ring = match maps.read(Slot::Ring(v.id * 2 + (v.gen as u32 & 1)))? {
-                Value::Ring(r) => r.reals[..(v.ring_len as usize).min(RING_SIZE)].to_vec(),
-                _ => Vec::new(),
-            };
-            e.insert((v.gen, ring));
+        if p.rings.contains_key(&v.id) {
+            continue;
         }
+        let slot = v.id * 2 + (v.gen as u32 & 1);
+        let ring = match maps.read(Slot::Ring(slot))? {
+            Value::Ring(r) if v.flags & svc_flags::MAGLEV_LARGE != 0 => {
+                match read_large(maps, r.reals[0], r.reals[1] as usize)? {
+                    Some(table) => {
+                        p.chunks.insert(slot, (r.reals[0], chunks_for(table.len())));
+                        table
+                    }
+                    None => Vec::new(),
+                }
+            }
+            Value::Ring(r) => r.reals[..(v.ring_len as usize).min(RING_SIZE)].to_vec(),
+            _ => Vec::new(),
+        };
+        p.rings.insert(v.id, (v.gen, ring));
     }
     for id in 0..maps.limits().max_reals {
         let Value::Real(rs) = maps.read(Slot::Real(id))? else {
@@ -53,6 +65,26 @@ pub(super) fn read_published<M: Maps>(maps: &M) -> Result<Published, MapsError> 
         }
     }
     Ok(p)
+}
+
+/// A large Maglev table of `len` slots from chunk `first` on (None: the
+/// ring slot does not describe one that fits the map).
+fn read_large<M: Maps>(maps: &M, first: u32, len: usize) -> Result<Option<Vec<u32>>, MapsError> {
+    let n = chunks_for(len);
+    if len <= RING_SIZE
+        || len > MAGLEV_MAX
+        || first.saturating_add(n) > maps.limits().maglev_chunks()
+    {
+        return Ok(None);
+    }
+    let mut table = Vec::with_capacity(len);
+    for i in first..first + n {
+        if let Value::Chunk(c) = maps.read(Slot::Chunk(i))? {
+            table.extend_from_slice(&c.reals);
+        }
+    }
+    table.truncate(len);
+    Ok(Some(table))
 }
 
 /// The table the published state serves, as far as the maps tell: services

@@ -4,15 +4,18 @@
 //! its [`RingKind`]:
 //! - in order (rr), walked by a cursor;
 //! - IPVS's weighted round-robin sequence (wrr), walked by a cursor;
-//! - a Maglev lookup table of `RING_SIZE` entries (mh), indexed by the hash
-//!   of the client address (and port with mh-port);
+//! - a Maglev lookup table (mh), indexed by the hash of the client address
+//!   (and port with mh-port): `RING_SIZE` entries, or for more than 40
+//!   turns (real servers, by weight) a prime of at least 100 entries per
+//!   turn (capped at `MAGLEV_MAX`), so that no server holds more than 1%
+//!   over its share; such a table lives in MAGLEV chunks (see `plan`);
 //! - the available servers, compared by live counts in the program (the
 //!   dynamic schedulers);
 //! - 256 buckets over every server (sh, dh).
 
 use std::collections::HashMap;
 
-use lb_common::RING_SIZE;
+use lb_common::{MAGLEV_MAX, RING_SIZE};
 
 use crate::model::{RingKind, Scheduler};
 
@@ -46,7 +49,7 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
             .map(|c| c.id)
             .collect(),
         RingKind::Weighted => wrr_sequence(&c),
-        RingKind::Maglev => maglev(&c, RING_SIZE),
+        RingKind::Maglev => maglev(&c, maglev_size(&c)),
         RingKind::Buckets => unreachable!("handled above"),
     }
 }
@@ -138,6 +141,39 @@ fn wrr_sequence(c: &[&Candidate]) -> Vec<u32> {
         }
     }
     seq
+}
+
+/// Maglev table sizes: primes just under powers of two. A table's size
+/// comes from this ladder so that adding or removing one server changes it
+/// only when the count crosses a step (a new size moves almost every
+/// client, as a new table), and so that every director derives the same
+/// size from the same servers.
+pub const MAGLEV_SIZES: [usize; 9] = [
+    RING_SIZE, 8191, 16381, 32749, 65521, 131_071, 262_139, 524_287, MAGLEV_MAX,
+];
+
+/// The Maglev table size for `c`: a server's share is within one slot per
+/// turn of its ideal (each round of the population gives it its turns), so
+/// the smallest size of the ladder with at least 100 slots per turn (at
+/// most 1% over the share), or the largest.
+pub fn maglev_size(c: &[&Candidate]) -> usize {
+    let g = c.iter().map(|c| c.weight).fold(0, gcd).max(1);
+    let turns: u64 = c.iter().map(|c| (c.weight / g) as u64).sum();
+    let want = turns.saturating_mul(100);
+    MAGLEV_SIZES
+        .into_iter()
+        .find(|&m| m as u64 >= want)
+        .unwrap_or(MAGLEV_MAX)
+}
+
+/// The Maglev table of the available servers of `c` at RING_SIZE: what a
+/// service gets when the MAGLEV map has no room for its larger table.
+pub fn maglev_small(c: &[Candidate]) -> Vec<u32> {
+    let c: Vec<&Candidate> = c.iter().filter(|c| c.weight > 0).collect();
+    if c.is_empty() {
+        return Vec::new();
+    }
+    maglev(&c, RING_SIZE)
 }
 
 fn fnv1a(data: &[u8], seed: u64) -> u64 {
@@ -251,6 +287,37 @@ mod tests {
     fn rr_is_servers_in_order() {
         assert_eq!(build_ring(Scheduler::Rr, &cands(&[5, 0, 1])), vec![1, 3]);
         assert!(build_ring(Scheduler::Rr, &cands(&[0, 0])).is_empty());
+    }
+
+    fn is_prime(n: usize) -> bool {
+        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    }
+
+    #[test]
+    fn maglev_sizes_are_primes_and_give_100_slots_per_turn() {
+        assert!(
+            MAGLEV_SIZES.iter().all(|&m| is_prime(m)),
+            "{MAGLEV_SIZES:?}"
+        );
+        assert!(MAGLEV_SIZES.windows(2).all(|w| w[0] < w[1]));
+        let size = |weights: &[u32]| {
+            let c = cands(weights);
+            let r: Vec<&Candidate> = c.iter().collect();
+            maglev_size(&r)
+        };
+        assert_eq!(size(&[1; 40]), RING_SIZE);
+        assert_eq!(size(&[1; 41]), 8191);
+        assert_eq!(size(&[1; 1000]), 131_071);
+        assert_eq!(size(&[1; 10_000]), MAGLEV_MAX);
+        // Weights count by turns: 2:1 is 3 turns per pair.
+        assert_eq!(size(&[4, 2].repeat(20)), 8191);
+        // One server more or less within a step keeps the size (and so
+        // most clients on their server).
+        assert_eq!(size(&[1; 999]), size(&[1; 1001]));
+        // 1,000 servers: none more than 1% over its share.
+        let ring = build_ring(Scheduler::Mh, &cands(&[1; 1000]));
+        let most = *counts(&ring).values().max().unwrap() as f64;
+        assert!(most / (ring.len() as f64 / 1000.0) - 1.0 <= 0.01, "{most}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ mod tests {
             max_services: 4,
             max_reals: 4,
             max_conns: 64,
+            max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
         }))
         .unwrap()
     }

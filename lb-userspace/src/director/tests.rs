@@ -25,6 +25,8 @@ pub(super) fn limits(services: u32, reals: u32) -> Limits {
         max_services: services,
         max_reals: reals,
         max_conns: 1024,
+        // Room for two generations of two 8,191-slot tables, and a little.
+        max_maglev_slots: 40 * 1024,
     }
 }
 
@@ -99,7 +101,22 @@ pub(super) fn check_forwarding(s: &MemState) -> Result<(), String> {
         });
         let ring = s.rings.get(&slot).unwrap_or(&zero);
         let buckets = v.sched == lb_common::sched::SH || v.sched == lb_common::sched::DH;
-        for id in &ring.reals[..v.ring_len as usize] {
+        let mut ids = ring.reals[..v.ring_len as usize].to_vec();
+        if v.flags & lb_common::svc_flags::MAGLEV_LARGE != 0 {
+            // The slot says where the table is: every slot of it counts.
+            let (first, len) = (ring.reals[0], ring.reals[1] as usize);
+            if len <= lb_common::RING_SIZE {
+                return Err(format!("{k:?}: large table of {len} slots"));
+            }
+            ids = (first..first + len.div_ceil(lb_common::MAGLEV_CHUNK) as u32)
+                .flat_map(|c| match s.chunks.get(&c) {
+                    Some(c) => c.reals.to_vec(),
+                    None => vec![0; lb_common::MAGLEV_CHUNK],
+                })
+                .take(len)
+                .collect();
+        }
+        for id in &ids {
             let r = s.reals.get(id).copied().unwrap_or_default();
             let mut need = rs_flags::IN_USE | rs_flags::MAC_VALID;
             if buckets {
@@ -123,7 +140,7 @@ pub(super) fn check_forwarding(s: &MemState) -> Result<(), String> {
 /// data plane forwards correctly and that no key present before and after
 /// is missing in between.
 pub(super) fn replay(from: &MemState, to: &MemState, writes: &[(crate::dataplane::Slot, Value)]) {
-    let mut m = MemMaps::new(limits(64, 64));
+    let mut m = MemMaps::new(limits(64, 256));
     m.state = from.clone();
     for (i, (slot, value)) in writes.iter().enumerate() {
         m.write(*slot, value).unwrap();

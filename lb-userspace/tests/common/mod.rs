@@ -96,6 +96,7 @@ impl TestDirector {
             max_services: 16,
             max_reals: 64,
             max_conns: 4096,
+            max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
         };
         Self::with_limits(table, macs, limits)
     }

@@ -118,6 +118,7 @@ fn restart_recovers_ids_and_connections_from_pins() {
         max_services: 8,
         max_reals: 16,
         max_conns: 1024,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let macs: Vec<(std::net::IpAddr, Option<[u8; 6]>)> = [11u8, 12, 13]
         .iter()
@@ -164,6 +165,7 @@ services:
         max_services: 4,
         max_reals: 8,
         max_conns: 128,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let mut t = TestDirector::with_limits(table(yaml), &macs, limits);
     t.d.sweep(true);
@@ -199,6 +201,7 @@ fn the_connection_table_holds_its_size_from_one_cpu() {
         max_services: 8,
         max_reals: 16,
         max_conns: 4096,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let mut t = TestDirector::with_limits(table(TABLE), &RS3, limits);
     for i in 0..4096u32 {
@@ -224,6 +227,7 @@ fn the_batch_read_of_the_connection_table_matches_a_walk_by_key() {
             max_services: 16,
             max_reals: 64,
             max_conns: 1 << 17,
+            max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
         },
     );
     let mut rng = crate::rng::Rng::new(7);

@@ -15,6 +15,7 @@ mod flows;
 mod fuzz;
 mod health;
 mod hostile;
+mod maglev;
 mod object;
 mod parse;
 mod persist;
@@ -35,6 +36,7 @@ fn main() -> std::process::ExitCode {
             ("flows", flows::TESTS),
             ("sched", sched::TESTS),
             ("sched_state", sched_state::TESTS),
+            ("maglev", maglev::TESTS),
             ("persist", persist::TESTS),
             ("health", health::TESTS),
             ("hostile", hostile::TESTS),

@@ -14,6 +14,7 @@ fn limits() -> Limits {
         max_services: 8,
         max_reals: 16,
         max_conns: 1024,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     }
 }
 

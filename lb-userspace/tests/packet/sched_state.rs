@@ -93,6 +93,7 @@ fn a_remembered_slot_that_now_serves_another_service_is_not_followed() {
         max_services: 4,
         max_reals: 3,
         max_conns: 1024,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let macs = [
         ("192.0.2.11", Some(rs_mac(11))),
@@ -149,6 +150,7 @@ fn a_reclaimed_slot_does_not_inherit_lblc_destinations() {
         max_services: 4,
         max_reals: 3,
         max_conns: 1024,
+        max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
     };
     let macs = [
         ("192.0.2.11", Some(rs_mac(11))),
