@@ -77,6 +77,9 @@ counters! {
     /// Sync events lost because the SYNC ring buffer was full (the daemon
     /// did not read it fast enough); the periodic refresh sends them later.
     SYNC_LOST => "sync_lost",
+    /// Frames passed because their destination address is no VIP's (the
+    /// VIP prefilter: no connection or service lookup).
+    PASS_NOT_VIP_ADDRESS => "pass_not_vip_address",
 }
 
 /// GLOBAL_STATS' size: room for counters added later without a new map

@@ -13,7 +13,7 @@ pub mod tcp_state;
 mod types;
 
 pub use flags::{conn_flags, dir_flags, rs_flags, svc_flags};
-pub use hash::{flow_hash, mask_addr};
+pub use hash::{flow_hash, mask_addr, vip_bit, VIP_FILTER_WORDS};
 pub use types::*;
 
 /// Address families as stored in keys.

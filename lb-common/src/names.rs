@@ -43,10 +43,11 @@ pub mod map {
     pub const FRAGS: &str = "FRAGS";
     pub const SYNC: &str = "SYNC";
     pub const MAGLEV: &str = "MAGLEV";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Every map of the production object and how it is sized.
-pub const MAPS: [(&str, Size); 20] = [
+pub const MAPS: [(&str, Size); 21] = [
     (map::SERVICES, Size::Services),
     (map::RINGS, Size::TwicePerService),
     (map::REALS, Size::Reals),
@@ -67,6 +68,7 @@ pub const MAPS: [(&str, Size); 20] = [
     (map::FRAGS, Size::Fixed),
     (map::SYNC, Size::Fixed),
     (map::MAGLEV, Size::MaglevChunks),
+    (map::VIP_FILTER, Size::Fixed),
 ];
 
 /// Program names of the production object.

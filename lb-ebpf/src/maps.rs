@@ -13,7 +13,7 @@ use lb_common::{
     counter, names::jump, ConnKey, ConnValue, DirectorConfig, FragKey, FragValue, LblcKey,
     LblcValue, MaglevChunk, RealLoad, RealServer, Ring, ServiceKey, ServiceValue, Stats,
     DEFAULT_MAX_CONNS, DEFAULT_MAX_MAGLEV_SLOTS, DEFAULT_MAX_REALS, DEFAULT_MAX_SERVICES,
-    MAGLEV_CHUNK,
+    MAGLEV_CHUNK, VIP_FILTER_WORDS,
 };
 
 #[map]
@@ -22,6 +22,10 @@ pub(crate) static SERVICES: HashMap<ServiceKey, ServiceValue> =
 /// Two rings per service: index = service id * 2 + generation.
 #[map]
 pub(crate) static RINGS: Array<Ring> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
+/// The VIP prefilter: bit `vip_bit(address)` is set for every VIP with a
+/// service, and for addresses that connection entries still go to.
+#[map]
+pub(crate) static VIP_FILTER: Array<u64> = Array::pinned(VIP_FILTER_WORDS, 0);
 /// Maglev tables larger than a ring (svc_flags::MAGLEV_LARGE), in chunks;
 /// the daemon places each generation of each such table in a run of
 /// consecutive chunks.

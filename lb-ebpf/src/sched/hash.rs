@@ -2,7 +2,7 @@
 //! the walk to the next available server that sh-fallback, mh-fallback and
 //! rr/wrr past overloaded servers share.
 
-use lb_common::{flow_hash, sched, svc_flags, ConnKey, ServiceValue};
+use lb_common::{flow_hash, sched, svc_flags, ConnKey, ServiceValue, RING_SIZE};
 
 use super::ring::ring_entry;
 use crate::reals::available;
@@ -14,6 +14,10 @@ struct HashWalk {
     start: u32,
     found: u32,
     thr: u32,
+    /// Positions between two steps: 1, or for a large Maglev table the
+    /// table over RING_SIZE, so that the walk (at most RING_SIZE steps)
+    /// samples the whole table.
+    stride: u32,
 }
 
 /// sh-fallback: bucket start + i + 1 (a bpf_loop callback).
@@ -24,7 +28,9 @@ extern "C" fn hash_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     }
     // checked_rem: no division-by-zero panic path in the subprogram.
-    let Some(m) = c.start.wrapping_add(i).wrapping_add(1).checked_rem(c.n) else {
+    // (start < n <= MAGLEV_MAX and steps * stride <= n: no overflow.)
+    let step = i.wrapping_add(1).wrapping_mul(c.stride);
+    let Some(m) = c.start.wrapping_add(step).checked_rem(c.n) else {
         return 1;
     };
     let Some(id) = ring_entry(c.slot, m) else {
@@ -38,19 +44,22 @@ extern "C" fn hash_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// The first available server after position `start` of the ring, going
-/// round (sh-fallback, mh-fallback, and rr/wrr past overloaded servers).
+/// round (sh-fallback, mh-fallback, and rr/wrr past overloaded servers);
+/// over a large Maglev table, at most RING_SIZE positions spread over it.
 #[inline(always)]
 pub(crate) fn walk_from(slot: u32, n: u32, start: u32, thr: bool) -> Option<u32> {
+    let steps = n.saturating_sub(1).min(RING_SIZE as u32);
     let mut c = HashWalk {
         slot,
         n,
         start,
         found: u32::MAX,
         thr: thr as u32,
+        stride: (n / RING_SIZE as u32).max(1),
     };
     unsafe {
         aya_ebpf::helpers::bpf_loop(
-            n.saturating_sub(1),
+            steps,
             hash_step as *mut core::ffi::c_void,
             &mut c as *mut HashWalk as *mut core::ffi::c_void,
             0,

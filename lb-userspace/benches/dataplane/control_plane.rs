@@ -74,11 +74,12 @@ pub(crate) fn control_plane(o: &Opts, rows: &mut BTreeMap<String, Value>) -> Res
         for _ in 0..if o.quick { 3 } else { 7 } {
             let t0 = Instant::now();
             ring = build_ring(Scheduler::Mh, &c);
+            // (sized by the configured servers, as the planner does)
             ts.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         let mut fewer = c.clone();
         fewer.remove(n / 2);
-        let after = build_ring(Scheduler::Mh, &fewer);
+        let after = build_ring_sized(Scheduler::Mh, &fewer, ring.len());
         let moved = ring.iter().zip(&after).filter(|(a, b)| a != b).count();
         // Imbalance: the most slots any server has over the mean, minus 1
         // (servers with no slot at all counted too).

@@ -38,7 +38,7 @@ use lb_userspace::{
     config::Limits,
     dataplane::{Dataplane, TOOLS_OBJECT},
     director::{
-        rings::{build_ring, Candidate},
+        rings::{build_ring, build_ring_sized, Candidate},
         Director,
     },
     model::{Forward, Protocol, RealSpec, SchedFlags, Scheduler, ServiceAddr, ServiceSpec, Table},

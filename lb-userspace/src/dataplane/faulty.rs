@@ -92,6 +92,7 @@ pub fn snapshot<M: Maps>(maps: &M) -> Vec<(Slot, Value)> {
     }
     slots.extend((0..l.max_services.saturating_mul(2)).map(Slot::Ring));
     slots.extend((0..l.maglev_chunks()).map(Slot::Chunk));
+    slots.extend((0..lb_common::VIP_FILTER_WORDS).map(Slot::VipFilter));
     slots.extend((0..l.max_services).map(Slot::SvcStats));
     for i in 0..l.max_reals {
         slots.extend([

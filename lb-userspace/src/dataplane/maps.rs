@@ -13,6 +13,7 @@ fn mismatch(slot: Slot, value: &Value) -> MapsError {
         Value::Real(_) => "a real server",
         Value::Load(_) => "a load",
         Value::Word(_) => "a flag",
+        Value::Bits(_) => "64 bits",
         Value::Stats(_) => "statistics",
         Value::Config(_) => "a configuration",
         Value::Time(_) => "a time",
@@ -58,6 +59,11 @@ impl Maps for Dataplane {
             Slot::Chunk(i) => Value::Chunk(Box::new(
                 self.maglev.get(&i, 0).map_err(map_err(map::MAGLEV))?,
             )),
+            Slot::VipFilter(i) => Value::Bits(
+                self.vip_filter
+                    .get(&i, 0)
+                    .map_err(map_err(map::VIP_FILTER))?,
+            ),
             Slot::Real(i) => Value::Real(self.reals.get(&i, 0).map_err(map_err(map::REALS))?),
             Slot::Load(i) => Value::Load(self.rs_load.get(&i, 0).map_err(map_err(map::RS_LOAD))?),
             Slot::Closed(i) => {
@@ -94,6 +100,10 @@ impl Maps for Dataplane {
             (Slot::Chunk(i), Value::Chunk(c)) => {
                 self.maglev.set(i, **c, 0).map_err(map_err(map::MAGLEV))
             }
+            (Slot::VipFilter(i), Value::Bits(b)) => self
+                .vip_filter
+                .set(i, *b, 0)
+                .map_err(map_err(map::VIP_FILTER)),
             (Slot::Real(i), Value::Real(r)) => {
                 self.reals.set(i, *r, 0).map_err(map_err(map::REALS))
             }

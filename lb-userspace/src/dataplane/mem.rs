@@ -18,6 +18,7 @@ pub struct MemState {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     pub rings: BTreeMap<u32, Box<Ring>>,
     pub chunks: BTreeMap<u32, Box<MaglevChunk>>,
+    pub vip_filter: BTreeMap<u32, u64>,
     pub reals: BTreeMap<u32, RealServer>,
     pub load: BTreeMap<u32, RealLoad>,
     pub closed: BTreeMap<u32, RealLoad>,
@@ -54,6 +55,7 @@ impl MemMaps {
             Slot::Vlan(v) => (v as u32, 4096),
             Slot::Ring(i) => (i, self.limits.max_services.saturating_mul(2)),
             Slot::Chunk(i) => (i, self.limits.maglev_chunks()),
+            Slot::VipFilter(i) => (i, lb_common::VIP_FILTER_WORDS),
             Slot::SvcStats(i) => (i, self.limits.max_services),
             Slot::Real(i) | Slot::Load(i) | Slot::Closed(i) | Slot::Over(i) | Slot::RsStats(i) => {
                 (i, self.limits.max_reals)
@@ -112,6 +114,7 @@ impl Maps for MemMaps {
             Slot::Service(k) => Value::Service(s.services.get(&k).copied()),
             Slot::Ring(i) => Value::Ring(s.rings.get(&i).cloned().unwrap_or_else(zero_ring)),
             Slot::Chunk(i) => Value::Chunk(s.chunks.get(&i).cloned().unwrap_or_else(zero_chunk)),
+            Slot::VipFilter(i) => Value::Bits(s.vip_filter.get(&i).copied().unwrap_or_default()),
             Slot::Real(i) => Value::Real(s.reals.get(&i).copied().unwrap_or_default()),
             Slot::Load(i) => Value::Load(s.load.get(&i).copied().unwrap_or_default()),
             Slot::Closed(i) => Value::Load(s.closed.get(&i).copied().unwrap_or_default()),
@@ -146,6 +149,7 @@ impl Maps for MemMaps {
             }
             (Slot::Ring(i), Value::Ring(r)) => put(&mut s.rings, i, r.clone(), zero_ring()),
             (Slot::Chunk(i), Value::Chunk(c)) => put(&mut s.chunks, i, c.clone(), zero_chunk()),
+            (Slot::VipFilter(i), Value::Bits(b)) => put(&mut s.vip_filter, i, *b, 0),
             (Slot::Real(i), Value::Real(r)) => put(&mut s.reals, i, *r, Default::default()),
             (Slot::Load(i), Value::Load(l)) => put(&mut s.load, i, *l, Default::default()),
             (Slot::Closed(i), Value::Load(l)) => put(&mut s.closed, i, *l, Default::default()),

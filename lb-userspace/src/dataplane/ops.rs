@@ -20,6 +20,8 @@ pub enum Slot {
     Ring(u32),
     /// MAGLEV[chunk]: part of a large Maglev table.
     Chunk(u32),
+    /// VIP_FILTER[word]: 64 bits of the VIP prefilter.
+    VipFilter(u32),
     /// REALS[real-server id].
     Real(u32),
     /// RS_LOAD[real-server id].
@@ -51,6 +53,8 @@ pub enum Value {
     Load(RealLoad),
     /// A 32-bit flag or count (RS_OVER, VLANS).
     Word(u32),
+    /// 64 bits (VIP_FILTER).
+    Bits(u64),
     /// One value per CPU; an empty list means zero on every CPU.
     Stats(Vec<Stats>),
     Config(DirectorConfig),

@@ -110,7 +110,7 @@ pub fn pinned_limits(dir: &Path) -> Option<Limits> {
         max_conns: max(lb_common::names::map::CONNS)?,
         // Pins made before the MAGLEV map existed get the default.
         max_maglev_slots: max(lb_common::names::map::MAGLEV)
-            .map(|n| n * lb_common::MAGLEV_CHUNK as u32)
+            .map(|n| n.saturating_mul(lb_common::MAGLEV_CHUNK as u32))
             .unwrap_or(lb_common::DEFAULT_MAX_MAGLEV_SLOTS),
     })
 }

@@ -42,10 +42,12 @@ impl Chunks {
         }
         let mut at = 0u32;
         for (&first, &len) in &self.used {
-            if first.checked_sub(at)? >= n {
+            if first > at && first - at >= n {
                 break;
             }
-            at = first.checked_add(len)?;
+            // (Overlapping runs, which only a damaged map could give,
+            // are stepped over rather than trusted.)
+            at = at.max(first.checked_add(len)?);
         }
         if at.checked_add(n)? > self.capacity {
             return None;

@@ -10,7 +10,7 @@ use super::{
     chunks::{chunks_for, Chunks, Run},
     codec::{addr_bytes, service_flags, service_key, RealKey},
     plan::{Inputs, Published},
-    rings::{maglev_small, Candidate, RingCache},
+    rings::{maglev_size, Candidate, RingCache},
 };
 use crate::model::{fmt_addr_port, RealSpec, RingKind, Service, ServiceAddr};
 
@@ -23,8 +23,8 @@ pub(super) struct ServicePlan {
     pub standby: Option<(u32, Vec<u32>)>,
     /// Where a large Maglev table of `standby` goes (first MAGLEV chunk).
     pub standby_at: Option<u32>,
-    /// The standby slot's MAGLEV run changes: (slot, new run or none).
-    pub chunks: Option<(u32, Option<Run>)>,
+    /// MAGLEV runs that change: (ring slot, new run or none).
+    pub chunks: Vec<(u32, Option<Run>)>,
     pub ring: (u8, Vec<u32>),
     pub quorum: (bool, u64),
 }
@@ -140,43 +140,61 @@ pub(super) fn plan_service(
             .collect(),
         _ => available,
     };
-    let mut ring = cache.ring(sid, s.spec.scheduler, candidates.clone());
     let (old_gen, old_ring) = cur.rings.get(&sid).cloned().unwrap_or((0, Vec::new()));
     let new_service = cur.svc_ids.get(a) != Some(&sid);
+    let live_large = !new_service && old_ring.len() > RING_SIZE;
+    // A Maglev table is sized by the configured real servers, so that one
+    // failing a check (or a health policy's weight) keeps the size.
+    let mut maglev_slots = maglev_size(s.reals.values().map(|r| r.weight));
+    if inp.small_maglev_only && !live_large {
+        maglev_slots = RING_SIZE;
+    }
+    let sched = s.spec.scheduler;
+    let mut ring = cache.ring(sid, sched, candidates.clone(), maglev_slots);
+    let (live_slot, standby_slot) = (
+        sid * 2 + (old_gen as u32 & 1),
+        sid * 2 + (!old_gen as u32 & 1),
+    );
+    let mut standby_at = None;
+    let mut chunks = Vec::new();
+    if (new_service || ring != old_ring) && ring.len() > RING_SIZE {
+        match place(
+            space,
+            cur,
+            standby_slot,
+            live_slot,
+            live_large,
+            chunks_for(ring.len()),
+        ) {
+            Ok((at, c)) => (standby_at, chunks) = (Some(at), c),
+            Err(c) => {
+                tracing::warn!(
+                    service = %a,
+                    slots = ring.len(),
+                    "no room in MAGLEV (limits.max_maglev_slots) for both generations of \
+                     this service's Maglev table: it gets a {RING_SIZE}-slot one (less even)"
+                );
+                chunks = c;
+                ring = cache.ring(sid, sched, candidates, RING_SIZE);
+            }
+        }
+    }
     let mut gen = old_gen;
     let mut standby = None;
-    let (mut standby_at, mut chunks) = (None, None);
     if (new_service || ring != old_ring) && !ring.is_empty() {
         // Write the standby ring, then flip the generation.
         gen ^= 1;
-        let slot = sid * 2 + gen as u32;
-        let old_run = cur.chunks.get(&slot).copied();
-        if let Some(r) = old_run {
-            space.give_back(r);
-        }
-        let live_large = cur.chunks.contains_key(&(sid * 2 + (old_gen as u32 & 1)));
-        if ring.len() > RING_SIZE && inp.small_maglev_only && !live_large {
-            ring = maglev_small(&candidates);
-        }
-        if ring.len() > RING_SIZE {
-            match space.take(chunks_for(ring.len())) {
-                Some(run) => standby_at = Some(run.0),
-                None => {
-                    tracing::warn!(
-                        service = %a,
-                        slots = ring.len(),
-                        "no room in MAGLEV (limits.max_maglev_slots) for this service's \
-                         Maglev table: it gets a {RING_SIZE}-slot one (less even)"
-                    );
-                    ring = maglev_small(&candidates);
+        if standby_at.is_none() {
+            // A small ring: the runs no table of this service reads go
+            // back (the live one's only once it is no longer live).
+            for (slot, r) in [(standby_slot, true), (live_slot, !live_large)] {
+                if r && cur.chunks.contains_key(&slot) && !chunks.iter().any(|(s, _)| *s == slot) {
+                    space.give_back(cur.chunks[&slot]);
+                    chunks.push((slot, None));
                 }
             }
         }
-        let run = standby_at.map(|f| (f, chunks_for(ring.len())));
-        if run != old_run {
-            chunks = Some((slot, run));
-        }
-        standby = Some((slot, ring.clone()));
+        standby = Some((standby_slot, ring.clone()));
     }
     // An empty ring keeps the old one published (ring_len 0 says "none").
     let ring_len = ring.len().min(RING_SIZE) as u32;
@@ -212,4 +230,61 @@ pub(super) fn plan_service(
         ring: (gen, live),
         quorum: (holds, healthy),
     }
+}
+
+/// Runs for a large Maglev table of `need` chunks: the standby slot's (where
+/// it is written now) and the live slot's (where the next change writes),
+/// both or neither, so that a service does not alternate between a large
+/// and a small table as room comes and goes. The live slot's run is only
+/// replaced while no large table of it is live. Ok: where the table goes
+/// and the runs that change; Err: the runs given back (none is taken).
+type RunChanges = Vec<(u32, Option<Run>)>;
+
+fn place(
+    space: &mut Chunks,
+    cur: &Published,
+    standby: u32,
+    live: u32,
+    live_large: bool,
+    need: u32,
+) -> Result<(u32, RunChanges), RunChanges> {
+    let mut changes = Vec::new();
+    let mut taken = Vec::new();
+    let mut fit = |slot: u32, changes: &mut RunChanges, taken: &mut Vec<Run>| -> bool {
+        match cur.chunks.get(&slot).copied() {
+            Some(r) if r.1 == need => true,
+            old => {
+                if let Some(r) = old {
+                    space.give_back(r);
+                    changes.push((slot, None));
+                }
+                match space.take(need) {
+                    Some(r) => {
+                        taken.push(r);
+                        changes.retain(|(s, _)| *s != slot);
+                        changes.push((slot, Some(r)));
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    };
+    let ok = fit(standby, &mut changes, &mut taken)
+        && (live_large || fit(live, &mut changes, &mut taken));
+    if !ok {
+        for r in taken {
+            space.give_back(r);
+        }
+        changes.retain(|(_, r)| r.is_none());
+        return Err(changes);
+    }
+    let at = changes
+        .iter()
+        .find(|(s, _)| *s == standby)
+        .and_then(|(_, r)| *r)
+        .or_else(|| cur.chunks.get(&standby).copied())
+        .map(|r| r.0)
+        .unwrap_or_default();
+    Ok((at, changes))
 }

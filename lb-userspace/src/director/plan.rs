@@ -370,9 +370,9 @@ pub fn plan(
             s,
             svc_ids[a],
         );
-        if let Some((slot, run)) = p.chunks {
-            if cur.chunks.get(&slot).copied() != run {
-                d.chunks.insert(slot, run);
+        for (slot, run) in &p.chunks {
+            if cur.chunks.get(slot) != run.as_ref() {
+                d.chunks.insert(*slot, *run);
             }
         }
         let was = cur.quorum.get(a).copied();

@@ -29,9 +29,22 @@ pub struct Candidate {
     pub weight: u32,
 }
 
-/// Builds the ring for `sched` from `candidates` (in ipvsadm order).
-/// Returns an empty ring when there is no candidate.
+/// Builds the ring for `sched` from `candidates` (in ipvsadm order), a
+/// Maglev table sized for the candidates themselves. Returns an empty ring
+/// when there is no candidate.
 pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
+    let size = maglev_size(candidates.iter().map(|c| c.weight));
+    build_ring_sized(sched, candidates, size)
+}
+
+/// [`build_ring`] with the Maglev table size given (see [`maglev_size`]:
+/// the planner sizes a service's table by its configured real servers, so
+/// that one failing a check does not change the size).
+pub fn build_ring_sized(
+    sched: Scheduler,
+    candidates: &[Candidate],
+    maglev_slots: usize,
+) -> Vec<u32> {
     let kind = sched.ring();
     if kind == RingKind::Buckets {
         return hash_table(candidates);
@@ -41,7 +54,7 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
         return Vec::new();
     }
     match kind {
-        RingKind::InOrder => c.iter().map(|c| c.id).collect(),
+        RingKind::InOrder => c.iter().take(RING_SIZE).map(|c| c.id).collect(),
         // The program compares the first MAX_DYNAMIC by live counts.
         RingKind::Dynamic => c
             .iter()
@@ -49,7 +62,7 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
             .map(|c| c.id)
             .collect(),
         RingKind::Weighted => wrr_sequence(&c),
-        RingKind::Maglev => maglev(&c, maglev_size(&c)),
+        RingKind::Maglev => maglev(&c, maglev_slots),
         RingKind::Buckets => unreachable!("handled above"),
     }
 }
@@ -58,19 +71,27 @@ pub fn build_ring(sched: Scheduler, candidates: &[Candidate]) -> Vec<u32> {
 /// an unchanged input is not rebuilt (a Maglev table costs milliseconds).
 #[derive(Debug, Default)]
 pub struct RingCache {
-    built: HashMap<u32, (Scheduler, Vec<Candidate>, Vec<u32>)>,
+    built: HashMap<u32, (Scheduler, Vec<Candidate>, usize, Vec<u32>)>,
 }
 
 impl RingCache {
-    /// The ring of service `id` for `sched` over `candidates`.
-    pub fn ring(&mut self, id: u32, sched: Scheduler, candidates: Vec<Candidate>) -> Vec<u32> {
-        if let Some((s, c, ring)) = self.built.get(&id) {
-            if *s == sched && *c == candidates {
+    /// The ring of service `id` for `sched` over `candidates` (a Maglev
+    /// table of `maglev_slots`).
+    pub fn ring(
+        &mut self,
+        id: u32,
+        sched: Scheduler,
+        candidates: Vec<Candidate>,
+        maglev_slots: usize,
+    ) -> Vec<u32> {
+        if let Some((s, c, m, ring)) = self.built.get(&id) {
+            if *s == sched && *c == candidates && *m == maglev_slots {
                 return ring.clone();
             }
         }
-        let ring = build_ring(sched, &candidates);
-        self.built.insert(id, (sched, candidates, ring.clone()));
+        let ring = build_ring_sized(sched, &candidates, maglev_slots);
+        self.built
+            .insert(id, (sched, candidates, maglev_slots, ring.clone()));
         ring
     }
 }
@@ -152,18 +173,31 @@ pub const MAGLEV_SIZES: [usize; 9] = [
     RING_SIZE, 8191, 16381, 32749, 65521, 131_071, 262_139, 524_287, MAGLEV_MAX,
 ];
 
-/// The Maglev table size for `c`: a server's share is within one slot per
-/// turn of its ideal (each round of the population gives it its turns), so
-/// the smallest size of the ladder with at least 100 slots per turn (at
-/// most 1% over the share), or the largest.
-pub fn maglev_size(c: &[&Candidate]) -> usize {
-    let g = c.iter().map(|c| c.weight).fold(0, gcd).max(1);
-    let turns: u64 = c.iter().map(|c| (c.weight / g) as u64).sum();
+/// The Maglev table size for real servers of `weights` (those above 0
+/// count): a server's share is within one round's turns of its ideal, so
+/// the smallest size of the ladder with at least 100 slots per turn of a
+/// round (at most 1% over the share), or the largest.
+pub fn maglev_size(weights: impl Iterator<Item = u32>) -> usize {
+    let w: Vec<u32> = weights.filter(|w| *w > 0).collect();
+    let turns: u64 = mh_turns(&w).iter().map(|t| *t as u64).sum();
     let want = turns.saturating_mul(100);
     MAGLEV_SIZES
         .into_iter()
         .find(|&m| m as u64 >= want)
         .unwrap_or(MAGLEV_MAX)
+}
+
+/// Turns per round of each weight, as ip_vs_mh: weight / gcd, shifted
+/// right so that the largest fits in 6 bits, at least 1 for a weight above
+/// 0.
+fn mh_turns(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().copied().fold(0, gcd).max(1);
+    let max = weights.iter().map(|w| w / g).max().unwrap_or(0);
+    let shift = (32 - max.leading_zeros()).saturating_sub(6);
+    weights
+        .iter()
+        .map(|w| ((w / g) >> shift).max((*w > 0) as u32))
+        .collect()
 }
 
 /// The Maglev table of the available servers of `c` at RING_SIZE: what a
@@ -202,8 +236,8 @@ pub fn maglev(c: &[&Candidate], m: usize) -> Vec<u32> {
         .iter()
         .map(|c| (fnv1a(c.name.as_bytes(), 0x5eed_0002) % (m as u64 - 1) + 1) as usize)
         .collect();
-    let g = c.iter().map(|c| c.weight).fold(0, gcd);
-    let turns: Vec<u32> = c.iter().map(|c| c.weight / g).collect();
+    let weights: Vec<u32> = c.iter().map(|c| c.weight).collect();
+    let turns = mh_turns(&weights);
     let mut next = vec![0usize; n];
     let mut table = vec![u32::MAX; m];
     let mut filled = 0;
@@ -290,7 +324,10 @@ mod tests {
     }
 
     fn is_prime(n: usize) -> bool {
-        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+        n >= 2
+            && (2..)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
     }
 
     #[test]
@@ -300,17 +337,17 @@ mod tests {
             "{MAGLEV_SIZES:?}"
         );
         assert!(MAGLEV_SIZES.windows(2).all(|w| w[0] < w[1]));
-        let size = |weights: &[u32]| {
-            let c = cands(weights);
-            let r: Vec<&Candidate> = c.iter().collect();
-            maglev_size(&r)
-        };
+        let size = |weights: &[u32]| maglev_size(weights.iter().copied());
         assert_eq!(size(&[1; 40]), RING_SIZE);
         assert_eq!(size(&[1; 41]), 8191);
         assert_eq!(size(&[1; 1000]), 131_071);
         assert_eq!(size(&[1; 10_000]), MAGLEV_MAX);
-        // Weights count by turns: 2:1 is 3 turns per pair.
+        // Weights count by turns: 2:1 is 3 turns per pair; turns are
+        // shifted to 6 bits as ip_vs_mh does (100:67 is not 167 turns).
         assert_eq!(size(&[4, 2].repeat(20)), 8191);
+        assert_eq!(mh_turns(&[100, 67, 0]), vec![50, 33, 0]);
+        assert_eq!(size(&[100, 67].repeat(25)), 262_139);
+        assert_eq!(mh_turns(&[1, 1000]), vec![1, 62]);
         // One server more or less within a step keeps the size (and so
         // most clients on their server).
         assert_eq!(size(&[1; 999]), size(&[1; 1001]));

@@ -111,7 +111,8 @@ pub(super) fn check_forwarding(s: &MemState) -> Result<(), String> {
             ids = (first..first + len.div_ceil(lb_common::MAGLEV_CHUNK) as u32)
                 .flat_map(|c| match s.chunks.get(&c) {
                     Some(c) => c.reals.to_vec(),
-                    None => vec![0; lb_common::MAGLEV_CHUNK],
+                    // (A chunk never written: no real server.)
+                    None => vec![u32::MAX; lb_common::MAGLEV_CHUNK],
                 })
                 .take(len)
                 .collect();

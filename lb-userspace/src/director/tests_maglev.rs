@@ -38,6 +38,15 @@ fn value_of(d: &Director<impl crate::dataplane::Maps>, port: u16) -> lb_common::
         .expect("service")
 }
 
+/// No two runs of the published state overlap.
+fn disjoint(d: &Director<impl crate::dataplane::Maps>) {
+    let mut runs: Vec<_> = d.published().chunks.values().copied().collect();
+    runs.sort();
+    for w in runs.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0, "{runs:?}");
+    }
+}
+
 #[test]
 fn a_large_table_is_written_in_chunks_before_its_ring_slot_points_at_it() {
     let mut d = director(limits(16, 256));
@@ -92,6 +101,7 @@ fn generations_take_their_own_runs_and_a_restart_keeps_the_table() {
     // Back to 50: the standby slot's own run is reused, nothing more taken.
     d.apply(inputs(table(&yaml(&[(80, 50)])))).unwrap();
     assert_eq!(d.published().chunks, second);
+    disjoint(&d);
     let v = value_of(&d, 80);
     let slot = v.id * 2 + (v.gen as u32 & 1);
     assert_eq!(d.published().chunks[&slot], first[&slot]);
@@ -140,6 +150,36 @@ fn a_deleted_service_gives_its_chunks_back_to_a_later_change() {
     let v = value_of(&d, 82);
     assert_ne!(v.flags & svc_flags::MAGLEV_LARGE, 0);
     assert_eq!(d.published().rings[&v.id].1.len(), 8191);
+    disjoint(&d);
+}
+
+#[test]
+fn a_server_failing_its_check_keeps_the_table_size() {
+    // 41 servers: 8,191 slots; 40 of them up would be 4,093 if the size
+    // followed the available servers, moving nearly every client.
+    let mut d = director(limits(16, 256));
+    let mut inp = inputs(table(&yaml(&[(80, 41)])));
+    d.apply(inp.clone()).unwrap();
+    let v = value_of(&d, 80);
+    let before = d.published().rings[&v.id].1.clone();
+    assert_eq!(before.len(), 8191);
+    let svc = *inp.table.services.keys().next().unwrap();
+    inp.health.insert(
+        (svc, "2001:db8:1::7".parse().unwrap()),
+        crate::health::Verdict {
+            up: false,
+            weight: None,
+            reason: "test".into(),
+        },
+    );
+    d.apply(inp).unwrap();
+    let v = value_of(&d, 80);
+    let after = &d.published().rings[&v.id].1;
+    assert_eq!(after.len(), 8191);
+    // Maglev: about the failed server's share moves, not the table.
+    let moved = before.iter().zip(after).filter(|(a, b)| a != b).count();
+    assert!(moved < 8191 / 41 * 3, "{moved} slots moved");
+    disjoint(&d);
 }
 
 #[test]

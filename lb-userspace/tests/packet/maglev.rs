@@ -25,8 +25,8 @@ fn mac(i: u16) -> [u8; 6] {
     [0x02, 0, 0, 1, (i >> 8) as u8, i as u8]
 }
 
-fn yaml() -> String {
-    let reals: Vec<String> = (1..=N)
+fn yaml(n: u16) -> String {
+    let reals: Vec<String> = (1..=n)
         .map(|i| format!("{{address: \"{}\"}}", real(i)))
         .collect();
     format!(
@@ -53,10 +53,15 @@ fn mh_with_a_thousand_real_servers_uses_its_large_table() {
     let macs: Vec<(IpAddr, Option<[u8; 6]>)> = (1..=N).map(|i| (real(i), Some(mac(i)))).collect();
     let mut d = load();
     d.set_macs(&macs).unwrap();
-    d.set_table(table(&yaml())).unwrap();
+    // 999 servers first: the table with 1,000 is the second generation,
+    // in the run reserved for it (not at chunk 0).
+    d.set_table(table(&yaml(N - 1))).unwrap();
+    d.set_table(table(&yaml(N))).unwrap();
     let p = d.published().clone();
     let v = *p.services.values().next().unwrap();
     assert_ne!(v.flags & svc_flags::MAGLEV_LARGE, 0);
+    let live = p.chunks[&(v.id * 2 + (v.gen as u32 & 1))];
+    assert_ne!(live.0, 0, "{:?}", p.chunks);
     let ring = &p.rings[&v.id].1;
     assert_eq!(ring.len(), 131_071);
     // Real-server slot -> MAC.
@@ -107,7 +112,7 @@ fn mh_with_a_thousand_real_servers_uses_its_large_table() {
     let mut d2 = Director::recover(Dataplane::load(&pins.0, &limits).unwrap()).unwrap();
     assert_eq!(d2.published().rings, p.rings);
     assert_eq!(d2.published().chunks.len(), 1);
-    assert_eq!(d2.set_table(table(&yaml())).unwrap(), 0);
+    assert_eq!(d2.set_table(table(&yaml(N))).unwrap(), 0);
     let client = "2001:db8:ffff::9:9";
     let (a, out) = d2
         .maps_mut()
