@@ -98,6 +98,8 @@ mod tests {
         assert_eq!(NAMES[TX as usize], "tx");
         assert_eq!(NAMES[PASS_FRAG_UNKNOWN as usize], "pass_frag_unknown");
         assert_eq!(NAMES[SYNC_LOST as usize], "sync_lost");
-        assert_eq!(SYNC_LOST, COUNT - 1);
+        assert_eq!(NAMES[PASS_NOT_VIP_ADDRESS as usize], "pass_not_vip_address");
+        // New counters go at the end: the pinned map keeps its indices.
+        assert_eq!(PASS_NOT_VIP_ADDRESS, COUNT - 1);
     }
 }

@@ -50,6 +50,19 @@ pub fn flow_hash(addr: &[u8; 16], port: u16) -> u32 {
     h
 }
 
+/// Words (u64) of the VIP prefilter (VIP_FILTER): 65,536 bits, 8 KiB.
+pub const VIP_FILTER_WORDS: u32 = 1024;
+
+/// The VIP prefilter's bit for a destination address (as stored in keys):
+/// the program passes a packet whose bit is clear without looking further
+/// (no VIP has that bit); a set bit only says "maybe a VIP".
+#[inline(always)]
+pub fn vip_bit(addr: &[u8; 16]) -> u32 {
+    let w = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    let x = w(0) ^ w(4).rotate_left(7) ^ w(8).rotate_left(13) ^ w(12).rotate_left(19);
+    (x.wrapping_mul(0x9e37_79b1) >> 16) & (VIP_FILTER_WORDS * 64 - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,17 +92,4 @@ mod tests {
         assert_ne!(flow_hash(&a, 0), flow_hash(&b, 0));
         assert_ne!(flow_hash(&a, 0), flow_hash(&a, 1));
     }
-}
-
-/// Words (u64) of the VIP prefilter (VIP_FILTER): 65,536 bits, 8 KiB.
-pub const VIP_FILTER_WORDS: u32 = 1024;
-
-/// The VIP prefilter's bit for a destination address (as stored in keys):
-/// the program passes a packet whose bit is clear without looking further
-/// (no VIP has that bit); a set bit only says "maybe a VIP".
-#[inline(always)]
-pub fn vip_bit(addr: &[u8; 16]) -> u32 {
-    let w = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    let x = w(0) ^ w(4).rotate_left(7) ^ w(8).rotate_left(13) ^ w(12).rotate_left(19);
-    (x.wrapping_mul(0x9e37_79b1) >> 16) & (VIP_FILTER_WORDS * 64 - 1)
 }

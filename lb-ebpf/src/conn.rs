@@ -8,14 +8,14 @@ use aya_ebpf::{
     bindings::xdp_action::XDP_DROP, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext,
 };
 use lb_common::{
-    conn_flags, counter, dir_flags, rs_flags, sched, svc_flags, tcp_state, DirectorConfig,
+    conn_flags, counter, dir_flags, rs_flags, sched, svc_flags, tcp_state, vip_bit, DirectorConfig,
     PROTO_TCP,
 };
 
 use crate::{
     forward::{config, forward},
     frag,
-    maps::CONNS,
+    maps::{CONNS, VIP_FILTER},
     new_conn::hand_over,
     parse::{parse, Flow, KIND_FRAG_FIRST, KIND_FRAG_LATER, KIND_ICMP},
     reals::{account, resolved},
@@ -33,6 +33,15 @@ use crate::{
 pub(crate) fn process(ctx: &XdpContext) -> Result<u32, u32> {
     let config = config();
     let flow = parse(ctx, &config)?;
+    // The VIP prefilter: an address no VIP has goes to the kernel before
+    // any connection or service lookup.
+    let bit = vip_bit(&flow.key.daddr);
+    if !VIP_FILTER
+        .get(bit / 64)
+        .is_some_and(|w| *w & (1u64 << (bit % 64)) != 0)
+    {
+        return pass(counter::PASS_NOT_VIP_ADDRESS);
+    }
     if flow.kind == KIND_FRAG_LATER {
         return frag::later(ctx, &config, &flow);
     }

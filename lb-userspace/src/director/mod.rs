@@ -31,10 +31,13 @@ mod tests;
 mod tests_capacity;
 #[cfg(test)]
 mod tests_maglev;
+#[cfg(test)]
+mod tests_prefilter;
 
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
+    time::{Duration, Instant},
 };
 
 use lb_common::{rs_flags, tcp_state, RealLoad};
@@ -82,13 +85,21 @@ pub struct Director<M: Maps = Dataplane> {
     pub timeouts: Timeouts,
     evictions: Evictions,
     rates: RateEstimator,
+    /// When a VIP last lost its services (its prefilter bit stays until a
+    /// sweep that began [`VIP_SETTLE`] later finds no entry to it).
+    vip_removed_at: Option<Instant>,
 }
+
+/// How long after a VIP lost its services a sweep must begin to have seen
+/// every entry to it: a packet that found the service just before the
+/// commit may still be adding its entry just after.
+pub const VIP_SETTLE: Duration = Duration::from_secs(1);
 
 impl<M: Maps> Director<M> {
     /// Wraps the maps and recovers what a previous daemon left in them:
     /// service ids and rings, real-server slots and their MACs, the
     /// director's settings.
-    pub fn recover(maps: M) -> Result<Director<M>, MapsError> {
+    pub fn recover(mut maps: M) -> Result<Director<M>, MapsError> {
         let published = recover::read_published(&maps)?;
         let mut inputs = Inputs {
             director_mac: published.config.mac,
@@ -108,6 +119,25 @@ impl<M: Maps> Director<M> {
                 }
             }
         }
+        // A prefilter with no bit (a new map, after an upgrade): the
+        // addresses the entries go to are set at once (before this build's
+        // program is attached), and stay until a sweep says otherwise.
+        let mut published = published;
+        if published.vip_bits.is_empty() {
+            let bits: BTreeSet<u32> = maps
+                .conns()
+                .iter()
+                .map(|(k, _)| lb_common::vip_bit(&k.daddr))
+                .collect();
+            let mut words: std::collections::BTreeMap<u32, u64> = Default::default();
+            for b in &bits {
+                *words.entry(b / 64).or_default() |= 1u64 << (b % 64);
+            }
+            for (i, w) in words {
+                maps.write(Slot::VipFilter(i), &Value::Bits(w))?;
+            }
+            published.vip_bits = bits;
+        }
         if !published.svc_ids.is_empty() {
             info!(
                 services = published.svc_ids.len(),
@@ -125,6 +155,7 @@ impl<M: Maps> Director<M> {
             timeouts: tcp_state::DEFAULT_TIMEOUTS,
             evictions: Evictions::default(),
             rates: RateEstimator::default(),
+            vip_removed_at: None,
         })
     }
 
@@ -180,7 +211,14 @@ impl<M: Maps> Director<M> {
 
     /// The one path that changes the data plane: makes the maps follow
     /// `next`, all or nothing. Returns how many map writes it took.
-    pub fn apply(&mut self, next: Inputs) -> Result<usize, ApplyError> {
+    pub fn apply(&mut self, mut next: Inputs) -> Result<usize, ApplyError> {
+        // A VIP that loses its services keeps its prefilter bit (its
+        // connections go on) until a sweep shows none is left.
+        let losing = !plan::service_vip_bits(&self.inputs.table)
+            .is_subset(&plan::service_vip_bits(&next.table));
+        if losing {
+            next.vip_bits_settled = false;
+        }
         let plan = self.plan(&next)?;
         if !plan.reclaimed.is_empty() {
             // A reclaimed slot's previous server stays out of the lblc/lblcr
@@ -220,6 +258,9 @@ impl<M: Maps> Director<M> {
         self.inputs = next;
         self.synced = true;
         self.commits += 1;
+        if losing {
+            self.vip_removed_at = Some(Instant::now());
+        }
         Ok(n)
     }
 
@@ -422,6 +463,7 @@ impl<M: Maps> Director<M> {
     /// slot. A template outlives its timeout while connections of its
     /// clients exist, as in IPVS.
     pub fn sweep(&mut self, collect: bool) -> HashMap<u32, ConnCounts> {
+        let started = Instant::now();
         let prefixes: HashMap<u32, u8> = self
             .published
             .services
@@ -510,6 +552,42 @@ impl<M: Maps> Director<M> {
                 "collected expired connection entries"
             );
         }
+        self.settle_vip_bits(started, &w.vip_bits);
         w.counts
+    }
+
+    /// After a sweep that began at `started` and found entries going to
+    /// `seen` (prefilter bits): the bits beyond the services' that entries
+    /// still need. Only a sweep that began VIP_SETTLE after the last VIP
+    /// lost its services may let bits go.
+    fn settle_vip_bits(&mut self, started: Instant, seen: &BTreeSet<u32>) {
+        if self
+            .vip_removed_at
+            .is_some_and(|t| started < t + VIP_SETTLE)
+        {
+            return;
+        }
+        let services = plan::service_vip_bits(&self.inputs.table);
+        let lingering: BTreeSet<u32> = seen.difference(&services).copied().collect();
+        if self.inputs.vip_bits_settled && lingering == self.inputs.vip_bits_in_use {
+            return;
+        }
+        let went = self.published.vip_bits.len();
+        match self.change(|i| {
+            i.vip_bits_in_use = lingering;
+            i.vip_bits_settled = true;
+        }) {
+            Ok(_) => {
+                self.vip_removed_at = None;
+                let now = self.published.vip_bits.len();
+                if now < went {
+                    info!(
+                        bits = went - now,
+                        "VIP prefilter: addresses with no service and no connection left"
+                    );
+                }
+            }
+            Err(e) => warn!("VIP prefilter not updated: {e}"),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The order of a commit's writes: every intermediate state forwards
 //! correctly (see the module documentation of `plan`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lb_common::{rs_flags, RealServer, MAGLEV_CHUNK};
 
@@ -39,6 +39,26 @@ pub(super) fn writes(
     if let Some(vlans) = &delta.vlans {
         for v in vlans.symmetric_difference(&cur.vlans) {
             put(Slot::Vlan(*v), Value::Word(vlans.contains(v) as u32));
+        }
+    }
+    // ...and the VIP prefilter's new bits (each word: old | new)
+    let words = |bits: &BTreeSet<u32>| {
+        let mut w: BTreeMap<u32, u64> = BTreeMap::new();
+        for b in bits {
+            *w.entry(b / 64).or_default() |= 1u64 << (b % 64);
+        }
+        w
+    };
+    let vip_words = delta
+        .vip_bits
+        .as_ref()
+        .map(|new| (words(&cur.vip_bits), words(new)));
+    if let Some((old, new)) = &vip_words {
+        for (i, n) in new {
+            let o = old.get(i).copied().unwrap_or(0);
+            if o | n != o {
+                put(Slot::VipFilter(*i), Value::Bits(o | n));
+            }
         }
     }
     // 2. keys that leave
@@ -93,6 +113,15 @@ pub(super) fn writes(
     // 7. real servers that lose capability
     for (id, r) in later {
         put(Slot::Real(id), Value::Real(r));
+    }
+    // 8. VIP prefilter bits that go
+    if let Some((old, new)) = &vip_words {
+        for (i, o) in old {
+            let n = new.get(i).copied().unwrap_or(0);
+            if o | n != n {
+                put(Slot::VipFilter(*i), Value::Bits(n));
+            }
+        }
     }
     w
 }

@@ -6,7 +6,9 @@
 //! Capacity is checked here, before anything is written. The writes are
 //! ordered so that every intermediate state forwards correctly:
 //!
-//! 1. the director's own settings (source MAC, flags);
+//! 1. the director's own settings (source MAC, flags), and the VIP
+//!    prefilter bits that are new (a new VIP's packets reach the lookups
+//!    before its service is there);
 //! 2. services-map keys that leave (their traffic goes to the kernel, as
 //!    it will in the end; this also makes room for new keys);
 //! 3. statistics of newly assigned service ids start at zero;
@@ -17,7 +19,8 @@
 //! 6. services-map entries that are new or changed: one write flips a
 //!    service to its new ring (its generation);
 //! 7. real-server slots that lose capability (removed, MAC lost), once no
-//!    live ring points at them any more.
+//!    live ring points at them any more;
+//! 8. VIP prefilter bits that go (no service and no entry needs them).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -66,6 +69,25 @@ pub struct Inputs {
     /// it does not have published already (an older program would read the
     /// ring slot that says where the table is as the table).
     pub small_maglev_only: bool,
+    /// VIP prefilter bits (`lb_common::vip_bit`) that connection entries
+    /// go to, beyond the services' VIPs (a VIP whose services were deleted
+    /// while connections to it go on), as the last sweep found them.
+    pub vip_bits_in_use: BTreeSet<u32>,
+    /// Whether `vip_bits_in_use` accounts for every entry: a sweep that
+    /// began after the last VIP lost its services saw all the entries such
+    /// a VIP can have (no new ones are made without a service). Until then
+    /// the published bits stay.
+    pub vip_bits_settled: bool,
+}
+
+/// The VIP prefilter bits of every service's addresses (port-group members
+/// included).
+pub fn service_vip_bits(t: &Table) -> BTreeSet<u32> {
+    t.services
+        .keys()
+        .flat_map(|a| t.entries(a))
+        .map(|e| lb_common::vip_bit(&super::codec::addr_bytes(&e.address).0))
+        .collect()
 }
 
 impl Inputs {
@@ -141,6 +163,8 @@ pub struct Published {
     pub config: DirectorConfig,
     /// VLANs served (VLANS at 1).
     pub vlans: BTreeSet<u16>,
+    /// Bits set in the VIP prefilter.
+    pub vip_bits: BTreeSet<u32>,
 }
 
 impl Published {
@@ -174,6 +198,7 @@ pub struct Delta {
     pub quorum: BTreeMap<ServiceAddr, Option<bool>>,
     pub config: Option<DirectorConfig>,
     pub vlans: Option<BTreeSet<u16>>,
+    pub vip_bits: Option<BTreeSet<u32>>,
 }
 
 fn merge<K: Ord, V>(m: &mut BTreeMap<K, V>, changes: BTreeMap<K, Option<V>>) {
@@ -200,6 +225,9 @@ impl Published {
         }
         if let Some(v) = d.vlans {
             self.vlans = v;
+        }
+        if let Some(b) = d.vip_bits {
+            self.vip_bits = b;
         }
     }
 }
@@ -287,6 +315,16 @@ pub fn plan(
     }
     if inp.vlans != cur.vlans {
         d.vlans = Some(inp.vlans.clone());
+    }
+    // The VIP prefilter: the services' VIPs, and the addresses entries
+    // still go to (until a sweep says which, every bit published stays).
+    let mut vip_bits = service_vip_bits(table);
+    vip_bits.extend(inp.vip_bits_in_use.iter().copied());
+    if !inp.vip_bits_settled {
+        vip_bits.extend(cur.vip_bits.iter().copied());
+    }
+    if vip_bits != cur.vip_bits {
+        d.vip_bits = Some(vip_bits);
     }
     let mut new_ids = BTreeSet::new();
     for (a, id) in &svc_ids {

@@ -64,6 +64,12 @@ pub(super) fn read_published<M: Maps>(maps: &M) -> Result<Published, MapsError> 
             p.vlans.insert(v);
         }
     }
+    for i in 0..lb_common::VIP_FILTER_WORDS {
+        if let Value::Bits(w) = maps.read(Slot::VipFilter(i))? {
+            p.vip_bits
+                .extend((0..64).filter(|b| w & (1u64 << b) != 0).map(|b| i * 64 + b));
+        }
+    }
     Ok(p)
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use lb_common::{mask_addr, tcp_state, ConnKey, ConnValue};
+use lb_common::{mask_addr, tcp_state, vip_bit, ConnKey, ConnValue};
 
 /// Connection counts per real-server slot.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct Walk {
     /// Templates whose timer ran out while they still control connections:
     /// re-armed (IPVS does the same).
     pub rearm: Vec<(ConnKey, ConnValue)>,
+    /// VIP prefilter bits of the destinations of live entries.
+    pub vip_bits: BTreeSet<u32>,
 }
 
 /// Walks `entries` at time `now`. `prefixes` gives each service id's
@@ -93,6 +95,7 @@ pub fn walk(
         if let Some(p) = prefixes.get(&v.svc_id) {
             clients.insert((v.svc_id, mask_addr(&k.saddr, *p)));
         }
+        w.vip_bits.insert(vip_bit(&k.daddr));
         w.counts.entry(v.real_id).or_default().add(v.state);
     }
     for (k, mut v) in templates {

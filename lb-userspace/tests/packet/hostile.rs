@@ -161,12 +161,20 @@ fn fragments_of_a_datagram_all_go_to_one_real_server() {
     };
     assert_eq!(t.run(&seg(0x2000).frame()).1[5], rs);
     assert_eq!(t.run(&seg(0x0100).frame()).1[5], rs);
-    // Later fragments to the director's own address are the kernel's.
+    // Later fragments to the director's own address are the kernel's (no
+    // VIP has that address: the prefilter passes them)...
     let own = Pkt {
         frag: 0x0100,
         ..udp("203.0.113.20", 5300, "192.0.2.2", 53)
     };
     assert_eq!(t.run(&own.frame()).0, XDP_PASS);
+    assert_eq!(t.counter("pass_not_vip_address"), 1);
+    // ...and so is a later fragment to a VIP whose first was not seen.
+    let unknown = Pkt {
+        frag: 0x0100,
+        ..udp("203.0.113.21", 5300, "192.0.2.100", 53)
+    };
+    assert_eq!(t.run(&unknown.frame()).0, XDP_PASS);
     assert_eq!(t.counter("pass_frag_unknown"), 1);
     // IPv6: the fragment header, first and later.
     let v6 = |off, more| Pkt {

@@ -20,6 +20,7 @@ mod object;
 mod parse;
 mod persist;
 mod pins;
+mod prefilter;
 mod sched;
 mod sched_state;
 mod standby;
@@ -37,6 +38,7 @@ fn main() -> std::process::ExitCode {
             ("sched", sched::TESTS),
             ("sched_state", sched_state::TESTS),
             ("maglev", maglev::TESTS),
+            ("prefilter", prefilter::TESTS),
             ("persist", persist::TESTS),
             ("health", health::TESTS),
             ("hostile", hostile::TESTS),

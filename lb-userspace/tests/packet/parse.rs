@@ -77,7 +77,7 @@ fn packet_table() {
             frame: tcp("203.0.113.10", 40005, "192.0.2.2", 22, SYN).frame(),
             action: XDP_PASS,
             to: &[],
-            counter: "pass_not_vip",
+            counter: "pass_not_vip_address",
         },
         Case {
             name: "VIP on a port without a service passes",
