@@ -119,24 +119,22 @@ impl<M: Maps> Director<M> {
                 }
             }
         }
-        // A prefilter with no bit (a new map, after an upgrade): the
-        // addresses the entries go to are set at once (before this build's
-        // program is attached), and stay until a sweep says otherwise.
+        // The addresses the entries go to get their prefilter bits at once
+        // (a new map after an upgrade, a filter left by another version):
+        // only bits are added, and they stay until a sweep says otherwise.
         let mut published = published;
-        if published.vip_bits.is_empty() {
-            let bits: BTreeSet<u32> = maps
-                .conns()
-                .iter()
-                .map(|(k, _)| lb_common::vip_bit(&k.daddr))
-                .collect();
-            let mut words: std::collections::BTreeMap<u32, u64> = Default::default();
-            for b in &bits {
+        let mut words: std::collections::BTreeMap<u32, u64> = Default::default();
+        for (k, _) in maps.conns() {
+            let b = lb_common::vip_bit(&k.daddr);
+            if published.vip_bits.insert(b) {
                 *words.entry(b / 64).or_default() |= 1u64 << (b % 64);
             }
-            for (i, w) in words {
-                maps.write(Slot::VipFilter(i), &Value::Bits(w))?;
-            }
-            published.vip_bits = bits;
+        }
+        for (i, add) in words {
+            let Value::Bits(w) = maps.read(Slot::VipFilter(i))? else {
+                continue;
+            };
+            maps.write(Slot::VipFilter(i), &Value::Bits(w | add))?;
         }
         if !published.svc_ids.is_empty() {
             info!(
@@ -155,7 +153,9 @@ impl<M: Maps> Director<M> {
             timeouts: tcp_state::DEFAULT_TIMEOUTS,
             evictions: Evictions::default(),
             rates: RateEstimator::default(),
-            vip_removed_at: None,
+            // What the previous daemon removed last is not known: the
+            // first sweeps may not clear bits.
+            vip_removed_at: Some(Instant::now()),
         })
     }
 
@@ -214,8 +214,13 @@ impl<M: Maps> Director<M> {
     pub fn apply(&mut self, mut next: Inputs) -> Result<usize, ApplyError> {
         // A VIP that loses its services keeps its prefilter bit (its
         // connections go on) until a sweep shows none is left.
-        let losing = !plan::service_vip_bits(&self.inputs.table)
-            .is_subset(&plan::service_vip_bits(&next.table));
+        let served: BTreeSet<u32> = self
+            .published
+            .services
+            .keys()
+            .map(|k| lb_common::vip_bit(&k.addr))
+            .collect();
+        let losing = !served.is_subset(&plan::service_vip_bits(&next.table));
         if losing {
             next.vip_bits_settled = false;
         }

@@ -57,7 +57,8 @@ pub struct Walk {
     /// Templates whose timer ran out while they still control connections:
     /// re-armed (IPVS does the same).
     pub rearm: Vec<(ConnKey, ConnValue)>,
-    /// VIP prefilter bits of the destinations of live entries.
+    /// VIP prefilter bits of the destinations of the entries (expired ones
+    /// included).
     pub vip_bits: BTreeSet<u32>,
 }
 
@@ -86,6 +87,8 @@ pub fn walk(
             templates.push((k, v));
             continue;
         }
+        // (Expired ones too: a packet may refresh one before it is deleted.)
+        w.vip_bits.insert(vip_bit(&k.daddr));
         let nodest = expire_nodest && removed.contains(&v.real_id);
         if nodest || expired(timeouts, &v, now) {
             w.expired.push((k, v));
@@ -95,7 +98,6 @@ pub fn walk(
         if let Some(p) = prefixes.get(&v.svc_id) {
             clients.insert((v.svc_id, mask_addr(&k.saddr, *p)));
         }
-        w.vip_bits.insert(vip_bit(&k.daddr));
         w.counts.entry(v.real_id).or_default().add(v.state);
     }
     for (k, mut v) in templates {

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{conn_flags, ConnKey, ConnValue};
+use lb_common::{conn_flags, tcp_state, vip_bit, ConnKey, ConnValue};
 
 use super::{codec::bytes_addr, Director};
 use crate::{dataplane::Maps, sync::translate::IdMap};
@@ -48,6 +48,14 @@ impl<M: Maps> Director<M> {
     pub fn insert_synced(&mut self, entries: &[(ConnKey, ConnValue)]) -> usize {
         let mut n = 0;
         for (k, v) in entries {
+            // A connection to an address the VIP prefilter passes (its VIP
+            // lost its services since the record was bound) would never be
+            // used, and its bit could not be kept for it.
+            if v.state != tcp_state::TEMPLATE
+                && !self.published.vip_bits.contains(&vip_bit(&k.daddr))
+            {
+                continue;
+            }
             if self
                 .maps
                 .conn(k)
@@ -71,14 +79,17 @@ mod tests {
         director::Director,
     };
 
-    fn director() -> Director<MemMaps> {
-        Director::recover(MemMaps::new(Limits {
+    /// A director whose maps hold `conns` (their addresses get prefilter
+    /// bits at recovery).
+    fn director(conns: &[(ConnKey, ConnValue)]) -> Director<MemMaps> {
+        let mut maps = MemMaps::new(Limits {
             max_services: 4,
             max_reals: 4,
             max_conns: 64,
             max_maglev_slots: lb_common::DEFAULT_MAX_MAGLEV_SLOTS,
-        }))
-        .unwrap()
+        });
+        maps.state.conns.extend(conns.iter().copied());
+        Director::recover(maps).unwrap()
     }
 
     fn entry(port: u16, synced: bool) -> (ConnKey, ConnValue) {
@@ -102,9 +113,8 @@ mod tests {
     /// replace a connection this director serves.
     #[test]
     fn copies_are_not_sent_back_and_never_replace_served_entries() {
-        let mut d = director();
         let (mine, served) = entry(1, false);
-        d.maps_mut().update_conn(mine, served);
+        let mut d = director(&[(mine, served)]);
         let (theirs, copy) = entry(2, true);
         assert_eq!(d.insert_synced(&[(theirs, copy)]), 1);
         let sent: Vec<_> = d.entries_since(0).into_iter().map(|(k, _)| k).collect();
@@ -119,5 +129,14 @@ mod tests {
         newer.state = tcp_state::CLOSE;
         assert_eq!(d.insert_synced(&[(theirs, newer)]), 1);
         assert_eq!(d.maps().conn(&theirs).unwrap().state, tcp_state::CLOSE);
+        // A record of a connection to an address the prefilter passes (no
+        // service has it any more): not inserted.
+        let (mut elsewhere, record) = entry(3, true);
+        elsewhere.daddr[0] = 198;
+        assert!(!d
+            .published()
+            .vip_bits
+            .contains(&lb_common::vip_bit(&elsewhere.daddr)));
+        assert_eq!(d.insert_synced(&[(elsewhere, record)]), 0);
     }
 }

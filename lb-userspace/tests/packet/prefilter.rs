@@ -40,7 +40,10 @@ fn a_deleted_vip_keeps_its_bit_while_connections_to_it_go_on() {
     // A connection to .101, then its service goes.
     assert_eq!(open(&mut t, "192.0.2.101", 41000, 80), 12);
     t.d.set_table(table(ONE)).unwrap();
-    assert!(bit_set(&t, "192.0.2.101"), "the bit went with the service");
+    assert!(
+        bit_set(&t, "192.0.2.101"),
+        "the bit must outlive the service"
+    );
     let ack = tcp("203.0.113.10", 41000, "192.0.2.101", 80, ACK).frame();
     let (a, out) = t.run(&ack);
     assert_eq!((a, out[5]), (XDP_TX, 12), "the connection goes on");
