@@ -129,7 +129,7 @@ pub(crate) fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
             (
                 "non-VIP packet (XDP_PASS)",
                 lb_pass,
-                "service miss x2 (port, port 0)",
+                "VIP prefilter: one array read, then XDP_PASS",
             ),
         ],
         floor,
