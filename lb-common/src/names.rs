@@ -120,8 +120,21 @@ pub mod tools {
     pub const SINK: &str = "bench_sink";
     /// The live-frames traffic generator.
     pub const GEN: &str = "bench_gen";
+    /// The minimal LB with the director's connection key (40 bytes, an
+    /// LRU hash) and real-server array instead of its 8-byte table.
+    pub const CONN_LOOKUP: &str = "bench_conn_lookup";
+    /// `bench_conn_lookup` plus the director's two per-CPU statistics
+    /// updates (service and real server).
+    pub const CONN_STATS: &str = "bench_conn_stats";
+    /// `bench_conn_lookup` with a 16-byte IPv4 key.
+    pub const CONN4_LOOKUP: &str = "bench_conn4_lookup";
     /// The minimal LB's table.
     pub const MAP_BACKENDS: &str = "BENCH_BACKENDS";
+    /// `bench_conn_*`: connection entries, real servers' MACs, statistics.
+    pub const MAP_CONNS: &str = "BENCH_CONNS";
+    pub const MAP_REALS: &str = "BENCH_REALS";
+    pub const MAP_STATS: &str = "BENCH_STATS";
+    pub const MAP_CONNS4: &str = "BENCH_CONNS4";
     /// The sink's counter.
     pub const MAP_SINK_COUNT: &str = "BENCH_SINK_COUNT";
 }

@@ -10,9 +10,10 @@
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
+use lb_common::{ConnKey, ConnValue, Stats, AF_INET};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 const ETH_HLEN: usize = EthHdr::LEN;
@@ -106,6 +107,122 @@ pub fn bench_minimal_lb(ctx: XdpContext) -> u32 {
         core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
     }
     XDP_TX
+}
+
+#[map]
+static BENCH_CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::with_max_entries(1024, 0);
+#[map]
+static BENCH_REALS: Array<[u8; 8]> = Array::with_max_entries(16, 0);
+#[map]
+static BENCH_STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(16, 0);
+
+/// The minimal LB with the director's data structures: the connection
+/// entry by its 40-byte key in an LRU hash, the real server's MAC from an
+/// array, and with `stats` the two per-CPU statistics updates the director
+/// makes per packet. What each step costs over the minimal LB is what the
+/// director's established path pays for it.
+#[inline(always)]
+fn conn_reference(ctx: &XdpContext, stats: bool) -> u32 {
+    let Some(p) = ptr_at(ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
+        return XDP_DROP;
+    };
+    if be16(unsafe { p.add(12) }) != ETH_P_IP {
+        return XDP_PASS;
+    }
+    let mut key = ConnKey::default();
+    unsafe {
+        let ip = p.add(ETH_HLEN);
+        core::ptr::copy_nonoverlapping(ip.add(12), key.saddr.as_mut_ptr(), 4);
+        core::ptr::copy_nonoverlapping(ip.add(16), key.daddr.as_mut_ptr(), 4);
+        key.proto = *ip.add(9);
+        key.sport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN) as *const u16);
+        key.dport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN + 2) as *const u16);
+    }
+    key.family = AF_INET;
+    let Some(e) = (unsafe { BENCH_CONNS.get(&key) }) else {
+        return XDP_PASS;
+    };
+    let (real, svc) = (e.real_id, e.svc_id);
+    let Some(mac) = BENCH_REALS.get(real) else {
+        return XDP_PASS;
+    };
+    if stats {
+        for i in [svc, real] {
+            if let Some(s) = BENCH_STATS.get_ptr_mut(i) {
+                unsafe {
+                    (*s).packets += 1;
+                    (*s).bytes += 60;
+                }
+            }
+        }
+    }
+    unsafe {
+        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
+    }
+    XDP_TX
+}
+
+/// A 16-byte IPv4 connection key (addresses, ports, protocol): what the
+/// connection lookup would cost with a key sized for IPv4.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnKey4 {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+#[map]
+static BENCH_CONNS4: LruHashMap<ConnKey4, ConnValue> = LruHashMap::with_max_entries(1024, 0);
+
+/// The minimal LB with a 16-byte IPv4 connection key in an LRU hash and
+/// the real-server array (compare with `bench_conn_lookup`).
+#[xdp]
+pub fn bench_conn4_lookup(ctx: XdpContext) -> u32 {
+    let Some(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
+        return XDP_DROP;
+    };
+    if be16(unsafe { p.add(12) }) != ETH_P_IP {
+        return XDP_PASS;
+    }
+    let key = unsafe {
+        let ip = p.add(ETH_HLEN);
+        ConnKey4 {
+            saddr: core::ptr::read_unaligned(ip.add(12) as *const [u8; 4]),
+            daddr: core::ptr::read_unaligned(ip.add(16) as *const [u8; 4]),
+            sport: core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN) as *const u16),
+            dport: core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN + 2) as *const u16),
+            proto: *ip.add(9),
+            _pad: [0; 3],
+        }
+    };
+    let Some(e) = (unsafe { BENCH_CONNS4.get(&key) }) else {
+        return XDP_PASS;
+    };
+    let Some(mac) = BENCH_REALS.get(e.real_id) else {
+        return XDP_PASS;
+    };
+    unsafe {
+        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
+    }
+    XDP_TX
+}
+
+/// [`conn_reference`] without statistics.
+#[xdp]
+pub fn bench_conn_lookup(ctx: XdpContext) -> u32 {
+    conn_reference(&ctx, false)
+}
+
+/// [`conn_reference`] with the two statistics updates.
+#[xdp]
+pub fn bench_conn_stats(ctx: XdpContext) -> u32 {
+    conn_reference(&ctx, true)
 }
 
 #[map]

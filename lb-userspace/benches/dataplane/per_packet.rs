@@ -100,12 +100,26 @@ pub(crate) fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
     ] {
         b.d.maps_mut().test_run(&f)?;
     }
+    // The references with the director's data structures know the flow.
+    let mut est_key = lb_common::ConnKey {
+        proto: lb_common::PROTO_TCP,
+        family: lb_common::AF_INET,
+        sport: 40000u16.to_be(),
+        dport: 80u16.to_be(),
+        ..Default::default()
+    };
+    est_key.saddr[..4].copy_from_slice(&[203, 0, 113, 10]);
+    est_key.daddr[..4].copy_from_slice(&[192, 0, 2, 100]);
+    b.reference_conn(est_key)?;
     let mut rep = |name: &str, f: &[u8], want: u32| -> f64 {
         let p = b.prog(name);
         median((0..rounds).map(|_| run_ns(p, f, repeat, want)).collect())
     };
     let floor = rep("bench_floor", &est, XDP_TX);
     let minimal = rep("bench_minimal_lb", &est, XDP_TX);
+    let conn_lookup = rep(tools::CONN_LOOKUP, &est, XDP_TX);
+    let conn4_lookup = rep(tools::CONN4_LOOKUP, &est, XDP_TX);
+    let conn_stats = rep(tools::CONN_STATS, &est, XDP_TX);
     let lb_est = rep("lb", &est, XDP_TX);
     let lb_udp = rep("lb", &est_udp, XDP_TX);
     let lb_v6 = rep("lb", &est_v6, XDP_TX);
@@ -122,6 +136,21 @@ pub(crate) fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
                 "minimal LB (reference)",
                 minimal,
                 "floor + one hash lookup by dst addr:port",
+            ),
+            (
+                "reference: minimal LB with the director's 40-byte LRU key and real-server array",
+                conn_lookup,
+                "what the connection lookup costs",
+            ),
+            (
+                "reference: the same with a 16-byte IPv4 key",
+                conn4_lookup,
+                "what an IPv4-sized key would save",
+            ),
+            (
+                "reference: the 40-byte key plus two per-CPU statistics updates",
+                conn_stats,
+                "what the statistics cost",
             ),
             ("established TCP flow", lb_est, "connection entry hit"),
             ("established UDP flow", lb_udp, "connection entry hit"),

@@ -87,6 +87,58 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// The `bench_conn_*` references' connection entry for `key`: real
+    /// server 2 (svc 1), whose MAC they write.
+    pub(crate) fn reference_conn(&mut self, key: lb_common::ConnKey) -> Result<()> {
+        let m = self
+            .tools
+            .map_mut(tools::MAP_CONNS)
+            .context(tools::MAP_CONNS)?;
+        // (aya's HashMap also opens LRU hash maps.)
+        let mut conns: BpfHashMap<&mut MapData, lb_common::ConnKey, lb_common::ConnValue> =
+            BpfHashMap::try_from(m)?;
+        conns.insert(
+            key,
+            lb_common::ConnValue {
+                real_id: 2,
+                svc_id: 1,
+                ..Default::default()
+            },
+            0,
+        )?;
+        // The same flow under a 16-byte IPv4 key (addresses, ports, protocol).
+        let mut k4 = [0u8; 16];
+        k4[..4].copy_from_slice(&key.saddr[..4]);
+        k4[4..8].copy_from_slice(&key.daddr[..4]);
+        k4[8..10].copy_from_slice(&key.sport.to_ne_bytes());
+        k4[10..12].copy_from_slice(&key.dport.to_ne_bytes());
+        k4[12] = key.proto;
+        let m = self
+            .tools
+            .map_mut(tools::MAP_CONNS4)
+            .context(tools::MAP_CONNS4)?;
+        let mut conns4: BpfHashMap<&mut MapData, [u8; 16], lb_common::ConnValue> =
+            BpfHashMap::try_from(m)?;
+        conns4.insert(
+            k4,
+            lb_common::ConnValue {
+                real_id: 2,
+                svc_id: 1,
+                ..Default::default()
+            },
+            0,
+        )?;
+        let m = self
+            .tools
+            .map_mut(tools::MAP_REALS)
+            .context(tools::MAP_REALS)?;
+        let mut reals: aya::maps::Array<&mut MapData, [u8; 8]> = aya::maps::Array::try_from(m)?;
+        reals.set(2, [2, 0, 0, 0, 0x10, 11, 0, 0], 0)?;
+        Ok(())
+    }
+}
+
 pub(crate) struct Xorshift(pub(crate) u64);
 impl Xorshift {
     pub(crate) fn next(&mut self) -> u64 {

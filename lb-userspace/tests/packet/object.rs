@@ -61,7 +61,14 @@ fn the_objects_hold_exactly_the_declared_maps_and_programs() {
     let (maps, programs) = contents(TOOLS_OBJECT, &pins);
     assert_eq!(
         maps,
-        set(&[tools::MAP_BACKENDS, tools::MAP_SINK_COUNT]),
+        set(&[
+            tools::MAP_BACKENDS,
+            tools::MAP_SINK_COUNT,
+            tools::MAP_CONNS,
+            tools::MAP_REALS,
+            tools::MAP_STATS,
+            tools::MAP_CONNS4
+        ]),
         "maps of the tools object"
     );
     assert_eq!(
@@ -71,7 +78,10 @@ fn the_objects_hold_exactly_the_declared_maps_and_programs() {
             tools::FLOOR,
             tools::MINIMAL_LB,
             tools::SINK,
-            tools::GEN
+            tools::GEN,
+            tools::CONN_LOOKUP,
+            tools::CONN_STATS,
+            tools::CONN4_LOOKUP
         ]),
         "programs of the tools object"
     );
