@@ -128,6 +128,8 @@ pub mod tools {
     pub const CONN_STATS: &str = "bench_conn_stats";
     /// `bench_conn_lookup` with a 16-byte IPv4 key.
     pub const CONN4_LOOKUP: &str = "bench_conn4_lookup";
+    /// The minimal LB plus a new connection entry (LRU insert).
+    pub const CONN_INSERT: &str = "bench_conn_insert";
     /// The minimal LB's table.
     pub const MAP_BACKENDS: &str = "BENCH_BACKENDS";
     /// `bench_conn_*`: connection entries, real servers' MACs, statistics.
@@ -135,6 +137,7 @@ pub mod tools {
     pub const MAP_REALS: &str = "BENCH_REALS";
     pub const MAP_STATS: &str = "BENCH_STATS";
     pub const MAP_CONNS4: &str = "BENCH_CONNS4";
+    pub const MAP_NEW_CONNS: &str = "BENCH_NEW_CONNS";
     /// The sink's counter.
     pub const MAP_SINK_COUNT: &str = "BENCH_SINK_COUNT";
 }

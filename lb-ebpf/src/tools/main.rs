@@ -213,6 +213,56 @@ pub fn bench_conn4_lookup(ctx: XdpContext) -> u32 {
     XDP_TX
 }
 
+#[map]
+static BENCH_NEW_CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// The minimal LB plus what any new connection costs the director at
+/// least: a new entry under the 40-byte key in an LRU hash (the benchmark
+/// sends a distinct tuple per call, fewer than the map holds).
+#[xdp]
+pub fn bench_conn_insert(ctx: XdpContext) -> u32 {
+    let Some(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
+        return XDP_DROP;
+    };
+    if be16(unsafe { p.add(12) }) != ETH_P_IP {
+        return XDP_PASS;
+    }
+    let mut key = ConnKey::default();
+    let mut bkey = BenchKey {
+        daddr: [0; 4],
+        dport: 0,
+        _pad: 0,
+    };
+    unsafe {
+        let ip = p.add(ETH_HLEN);
+        core::ptr::copy_nonoverlapping(ip.add(12), key.saddr.as_mut_ptr(), 4);
+        core::ptr::copy_nonoverlapping(ip.add(16), key.daddr.as_mut_ptr(), 4);
+        core::ptr::copy_nonoverlapping(ip.add(16), bkey.daddr.as_mut_ptr(), 4);
+        key.proto = *ip.add(9);
+        key.sport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN) as *const u16);
+        key.dport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN + 2) as *const u16);
+        bkey.dport = key.dport;
+    }
+    key.family = AF_INET;
+    let Some(mac) = (unsafe { BENCH_BACKENDS.get(&bkey) }) else {
+        return XDP_PASS;
+    };
+    let mac = *mac;
+    let v = ConnValue {
+        real_id: 2,
+        svc_id: 1,
+        ..ConnValue::default()
+    };
+    if BENCH_NEW_CONNS.insert(&key, &v, 0).is_err() {
+        return XDP_DROP;
+    }
+    unsafe {
+        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
+    }
+    XDP_TX
+}
+
 /// [`conn_reference`] without statistics.
 #[xdp]
 pub fn bench_conn_lookup(ctx: XdpContext) -> u32 {

@@ -203,6 +203,17 @@ pub(crate) fn hot(o: &Opts, rows: &mut Vec<Value>) -> Result<()> {
         });
         new_conn.push((name, ns));
     }
+    // What a new entry costs at least: the minimal LB plus an LRU insert
+    // under the 40-byte key, a distinct tuple per call.
+    let insert = one(tools::CONN_INSERT, &mut |i| {
+        let src = format!("198.51.100.{}", (i / 50_000) + 100);
+        tcp(&src, 1024 + (i % 50_000) as u16, "192.0.2.100", 80, SYN).frame()
+    });
+    cases.push((
+        "reference: minimal LB plus a new entry (LRU insert, 40-byte key)",
+        insert,
+        "distinct tuple per call",
+    ));
     for (n, ns) in &new_conn {
         cases.push((n, *ns, "distinct tuple per call"));
     }

@@ -67,7 +67,8 @@ fn the_objects_hold_exactly_the_declared_maps_and_programs() {
             tools::MAP_CONNS,
             tools::MAP_REALS,
             tools::MAP_STATS,
-            tools::MAP_CONNS4
+            tools::MAP_CONNS4,
+            tools::MAP_NEW_CONNS
         ]),
         "maps of the tools object"
     );
@@ -81,7 +82,8 @@ fn the_objects_hold_exactly_the_declared_maps_and_programs() {
             tools::GEN,
             tools::CONN_LOOKUP,
             tools::CONN_STATS,
-            tools::CONN4_LOOKUP
+            tools::CONN4_LOOKUP,
+            tools::CONN_INSERT
         ]),
         "programs of the tools object"
     );
