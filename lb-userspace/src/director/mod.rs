@@ -255,6 +255,17 @@ impl<M: Maps> Director<M> {
                 return Err(e.into());
             }
         };
+        if let Some((first, want)) = plan.maglev_squeezed.first() {
+            // One line per commit, however many services it concerns.
+            warn!(
+                services = plan.maglev_squeezed.len(),
+                first = %first,
+                wanted_slots = want,
+                "no room in MAGLEV (limits.max_maglev_slots) for both generations of \
+                 these services' Maglev tables: they get {}-slot ones (less even)",
+                lb_common::RING_SIZE
+            );
+        }
         for (a, holds, healthy) in &plan.quorum_changes {
             let what = if *holds { "regained" } else { "lost" };
             info!(service = %a, healthy_weight = healthy, "quorum {what}");

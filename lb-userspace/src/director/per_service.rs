@@ -25,6 +25,9 @@ pub(super) struct ServicePlan {
     pub standby_at: Option<u32>,
     /// MAGLEV runs that change: (ring slot, new run or none).
     pub chunks: Vec<(u32, Option<Run>)>,
+    /// The Maglev table this service should have had (slots), when the
+    /// MAGLEV map had no room for it and it got a RING_SIZE one.
+    pub squeezed: Option<usize>,
     pub ring: (u8, Vec<u32>),
     pub quorum: (bool, u64),
 }
@@ -157,6 +160,7 @@ pub(super) fn plan_service(
     );
     let mut standby_at = None;
     let mut chunks = Vec::new();
+    let mut squeezed = None;
     if (new_service || ring != old_ring) && ring.len() > RING_SIZE {
         match place(
             space,
@@ -168,12 +172,7 @@ pub(super) fn plan_service(
         ) {
             Ok((at, c)) => (standby_at, chunks) = (Some(at), c),
             Err(c) => {
-                tracing::warn!(
-                    service = %a,
-                    slots = ring.len(),
-                    "no room in MAGLEV (limits.max_maglev_slots) for both generations of \
-                     this service's Maglev table: it gets a {RING_SIZE}-slot one (less even)"
-                );
+                squeezed = Some(ring.len());
                 chunks = c;
                 ring = cache.ring(sid, sched, candidates, RING_SIZE);
             }
@@ -227,6 +226,7 @@ pub(super) fn plan_service(
         standby,
         standby_at,
         chunks,
+        squeezed,
         ring: (gen, live),
         quorum: (holds, healthy),
     }

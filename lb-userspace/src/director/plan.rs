@@ -245,6 +245,9 @@ pub struct Plan {
     pub reclaimed: BTreeSet<u32>,
     /// Services whose quorum changed: (service, holds now, healthy weight).
     pub quorum_changes: Vec<(ServiceAddr, bool, u64)>,
+    /// mh services that got a RING_SIZE table for want of room in MAGLEV,
+    /// with the size they should have had.
+    pub maglev_squeezed: Vec<(ServiceAddr, usize)>,
 }
 
 impl Plan {
@@ -394,6 +397,7 @@ pub fn plan(
     }
     let mut plans = Vec::new();
     let mut quorum_changes = Vec::new();
+    let mut maglev_squeezed = Vec::new();
     let mut entries: BTreeMap<ServiceKey, ServiceValue> = BTreeMap::new();
     let mut chunks = Chunks::new(&cur.chunks, limits.maglev_chunks());
     for a in &dirty {
@@ -419,6 +423,9 @@ pub fn plan(
         }
         if was != Some(p.quorum.0) {
             d.quorum.insert(*a, Some(p.quorum.0));
+        }
+        if let Some(want) = p.squeezed {
+            maglev_squeezed.push((*a, want));
         }
         if cur.rings.get(&p.id) != Some(&p.ring) {
             d.rings.insert(p.id, Some(p.ring.clone()));
@@ -457,6 +464,7 @@ pub fn plan(
         fresh: slots.fresh,
         reclaimed: slots.reclaimed,
         quorum_changes,
+        maglev_squeezed,
     })
 }
 

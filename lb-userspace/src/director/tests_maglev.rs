@@ -128,8 +128,11 @@ fn a_deleted_service_gives_its_chunks_back_to_a_later_change() {
     d.apply(inputs(table(&yaml(&[(80, 49), (81, 49)]))))
         .unwrap();
     assert_eq!(d.published().chunks.len(), 4);
-    d.apply(inputs(table(&yaml(&[(80, 49), (81, 49), (82, 50)]))))
-        .unwrap();
+    let next = inputs(table(&yaml(&[(80, 49), (81, 49), (82, 50)])));
+    let plan = d.plan(&next).unwrap();
+    assert_eq!(plan.maglev_squeezed.len(), 1, "{:?}", plan.maglev_squeezed);
+    assert_eq!(plan.maglev_squeezed[0].1, 8191);
+    d.apply(next).unwrap();
     let v = value_of(&d, 82);
     assert_eq!(
         v.flags & svc_flags::MAGLEV_LARGE,
