@@ -217,7 +217,65 @@ fn a_draining_agent_gets_no_new_connections_while_established_ones_finish() {
     }
 }
 
+/// lbd's log, as text and as JSON lines: a health transition is logged
+/// once, with the real server and the check's reason; no terminal colour
+/// codes in a file.
+fn a_health_transition_is_logged_once_with_its_reason_as_text_or_json() {
+    let lab = lab();
+    let config = std::env::temp_dir().join(format!("{}-lbd-logs.yaml", lab.prefix));
+    std::fs::write(&config, CHECKED_CONFIG).unwrap();
+    for format in ["text", "json"] {
+        let mut lbd = lab
+            .start_lbd(&config, &["--xdp-mode", "native", "--log-format", format])
+            .unwrap();
+        lab.wait_lbd_ready(Duration::from_secs(20)).unwrap();
+        wait_for(Duration::from_secs(5), || {
+            health_row(&lab, "192.0.2.12:80").split_whitespace().nth(6) == Some("up")
+        })
+        .unwrap_or_else(|_| panic!("{format}: rs2 never up"));
+        lab.stop_rs_http(2);
+        let log = || std::fs::read_to_string(lab.lbd_log()).unwrap_or_default();
+        let downs = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains("real server DOWN") && l.contains("192.0.2.12"))
+                .map(String::from)
+                .collect()
+        };
+        let seen = wait_for(Duration::from_secs(10), || !downs(&log()).is_empty());
+        // Two more check intervals: still one line for one transition.
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = lbd.kill();
+        let _ = lbd.wait();
+        lab.start_rs_http(2).unwrap();
+        let text = log();
+        seen.unwrap_or_else(|_| panic!("{format}: no DOWN line in\n{text}"));
+        assert!(
+            !text.contains('\x1b'),
+            "{format}: colour codes in a file:\n{text}"
+        );
+        let lines = downs(&text);
+        assert_eq!(lines.len(), 1, "{format}: {lines:?}");
+        assert!(
+            lines[0].contains("connection refused"),
+            "{format}: {}",
+            lines[0]
+        );
+        if format == "json" {
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+                assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+            }
+            let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+            assert_eq!(v["real"], "192.0.2.12", "{v}");
+            assert_eq!(v["service"], "tcp 192.0.2.100:80", "{v}");
+        }
+    }
+    lab.unload_lbd();
+}
+
 pub const TESTS: &[Test] = tests![
+    a_health_transition_is_logged_once_with_its_reason_as_text_or_json,
     a_failed_real_server_leaves_and_rejoins_by_itself,
     a_draining_agent_gets_no_new_connections_while_established_ones_finish,
 ];

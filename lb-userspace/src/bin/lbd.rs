@@ -49,6 +49,37 @@ struct Args {
     /// XDP_TX frames only if the peer runs an XDP program.
     #[arg(long, hide = true)]
     pass_program: bool,
+    /// Log lines as text (colours only on a terminal, none with NO_COLOR)
+    /// or as JSON objects, one per line (for journald or a log shipper).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to standard output (journald under systemd), filtered by
+/// RUST_LOG (default info).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 #[tokio::main]
@@ -63,13 +94,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .init();
     let args = Args::parse();
+    init_logs(args.log_format);
     // Everything is validated before anything is touched.
     let config = match &args.config {
         Some(p) => Config::load(p)?,
