@@ -12,6 +12,7 @@ mod lbadm;
 mod neighbours;
 mod restart;
 mod sched;
+mod service;
 mod support;
 
 #[path = "../../lb-userspace/tests/common/harness.rs"]
@@ -28,6 +29,7 @@ fn main() -> std::process::ExitCode {
             ("health", health::TESTS),
             ("neighbours", neighbours::TESTS),
             ("sched", sched::TESTS),
+            ("service", service::TESTS),
             ("ha", ha::TESTS),
             ("ecmp", ecmp::TESTS),
         ],

@@ -298,9 +298,15 @@ impl Lab {
     /// lbd on the director's NIC and instance with `args` (no `--config`
     /// unless they give one).
     pub fn start_lbd_args(&self, args: &[&str]) -> Result<Child> {
+        self.start_lbd_env(args, &[])
+    }
+
+    /// [`Lab::start_lbd_args`] with environment variables set for lbd.
+    pub fn start_lbd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Child> {
         let log = fs::File::create(self.lbd_log())?;
         let child = self
             .cmd(&self.ns("dir"), self.paths.lbd())
+            .envs(env.iter().copied())
             .args(["--interface", "eth1", "--instance", &self.instance()])
             .arg("--socket")
             .arg(self.socket())

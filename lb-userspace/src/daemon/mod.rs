@@ -12,6 +12,7 @@ mod dispatch;
 mod ha;
 pub mod neigh;
 mod neighbours;
+mod notify;
 mod socket;
 mod start;
 mod syncd;
@@ -228,6 +229,11 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // Attached and applied (start did both): systemd may go on.
+        notify::ready(self.director.table().services.len());
+        let watchdog = notify::watchdog_period();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
         // The sweep collects expired entries and re-bases the dynamic
         // schedulers' connection counts: every 2 s (every 10 s beyond
@@ -300,7 +306,13 @@ impl Daemon {
                         big_table = live > 200_000;
                     }
                 }
-                _ = hup.recv() => self.reload(&reload_tx),
+                _ = watchdog_tick.tick(), if watchdog.is_some() => notify::alive(),
+                _ = hup.recv() => {
+                    if self.config_path.is_some() {
+                        notify::reloading();
+                    }
+                    self.reload(&reload_tx);
+                }
                 Some((n, loaded)) = reloads.recv() => {
                     if n != self.reloads {
                         continue; // a later SIGHUP's reading follows
@@ -314,6 +326,7 @@ impl Daemon {
                         Ok(changes) => info!(config = %file, changes = changes.len(), "configuration reloaded"),
                         Err(e) => error!("reload refused, running state unchanged: {e:#}"),
                     }
+                    notify::reloaded(self.director.table().services.len());
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -322,6 +335,7 @@ impl Daemon {
             self.track_bgp();
             self.sync_tick().await;
         }
+        notify::stopping();
         self.vrrp_stop().await;
         self.bgp_stop().await;
         info!("lbd stopping; the XDP program keeps forwarding from the pinned link");
