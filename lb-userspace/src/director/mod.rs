@@ -19,6 +19,7 @@ mod ids;
 mod order;
 mod per_service;
 pub mod plan;
+mod prefilter;
 mod queries;
 pub mod recover;
 pub mod rings;
@@ -37,7 +38,7 @@ mod tests_prefilter;
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use lb_common::{rs_flags, tcp_state, RealLoad};
@@ -90,10 +91,7 @@ pub struct Director<M: Maps = Dataplane> {
     vip_removed_at: Option<Instant>,
 }
 
-/// How long after a VIP lost its services a sweep must begin to have seen
-/// every entry to it: a packet that found the service just before the
-/// commit may still be adding its entry just after.
-pub const VIP_SETTLE: Duration = Duration::from_secs(1);
+pub use self::prefilter::VIP_SETTLE;
 
 impl<M: Maps> Director<M> {
     /// Wraps the maps and recovers what a previous daemon left in them:
@@ -119,23 +117,8 @@ impl<M: Maps> Director<M> {
                 }
             }
         }
-        // The addresses the entries go to get their prefilter bits at once
-        // (a new map after an upgrade, a filter left by another version):
-        // only bits are added, and they stay until a sweep says otherwise.
         let mut published = published;
-        let mut words: std::collections::BTreeMap<u32, u64> = Default::default();
-        for (k, _) in maps.conns() {
-            let b = lb_common::vip_bit(&k.daddr);
-            if published.vip_bits.insert(b) {
-                *words.entry(b / 64).or_default() |= 1u64 << (b % 64);
-            }
-        }
-        for (i, add) in words {
-            let Value::Bits(w) = maps.read(Slot::VipFilter(i))? else {
-                continue;
-            };
-            maps.write(Slot::VipFilter(i), &Value::Bits(w | add))?;
-        }
+        prefilter::seed(&mut maps, &mut published)?;
         if !published.svc_ids.is_empty() {
             info!(
                 services = published.svc_ids.len(),
@@ -212,15 +195,7 @@ impl<M: Maps> Director<M> {
     /// The one path that changes the data plane: makes the maps follow
     /// `next`, all or nothing. Returns how many map writes it took.
     pub fn apply(&mut self, mut next: Inputs) -> Result<usize, ApplyError> {
-        // A VIP that loses its services keeps its prefilter bit (its
-        // connections go on) until a sweep shows none is left.
-        let served: BTreeSet<u32> = self
-            .published
-            .services
-            .keys()
-            .map(|k| lb_common::vip_bit(&k.addr))
-            .collect();
-        let losing = !served.is_subset(&plan::service_vip_bits(&next.table));
+        let losing = prefilter::loses_a_vip(&self.published, &next);
         if losing {
             next.vip_bits_settled = false;
         }
@@ -570,40 +545,5 @@ impl<M: Maps> Director<M> {
         }
         self.settle_vip_bits(started, &w.vip_bits);
         w.counts
-    }
-
-    /// After a sweep that began at `started` and found entries going to
-    /// `seen` (prefilter bits): the bits beyond the services' that entries
-    /// still need. Only a sweep that began VIP_SETTLE after the last VIP
-    /// lost its services may let bits go.
-    fn settle_vip_bits(&mut self, started: Instant, seen: &BTreeSet<u32>) {
-        if self
-            .vip_removed_at
-            .is_some_and(|t| started < t + VIP_SETTLE)
-        {
-            return;
-        }
-        let services = plan::service_vip_bits(&self.inputs.table);
-        let lingering: BTreeSet<u32> = seen.difference(&services).copied().collect();
-        if self.inputs.vip_bits_settled && lingering == self.inputs.vip_bits_in_use {
-            return;
-        }
-        let went = self.published.vip_bits.len();
-        match self.change(|i| {
-            i.vip_bits_in_use = lingering;
-            i.vip_bits_settled = true;
-        }) {
-            Ok(_) => {
-                self.vip_removed_at = None;
-                let now = self.published.vip_bits.len();
-                if now < went {
-                    info!(
-                        bits = went - now,
-                        "VIP prefilter: addresses with no service and no connection left"
-                    );
-                }
-            }
-            Err(e) => warn!("VIP prefilter not updated: {e}"),
-        }
     }
 }

@@ -3,6 +3,8 @@
 //! connections to a VIP, seeded from the connection table when the filter
 //! is new.
 
+use std::time::Duration;
+
 use lb_common::{tcp_state, vip_bit, ConnKey, ConnValue, AF_INET, PROTO_TCP};
 
 use super::codec::addr_bytes;
