@@ -70,6 +70,58 @@ fn swap_macs(eth: *mut u8) {
     }
 }
 
+/// An IPv4 frame with its ports in bounds (a fixed 20-byte header): its
+/// start, or the verdict (DROP when short, PASS when not IPv4).
+#[inline(always)]
+fn ipv4_frame(ctx: &XdpContext) -> Result<*mut u8, u32> {
+    let p = ptr_at(ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4).ok_or(XDP_DROP)?;
+    if be16(unsafe { p.add(12) }) != ETH_P_IP {
+        return Err(XDP_PASS);
+    }
+    Ok(p)
+}
+
+/// The director's 40-byte connection key of a frame from [`ipv4_frame`].
+#[inline(always)]
+fn conn_key(p: *const u8) -> ConnKey {
+    let mut key = ConnKey::default();
+    unsafe {
+        let ip = p.add(ETH_HLEN);
+        core::ptr::copy_nonoverlapping(ip.add(12), key.saddr.as_mut_ptr(), 4);
+        core::ptr::copy_nonoverlapping(ip.add(16), key.daddr.as_mut_ptr(), 4);
+        key.proto = *ip.add(9);
+        key.sport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN) as *const u16);
+        key.dport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN + 2) as *const u16);
+    }
+    key.family = AF_INET;
+    key
+}
+
+/// The minimal LB's table key of a frame from [`ipv4_frame`].
+#[inline(always)]
+fn bench_key(p: *const u8) -> BenchKey {
+    let mut key = BenchKey {
+        daddr: [0; 4],
+        dport: 0,
+        _pad: 0,
+    };
+    unsafe {
+        core::ptr::copy_nonoverlapping(p.add(ETH_HLEN + 16), key.daddr.as_mut_ptr(), 4);
+        key.dport = core::ptr::read_unaligned(p.add(ETH_HLEN + Ipv4Hdr::LEN + 2) as *const u16);
+    }
+    key
+}
+
+/// Forwards to `mac`: the old destination becomes the source, XDP_TX.
+#[inline(always)]
+fn forward_to(p: *mut u8, mac: &[u8]) -> u32 {
+    unsafe {
+        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
+    }
+    XDP_TX
+}
+
 /// The floor: bounds check, swap the MACs, XDP_TX.
 #[xdp]
 pub fn bench_floor(ctx: XdpContext) -> u32 {
@@ -84,29 +136,14 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
 /// address and port (fixed 20-byte IPv4 header), and the MAC rewrite.
 #[xdp]
 pub fn bench_minimal_lb(ctx: XdpContext) -> u32 {
-    let Some(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
-        return XDP_DROP;
+    let p = match ipv4_frame(&ctx) {
+        Ok(p) => p,
+        Err(verdict) => return verdict,
     };
-    if be16(unsafe { p.add(12) }) != ETH_P_IP {
-        return XDP_PASS;
+    match unsafe { BENCH_BACKENDS.get(&bench_key(p)) } {
+        Some(mac) => forward_to(p, mac),
+        None => XDP_PASS,
     }
-    let mut key = BenchKey {
-        daddr: [0; 4],
-        dport: 0,
-        _pad: 0,
-    };
-    unsafe {
-        core::ptr::copy_nonoverlapping(p.add(ETH_HLEN + 16), key.daddr.as_mut_ptr(), 4);
-        key.dport = core::ptr::read_unaligned(p.add(ETH_HLEN + Ipv4Hdr::LEN + 2) as *const u16);
-    }
-    let Some(mac) = (unsafe { BENCH_BACKENDS.get(&key) }) else {
-        return XDP_PASS;
-    };
-    unsafe {
-        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
-        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
-    }
-    XDP_TX
 }
 
 #[map]
@@ -123,23 +160,11 @@ static BENCH_STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(16, 0);
 /// director's established path pays for it.
 #[inline(always)]
 fn conn_reference(ctx: &XdpContext, stats: bool) -> u32 {
-    let Some(p) = ptr_at(ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
-        return XDP_DROP;
+    let p = match ipv4_frame(ctx) {
+        Ok(p) => p,
+        Err(verdict) => return verdict,
     };
-    if be16(unsafe { p.add(12) }) != ETH_P_IP {
-        return XDP_PASS;
-    }
-    let mut key = ConnKey::default();
-    unsafe {
-        let ip = p.add(ETH_HLEN);
-        core::ptr::copy_nonoverlapping(ip.add(12), key.saddr.as_mut_ptr(), 4);
-        core::ptr::copy_nonoverlapping(ip.add(16), key.daddr.as_mut_ptr(), 4);
-        key.proto = *ip.add(9);
-        key.sport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN) as *const u16);
-        key.dport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN + 2) as *const u16);
-    }
-    key.family = AF_INET;
-    let Some(e) = (unsafe { BENCH_CONNS.get(&key) }) else {
+    let Some(e) = (unsafe { BENCH_CONNS.get(&conn_key(p)) }) else {
         return XDP_PASS;
     };
     let (real, svc) = (e.real_id, e.svc_id);
@@ -156,11 +181,7 @@ fn conn_reference(ctx: &XdpContext, stats: bool) -> u32 {
             }
         }
     }
-    unsafe {
-        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
-        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
-    }
-    XDP_TX
+    forward_to(p, mac)
 }
 
 /// A 16-byte IPv4 connection key (addresses, ports, protocol): what the
@@ -183,12 +204,10 @@ static BENCH_CONNS4: LruHashMap<ConnKey4, ConnValue> = LruHashMap::with_max_entr
 /// the real-server array (compare with `bench_conn_lookup`).
 #[xdp]
 pub fn bench_conn4_lookup(ctx: XdpContext) -> u32 {
-    let Some(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
-        return XDP_DROP;
+    let p = match ipv4_frame(&ctx) {
+        Ok(p) => p,
+        Err(verdict) => return verdict,
     };
-    if be16(unsafe { p.add(12) }) != ETH_P_IP {
-        return XDP_PASS;
-    }
     let key = unsafe {
         let ip = p.add(ETH_HLEN);
         ConnKey4 {
@@ -203,14 +222,10 @@ pub fn bench_conn4_lookup(ctx: XdpContext) -> u32 {
     let Some(e) = (unsafe { BENCH_CONNS4.get(&key) }) else {
         return XDP_PASS;
     };
-    let Some(mac) = BENCH_REALS.get(e.real_id) else {
-        return XDP_PASS;
-    };
-    unsafe {
-        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
-        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
+    match BENCH_REALS.get(e.real_id) {
+        Some(mac) => forward_to(p, mac),
+        None => XDP_PASS,
     }
-    XDP_TX
 }
 
 #[map]
@@ -221,30 +236,11 @@ static BENCH_NEW_CONNS: LruHashMap<ConnKey, ConnValue> = LruHashMap::with_max_en
 /// sends a distinct tuple per call, fewer than the map holds).
 #[xdp]
 pub fn bench_conn_insert(ctx: XdpContext) -> u32 {
-    let Some(p) = ptr_at(&ctx, 0, ETH_HLEN + Ipv4Hdr::LEN + 4) else {
-        return XDP_DROP;
+    let p = match ipv4_frame(&ctx) {
+        Ok(p) => p,
+        Err(verdict) => return verdict,
     };
-    if be16(unsafe { p.add(12) }) != ETH_P_IP {
-        return XDP_PASS;
-    }
-    let mut key = ConnKey::default();
-    let mut bkey = BenchKey {
-        daddr: [0; 4],
-        dport: 0,
-        _pad: 0,
-    };
-    unsafe {
-        let ip = p.add(ETH_HLEN);
-        core::ptr::copy_nonoverlapping(ip.add(12), key.saddr.as_mut_ptr(), 4);
-        core::ptr::copy_nonoverlapping(ip.add(16), key.daddr.as_mut_ptr(), 4);
-        core::ptr::copy_nonoverlapping(ip.add(16), bkey.daddr.as_mut_ptr(), 4);
-        key.proto = *ip.add(9);
-        key.sport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN) as *const u16);
-        key.dport = core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN + 2) as *const u16);
-        bkey.dport = key.dport;
-    }
-    key.family = AF_INET;
-    let Some(mac) = (unsafe { BENCH_BACKENDS.get(&bkey) }) else {
+    let Some(mac) = (unsafe { BENCH_BACKENDS.get(&bench_key(p)) }) else {
         return XDP_PASS;
     };
     let mac = *mac;
@@ -253,14 +249,10 @@ pub fn bench_conn_insert(ctx: XdpContext) -> u32 {
         svc_id: 1,
         ..ConnValue::default()
     };
-    if BENCH_NEW_CONNS.insert(&key, &v, 0).is_err() {
+    if BENCH_NEW_CONNS.insert(&conn_key(p), &v, 0).is_err() {
         return XDP_DROP;
     }
-    unsafe {
-        core::ptr::copy_nonoverlapping(p, p.add(6), 6);
-        core::ptr::copy_nonoverlapping(mac.as_ptr(), p, 6);
-    }
-    XDP_TX
+    forward_to(p, &mac)
 }
 
 /// [`conn_reference`] without statistics.
