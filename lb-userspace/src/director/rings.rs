@@ -200,16 +200,6 @@ fn mh_turns(weights: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-/// The Maglev table of the available servers of `c` at RING_SIZE: what a
-/// service gets when the MAGLEV map has no room for its larger table.
-pub fn maglev_small(c: &[Candidate]) -> Vec<u32> {
-    let c: Vec<&Candidate> = c.iter().filter(|c| c.weight > 0).collect();
-    if c.is_empty() {
-        return Vec::new();
-    }
-    maglev(&c, RING_SIZE)
-}
-
 fn fnv1a(data: &[u8], seed: u64) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
     for b in data {
