@@ -22,6 +22,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# promtool (the prometheus package) validates lbd's /metrics in the e2e suite:
+# without its recommends, and its server stopped if systemd started it.
+if [ "$(id -u)" -eq 0 ] && ! command -v promtool >/dev/null 2>&1; then
+  log "installing prometheus (for promtool)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
 # --- nightly toolchain with rust-src (for -Z build-std=core) ------------------
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing the nightly toolchain"

@@ -38,5 +38,7 @@ pub mod bgp;
 pub mod sync;
 
 pub mod daemon;
+/// `/metrics` for Prometheus.
+pub mod metrics;
 
 pub mod cli;

@@ -10,6 +10,7 @@ mod ha;
 mod health;
 mod lbadm;
 mod neighbours;
+mod ops;
 mod restart;
 mod sched;
 mod service;
@@ -30,6 +31,7 @@ fn main() -> std::process::ExitCode {
             ("neighbours", neighbours::TESTS),
             ("sched", sched::TESTS),
             ("service", service::TESTS),
+            ("ops", ops::TESTS),
             ("ha", ha::TESTS),
             ("ecmp", ecmp::TESTS),
         ],

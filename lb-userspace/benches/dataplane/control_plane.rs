@@ -154,6 +154,8 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
         spec.interval = 1.0;
         spec.fall = 1;
         let mut handles = Vec::new();
+        // As lbd runs them: every probe timed into the shared histogram.
+        let metrics = health::CheckMetrics::default();
         let rss0 = rss_kib();
         for i in 0..checks {
             let mut sp = spec.clone();
@@ -171,6 +173,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
                 "127.0.0.1".parse().unwrap(),
                 i as f64 / checks as f64,
                 tx.clone(),
+                metrics.clone(),
             ));
         }
         // Warm-up (the first interval spreads the checks), then measure.

@@ -49,6 +49,10 @@ struct Args {
     /// XDP_TX frames only if the peer runs an XDP program.
     #[arg(long, hide = true)]
     pass_program: bool,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (overrides the
+    /// config's `metrics.listen`), e.g. 127.0.0.1:9469.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Log lines as text (colours only on a terminal, none with NO_COLOR)
     /// or as JSON objects, one per line (for journald or a log shipper).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -173,10 +177,17 @@ async fn run() -> Result<()> {
     // One daemon per instance: refused before anything is touched.
     let lock = dataplane::lock_instance(&dir)?;
     let listener = bind_socket(&args.socket)?;
+    let metrics = match args
+        .metrics
+        .or(source.config().and_then(|c| c.metrics).map(|m| m.listen))
+    {
+        Some(a) => Some(lb_userspace::metrics::bind(a)?),
+        None => None,
+    };
     let r = match start(&opts, source, lock).await {
         Ok(daemon) => {
             info!(socket = %args.socket.display(), "serving lbadm");
-            daemon.run(listener).await
+            daemon.run(listener, metrics).await
         }
         Err(e) => Err(e),
     };

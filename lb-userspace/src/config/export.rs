@@ -229,6 +229,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
         expire_nodest_conn,
         sloppy_tcp,
         vlans: vlans.iter().copied().collect(),
+        metrics: base.metrics,
         vrrp: base.vrrp.clone(),
         sync: base.sync.clone(),
         bgp: base.bgp.clone(),

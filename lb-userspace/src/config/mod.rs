@@ -196,6 +196,9 @@ pub struct Config {
     /// docs/ecmp.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<crate::bgp::BgpCfg>,
+    /// lbd's HTTP listener for Prometheus (`--metrics` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsCfg>,
     /// VRRP virtual routers (a pair of directors; see docs/ha.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<crate::vrrp::VrrpCfg>,
@@ -204,6 +207,14 @@ pub struct Config {
     pub port_groups: Vec<PortGroupCfg>,
     #[serde(default)]
     pub services: Vec<ServiceCfg>,
+}
+
+/// `metrics:`: where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsCfg {
+    /// ADDR:PORT to listen on (e.g. `127.0.0.1:9469`, `[::]:9469`).
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

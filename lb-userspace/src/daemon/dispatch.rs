@@ -15,6 +15,63 @@ fn error(message: impl Into<String>) -> Response {
 }
 
 impl Daemon {
+    /// The listing as `lbadm -L` shows it: the director's (connection
+    /// counts from a walk now when `fresh`, else from the last sweep) with
+    /// the checks' latest word, stale MACs, VRRP, sync and BGP.
+    pub(super) fn listing(&mut self, fresh: bool) -> control::Listing {
+        let mut listing = if fresh {
+            self.director.listing()
+        } else {
+            self.director.listing_of_last_sweep().0
+        };
+        let checked: std::collections::HashSet<_> =
+            self.checks.iter().map(|(s, r, _)| (*s, *r)).collect();
+        for s in &mut listing.services {
+            let svc = s.spec.addr;
+            for r in &mut s.reals {
+                r.mac_stale = self.neighbours.stale.contains_key(&r.spec.address);
+                let key = (svc, r.spec.address);
+                if r.health.is_none() && checked.contains(&key) {
+                    // Checked, in force as up: the latest report.
+                    r.health = Some(match self.supervisor.observed().get(&key) {
+                        Some(v) => HealthView {
+                            up: v.up,
+                            reason: v.reason.clone(),
+                        },
+                        None => HealthView {
+                            up: true,
+                            reason: "no check result yet".into(),
+                        },
+                    });
+                }
+            }
+        }
+        listing.vrrp = self.ha.views();
+        listing.sync = self.syncd.views();
+        listing.bgp = self.bgp_view();
+        listing
+    }
+
+    /// What one `/metrics` scrape shows (no walk of the connection table).
+    pub(super) async fn snapshot(&mut self) -> crate::metrics::Snapshot {
+        let listing = self.listing(false);
+        // The kernel's word (a pinned link lbd reused says nothing of its
+        // mode).
+        let attached = match self.resolver.xdp().await {
+            Ok(x) => x.map(|(mode, _)| mode.to_string()),
+            Err(e) => {
+                tracing::debug!("reading the interface's XDP attachment: {e}");
+                None
+            }
+        };
+        crate::metrics::Snapshot {
+            listing,
+            counters: self.director.counters(),
+            conn_entries: self.director.listing_of_last_sweep().1,
+            attached,
+        }
+    }
+
     /// `lbadm bgp`: the change made now, the answer to await (BIRD taking
     /// it can take seconds: not on the daemon's loop).
     pub(super) fn bgp_job(
@@ -39,35 +96,9 @@ impl Daemon {
     ) -> Response {
         let d = &mut self.director;
         match req {
-            Request::List => {
-                let mut listing = d.listing();
-                let checked: std::collections::HashSet<_> =
-                    self.checks.iter().map(|(s, r, _)| (*s, *r)).collect();
-                for s in &mut listing.services {
-                    let svc = s.spec.addr;
-                    for r in &mut s.reals {
-                        r.mac_stale = self.neighbours.stale.contains_key(&r.spec.address);
-                        let key = (svc, r.spec.address);
-                        if r.health.is_none() && checked.contains(&key) {
-                            // Checked, in force as up: the latest report.
-                            r.health = Some(match self.supervisor.observed().get(&key) {
-                                Some(v) => HealthView {
-                                    up: v.up,
-                                    reason: v.reason.clone(),
-                                },
-                                None => HealthView {
-                                    up: true,
-                                    reason: "no check result yet".into(),
-                                },
-                            });
-                        }
-                    }
-                }
-                listing.vrrp = self.ha.views();
-                listing.sync = self.syncd.views();
-                listing.bgp = self.bgp_view();
-                Response::Listing { listing }
-            }
+            Request::List => Response::Listing {
+                listing: self.listing(true),
+            },
             Request::StartDaemon { role, cfg } => match self.sync_start(role, cfg).await {
                 Ok(()) => Response::Ok,
                 Err(e) => error(format!("{e:#}")),
@@ -216,6 +247,9 @@ impl Daemon {
         let restart = "needs a restart of lbd; the running state is unchanged";
         if c.limits != self.base.limits {
             anyhow::bail!("{file}: limits differ from the running ones: that {restart}");
+        }
+        if c.metrics != self.base.metrics {
+            anyhow::bail!("{file}: metrics: moving the metrics listener {restart}");
         }
         if c.vrrp != self.base.vrrp {
             anyhow::bail!("{file}: vrrp: changing the VRRP routers {restart}");

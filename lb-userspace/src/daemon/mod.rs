@@ -220,12 +220,23 @@ impl Daemon {
         });
     }
 
-    /// Runs until SIGINT/SIGTERM. The XDP program and its maps stay pinned
+    /// Runs until SIGINT/SIGTERM, serving lbadm on `listener` and
+    /// `/metrics` on `metrics`. The XDP program and its maps stay pinned
     /// after exit, so forwarding continues while the daemon is down.
-    pub async fn run(mut self, listener: UnixListener) -> Result<()> {
+    pub async fn run(
+        mut self,
+        listener: UnixListener,
+        metrics: Option<std::net::TcpListener>,
+    ) -> Result<()> {
         let (tx, mut jobs) = mpsc::channel::<Job>(64);
         let (reload_tx, mut reloads) = mpsc::channel::<Reloaded>(4);
+        let (snapshot_tx, mut snapshots) = mpsc::channel::<crate::metrics::SnapshotRequest>(8);
         socket::serve(listener, tx);
+        if let Some(l) = metrics {
+            let addr = l.local_addr()?;
+            crate::metrics::serve(l, snapshot_tx, self.supervisor.metrics().clone())?;
+            info!(%addr, "serving /metrics");
+        }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
@@ -269,6 +280,9 @@ impl Daemon {
                         let resp = self.dispatch(job.req, job.parsed).await;
                         let _ = job.reply.send(resp);
                     }
+                }
+                Some(scrape) = snapshots.recv() => {
+                    let _ = scrape.send(self.snapshot().await);
                 }
                 Some(ev) = self.health_events.recv() => self.health_event(ev),
                 Some(ev) = self.ha.events.recv() => self.vrrp_event(ev),

@@ -109,6 +109,35 @@ impl Resolver {
             .ok_or_else(|| NeighError::NoInterface(self.iface.clone()))
     }
 
+    /// The XDP program attached to the NIC as the kernel reports it: its
+    /// mode ("native", "generic", "offload", "multi") and program id.
+    pub async fn xdp(&self) -> Result<Option<(&'static str, u32)>, NeighError> {
+        use rtnetlink::packet_route::link::{LinkXdp, XdpAttached};
+        let mut mode = None;
+        let mut id = 0;
+        for attr in self.link().await?.attributes {
+            let LinkAttribute::Xdp(xdp) = attr else {
+                continue;
+            };
+            for x in xdp {
+                match x {
+                    LinkXdp::Attached(a) => {
+                        mode = match a {
+                            XdpAttached::Driver => Some("native"),
+                            XdpAttached::SocketBuffer => Some("generic"),
+                            XdpAttached::Hardware => Some("offload"),
+                            XdpAttached::Multiple => Some("multi"),
+                            _ => None,
+                        }
+                    }
+                    LinkXdp::ProgId(p) => id = p,
+                    _ => {}
+                }
+            }
+        }
+        Ok(mode.map(|m| (m, id)))
+    }
+
     /// The NIC's own MAC (source MAC of forwarded frames).
     pub async fn own_mac(&self) -> Result<[u8; 6], NeighError> {
         for attr in self.link().await?.attributes {

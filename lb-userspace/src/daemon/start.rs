@@ -53,6 +53,16 @@ pub enum Source {
     Pins,
 }
 
+impl Source {
+    /// The configuration lbd starts from (none for the pins).
+    pub fn config(&self) -> Option<&Config> {
+        match self {
+            Source::File(_, c) | Source::Saved(_, c) => Some(c),
+            Source::Pins => None,
+        }
+    }
+}
+
 #[cfg(doc)]
 use crate::dataplane::lock_instance;
 

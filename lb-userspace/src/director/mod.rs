@@ -89,6 +89,9 @@ pub struct Director<M: Maps = Dataplane> {
     /// When a VIP last lost its services (its prefilter bit stays until a
     /// sweep that began [`VIP_SETTLE`] later finds no entry to it).
     vip_removed_at: Option<Instant>,
+    /// The live counts per real-server slot the last collecting sweep
+    /// found (what `/metrics` shows without a walk of its own).
+    last_counts: HashMap<u32, ConnCounts>,
 }
 
 pub use self::prefilter::VIP_SETTLE;
@@ -139,6 +142,7 @@ impl<M: Maps> Director<M> {
             // What the previous daemon removed last is not known: the
             // first sweeps may not clear bits.
             vip_removed_at: Some(Instant::now()),
+            last_counts: HashMap::new(),
         })
     }
 
@@ -544,6 +548,7 @@ impl<M: Maps> Director<M> {
             );
         }
         self.settle_vip_bits(started, &w.vip_bits);
+        self.last_counts = w.counts.clone();
         w.counts
     }
 }

@@ -58,9 +58,26 @@ impl<M: Maps> Director<M> {
         }
     }
 
-    /// The table with counters, for `lbadm -L`.
+    /// The table with counters, for `lbadm -L`: connection counts from a
+    /// walk of the table now.
     pub fn listing(&mut self) -> Listing {
         let counts = self.sweep(false);
+        self.listing_with(&counts)
+    }
+
+    /// The listing with the connection counts of the last collecting sweep
+    /// (every 2 s, 10 s past 200,000 entries): no walk of its own, for
+    /// `/metrics`. Also the entries that sweep found, templates included.
+    pub fn listing_of_last_sweep(&self) -> (Listing, u64) {
+        let entries = self
+            .last_counts
+            .values()
+            .map(|c| c.active + c.inactive + c.persistent)
+            .sum();
+        (self.listing_with(&self.last_counts), entries)
+    }
+
+    fn listing_with(&self, counts: &HashMap<u32, ConnCounts>) -> Listing {
         let inp = &self.inputs;
         let mut services = Vec::new();
         for (a, s) in &inp.table.services {
@@ -77,7 +94,7 @@ impl<M: Maps> Director<M> {
                     let health = inp.health.get(&(*a, r.address));
                     let up = health.is_none_or(|v| v.up);
                     self.real_view(
-                        &counts,
+                        counts,
                         id.copied(),
                         *r,
                         health.map(|v| HealthView {
@@ -97,7 +114,7 @@ impl<M: Maps> Director<M> {
                     up: true,
                     reason: "sorry server (quorum lost)".into(),
                 };
-                reals.push(self.real_view(&counts, id.copied(), sr, Some(health), 1, true));
+                reals.push(self.real_view(counts, id.copied(), sr, Some(health), 1, true));
             }
             services.push(ServiceView {
                 id: sid,

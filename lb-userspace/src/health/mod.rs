@@ -17,6 +17,7 @@ mod agent;
 mod external;
 mod http;
 mod icmp;
+mod metrics;
 mod policy;
 mod supervisor;
 mod task;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
 pub use agent::parse_agent;
+pub use metrics::CheckMetrics;
 pub use policy::{effective_weight, OnFailure, ServicePolicy, Verdict};
 pub use supervisor::Supervisor;
 pub use task::{spawn, HealthEvent, Hysteresis};

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{spawn, CheckSpec, HealthEvent, Verdict};
+use super::{spawn, CheckMetrics, CheckSpec, HealthEvent, Verdict};
 use crate::model::{ServiceAddr, Table};
 
 /// A check's identity: (virtual service, real server).
@@ -19,6 +19,8 @@ pub struct Supervisor {
     /// which means up).
     observed: HashMap<CheckKey, Verdict>,
     events: mpsc::Sender<HealthEvent>,
+    /// Probe durations and results, shared with every task.
+    metrics: CheckMetrics,
 }
 
 impl Supervisor {
@@ -28,7 +30,13 @@ impl Supervisor {
             next_task: 0,
             observed: HashMap::new(),
             events,
+            metrics: CheckMetrics::default(),
         }
+    }
+
+    /// The checks' probe metrics (for `/metrics`).
+    pub fn metrics(&self) -> &CheckMetrics {
+        &self.metrics
     }
 
     /// The checks that should run: those declared for a real server that is
@@ -69,12 +77,15 @@ impl Supervisor {
     /// Starts the wanted checks that do not run, stops the others (and the
     /// ones whose spec changed, which restart).
     pub fn reconcile(&mut self, wanted: &HashMap<CheckKey, CheckSpec>) {
-        let observed = &mut self.observed;
+        let (observed, metrics) = (&mut self.observed, &self.metrics);
         self.tasks.retain(|k, (spec, _, handle)| {
             let keep = wanted.get(k) == Some(spec);
             if !keep {
                 handle.abort();
                 observed.remove(k);
+                if !wanted.contains_key(k) {
+                    metrics.forget(&k.0, &k.1);
+                }
             }
             keep
         });
@@ -90,7 +101,15 @@ impl Supervisor {
                 };
                 self.next_task += 1;
                 let task = self.next_task;
-                let h = spawn(task, spec.clone(), k.0, k.1, phase, self.events.clone());
+                let h = spawn(
+                    task,
+                    spec.clone(),
+                    k.0,
+                    k.1,
+                    phase,
+                    self.events.clone(),
+                    self.metrics.clone(),
+                );
                 self.tasks.insert(*k, (spec.clone(), task, h));
             }
         }

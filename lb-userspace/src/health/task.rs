@@ -84,6 +84,7 @@ pub fn spawn(
     real: IpAddr,
     phase: f64,
     events: mpsc::Sender<HealthEvent>,
+    metrics: super::CheckMetrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let port = spec.port.unwrap_or(service.port);
@@ -96,13 +97,19 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let mut o = probe(&spec, target).await;
+            let timed = || async {
+                let started = std::time::Instant::now();
+                let o = probe(&spec, target).await;
+                metrics.observe(&service, &real, o.ok, started.elapsed().as_secs_f64());
+                o
+            };
+            let mut o = timed().await;
             for _ in 0..spec.retry {
                 if o.ok {
                     break;
                 }
                 tokio::time::sleep(Duration::from_secs_f64(spec.retry_delay)).await;
-                o = probe(&spec, target).await;
+                o = timed().await;
             }
             // The first result is reported whatever it is: from then on the
             // listing shows the server as checked (up, unless fall is 1).
