@@ -282,3 +282,110 @@ fn a_stopped_check_leaves_no_series() {
     assert!(!text.contains("address=\"192.0.2.11\""), "{text}");
     assert!(text.contains("address=\"192.0.2.12\""), "{text}");
 }
+
+/// A director of a VRRP pair with a sync daemon, announcing by BGP.
+fn snapshot_with_ha() -> Snapshot {
+    let mut s = snapshot();
+    let any: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    s.listing.vrrp = vec![crate::vrrp::VrrpView {
+        name: "VI_1".into(),
+        interface: "eth1".into(),
+        virtual_router_id: 51,
+        version: 3,
+        state: crate::vrrp::State::Master,
+        priority: 150,
+        effective_priority: 140,
+        master: Some(any),
+        since_unix: 0,
+        transitions: 2,
+        adverts_sent: 100,
+        adverts_received: 3,
+        refused: [("bad_auth".to_string(), 1)].into_iter().collect(),
+        released: false,
+        virtual_addresses: vec!["192.0.2.100".parse().unwrap()],
+        advert_int: 100,
+        source: any,
+    }];
+    s.listing.sync = vec![crate::sync::SyncView {
+        role: crate::sync::Role::Master,
+        interface: "eth1".into(),
+        cfg: crate::sync::SyncCfg::default(),
+        stats: crate::sync::SyncStats {
+            sent_records: 12,
+            ..Default::default()
+        },
+    }];
+    s.listing.bgp = Some(crate::bgp::BgpView {
+        vips: vec![crate::bgp::VipView {
+            address: "192.0.2.100".parse().unwrap(),
+            announced: true,
+            reason: None,
+        }],
+        sessions: vec![crate::bgp::Session {
+            name: "router".into(),
+            state: "up".into(),
+            info: "Established".into(),
+        }],
+        ..Default::default()
+    });
+    s
+}
+
+#[test]
+fn vrrp_sync_and_bgp_show_their_state() {
+    let text = render(&snapshot_with_ha(), &CheckMetrics::default());
+    let r = ("router", "VI_1");
+    assert_eq!(sample(&text, "lb_vrrp_state", &[r, ("state", "master")]), 1.0);
+    assert_eq!(sample(&text, "lb_vrrp_state", &[r, ("state", "backup")]), 0.0);
+    assert_eq!(sample(&text, "lb_vrrp_effective_priority", &[r]), 140.0);
+    assert_eq!(
+        sample(&text, "lb_vrrp_adverts_refused_total", &[r, ("reason", "bad_auth")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "lb_sync_records_total", &[("role", "master"), ("what", "sent")]),
+        12.0
+    );
+    assert_eq!(sample(&text, "lb_bgp_vip_announced", &[("vip", "192.0.2.100")]), 1.0);
+    assert_eq!(
+        sample(&text, "lb_bgp_session_established", &[("session", "router")]),
+        1.0
+    );
+}
+
+/// deploy/grafana/lbd-dashboard.json asks only for series lbd serves.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/lbd-dashboard.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let m = CheckMetrics::default();
+    let svc = snapshot().listing.services[0].spec.addr;
+    m.observe(&svc, &"192.0.2.11".parse().unwrap(), true, 0.01);
+    let text = render(&snapshot_with_ha(), &m);
+    let served: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let names = regex::Regex::new(r"\b(lb_[a-z_]+|process_[a-z_]+)").unwrap();
+    let mut exprs = Vec::new();
+    let mut queried = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"].as_str() {
+            exprs.push(q.to_string());
+        }
+    }
+    for e in &exprs {
+        for n in names.find_iter(e) {
+            assert!(served.contains(n.as_str()), "{} in {e:?} is not served", n.as_str());
+            queried += 1;
+        }
+    }
+    assert!(queried > 20, "{queried}");
+}
