@@ -147,6 +147,8 @@ pub enum Request {
     },
     /// Daemon and protocol version.
     Version,
+    /// `lbadm diagnose`: what is wrong with the director.
+    Diagnose,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,6 +294,9 @@ pub enum Response {
     },
     Bgp {
         bgp: crate::bgp::BgpView,
+    },
+    Diagnosis {
+        findings: Vec<crate::diagnose::Finding>,
     },
     Error {
         message: String,

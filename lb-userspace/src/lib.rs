@@ -37,6 +37,9 @@ pub mod vrrp;
 pub mod bgp;
 pub mod sync;
 
+/// `lbadm diagnose`: findings on a director or a real server.
+pub mod diagnose;
+
 pub mod daemon;
 /// `/metrics` for Prometheus.
 pub mod metrics;

@@ -47,12 +47,23 @@ pub async fn mac(h: &rtnetlink::Handle, idx: u32) -> Result<[u8; 6]> {
 
 /// The addresses (with prefix lengths) of interface `idx`.
 pub async fn addresses(h: &rtnetlink::Handle, idx: u32) -> Result<Vec<(IpAddr, u8)>> {
+    Ok(all_addresses(h)
+        .await?
+        .into_iter()
+        .filter(|(i, _, _)| *i == idx)
+        .map(|(_, a, p)| (a, p))
+        .collect())
+}
+
+/// Every address of every interface: (interface index, address, prefix
+/// length).
+pub async fn all_addresses(h: &rtnetlink::Handle) -> Result<Vec<(u32, IpAddr, u8)>> {
     let mut out = Vec::new();
-    let mut s = h.address().get().set_link_index_filter(idx).execute();
+    let mut s = h.address().get().execute();
     while let Some(m) = s.try_next().await? {
         for a in &m.attributes {
             if let AddressAttribute::Address(ip) = a {
-                out.push((*ip, m.header.prefix_len));
+                out.push((m.header.index, *ip, m.header.prefix_len));
             }
         }
     }

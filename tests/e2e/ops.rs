@@ -299,6 +299,225 @@ fn the_metrics_flag_serves_and_a_taken_port_fails_the_start() {
     assert!(t.is_ok(), "no /metrics on {addr}");
 }
 
+/// `lbadm diagnose ARGS` run in namespace `ns`: (exit code, output).
+fn diagnose(lab: &Lab, ns: &str, args: &[&str]) -> (i32, String) {
+    let lbadm = xtask::paths().lbadm();
+    let out = lab
+        .cmd(ns, &lbadm)
+        .env("LB_SOCKET", lab.socket())
+        .arg("diagnose")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Each thing broken on the director shows up in `lbadm diagnose` as one
+/// finding with its fix, and goes away when repaired.
+fn diagnose_finds_what_is_broken_on_the_director() {
+    let lab = lab();
+    let mut lbd = Lbd::start(&lab, RR_CONFIG);
+    let dir = lab.ns("dir");
+    let (code, out) = diagnose(&lab, &dir, &["-v"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 error(s), 0 warning(s)"), "{out}");
+    assert!(out.contains("is attached to eth1 in native mode"), "{out}");
+    assert!(
+        out.contains("virtual service tcp 192.0.2.100:80: 3 of 3 real server(s) usable"),
+        "{out}"
+    );
+    assert!(out.contains("real server 192.0.2.12: MAC "), "{out}");
+    assert!(out.contains("VIP 192.0.2.100 is a local address"), "{out}");
+
+    // VLANs served with rx-vlan-offload on; the VIP taken off the director.
+    let vlan_config = format!("vlans: [100]\n{RR_CONFIG}");
+    let file = std::env::temp_dir().join(format!("{}-vlan.yaml", lab.prefix));
+    std::fs::write(&file, vlan_config).unwrap();
+    lab.lbadm(&["apply", "-f", file.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&file);
+    lab.exec(&dir, &["ethtool", "-K", "eth1", "rxvlan", "on"])
+        .unwrap();
+    lab.ip(&dir, "addr del 192.0.2.100/32 dev eth1").unwrap();
+    let (code, out) = diagnose(&lab, &dir, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("WARNING eth1 has rx-vlan-offload on while lbd serves VLANs"),
+        "{out}"
+    );
+    assert!(out.contains("fix: ethtool -K eth1 rxvlan off"), "{out}");
+    assert!(
+        out.contains("WARNING VIP 192.0.2.100 is on no interface of the director"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix: ip addr add 192.0.2.100/32 dev eth1"),
+        "{out}"
+    );
+    assert!(out.contains("0 error(s), 2 warning(s)"), "{out}");
+    lab.exec(&dir, &["ethtool", "-K", "eth1", "rxvlan", "off"])
+        .unwrap();
+    lab.ip(&dir, "addr add 192.0.2.100/32 dev eth1").unwrap();
+    let (code, out) = diagnose(&lab, &dir, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    // A real server nobody answers ARP for, one off the LAN, and a service
+    // whose only real server is quiesced (its packets are dropped).
+    lab.lbadm(&["-a", "-t", "192.0.2.100:80", "-r", "192.0.2.14", "-g"])
+        .unwrap();
+    lab.lbadm(&["-a", "-t", "192.0.2.100:80", "-r", "198.51.100.9", "-g"])
+        .unwrap();
+    lab.lbadm(&["-A", "-t", "192.0.2.100:8080", "-s", "rr"])
+        .unwrap();
+    lab.lbadm(&[
+        "-a",
+        "-t",
+        "192.0.2.100:8080",
+        "-r",
+        "192.0.2.13",
+        "-g",
+        "-w",
+        "0",
+    ])
+    .unwrap();
+    let _ = lab.exec(
+        &lab.ns("client"),
+        &["curl", "-s", "--max-time", "1", "http://192.0.2.100:8080/"],
+    );
+    let found = wait_for(Duration::from_secs(10), || {
+        diagnose(&lab, &dir, &[])
+            .1
+            .contains("real server 192.0.2.14 has no MAC (neighbour table: FAILED)")
+    });
+    let (code, out) = diagnose(&lab, &dir, &[]);
+    assert!(found.is_ok(), "{out}");
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "ERROR   real server 192.0.2.14 has no MAC",
+        "fix: check that it is up and on eth1's LAN: ping -I eth1 192.0.2.14",
+        "ERROR   real server 198.51.100.9 is not on a subnet of eth1",
+        "ERROR   virtual service tcp 192.0.2.100:8080 has no usable real server (192.0.2.13:8080 weight 0)",
+        "fix: bring one up (lbadm -Ln --health says why each is out) or add one: lbadm -a -t 192.0.2.100:8080 -r ADDRESS -g",
+        "packets to a virtual service with no usable real server were dropped (drop_no_real, in the last ",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // The service with four real servers still has three usable.
+    assert!(!out.contains("tcp 192.0.2.100:80 has no usable"), "{out}");
+
+    // Generic mode (after an unload: a pinned link keeps its mode).
+    lbd.stop();
+    lab.unload_lbd();
+    let config = std::env::temp_dir().join(format!("{}-lbd.yaml", lab.prefix));
+    let _generic = Reap(lab.start_lbd(&config, &["--xdp-mode", "generic"]).unwrap());
+    lab.wait_lbd_ready(Duration::from_secs(20)).unwrap();
+    let (code, out) = diagnose(&lab, &dir, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("WARNING lbd's program runs on eth1 in generic (SKB) mode"),
+        "{out}"
+    );
+
+    // lbd stopped: said so.
+    drop(_generic);
+    let (code, out) = diagnose(&lab, &dir, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ERROR   lbd does not answer"), "{out}");
+}
+
+/// Each thing broken on a real server shows up in `lbadm diagnose
+/// --realserver` (and `realserver check --verbose`) with its fix.
+fn diagnose_finds_what_is_broken_on_a_real_server() {
+    let lab = lab();
+    let rs = lab.rs_ns(1);
+    let args = ["--realserver", "--vip", "192.0.2.100", "--port", "80"];
+    let (code, out) = diagnose(&lab, &rs, &args);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("0 error(s), 0 warning(s), 4 check(s) fine"),
+        "{out}"
+    );
+    let check = |what: &str, fix: &str| {
+        let (code, out) = diagnose(&lab, &rs, &args);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(what), "missing {what:?} in:\n{out}");
+        assert!(out.contains(fix), "missing {fix:?} in:\n{out}");
+        assert!(
+            out.contains("1 error(s), 0 warning(s)") || out.contains("0 error(s), 1 warning(s)"),
+            "{out}"
+        );
+    };
+    let sh = |cmd: &str| {
+        let v: Vec<&str> = cmd.split_whitespace().collect();
+        lab.exec(&rs, &v).unwrap();
+    };
+
+    sh("ip addr del 192.0.2.100/32 dev lo");
+    check(
+        "ERROR   VIP 192.0.2.100 is not on lo",
+        "fix: lbadm realserver up --vip 192.0.2.100",
+    );
+    sh("ip addr add 192.0.2.100/32 dev lo");
+
+    sh("sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.eth1.arp_ignore=0");
+    check(
+        "ERROR   ARP is not suppressed on eth1 (arp_ignore 0, arp_announce 2)",
+        "sysctl -w net.ipv4.conf.all.arp_ignore=1",
+    );
+    sh("sysctl -qw net.ipv4.conf.all.arp_ignore=1");
+
+    // A second NIC (a veth pair: the lab's kernels may lack dummy).
+    sh("ip link add d0 type veth peer name d1");
+    sh("sysctl -qw net.ipv4.conf.d0.rp_filter=1");
+    check(
+        "WARNING rp_filter is strict on d0 while the default route leaves by eth1",
+        "sysctl -w net.ipv4.conf.d0.rp_filter=2",
+    );
+    sh("ip link del d0");
+
+    lab.stop_rs_http(1);
+    check(
+        "ERROR   nothing is listening on tcp port 80",
+        "fix: start the service, bound to the VIP or to every address",
+    );
+    lab.start_rs_http(1).unwrap();
+    lab.wait_rs_http(1).unwrap();
+
+    sh("ip route del default");
+    check(
+        "ERROR   no default route for IPv4",
+        "fix: ip route add default via ROUTER",
+    );
+    sh("ip route add default via 192.0.2.1");
+
+    // realserver check --verbose: the same checks, passed ones listed.
+    let lbadm = xtask::paths().lbadm();
+    let out = lab
+        .cmd(&rs, &lbadm)
+        .args([
+            "realserver",
+            "check",
+            "--vip",
+            "192.0.2.100",
+            "--verbose",
+            "--port",
+            "80",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok      a tcp socket is listening on 192.0.2.100:80"),
+        "{text}"
+    );
+    assert!(text.contains("ok      default route via eth1"), "{text}");
+}
+
 /// A child process killed and reaped on drop (also on a failed assert).
 struct Reap(std::process::Child);
 
@@ -311,5 +530,7 @@ impl Drop for Reap {
 
 pub const TESTS: &[Test] = tests![
     metrics_follow_traffic_and_health_and_pass_promtool,
-    the_metrics_flag_serves_and_a_taken_port_fails_the_start
+    the_metrics_flag_serves_and_a_taken_port_fails_the_start,
+    diagnose_finds_what_is_broken_on_the_director,
+    diagnose_finds_what_is_broken_on_a_real_server
 ];

@@ -267,6 +267,24 @@ pub enum Sub {
     },
     /// Show the XDP program's director-wide counters.
     Counters,
+    /// What is wrong with this director (ask lbd: program, services with no
+    /// usable real server, real servers' MACs, counters that explain
+    /// drops, offloads, VIPs) or, with --realserver, with this real server
+    /// (VIP on lo, ARP suppression, rp_filter, a listener on VIP:port,
+    /// default route). Each finding says how to fix it; exit 1 if any.
+    Diagnose {
+        /// Diagnose this host as a real server of --vip (no lbd needed).
+        #[arg(long, requires = "vip")]
+        realserver: bool,
+        #[command(flatten)]
+        rs: RsCheck,
+        /// List the checks that passed too.
+        #[arg(short, long)]
+        verbose: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply a YAML configuration to the running daemon: validated, the
     /// difference applied at once (established connections stay).
     Apply {
@@ -366,8 +384,43 @@ pub enum RsAction {
     /// Remove the VIP, then put the sysctls back as `up` found them once no
     /// VIP it set up remains.
     Down(RsArgs),
-    /// Report what is missing (exit 1 if anything is).
-    Check(RsArgs),
+    /// Report what is missing (exit 1 if anything is); --verbose: every
+    /// check of `lbadm diagnose --realserver`.
+    Check {
+        #[command(flatten)]
+        args: RsArgs,
+        /// The full diagnosis (rp_filter, default route, a listener on
+        /// --port), passed checks included.
+        #[arg(short, long)]
+        verbose: bool,
+        /// The service's port (checks that something listens on VIP:PORT).
+        #[arg(long)]
+        port: Option<u16>,
+        /// The service is UDP (with --port).
+        #[arg(long)]
+        udp: bool,
+    },
+}
+
+/// `lbadm diagnose --realserver`'s options.
+#[derive(Debug, clap::Args)]
+pub struct RsCheck {
+    /// The virtual IP address (with --realserver).
+    #[arg(long)]
+    pub vip: Option<IpAddr>,
+    /// The service's port: checks that something listens on VIP:PORT.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The service is UDP.
+    #[arg(long)]
+    pub udp: bool,
+    /// Device that should hold the VIP.
+    #[arg(long, default_value = "lo")]
+    pub dev: String,
+    /// NIC(s) whose ARP and rp_filter settings count (default: every
+    /// non-loopback interface).
+    #[arg(long)]
+    pub nic: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -31,6 +31,28 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.sub {
         Some(Sub::Realserver { action }) => return realserver_cmd(action),
+        Some(Sub::Diagnose {
+            realserver,
+            rs,
+            verbose,
+            json,
+        }) => {
+            let findings = if *realserver {
+                let vip = rs.vip.expect("clap requires --vip with --realserver");
+                let port = rs.port.map(|p| (proto(rs.udp), p));
+                diagnose_realserver(vip, port, &rs.dev, &rs.nic)?
+            } else {
+                match control::call(&cli.socket, Request::Diagnose) {
+                    Ok(Response::Diagnosis { findings }) => findings,
+                    Ok(other) => return fail(other),
+                    Err(e) => vec![crate::diagnose::Finding::error(
+                        format!("lbd does not answer: {e}"),
+                        "start it (systemctl start lbd; journalctl -u lbd says why it stopped)",
+                    )],
+                }
+            };
+            return print_findings(&findings, *verbose, *json);
+        }
         Some(Sub::Counters) => {
             return match control::call(&cli.socket, Request::Counters)? {
                 Response::Counters { counters } => {
@@ -256,7 +278,70 @@ fn fail(r: Response) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
+fn proto(udp: bool) -> crate::model::Protocol {
+    if udp {
+        crate::model::Protocol::Udp
+    } else {
+        crate::model::Protocol::Tcp
+    }
+}
+
+/// This host's findings as a real server of `vip`.
+fn diagnose_realserver(
+    vip: std::net::IpAddr,
+    port: Option<(crate::model::Protocol, u16)>,
+    dev: &str,
+    nics: &[String],
+) -> anyhow::Result<Vec<crate::diagnose::Finding>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let nics = if nics.is_empty() {
+        realserver::default_nics(std::path::Path::new("/proc/sys"))?
+    } else {
+        nics.to_vec()
+    };
+    let facts = rt.block_on(crate::diagnose::realserver::gather(vip, port, dev, &nics))?;
+    Ok(crate::diagnose::realserver::judge(&facts))
+}
+
+/// Prints findings; exit 1 if any is a warning or an error.
+fn print_findings(
+    findings: &[crate::diagnose::Finding],
+    verbose: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(findings)?);
+    } else {
+        print!("{}", crate::diagnose::render(findings, verbose));
+    }
+    let clean = findings
+        .iter()
+        .all(|f| f.level == crate::diagnose::Level::Ok);
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
+    if let RsAction::Check {
+        args,
+        verbose: true,
+        port,
+        udp,
+    } = action
+    {
+        let findings = diagnose_realserver(
+            args.vip,
+            port.map(|p| (proto(*udp), p)),
+            &args.dev,
+            &args.nic,
+        )?;
+        return print_findings(&findings, true, false);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -265,7 +350,7 @@ fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
         let (args, kind) = match action {
             RsAction::Up(a) => (a, 0),
             RsAction::Down(a) => (a, 1),
-            RsAction::Check(a) => (a, 2),
+            RsAction::Check { args, .. } => (args, 2),
         };
         let nics = if args.nic.is_empty() {
             realserver::default_nics(root)?

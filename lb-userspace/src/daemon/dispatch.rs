@@ -132,6 +132,9 @@ impl Daemon {
             Request::ListConns { limit } => Response::Conns {
                 conns: d.connections(limit.min(1_000_000)),
             },
+            Request::Diagnose => Response::Diagnosis {
+                findings: self.diagnose().await,
+            },
             Request::Counters => Response::Counters {
                 counters: d.counters(),
             },

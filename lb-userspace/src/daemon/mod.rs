@@ -8,6 +8,7 @@
 //! commit.
 
 mod bgp;
+mod diagnose;
 mod dispatch;
 mod ha;
 pub mod neigh;
@@ -94,6 +95,9 @@ pub struct Daemon {
     syncd: syncd::Syncd,
     /// VIPs announced through BIRD.
     bgp: bgp::Bgp,
+    /// The data plane's counters at each sweep tick over the last minute
+    /// (for `lbadm diagnose`: what moves now).
+    counter_history: std::collections::VecDeque<(std::time::Instant, Vec<(String, u64)>)>,
     /// Held for the daemon's life: one lbd per instance.
     _lock: crate::dataplane::InstanceLock,
 }
@@ -311,6 +315,7 @@ impl Daemon {
                     }
                 }
                 _ = sweep_tick.tick() => {
+                    self.sample_counters();
                     self.director.heartbeat();
                     self.director.sample_rates();
                     sweeps += 1;
@@ -356,6 +361,25 @@ impl Daemon {
         Ok(())
     }
 }
+
+impl Daemon {
+    /// Keeps a minute of counter samples (one per sweep tick).
+    fn sample_counters(&mut self) {
+        let now = std::time::Instant::now();
+        self.counter_history
+            .push_back((now, self.director.counters()));
+        while self
+            .counter_history
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > COUNTER_WINDOW)
+        {
+            self.counter_history.pop_front();
+        }
+    }
+}
+
+/// How far back `lbadm diagnose` looks for counters that move.
+const COUNTER_WINDOW: Duration = Duration::from_secs(60);
 
 /// A SIGHUP's reading of the configuration, numbered.
 type Reloaded = (u64, Result<Config, ConfigError>);

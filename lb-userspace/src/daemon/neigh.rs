@@ -138,6 +138,52 @@ impl Resolver {
         Ok(mode.map(|m| (m, id)))
     }
 
+    /// The neighbour entries of `wanted` on the NIC, as `lbadm diagnose`
+    /// shows them (state, MAC, seconds since confirmed).
+    pub async fn neighbour_info(
+        &self,
+        wanted: &BTreeSet<IpAddr>,
+    ) -> Result<std::collections::BTreeMap<IpAddr, crate::diagnose::director::NeighInfo>, NeighError>
+    {
+        let mut out = std::collections::BTreeMap::new();
+        let mut dump = self.handle.neighbours().get().execute();
+        while let Some(msg) = dump.try_next().await? {
+            if msg.header.ifindex != self.ifindex {
+                continue;
+            }
+            let Some((a, n)) = entry(&msg) else {
+                continue;
+            };
+            if !wanted.contains(&a) {
+                continue;
+            }
+            // USER_HZ ticks (100 a second).
+            let confirmed_s = msg.attributes.iter().find_map(|x| match x {
+                NeighbourAttribute::CacheInfo(c) => Some(u64::from(c.confirmed) / 100),
+                _ => None,
+            });
+            let mac = match n {
+                Neigh::Usable(m) => Some(crate::director::codec::fmt_mac(&m)),
+                _ => None,
+            };
+            let state = format!("{:?}", msg.header.state).to_uppercase();
+            out.insert(
+                a,
+                crate::diagnose::director::NeighInfo {
+                    state,
+                    mac,
+                    confirmed_s,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every address of the director: (interface index, address, prefix).
+    pub async fn all_addresses(&self) -> anyhow::Result<Vec<(u32, IpAddr, u8)>> {
+        crate::netif::all_addresses(&self.handle).await
+    }
+
     /// The NIC's own MAC (source MAC of forwarded frames).
     pub async fn own_mac(&self) -> Result<[u8; 6], NeighError> {
         for attr in self.link().await?.attributes {

@@ -149,6 +149,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         ha,
         syncd,
         bgp: super::bgp::Bgp::new(&opts.state_dir, &opts.instance),
+        counter_history: Default::default(),
         _lock: lock,
     };
     daemon

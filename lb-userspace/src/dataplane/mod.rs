@@ -206,6 +206,12 @@ impl Dataplane {
         program(&mut self.ebpf, prog::LB)
     }
 
+    /// The kernel's id of this load's program (as `ip link` and bpftool
+    /// show it), None if the kernel does not say.
+    pub fn program_id(&mut self) -> Option<u32> {
+        self.program().ok()?.info().ok().map(|i| i.id())
+    }
+
     /// The ring buffer of entries to sync (once: the sync master keeps it).
     pub fn take_sync(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
         self.sync.take()

@@ -335,20 +335,41 @@ fn snapshot_with_ha() -> Snapshot {
 fn vrrp_sync_and_bgp_show_their_state() {
     let text = render(&snapshot_with_ha(), &CheckMetrics::default());
     let r = ("router", "VI_1");
-    assert_eq!(sample(&text, "lb_vrrp_state", &[r, ("state", "master")]), 1.0);
-    assert_eq!(sample(&text, "lb_vrrp_state", &[r, ("state", "backup")]), 0.0);
-    assert_eq!(sample(&text, "lb_vrrp_effective_priority", &[r]), 140.0);
     assert_eq!(
-        sample(&text, "lb_vrrp_adverts_refused_total", &[r, ("reason", "bad_auth")]),
+        sample(&text, "lb_vrrp_state", &[r, ("state", "master")]),
         1.0
     );
     assert_eq!(
-        sample(&text, "lb_sync_records_total", &[("role", "master"), ("what", "sent")]),
+        sample(&text, "lb_vrrp_state", &[r, ("state", "backup")]),
+        0.0
+    );
+    assert_eq!(sample(&text, "lb_vrrp_effective_priority", &[r]), 140.0);
+    assert_eq!(
+        sample(
+            &text,
+            "lb_vrrp_adverts_refused_total",
+            &[r, ("reason", "bad_auth")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "lb_sync_records_total",
+            &[("role", "master"), ("what", "sent")]
+        ),
         12.0
     );
-    assert_eq!(sample(&text, "lb_bgp_vip_announced", &[("vip", "192.0.2.100")]), 1.0);
     assert_eq!(
-        sample(&text, "lb_bgp_session_established", &[("session", "router")]),
+        sample(&text, "lb_bgp_vip_announced", &[("vip", "192.0.2.100")]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "lb_bgp_session_established",
+            &[("session", "router")]
+        ),
         1.0
     );
 }
@@ -356,7 +377,10 @@ fn vrrp_sync_and_bgp_show_their_state() {
 /// deploy/grafana/lbd-dashboard.json asks only for series lbd serves.
 #[test]
 fn the_grafana_dashboard_queries_only_metrics_that_exist() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/lbd-dashboard.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/lbd-dashboard.json"
+    );
     let dash: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let m = CheckMetrics::default();
@@ -383,7 +407,11 @@ fn the_grafana_dashboard_queries_only_metrics_that_exist() {
     }
     for e in &exprs {
         for n in names.find_iter(e) {
-            assert!(served.contains(n.as_str()), "{} in {e:?} is not served", n.as_str());
+            assert!(
+                served.contains(n.as_str()),
+                "{} in {e:?} is not served",
+                n.as_str()
+            );
             queried += 1;
         }
     }
