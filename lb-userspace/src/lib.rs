@@ -40,6 +40,9 @@ pub mod sync;
 /// `lbadm diagnose`: findings on a director or a real server.
 pub mod diagnose;
 
+/// Real servers that register themselves (`lbadm realserver join`).
+pub mod join;
+
 pub mod daemon;
 /// `/metrics` for Prometheus.
 pub mod metrics;

@@ -8,6 +8,7 @@ mod ecmp;
 mod forwarding;
 mod ha;
 mod health;
+mod join;
 mod lbadm;
 mod neighbours;
 mod ops;
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
             ("sched", sched::TESTS),
             ("service", service::TESTS),
             ("ops", ops::TESTS),
+            ("join", join::TESTS),
             ("ha", ha::TESTS),
             ("ecmp", ecmp::TESTS),
         ],

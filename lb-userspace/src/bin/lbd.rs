@@ -184,10 +184,14 @@ async fn run() -> Result<()> {
         Some(a) => Some(lb_userspace::metrics::bind(a)?),
         None => None,
     };
+    let join = match source.config().and_then(|c| c.join.as_ref()) {
+        Some(j) => Some(lb_userspace::join::server::prepare(j)?),
+        None => None,
+    };
     let r = match start(&opts, source, lock).await {
         Ok(daemon) => {
             info!(socket = %args.socket.display(), "serving lbadm");
-            daemon.run(listener, metrics).await
+            daemon.run(listener, metrics, join).await
         }
         Err(e) => Err(e),
     };

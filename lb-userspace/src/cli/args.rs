@@ -384,6 +384,23 @@ pub enum RsAction {
     /// Remove the VIP, then put the sysctls back as `up` found them once no
     /// VIP it set up remains.
     Down(RsArgs),
+    /// Set this host up as a real server of --service (as `up`), then ask
+    /// the director's join API to add it (with the service's health check).
+    Join(JoinArgs),
+    /// Ask the director to drain this host (weight 0) and remove it once
+    /// its connections are done (or --drain seconds passed), waiting for
+    /// it; then take the VIP off (unless --keep-vip).
+    Leave {
+        #[command(flatten)]
+        join: JoinArgs,
+        /// The longest wait for connections to finish, in seconds (the
+        /// director caps it at join.max_drain).
+        #[arg(long, default_value_t = 300)]
+        drain: u32,
+        /// Leave the VIP and ARP settings in place.
+        #[arg(long)]
+        keep_vip: bool,
+    },
     /// Report what is missing (exit 1 if anything is); --verbose: every
     /// check of `lbadm diagnose --realserver`.
     Check {
@@ -400,6 +417,41 @@ pub enum RsAction {
         #[arg(long)]
         udp: bool,
     },
+}
+
+/// Where the director's join API is and how to authenticate to it.
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The director's join API (its `join.listen`), HOST:PORT.
+    #[arg(long)]
+    pub director: String,
+    /// The virtual service: tcp:VIP:PORT or udp:VIP:PORT.
+    #[arg(long, value_parser = crate::join::parse_service)]
+    pub service: crate::model::ServiceAddr,
+    /// Weight to join with (0..=65535).
+    #[arg(long, default_value_t = 1)]
+    pub weight: u32,
+    /// File with the pre-shared token (or LB_JOIN_TOKEN in the environment).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Speak TLS, verifying the director's certificate with this CA (PEM).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// This host's client certificate for mutual TLS (PEM, with --key).
+    #[arg(long, requires = "key", requires = "ca")]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Device to hold the VIP.
+    #[arg(long, default_value = "lo")]
+    pub dev: String,
+    /// NIC(s) to apply arp_ignore/arp_announce to (default: every non-loopback interface).
+    #[arg(long)]
+    pub nic: Vec<String>,
+    /// Where `up` records what it changed (for `down`).
+    #[arg(long, default_value = "/run/lbd")]
+    pub state_dir: PathBuf,
 }
 
 /// `lbadm diagnose --realserver`'s options.

@@ -326,7 +326,116 @@ fn print_findings(
     })
 }
 
+/// `realserver join` and `leave`.
+fn join_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
+    use crate::join::{client, service_name, JoinOp, JoinRequest, JoinResponse, JOIN_VERSION};
+    let (a, leave) = match action {
+        RsAction::Join(a) => (a, None),
+        RsAction::Leave {
+            join,
+            drain,
+            keep_vip,
+        } => (join, Some((*drain, *keep_vip))),
+        _ => unreachable!("join_cmd takes join and leave"),
+    };
+    realserver::require_root()?;
+    let token = match &a.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", p.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("LB_JOIN_TOKEN").ok(),
+    };
+    let tls = a.ca.as_ref().map(|ca| client::ClientTls {
+        ca: ca.clone(),
+        cert: a.cert.clone(),
+        key: a.key.clone(),
+    });
+    let name = service_name(&a.service);
+    let vip = a.service.address;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let root = std::path::Path::new("/proc/sys");
+    rt.block_on(async {
+        let ask = |op: JoinOp| {
+            let req = JoinRequest {
+                version: JOIN_VERSION,
+                token: token.clone(),
+                op,
+            };
+            let (director, tls) = (a.director.clone(), tls.clone());
+            async move {
+                match client::call(&director, tls.as_ref(), &req).await? {
+                    JoinResponse::Ok { status } => Ok(status),
+                    JoinResponse::Error { message } => {
+                        Err(anyhow::anyhow!("the director refused: {message}"))
+                    }
+                }
+            }
+        };
+        let state = realserver::RsState::file(&a.state_dir)?;
+        let nics = if a.nic.is_empty() {
+            realserver::default_nics(root)?
+        } else {
+            a.nic.clone()
+        };
+        let Some((drain, keep_vip)) = leave else {
+            // Ready to serve first: the director may send traffic at once.
+            for d in realserver::up(root, &state, vip, &a.dev, &nics).await? {
+                println!("{d}");
+            }
+            let st = ask(JoinOp::Join {
+                service: a.service,
+                weight: a.weight,
+            })
+            .await?;
+            println!("joined {name} as {} (weight {})", st.address, st.weight);
+            return Ok(ExitCode::SUCCESS);
+        };
+        let mut st = ask(JoinOp::Leave {
+            service: a.service,
+            drain_s: drain,
+        })
+        .await?;
+        println!(
+            "leaving {name}: draining {} ({} active connection(s))",
+            st.address, st.active_conns
+        );
+        // The director removes it once drained or at its deadline.
+        let give_up =
+            std::time::Instant::now() + std::time::Duration::from_secs(u64::from(drain) + 30);
+        let mut last = st.active_conns;
+        while st.joined {
+            if std::time::Instant::now() > give_up {
+                anyhow::bail!("the director still lists {} in {name}", st.address);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            st = ask(JoinOp::Status { service: a.service }).await?;
+            if st.joined && st.active_conns != last {
+                println!("{} active connection(s)", st.active_conns);
+                last = st.active_conns;
+            }
+        }
+        println!("left {name}");
+        if !keep_vip {
+            for d in realserver::down(&state, vip, &a.dev).await? {
+                println!("{d}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
+    if matches!(action, RsAction::Join(_) | RsAction::Leave { .. }) {
+        return join_cmd(action);
+    }
     if let RsAction::Check {
         args,
         verbose: true,
@@ -351,6 +460,7 @@ fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
             RsAction::Up(a) => (a, 0),
             RsAction::Down(a) => (a, 1),
             RsAction::Check { args, .. } => (args, 2),
+            RsAction::Join(_) | RsAction::Leave { .. } => unreachable!("handled above"),
         };
         let nics = if args.nic.is_empty() {
             realserver::default_nics(root)?

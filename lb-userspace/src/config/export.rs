@@ -104,6 +104,8 @@ pub struct Running<'a> {
     pub expire_nodest_conn: bool,
     pub sloppy_tcp: bool,
     pub vlans: &'a std::collections::BTreeSet<u16>,
+    /// Services that take joins, with their check.
+    pub joinable: &'a HashMap<crate::model::ServiceAddr, Option<CheckSpec>>,
 }
 
 /// The running state as a configuration: `base` gives interface, mode and
@@ -117,6 +119,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
         expire_nodest_conn,
         sloppy_tcp,
         vlans,
+        joinable,
     } = *running;
     let group_name = |m: u32| {
         table
@@ -203,11 +206,13 @@ pub fn export(base: &Config, running: &Running) -> Config {
                     health_check: if shared.is_some() { None } else { c },
                 })
                 .collect(),
-            health_check: shared,
+            // A service that takes joins keeps its check with no real server.
+            health_check: shared.or_else(|| joinable.get(a).cloned().flatten()),
             on_failure: p.on_failure,
             sorry_server: p.sorry_server,
             quorum: p.quorum,
             hysteresis: p.hysteresis,
+            joinable: joinable.contains_key(a),
         });
     }
     let defaults = lb_common::tcp_state::DEFAULT_TIMEOUTS;
@@ -230,6 +235,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
         sloppy_tcp,
         vlans: vlans.iter().copied().collect(),
         metrics: base.metrics,
+        join: base.join.clone(),
         vrrp: base.vrrp.clone(),
         sync: base.sync.clone(),
         bgp: base.bgp.clone(),
@@ -247,6 +253,7 @@ timeouts: {tcp: 3600, tcpfin: 0, udp: 0}
 expire_nodest_conn: true
 sloppy_tcp: true
 vlans: [100, 42]
+join: {listen: "192.0.2.2:9470", token_file: /etc/lbd/join.token}
 port_groups:
   - name: shop
     fwmark: 7
@@ -272,6 +279,11 @@ services:
     real_servers:
       - {address: 2001:db8::11, health_check: {type: dns, name: example.org}}
       - {address: 2001:db8::12}
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 8080
+    joinable: true
+    health_check: {type: tcp}
 "#;
 
     #[test]
@@ -290,6 +302,7 @@ services:
                 expire_nodest_conn: true,
                 sloppy_tcp: c.sloppy_tcp,
                 vlans: &vlans,
+                joinable: &c.joinable(),
             },
         );
         let text = serde_yaml::to_string(&out).unwrap();

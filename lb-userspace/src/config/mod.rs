@@ -129,6 +129,10 @@ pub struct ServiceCfg {
     /// Quorum lost below quorum - hysteresis, regained at quorum + hysteresis.
     #[serde(default)]
     pub hysteresis: u32,
+    /// Real servers may add themselves through the join API (`lbadm
+    /// realserver join`), checked with the service's health_check.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub joinable: bool,
 }
 
 fn default_quorum() -> u32 {
@@ -199,6 +203,9 @@ pub struct Config {
     /// lbd's HTTP listener for Prometheus (`--metrics` overrides it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsCfg>,
+    /// The join API for real servers that register themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<crate::join::JoinCfg>,
     /// VRRP virtual routers (a pair of directors; see docs/ha.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<crate::vrrp::VrrpCfg>,

@@ -118,6 +118,22 @@ impl Config {
                     });
                 }
             }
+            if s.joinable && addr.is_fwmark() {
+                return Err(ConfigError::Invalid {
+                    at: None,
+                    file: file.to_string(),
+                    field: format!("services[{i}].joinable"),
+                    msg: "a port-group service takes no joins (join one of the group's ports' services instead)".into(),
+                });
+            }
+            if s.joinable && cfg.join.is_none() {
+                return Err(ConfigError::Invalid {
+                    at: None,
+                    file: file.to_string(),
+                    field: format!("services[{i}].joinable"),
+                    msg: "needs a join: section (the API real servers join through)".into(),
+                });
+            }
             if s.hysteresis > s.quorum {
                 return Err(ConfigError::Invalid {
                     at: None,
@@ -147,6 +163,9 @@ impl Config {
         }
         if let Some(Err((field, msg))) = cfg.sync.as_ref().map(|s| s.check()) {
             return Err(invalid(&field, msg));
+        }
+        if let Some(Err((field, msg))) = cfg.join.as_ref().map(|j| j.check()) {
+            return Err(invalid(field, msg));
         }
         if let Some(Err((field, msg))) = cfg.bgp.as_ref().map(|b| b.check()) {
             return Err(invalid(&field, msg));
@@ -253,6 +272,17 @@ impl Config {
             }
         }
         v
+    }
+
+    /// The services that take joins, with the check a joined real server
+    /// gets (the service's).
+    pub fn joinable(&self) -> std::collections::HashMap<ServiceAddr, Option<CheckSpec>> {
+        self.services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.joinable)
+            .filter_map(|(i, s)| Some((self.service_addr(s, i, "").ok()?, s.health_check.clone())))
+            .collect()
     }
 
     /// Health policy (on_failure, sorry server, quorum) per service.

@@ -181,6 +181,7 @@ impl Daemon {
                 }
                 match self.change(next).await {
                     Ok(_) => {
+                        self.prune_joined();
                         self.save_state();
                         Response::Ok
                     }
@@ -202,12 +203,15 @@ impl Daemon {
     ) -> Result<Vec<String>> {
         let table = c.table(file)?;
         self.needs_restart(&c, file)?;
+        let mut next = Desired::of(&c, table);
+        let joined = self.merge_joined(&c, &mut next);
         let inp = self.director.inputs();
-        let mut changes = config::diff(&inp.table, &table);
+        let mut changes = config::diff(&inp.table, &next.table);
         if c.policies() != inp.policies {
             changes.push("~ health policies (on_failure, sorry server, quorum)".into());
         }
-        if config::sorted_checks(c.checks()) != config::sorted_checks(self.checks.clone()) {
+        if config::sorted_checks(next.checks.clone()) != config::sorted_checks(self.checks.clone())
+        {
             changes.push("~ health checks".into());
         }
         if c.expire_nodest_conn != inp.expire_nodest {
@@ -232,10 +236,19 @@ impl Daemon {
         if c.bgp != self.base.bgp {
             changes.push("~ bgp (announced VIPs and their attributes)".into());
         }
+        let joinable = c.joinable();
+        if joinable != self.joinable {
+            changes.push("~ services taking joins".into());
+        }
         if dry_run {
             return Ok(changes);
         }
-        self.change(Desired::of(&c, table)).await?;
+        self.change(next).await?;
+        if joined != self.joined {
+            self.joined = joined;
+            self.save_joined();
+        }
+        self.joinable = joinable;
         self.bgp_configure(c.bgp.clone());
         self.director
             .set_timeouts(timeouts.0, timeouts.1, timeouts.2);
@@ -253,6 +266,9 @@ impl Daemon {
         }
         if c.metrics != self.base.metrics {
             anyhow::bail!("{file}: metrics: moving the metrics listener {restart}");
+        }
+        if c.join != self.base.join {
+            anyhow::bail!("{file}: join: changing the join API {restart}");
         }
         if c.vrrp != self.base.vrrp {
             anyhow::bail!("{file}: vrrp: changing the VRRP routers {restart}");
@@ -304,6 +320,7 @@ impl Daemon {
                 expire_nodest_conn: inp.expire_nodest,
                 sloppy_tcp: inp.sloppy_tcp,
                 vlans: &inp.vlans,
+                joinable: &self.joinable,
             },
         );
         let head = "# lbd configuration exported by `lbadm export` (the running state)\n";

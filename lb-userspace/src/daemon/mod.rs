@@ -11,6 +11,7 @@ mod bgp;
 mod diagnose;
 mod dispatch;
 mod ha;
+mod joins;
 pub mod neigh;
 mod neighbours;
 mod notify;
@@ -95,6 +96,11 @@ pub struct Daemon {
     syncd: syncd::Syncd,
     /// VIPs announced through BIRD.
     bgp: bgp::Bgp,
+    /// Real servers that joined through the join API, the file that keeps
+    /// them, and the services that take joins (with their check).
+    joined: crate::join::Joined,
+    joined_file: PathBuf,
+    joinable: joins::Joinable,
     /// The data plane's counters at each sweep tick over the last minute
     /// (for `lbadm diagnose`: what moves now).
     counter_history: std::collections::VecDeque<(std::time::Instant, Vec<(String, u64)>)>,
@@ -231,11 +237,16 @@ impl Daemon {
         mut self,
         listener: UnixListener,
         metrics: Option<std::net::TcpListener>,
+        join: Option<crate::join::server::Prepared>,
     ) -> Result<()> {
         let (tx, mut jobs) = mpsc::channel::<Job>(64);
         let (reload_tx, mut reloads) = mpsc::channel::<Reloaded>(4);
         let (snapshot_tx, mut snapshots) = mpsc::channel::<crate::metrics::SnapshotRequest>(8);
         socket::serve(listener, tx);
+        let (join_tx, mut join_jobs) = mpsc::channel::<crate::join::server::JoinJob>(16);
+        if let Some(p) = join {
+            crate::join::server::serve(p, join_tx)?;
+        }
         if let Some(l) = metrics {
             let addr = l.local_addr()?;
             crate::metrics::serve(l, snapshot_tx, self.supervisor.metrics().clone())?;
@@ -285,6 +296,7 @@ impl Daemon {
                         let _ = job.reply.send(resp);
                     }
                 }
+                Some(job) = join_jobs.recv() => self.join_job(job).await,
                 Some(scrape) = snapshots.recv() => {
                     let _ = scrape.send(self.snapshot().await);
                 }
@@ -323,6 +335,7 @@ impl Daemon {
                         let counts = self.director.sweep(true);
                         let live: u64 = counts.values().map(|c| c.active + c.inactive + c.persistent).sum();
                         big_table = live > 200_000;
+                        self.finish_leaves().await;
                     }
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => notify::alive(),

@@ -119,9 +119,15 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
                 expire_nodest_conn: inp.expire_nodest,
                 sloppy_tcp: inp.sloppy_tcp,
                 vlans: &inp.vlans,
+                joinable: &Default::default(),
             },
         );
     }
+    let joined_file = crate::join::Joined::file(&opts.state_dir, &opts.instance);
+    let joined = crate::join::Joined::load(&joined_file).unwrap_or_else(|e| {
+        warn!("the joined real servers are not restored: {e:#}");
+        Default::default()
+    });
     let (events_tx, health_events) = mpsc::channel::<HealthEvent>(1024);
     // The VRRP routers' VIPs stand by from the first commit, unless a
     // router resumes as master after a restart.
@@ -150,6 +156,9 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         syncd,
         bgp: super::bgp::Bgp::new(&opts.state_dir, &opts.instance),
         counter_history: Default::default(),
+        joined,
+        joined_file,
+        joinable: Default::default(),
         _lock: lock,
     };
     daemon

@@ -50,7 +50,7 @@ pub struct DirectorFacts {
 }
 
 /// Whether `a` is inside `net/len`.
-fn in_prefix(a: &IpAddr, net: &IpAddr, len: u8) -> bool {
+pub fn in_prefix(a: &IpAddr, net: &IpAddr, len: u8) -> bool {
     match (a, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let m = u32::MAX

@@ -1,0 +1,203 @@
+//! lbd's side of the join API: the listener, TLS, authentication; the
+//! requests that pass go to the daemon loop.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+use tokio::{
+    io::{
+        AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
+        BufReader,
+    },
+    sync::{mpsc, oneshot, Semaphore},
+};
+use tracing::{info, warn};
+
+use super::{same_token, JoinCfg, JoinOp, JoinRequest, JoinResponse, JOIN_VERSION};
+
+/// An authenticated request, for the daemon loop.
+pub struct JoinJob {
+    /// The connection's source: the real server that asks.
+    pub peer: IpAddr,
+    pub op: JoinOp,
+    pub reply: oneshot::Sender<JoinResponse>,
+}
+
+/// The API ready to serve: bound, certificates and token read.
+pub struct Prepared {
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    token: Option<String>,
+}
+
+/// A request line is small: anything longer is refused unread.
+const MAX_LINE: usize = 16 * 1024;
+/// One exchange, handshake included, within this.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (more wait for a slot).
+const CONCURRENT: usize = 32;
+
+fn certs(p: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let v: Vec<_> = CertificateDer::pem_file_iter(p)
+        .with_context(|| format!("join.tls.{what}: {}", p.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("join.tls.{what}: {}", p.display()))?;
+    if v.is_empty() {
+        anyhow::bail!("join.tls.{what}: {}: no certificate in it", p.display());
+    }
+    Ok(v)
+}
+
+/// Binds and reads everything the API needs, before lbd touches anything
+/// (a bad certificate or a taken port fails the start).
+pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
+    cfg.check().map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
+    let token = cfg.token()?;
+    let tls = match &cfg.tls {
+        None => None,
+        Some(t) => {
+            let chain = certs(&t.cert, "cert")?;
+            let key = PrivateKeyDer::from_pem_file(&t.key)
+                .with_context(|| format!("join.tls.key: {}", t.key.display()))?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()?;
+            let builder = match &t.client_ca {
+                Some(ca) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for c in certs(ca, "client_ca")? {
+                        roots
+                            .add(c)
+                            .with_context(|| format!("join.tls.client_ca: {}", ca.display()))?;
+                    }
+                    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider,
+                    )
+                    .build()
+                    .context("join.tls.client_ca")?;
+                    builder.with_client_cert_verifier(v)
+                }
+                None => builder.with_no_client_auth(),
+            };
+            let config = builder
+                .with_single_cert(chain, key)
+                .context("join.tls: the key does not match the certificate")?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+    };
+    let listener = std::net::TcpListener::bind(cfg.listen)
+        .with_context(|| format!("join: listening on {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    Ok(Prepared {
+        listener,
+        tls,
+        token,
+    })
+}
+
+/// Serves until lbd exits; authenticated requests go to `jobs`.
+pub fn serve(p: Prepared, jobs: mpsc::Sender<JoinJob>) -> Result<()> {
+    let listener = tokio::net::TcpListener::from_std(p.listener)?;
+    let addr = listener.local_addr()?;
+    info!(%addr, tls = p.tls.is_some(), "serving the join API");
+    let slots = Arc::new(Semaphore::new(CONCURRENT));
+    let token = Arc::new(p.token);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, from)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (tls, token, jobs) = (p.tls.clone(), token.clone(), jobs.clone());
+            let peer = from.ip().to_canonical();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let r = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+                    match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => exchange(s, peer, &token, jobs).await,
+                            Err(e) => Err(format!("TLS handshake: {e}")),
+                        },
+                        None => exchange(stream, peer, &token, jobs).await,
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+                if let Err(why) = r {
+                    warn!(%peer, "join API: refused: {why}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// One request and its answer. Err: why it was refused (logged by the
+/// caller; the client got an error line when there was a channel to say
+/// it on).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: S,
+    peer: IpAddr,
+    token: &Option<String>,
+    jobs: mpsc::Sender<JoinJob>,
+) -> Result<(), String> {
+    let mut r = BufReader::new(s);
+    let mut line = Vec::new();
+    let n = (&mut r)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| format!("reading the request: {e}"))?;
+    let mut s = r.into_inner();
+    let refuse = |why: String| JoinResponse::Error { message: why };
+    let answer = if n > MAX_LINE {
+        Err(format!("request longer than {MAX_LINE} bytes"))
+    } else {
+        match serde_json::from_slice::<JoinRequest>(&line) {
+            Err(e) => Err(format!("malformed request: {e}")),
+            Ok(req) if req.version != JOIN_VERSION => Err(format!(
+                "protocol version {} (this lbd speaks {JOIN_VERSION})",
+                req.version
+            )),
+            Ok(req) => match token {
+                Some(t) if !req.token.as_deref().is_some_and(|x| same_token(x, t)) => {
+                    Err("wrong or missing token".to_string())
+                }
+                _ => Ok(req.op),
+            },
+        }
+    };
+    let (resp, refused) = match answer {
+        Err(why) => (refuse(why.clone()), Some(why)),
+        Ok(op) => {
+            let (tx, rx) = oneshot::channel();
+            let sent = jobs
+                .send(JoinJob {
+                    peer,
+                    op,
+                    reply: tx,
+                })
+                .await;
+            match (sent, rx.await) {
+                (Ok(()), Ok(resp)) => (resp, None),
+                _ => {
+                    let why = "lbd is stopping".to_string();
+                    (refuse(why.clone()), Some(why))
+                }
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&resp).map_err(|e| e.to_string())?;
+    out.push(b'\n');
+    let _ = s.write_all(&out).await;
+    let _ = s.shutdown().await;
+    match refused {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
