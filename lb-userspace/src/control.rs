@@ -207,6 +207,10 @@ pub struct RealView {
     /// flap, flushed table) and is being resolved again.
     #[serde(default)]
     pub mac_stale: bool,
+    /// The service's sorry server, listed while the quorum is lost (no
+    /// check runs for it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sorry: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,7 @@ fn real_view(id: u32, spec: RealSpec) -> RealView {
         health: None,
         effective_weight: spec.weight,
         in_service: true,
+        sorry: false,
         active_conns: 0,
         inactive_conns: 0,
         persistent_conns: 0,

@@ -406,15 +406,15 @@ pub enum RsAction {
     Check {
         #[command(flatten)]
         args: RsArgs,
-        /// The full diagnosis (rp_filter, default route, a listener on
-        /// --port), passed checks included.
+        /// The full diagnosis (as with --port), passed checks listed too.
         #[arg(short, long)]
         verbose: bool,
-        /// The service's port (checks that something listens on VIP:PORT).
-        #[arg(long)]
+        /// The service's port: the full diagnosis (rp_filter, default
+        /// route, a listener on VIP:PORT).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
-        /// The service is UDP (with --port).
-        #[arg(long)]
+        /// The service is UDP.
+        #[arg(long, requires = "port")]
         udp: bool,
     },
 }
@@ -458,20 +458,20 @@ pub struct JoinArgs {
 #[derive(Debug, clap::Args)]
 pub struct RsCheck {
     /// The virtual IP address (with --realserver).
-    #[arg(long)]
+    #[arg(long, requires = "realserver")]
     pub vip: Option<IpAddr>,
     /// The service's port: checks that something listens on VIP:PORT.
-    #[arg(long)]
+    #[arg(long, requires = "realserver", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// The service is UDP.
-    #[arg(long)]
+    #[arg(long, requires = "port")]
     pub udp: bool,
     /// Device that should hold the VIP.
-    #[arg(long, default_value = "lo")]
+    #[arg(long, default_value = "lo", requires = "realserver")]
     pub dev: String,
     /// NIC(s) whose ARP and rp_filter settings count (default: every
     /// non-loopback interface).
-    #[arg(long)]
+    #[arg(long, requires = "realserver")]
     pub nic: Vec<String>,
 }
 

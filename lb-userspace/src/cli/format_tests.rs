@@ -26,6 +26,7 @@ fn real(a: &str, port: u16, w: u32, act: u64, inact: u64) -> RealView {
         health: None,
         effective_weight: w,
         in_service: true,
+        sorry: false,
     }
 }
 

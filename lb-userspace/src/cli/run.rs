@@ -438,18 +438,16 @@ fn realserver_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
     }
     if let RsAction::Check {
         args,
-        verbose: true,
+        verbose,
         port,
         udp,
     } = action
     {
-        let findings = diagnose_realserver(
-            args.vip,
-            port.map(|p| (proto(*udp), p)),
-            &args.dev,
-            &args.nic,
-        )?;
-        return print_findings(&findings, true, false);
+        if *verbose || port.is_some() {
+            let port = port.map(|p| (proto(*udp), p));
+            let findings = diagnose_realserver(args.vip, port, &args.dev, &args.nic)?;
+            return print_findings(&findings, *verbose, false);
+        }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -145,11 +145,20 @@ fn joins_need_an_authenticated_join_api() {
         "{e}"
     );
     let e = err("join: {listen: \"192.0.2.2:9470\"}\nservices: []\n");
-    assert!(e.contains("join: needs token_file, or tls with client_ca"), "{e}");
+    assert!(
+        e.contains("join: needs token_file, or tls with client_ca"),
+        "{e}"
+    );
     let e = err("join: {listen: \"192.0.2.2\", token_file: /t}\n");
-    assert!(e.starts_with("t.yaml:1:") && e.contains("join.listen"), "{e}");
+    assert!(
+        e.starts_with("t.yaml:1:") && e.contains("join.listen"),
+        "{e}"
+    );
     let e = err("join: {listen: \"192.0.2.2:1\", token_file: /t}\nport_groups: [{name: g, fwmark: 1, members: [{protocol: tcp, address: 192.0.2.1, port: 80}]}]\nservices:\n  - {port_group: g, joinable: true}\n");
-    assert!(e.contains("services[0].joinable: a port-group service takes no joins"), "{e}");
+    assert!(
+        e.contains("services[0].joinable: a port-group service takes no joins"),
+        "{e}"
+    );
     let c = Config::parse(
         "join: {listen: \"192.0.2.2:9470\", token_file: /t}\nservices:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, joinable: true, health_check: {type: tcp}}\n",
         "t.yaml",
@@ -157,5 +166,8 @@ fn joins_need_an_authenticated_join_api() {
     .unwrap();
     let j = c.joinable();
     assert_eq!(j.len(), 1);
-    assert!(j.values().next().unwrap().is_some(), "the service's check goes with it");
+    assert!(
+        j.values().next().unwrap().is_some(),
+        "the service's check goes with it"
+    );
 }

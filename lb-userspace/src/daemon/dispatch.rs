@@ -58,7 +58,7 @@ impl Daemon {
         // The kernel's word (a pinned link lbd reused says nothing of its
         // mode).
         let attached = match self.resolver.xdp().await {
-            Ok(x) => x.map(|(mode, _)| mode.to_string()),
+            Ok(x) => x.map(|(mode, id)| (mode.to_string(), id)),
             Err(e) => {
                 tracing::debug!("reading the interface's XDP attachment: {e}");
                 None
@@ -69,6 +69,7 @@ impl Daemon {
             counters: self.director.counters(),
             conn_entries: self.director.listing_of_last_sweep().1,
             attached,
+            own_prog: self.director.maps_mut().program_id(),
         }
     }
 
@@ -132,8 +133,9 @@ impl Daemon {
             Request::ListConns { limit } => Response::Conns {
                 conns: d.connections(limit.min(1_000_000)),
             },
+            // The run loop awaits the answer off the loop; here inline.
             Request::Diagnose => Response::Diagnosis {
-                findings: self.diagnose().await,
+                findings: self.diagnose_job().await,
             },
             Request::Counters => Response::Counters {
                 counters: d.counters(),

@@ -280,7 +280,13 @@ impl Daemon {
                     retired = true;
                 }
                 Some(job) = jobs.recv() => {
-                    if let crate::control::Request::Bgp { action, vip } = job.req {
+                    if let crate::control::Request::Diagnose = job.req {
+                        let findings = self.diagnose_job();
+                        tokio::spawn(async move {
+                            let findings = findings.await;
+                            let _ = job.reply.send(crate::control::Response::Diagnosis { findings });
+                        });
+                    } else if let crate::control::Request::Bgp { action, vip } = job.req {
                         match self.bgp_job(action, vip) {
                             Ok(answer) => {
                                 tokio::spawn(async move {

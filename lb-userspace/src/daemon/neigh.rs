@@ -74,6 +74,7 @@ pub enum NeighEvent {
     Resync,
 }
 
+#[derive(Clone)]
 pub struct Resolver {
     handle: Handle,
     pub iface: String,
@@ -131,6 +132,9 @@ impl Resolver {
                         }
                     }
                     LinkXdp::ProgId(p) => id = p,
+                    // Several programs (multi): the driver's is the one
+                    // that sees the frames first.
+                    LinkXdp::DrvProgId(p) | LinkXdp::SkbProgId(p) if id == 0 => id = p,
                     _ => {}
                 }
             }

@@ -37,8 +37,8 @@ pub struct DirectorFacts {
     /// and how many seconds ago: what moves now is told apart from what
     /// happened once since the program was loaded.
     pub counters_before: Option<(u64, Vec<(String, u64)>)>,
-    /// The NIC's offload features (`ethtool -k`), empty if unknown.
-    pub features: BTreeMap<String, bool>,
+    /// The NIC's offload features (`ethtool -k`), None if unknown.
+    pub features: Option<BTreeMap<String, bool>>,
     /// VLANs the director serves.
     pub vlans: bool,
     /// The NIC's addresses with their prefix lengths.
@@ -172,11 +172,11 @@ fn counters(f: &DirectorFacts, out: &mut Vec<Finding>) {
         };
         let when = match window {
             Some(s) => format!("in the last {s} s"),
-            None => "since the program was loaded".to_string(),
+            None => "since the maps were created".to_string(),
         };
         if recent == 0 {
             out.push(Finding::ok(format!(
-                "{total} {what} ({name}) since the program was loaded, none {when}"
+                "{total} {what} ({name}) since the maps were created, none {when}"
             )));
             continue;
         }
@@ -195,7 +195,8 @@ fn services(f: &DirectorFacts, out: &mut Vec<Finding>) {
         let name = s.spec.addr.to_string();
         let mut why = Vec::new();
         let mut usable = 0;
-        for r in &s.reals {
+        let sorry = s.reals.iter().find(|r| r.sorry);
+        for r in s.reals.iter().filter(|r| !r.sorry) {
             let a = fmt_addr_port(&r.spec.address, r.spec.port);
             let reason = match &r.health {
                 Some(h) if !h.up => Some(format!("{a} down ({})", h.reason)),
@@ -216,6 +217,13 @@ fn services(f: &DirectorFacts, out: &mut Vec<Finding>) {
                 why.join(", ")
             };
             let vip = s.spec.addr.address;
+            if let Some(sr) = sorry {
+                out.push(Finding::warning(
+                    format!("virtual service {name} has no usable real server ({detail}): its sorry server {} takes the new connections", sr.spec.address),
+                    format!("bring a real server up (lbadm -Ln --health says why each is out) or add one: lbadm -a {} -r ADDRESS -g", ipvsadm_service(&s.spec.addr, vip)),
+                ));
+                continue;
+            }
             out.push(Finding::error(
                 format!("virtual service {name} has no usable real server ({detail}): its new connections are dropped"),
                 format!("bring one up (lbadm -Ln --health says why each is out) or add one: lbadm -a {} -r ADDRESS -g", ipvsadm_service(&s.spec.addr, vip)),
@@ -223,7 +231,7 @@ fn services(f: &DirectorFacts, out: &mut Vec<Finding>) {
         } else {
             out.push(Finding::ok(format!(
                 "virtual service {name}: {usable} of {} real server(s) usable",
-                s.reals.len()
+                s.reals.iter().filter(|r| !r.sorry).count()
             )));
         }
     }
@@ -257,11 +265,12 @@ fn macs(f: &DirectorFacts, out: &mut Vec<Finding>) {
                     .iter()
                     .any(|(net, len)| in_prefix(&a, net, *len));
             if !on_link {
-                out.push(Finding::error(
+                // (A link route without an address in the subnet would do:
+                // hence a warning; the MAC finding below tells for sure.)
+                out.push(Finding::warning(
                     format!("real server {a} is not on a subnet of {nic}: direct routing needs the real servers on the director's LAN (the frame is only re-addressed to its MAC)"),
                     format!("move it onto {nic}'s LAN, or give {nic} an address in its subnet"),
                 ));
-                continue;
             }
             let n = f.neighbours.get(&a);
             let age = n
@@ -289,13 +298,19 @@ fn macs(f: &DirectorFacts, out: &mut Vec<Finding>) {
 /// Offloads that hide what the program must see.
 fn offloads(f: &DirectorFacts, out: &mut Vec<Finding>) {
     let nic = &f.interface;
-    if f.vlans && f.features.get("rx-vlan-offload") == Some(&true) {
+    let Some(features) = &f.features else {
+        out.push(Finding::ok(format!(
+            "{nic}'s offloads were not checked: `ethtool -k {nic}` did not answer (is ethtool installed?)"
+        )));
+        return;
+    };
+    if f.vlans && features.get("rx-vlan-offload") == Some(&true) {
         out.push(Finding::warning(
             format!("{nic} has rx-vlan-offload on while lbd serves VLANs: a NIC that strips VLAN tags into its receive descriptor hands XDP untagged frames, and the program cannot tell the VLANs apart"),
             format!("ethtool -K {nic} rxvlan off"),
         ));
     }
-    if f.features.get("large-receive-offload") == Some(&true) {
+    if features.get("large-receive-offload") == Some(&true) {
         out.push(Finding::warning(
             format!("{nic} has large-receive-offload on: merged frames larger than the MTU cannot be sent back out with XDP_TX"),
             format!("ethtool -K {nic} lro off"),
@@ -306,12 +321,23 @@ fn offloads(f: &DirectorFacts, out: &mut Vec<Finding>) {
 /// VIPs the router cannot reach the director for.
 fn vips(f: &DirectorFacts, out: &mut Vec<Finding>) {
     let nic = &f.interface;
+    // A port group's service serves its members' VIPs.
     let vips: BTreeSet<IpAddr> = f
         .listing
         .services
         .iter()
-        .filter(|s| !s.spec.addr.is_fwmark())
-        .map(|s| s.spec.addr.address)
+        .flat_map(|s| {
+            if s.spec.addr.is_fwmark() {
+                f.listing
+                    .groups
+                    .iter()
+                    .filter(|(m, _)| *m == s.spec.addr.fwmark)
+                    .flat_map(|(_, g)| g.members.iter().map(|a| a.address))
+                    .collect()
+            } else {
+                vec![s.spec.addr.address]
+            }
+        })
         .collect();
     for v in vips {
         if f.managed_vips.contains(&v) {

@@ -31,19 +31,20 @@ pub fn parse_proc_net(text: &str) -> Vec<Socket> {
             let state = u8::from_str_radix(f.nth(1)?, 16).ok()?;
             let (a, p) = local.split_once(':')?;
             let port = u16::from_str_radix(p, 16).ok()?;
-            // Each 32-bit word is printed in host (little-endian) order.
+            // Each 32-bit word is printed in host order.
             let words: Option<Vec<u32>> = (0..a.len() / 8)
                 .map(|i| u32::from_str_radix(&a[i * 8..i * 8 + 8], 16).ok())
                 .collect();
             let words = words?;
             let addr = match words.len() {
-                1 => IpAddr::V4(Ipv4Addr::from(words[0].to_le_bytes())),
+                1 => IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes())),
                 4 => {
                     let mut b = [0u8; 16];
                     for (i, w) in words.iter().enumerate() {
-                        b[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+                        b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
                     }
-                    IpAddr::V6(Ipv6Addr::from(b))
+                    // An IPv4-mapped address is the IPv4 one.
+                    IpAddr::V6(Ipv6Addr::from(b)).to_canonical()
                 }
                 _ => return None,
             };
@@ -113,13 +114,16 @@ pub fn judge(f: &RealServerFacts) -> Vec<Finding> {
     if vip.is_ipv4() {
         arp(f, vip, &mut out);
     }
-    rp_filter(f, &mut out);
+    if vip.is_ipv4() {
+        // (rp_filter is IPv4's; IPv6 has no such sysctl.)
+        rp_filter(f, &mut out);
+    }
     match &f.default_dev {
         Some(d) => out.push(Finding::ok(format!(
             "default route via {d}: replies go to clients directly"
         ))),
         None => out.push(Finding::error(
-            format!("no default route for {}: in direct routing this server answers clients itself, and its replies have no way out", if vip.is_ipv4() { "IPv4" } else { "IPv6" }),
+            format!("no {} default route in the main table: in direct routing this server answers clients itself, and its replies have no way out (unless a policy-routing table takes them)", if vip.is_ipv4() { "IPv4" } else { "IPv6" }),
             "ip route add default via ROUTER (the clients' router on this server's LAN, not the director)",
         )),
     }
@@ -186,17 +190,27 @@ fn listening(f: &RealServerFacts, vip: IpAddr, out: &mut Vec<Finding>) {
         .iter()
         .filter(|s| s.port == port && s.state == want_state)
         .collect();
-    let serves = on_port.iter().any(|s| {
-        s.addr == vip
-            // The family's wildcard; an IPv6 wildcard socket takes IPv4 too
-            // (unless v6only).
-            || (s.addr.is_unspecified() && (s.addr.is_ipv4() == vip.is_ipv4() || s.addr.is_ipv6()))
-    });
+    let serves = on_port
+        .iter()
+        .any(|s| s.addr == vip || (s.addr.is_unspecified() && s.addr.is_ipv4() == vip.is_ipv4()));
+    // An IPv6 wildcard takes IPv4 only if the socket is dual-stack, which
+    // /proc does not tell (nginx's `listen [::]:80` is IPv6-only).
+    let maybe = vip.is_ipv4()
+        && on_port
+            .iter()
+            .any(|s| s.addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let what = if proto == Protocol::Udp {
         "bound"
     } else {
         "listening"
     };
+    if !serves && maybe {
+        out.push(Finding::warning(
+            format!("{proto} port {port} is {what} only on [::]: it serves the IPv4 VIP {vip} only if that socket is dual-stack (nginx's `listen [::]:{port}` is IPv6-only unless ipv6only=off)"),
+            format!("listen on 0.0.0.0:{port} (or {vip}:{port}) too, or make the socket dual-stack"),
+        ));
+        return;
+    }
     if serves {
         out.push(Finding::ok(format!(
             "a {proto} socket is {what} on {}",
@@ -374,7 +388,10 @@ mod tests {
         let mut f = good();
         f.default_dev = None;
         let e = errors(&f);
-        assert!(e.len() == 1 && e[0].contains("no default route"), "{e:?}");
+        assert!(
+            e.len() == 1 && e[0].contains("no IPv4 default route"),
+            "{e:?}"
+        );
 
         let mut f = good();
         f.rp_filter.push(("eth1".into(), 1));
@@ -396,9 +413,17 @@ mod tests {
             e.len() == 1 && e[0].contains("nothing is listening"),
             "{e:?}"
         );
-        // An IPv6 wildcard takes the IPv4 VIP.
+        // An IPv6 wildcard may or may not take the IPv4 VIP.
         let mut f = good();
         f.sockets[0].addr = "::".parse().unwrap();
-        assert_eq!(errors(&f), Vec::<String>::new());
+        let e = errors(&f);
+        assert!(
+            e.len() == 1 && e[0].contains("only if that socket is dual-stack"),
+            "{e:?}"
+        );
+        // An IPv4-mapped VIP socket is the VIP's.
+        let tcp6 = "  sl  local_address\n   0: 0000000000000000FFFF00006400020A:0050 00000000000000000000000000000000:0000 0A 0\n";
+        let s = parse_proc_net(tcp6);
+        assert_eq!(s[0].addr, "10.2.0.100".parse::<IpAddr>().unwrap());
     }
 }

@@ -92,6 +92,10 @@ pub struct Director<M: Maps = Dataplane> {
     /// The live counts per real-server slot the last collecting sweep
     /// found (what `/metrics` shows without a walk of its own).
     last_counts: HashMap<u32, ConnCounts>,
+    /// Packets forwarded, summed over services as a counter that never
+    /// goes back (a zeroed or reused service slot lowers the plain sum):
+    /// (total, each slot's last reading).
+    tx: std::sync::Mutex<(u64, HashMap<u32, u64>)>,
 }
 
 pub use self::prefilter::VIP_SETTLE;
@@ -143,6 +147,7 @@ impl<M: Maps> Director<M> {
             // first sweeps may not clear bits.
             vip_removed_at: Some(Instant::now()),
             last_counts: HashMap::new(),
+            tx: Default::default(),
         })
     }
 
@@ -526,12 +531,13 @@ impl<M: Maps> Director<M> {
                 }
             }
         }
-        if self.evictions.active > self.evictions.active_reported {
+        self.evictions.settle();
+        if self.evictions.shown.1 > self.evictions.active_reported {
             warn!(
-                evicted_established = self.evictions.active,
+                evicted_established = self.evictions.shown.1,
                 "the connection table evicted established connections: raise limits.max_conns"
             );
-            self.evictions.active_reported = self.evictions.active;
+            self.evictions.active_reported = self.evictions.shown.1;
         }
         for (k, judged) in &w.expired {
             // Not if a packet refreshed it since it was judged expired (a

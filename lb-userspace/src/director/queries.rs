@@ -55,6 +55,7 @@ impl<M: Maps> Director<M> {
             rate: id.map(|id| self.rate(true, id)).unwrap_or_default(),
             mac: self.inputs.macs.get(&spec.address).map(fmt_mac),
             mac_stale: false,
+            sorry: false,
         }
     }
 
@@ -114,7 +115,9 @@ impl<M: Maps> Director<M> {
                     up: true,
                     reason: "sorry server (quorum lost)".into(),
                 };
-                reals.push(self.real_view(counts, id.copied(), sr, Some(health), 1, true));
+                let mut v = self.real_view(counts, id.copied(), sr, Some(health), 1, true);
+                v.sorry = true;
+                reals.push(v);
             }
             services.push(ServiceView {
                 id: sid,

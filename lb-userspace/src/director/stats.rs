@@ -114,17 +114,44 @@ impl<M: Maps> Director<M> {
 
     /// The program's counters plus the daemon's: connection entries evicted
     /// by the LRU (all, and established ones), as found by the sweeps.
+    /// Every one only grows while lbd runs (`tx` included, see
+    /// [`Director::forwarded`]).
     pub fn counters(&self) -> Vec<(String, u64)> {
         let mut c: Vec<(String, u64)> = counter::NAMES
             .iter()
             .enumerate()
-            .map(|(i, name)| (name.to_string(), self.maps.counter(i as u32)))
+            .map(|(i, name)| {
+                let v = if i as u32 == counter::TX {
+                    self.forwarded()
+                } else {
+                    self.maps.counter(i as u32)
+                };
+                (name.to_string(), v)
+            })
             .collect();
-        c.push(("conn_evicted".into(), self.evictions.all.max(0) as u64));
-        c.push((
-            "conn_evicted_established".into(),
-            self.evictions.active.max(0) as u64,
-        ));
+        c.push(("conn_evicted".into(), self.evictions.shown.0));
+        c.push(("conn_evicted_established".into(), self.evictions.shown.1));
         c
+    }
+
+    /// Packets forwarded (the program does not count them on the hot path:
+    /// the services' packet counters are summed), as a counter that never
+    /// goes back: each service slot adds what it grew by since the last
+    /// reading, or all it holds if it was zeroed (`lbadm -Z`) or reused.
+    pub fn forwarded(&self) -> u64 {
+        let mut g = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, last) = &mut *g;
+        let mut seen = HashMap::new();
+        for v in self.published.services.values() {
+            let now = self.stats(false, v.id).packets;
+            let before = last.get(&v.id).copied();
+            *total += match before {
+                Some(b) if now >= b => now - b,
+                _ => now,
+            };
+            seen.insert(v.id, now);
+        }
+        *last = seen;
+        *total
     }
 }

@@ -122,12 +122,30 @@ pub fn walk(
 }
 
 /// Connection entries the LRU evicted, as a running balance over sweeps
-/// (all, and ESTABLISHED ones).
+/// (all, and ESTABLISHED ones), and what is shown of it.
 #[derive(Debug, Default)]
 pub struct Evictions {
     pub all: i64,
     pub active: i64,
-    pub active_reported: i64,
+    /// The balances at the previous sweep.
+    prev: (i64, i64),
+    /// What `lbadm counters` and /metrics show: never decreasing, and
+    /// only what two sweeps in a row agree on. A connection that opens or
+    /// changes state during a walk moves the balance by one for one sweep
+    /// (taken back at the next); the minimum of two sweeps filters that.
+    pub shown: (u64, u64),
+    pub active_reported: u64,
+}
+
+impl Evictions {
+    /// Called at the end of each collecting sweep.
+    pub fn settle(&mut self) {
+        let agreed = |now: i64, prev: i64| now.min(prev).max(0) as u64;
+        let all = agreed(self.all, self.prev.0);
+        let active = agreed(self.active, self.prev.1);
+        self.shown = (self.shown.0.max(all), self.shown.1.max(active));
+        self.prev = (self.all, self.active);
+    }
 }
 
 /// Monotonic clock in ns, the clock bpf_ktime_get_coarse_ns() reads.
@@ -144,6 +162,44 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_evictions_never_go_back_and_ignore_one_sweep_blips() {
+        let mut e = Evictions::default();
+        let mut shown = Vec::new();
+        // Balance per sweep: a blip of +1 (a connection opened during a
+        // walk), taken back, then real evictions, then a blip of -1.
+        for (all, active) in [
+            (0, 0),
+            (1, 1),
+            (0, 0),
+            (5, 2),
+            (5, 2),
+            (4, 1),
+            (5, 2),
+            (9, 3),
+            (9, 3),
+        ] {
+            e.all = all;
+            e.active = active;
+            e.settle();
+            shown.push(e.shown);
+        }
+        assert_eq!(
+            shown,
+            vec![
+                (0, 0),
+                (0, 0),
+                (0, 0),
+                (0, 0),
+                (5, 2),
+                (5, 2),
+                (5, 2),
+                (5, 2),
+                (9, 3)
+            ]
+        );
+    }
 
     fn conn(port: u16, real: u32, state: u8, age_s: u64, now: u64) -> (ConnKey, ConnValue) {
         let mut k = ConnKey::default();

@@ -2,7 +2,11 @@
 //! histogram) and result, per (virtual service, real server address).
 //! Cheap clones share the same series: every check task holds one.
 
-use std::net::IpAddr;
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
@@ -20,6 +24,10 @@ pub struct CheckMetrics {
     pub duration: HistogramVec,
     /// `lb_check_probes_total{service, address, result}`.
     pub probes: IntCounterVec,
+    /// The checks that run: a probe of a check stopped meanwhile (an
+    /// aborted task can finish the poll it was in) records nothing, so
+    /// that a removed check's series do not come back.
+    live: Arc<Mutex<HashSet<(ServiceAddr, IpAddr)>>>,
 }
 
 impl Default for CheckMetrics {
@@ -41,13 +49,27 @@ impl Default for CheckMetrics {
             &["service", "address", "result"],
         )
         .expect("static counter options are valid");
-        CheckMetrics { duration, probes }
+        CheckMetrics {
+            duration,
+            probes,
+            live: Default::default(),
+        }
     }
 }
 
 impl CheckMetrics {
+    /// The check of `real` in `service` runs (its probes count).
+    pub fn start(&self, service: &ServiceAddr, real: &IpAddr) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.insert((*service, *real));
+    }
+
     /// One probe of the check of `real` in `service`.
     pub fn observe(&self, service: &ServiceAddr, real: &IpAddr, ok: bool, seconds: f64) {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if !live.contains(&(*service, *real)) {
+            return;
+        }
         let (s, a) = (service.to_string(), real.to_string());
         self.duration
             .with_label_values(&[s.as_str(), a.as_str()])
@@ -61,6 +83,8 @@ impl CheckMetrics {
     /// The check stopped (its real server or its spec went): its series go
     /// too, so that labels stay bounded by what is configured.
     pub fn forget(&self, service: &ServiceAddr, real: &IpAddr) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.remove(&(*service, *real));
         let (s, a) = (service.to_string(), real.to_string());
         let _ = self.duration.remove_label_values(&[s.as_str(), a.as_str()]);
         for result in ["ok", "failed"] {

@@ -101,6 +101,7 @@ impl Supervisor {
                 };
                 self.next_task += 1;
                 let task = self.next_task;
+                self.metrics.start(&k.0, &k.1);
                 let h = spawn(
                     task,
                     spec.clone(),

@@ -1,7 +1,13 @@
 //! lbd's HTTP listener (`--metrics` / `metrics.listen`): `/metrics` for
 //! Prometheus.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use axum::{
@@ -11,7 +17,11 @@ use axum::{
     routing::get,
     Router,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
+};
 
 use super::{render, Snapshot};
 use crate::health::CheckMetrics;
@@ -26,20 +36,131 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// sweep of a large table) before it answers 503.
 const LOOP_WAIT: Duration = Duration::from_secs(5);
 
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 16;
+/// A connection lives at most this long (a client that sends nothing holds
+/// no slot for longer).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Scrapes within this of the last one get its text (a burst of scrapes
+/// costs the daemon loop one snapshot).
+const REUSE: Duration = Duration::from_secs(1);
+
 /// Binds the listener before anything is touched (a taken port fails lbd's
 /// start, not a scrape later).
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr)
         .with_context(|| format!("metrics: listening on {addr}"))?;
     l.set_nonblocking(true)?;
+    if addr.ip().is_unspecified() {
+        tracing::warn!(
+            %addr,
+            "metrics: listening on every address, the VIPs' included (the XDP program passes ports no service uses): /metrics has no authentication, prefer a management address"
+        );
+    }
     Ok(l)
+}
+
+/// The TCP listener with a bound on connections and their lifetime.
+struct Limited {
+    inner: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+/// An accepted connection holding its slot until it closes or its time
+/// is up.
+struct Conn {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Conn {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        std::future::Future::poll(self.deadline.as_mut(), cx).is_ready()
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "connection lifetime over")
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let deadline = Box::pin(tokio::time::sleep(CONNECTION_LIFETIME));
+                    return (
+                        Conn {
+                            stream,
+                            _slot: slot,
+                            deadline,
+                        },
+                        addr,
+                    );
+                }
+                // Out of descriptors and the like: wait, do not spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
 }
 
 #[derive(Clone)]
 struct Ctx {
     snapshots: mpsc::Sender<SnapshotRequest>,
     checks: CheckMetrics,
+    /// The last scrape's text and when it was made.
+    last: Arc<Mutex<Option<Rendered>>>,
 }
+
+/// A scrape's text and when it was rendered.
+type Rendered = (Instant, Arc<String>);
 
 /// Serves `listener` until lbd exits.
 pub fn serve(
@@ -47,11 +168,18 @@ pub fn serve(
     snapshots: mpsc::Sender<SnapshotRequest>,
     checks: CheckMetrics,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let listener = Limited {
+        inner: TcpListener::from_std(listener)?,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
     let app = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
-        .with_state(Ctx { snapshots, checks });
+        .with_state(Ctx {
+            snapshots,
+            checks,
+            last: Default::default(),
+        });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("metrics listener stopped: {e}");
@@ -65,6 +193,17 @@ async fn index() -> &'static str {
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let ok = |text: Arc<String>| {
+        ([(header::CONTENT_TYPE, TEXT_FORMAT)], text.to_string()).into_response()
+    };
+    let recent = ctx.last.lock().ok().and_then(|g| {
+        g.as_ref()
+            .filter(|(t, _)| t.elapsed() < REUSE)
+            .map(|(_, s)| s.clone())
+    });
+    if let Some(text) = recent {
+        return ok(text);
+    }
     let (tx, rx) = oneshot::channel();
     let snapshot = async {
         ctx.snapshots.send(tx).await.ok()?;
@@ -78,8 +217,15 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
             .into_response();
     };
     // Thousands of series: encoded off the async workers.
-    match tokio::task::spawn_blocking(move || render(&s, &ctx.checks)).await {
-        Ok(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
+    let checks = ctx.checks.clone();
+    match tokio::task::spawn_blocking(move || render(&s, &checks)).await {
+        Ok(text) => {
+            let text = Arc::new(text);
+            if let Ok(mut g) = ctx.last.lock() {
+                *g = Some((Instant::now(), text.clone()));
+            }
+            ok(text)
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

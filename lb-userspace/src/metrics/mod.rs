@@ -29,8 +29,10 @@ pub struct Snapshot {
     pub counters: Vec<(String, u64)>,
     /// Connection entries the last sweep found (templates included).
     pub conn_entries: u64,
-    /// How the program is attached ("native", "generic"), if it is.
-    pub attached: Option<String>,
+    /// The XDP program on the NIC as the kernel reports it: (mode, id).
+    pub attached: Option<(String, u32)>,
+    /// The id of lbd's own program.
+    pub own_prog: Option<u32>,
 }
 
 /// Builds the families of one scrape in a fresh registry.
@@ -75,11 +77,14 @@ pub fn render(s: &Snapshot, checks: &CheckMetrics) -> String {
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let attached = f.gauge(
         "lb_xdp_attached",
-        "1 while lbd's XDP program is attached, by mode (native or generic).",
+        "1 while lbd's own XDP program is attached to the NIC, by mode (native, generic, offload, multi); 0 while another program is.",
         &["mode"],
     );
-    if let Some(m) = &s.attached {
-        attached.with_label_values(&[m.as_str()]).set(1);
+    if let Some((m, id)) = &s.attached {
+        let ours = s.own_prog.is_none_or(|own| own == *id);
+        attached
+            .with_label_values(&[m.as_str()])
+            .set(i64::from(ours));
     }
     services(&f, &s.listing);
     dataplane(&f, s);
@@ -141,7 +146,12 @@ fn services(f: &Families, l: &Listing) {
     );
     let s_usable = f.gauge(
         "lb_service_usable_reals",
-        "Real servers that can take new connections (in service, weight in force above 0).",
+        "Real servers that can take new connections (in service, up, weight in force above 0, MAC known); the sorry server does not count.",
+        &svc,
+    );
+    let s_sorry = f.gauge(
+        "lb_service_sorry_active",
+        "1 while the service's quorum is lost and its sorry server takes the new connections.",
         &svc,
     );
     let r_conns = f.counter(
@@ -201,7 +211,12 @@ fn services(f: &Families, l: &Listing) {
     );
     let r_mac = f.gauge(
         "lb_real_mac_resolved",
-        "1 if the real server's MAC is known (forwarding to it works), else 0.",
+        "1 if the real server's MAC is known (0: nothing can be forwarded to it).",
+        &real,
+    );
+    let r_mac_stale = f.gauge(
+        "lb_real_mac_stale",
+        "1 while the MAC in use is the last known one (its neighbour entry went away; lbd resolves it again).",
         &real,
     );
     for s in &l.services {
@@ -218,7 +233,9 @@ fn services(f: &Families, l: &Listing) {
         s_bps.with_label_values(&n).set(int(s.rate.in_bps));
         let usable = s.reals.iter().filter(|r| usable(r)).count();
         s_usable.with_label_values(&n).set(usable as i64);
-        for r in &s.reals {
+        let sorry = s.reals.iter().any(|r| r.sorry);
+        s_sorry.with_label_values(&n).set(i64::from(sorry));
+        for r in s.reals.iter().filter(|r| !r.sorry) {
             let rn = fmt_addr_port(&r.spec.address, r.spec.port);
             let k = [name.as_str(), rn.as_str()];
             r_conns.with_label_values(&k).inc_by(r.stats.conns);
@@ -239,28 +256,33 @@ fn services(f: &Families, l: &Listing) {
             r_checked
                 .with_label_values(&k)
                 .set(i64::from(r.health.is_some()));
-            r_mac
+            r_mac.with_label_values(&k).set(i64::from(r.mac.is_some()));
+            r_mac_stale
                 .with_label_values(&k)
-                .set(i64::from(r.mac.is_some() && !r.mac_stale));
+                .set(i64::from(r.mac.is_some() && r.mac_stale));
         }
     }
 }
 
-/// A real server new connections can go to.
+/// A real server new connections can go to (the sorry server aside).
 fn usable(r: &RealView) -> bool {
-    r.in_service && r.effective_weight > 0 && r.health.as_ref().is_none_or(|h| h.up)
+    !r.sorry
+        && r.in_service
+        && r.effective_weight > 0
+        && r.mac.is_some()
+        && r.health.as_ref().is_none_or(|h| h.up)
 }
 
 /// The data plane's verdict counters and the connection table.
 fn dataplane(f: &Families, s: &Snapshot) {
     let packets = f.counter(
         "lb_dataplane_packets_total",
-        "Frames the XDP program handled, by verdict (tx, pass, drop) and reason (the counter's name as `lbadm counters` shows it).",
+        "Frames the XDP program handled, by verdict (tx, pass, drop) and reason (the counter's name as `lbadm counters` shows it); tx is every forwarded frame.",
         &["verdict", "reason"],
     );
     let events = f.counter(
         "lb_dataplane_events_total",
-        "Connection-table and persistence events of the XDP program, by counter name.",
+        "Events of the XDP program by counter name: connection entries and persistence templates made, and kinds of forwarded frames (icmp_forwarded, frag_forwarded, fwd_stateless: part of tx).",
         &["event"],
     );
     let evicted = f.counter(
@@ -296,17 +318,15 @@ fn dataplane(f: &Families, s: &Snapshot) {
 }
 
 /// The verdict and reason of a packet counter's name: `pass_not_vip` is
-/// (pass, not_vip), `tx` is (tx, forwarded), `icmp_forwarded` is (tx,
-/// icmp), `fwd_stateless` is (tx, stateless). Others (conn_new,
-/// persist_hit...) count events, not verdicts.
+/// (pass, not_vip), `tx` (every forwarded frame) is (tx, forwarded). The
+/// counters of kinds of forwarded frames (icmp_forwarded, frag_forwarded,
+/// fwd_stateless) are part of tx, so they are events, as are conn_new,
+/// persist_hit...: None.
 fn verdict(name: &str) -> Option<(&'static str, &str)> {
     if name == "tx" {
         return Some(("tx", "forwarded"));
     }
-    if let Some(r) = name.strip_suffix("_forwarded") {
-        return Some(("tx", r));
-    }
-    let prefixes = [("fwd_", "tx"), ("pass_", "pass"), ("drop_", "drop")];
+    let prefixes = [("pass_", "pass"), ("drop_", "drop")];
     prefixes
         .iter()
         .find_map(|(p, v)| name.strip_prefix(p).map(|r| (*v, r)))

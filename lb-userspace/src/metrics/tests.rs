@@ -32,6 +32,7 @@ fn real(a: &str, weight: u32, health: Option<bool>) -> RealView {
         }),
         effective_weight: if health == Some(false) { 0 } else { weight },
         in_service: true,
+        sorry: false,
     }
 }
 
@@ -84,7 +85,8 @@ fn snapshot() -> Snapshot {
             ("conn_evicted_established".into(), 1),
         ],
         conn_entries: 45,
-        attached: Some("native".into()),
+        attached: Some(("native".into(), 7)),
+        own_prog: Some(7),
     }
 }
 
@@ -171,18 +173,11 @@ fn a_scrape_shows_services_reals_health_and_the_data_plane() {
         ),
         800.0
     );
-    assert_eq!(
-        sample(&text, packets, &[("verdict", "tx"), ("reason", "icmp")]),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            packets,
-            &[("verdict", "tx"), ("reason", "stateless")]
-        ),
-        4.0
-    );
+    // Kinds of forwarded frames are part of tx: events, not verdicts.
+    let events = "lb_dataplane_events_total";
+    assert_eq!(sample(&text, events, &[("event", "icmp_forwarded")]), 1.0);
+    assert_eq!(sample(&text, events, &[("event", "fwd_stateless")]), 4.0);
+    assert!(!text.contains("reason=\"icmp"), "{text}");
     assert_eq!(
         sample(&text, "lb_dataplane_events_total", &[("event", "conn_new")]),
         80.0
@@ -223,6 +218,9 @@ fn every_family_has_help_and_type_and_counters_end_in_total() {
 #[test]
 fn every_packet_counter_of_the_program_has_a_verdict_or_is_an_event() {
     let events = [
+        "icmp_forwarded",
+        "frag_forwarded",
+        "fwd_stateless",
         "conn_new",
         "conn_insert_fail",
         "conn_reuse",
@@ -251,6 +249,8 @@ fn a_stopped_check_leaves_no_series() {
     let svc = snapshot().listing.services[0].spec.addr;
     let a: std::net::IpAddr = "192.0.2.11".parse().unwrap();
     let b: std::net::IpAddr = "192.0.2.12".parse().unwrap();
+    m.start(&svc, &a);
+    m.start(&svc, &b);
     m.observe(&svc, &a, true, 0.002);
     m.observe(&svc, &a, false, 0.3);
     m.observe(&svc, &b, true, 0.004);
@@ -278,6 +278,8 @@ fn a_stopped_check_leaves_no_series() {
         1.0
     );
     m.forget(&svc, &a);
+    // A probe that finishes after its check stopped records nothing.
+    m.observe(&svc, &a, true, 0.002);
     let text = render(&snapshot(), &m);
     assert!(!text.contains("address=\"192.0.2.11\""), "{text}");
     assert!(text.contains("address=\"192.0.2.12\""), "{text}");
@@ -385,7 +387,9 @@ fn the_grafana_dashboard_queries_only_metrics_that_exist() {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let m = CheckMetrics::default();
     let svc = snapshot().listing.services[0].spec.addr;
-    m.observe(&svc, &"192.0.2.11".parse().unwrap(), true, 0.01);
+    let a = "192.0.2.11".parse().unwrap();
+    m.start(&svc, &a);
+    m.observe(&svc, &a, true, 0.01);
     let text = render(&snapshot_with_ha(), &m);
     let served: std::collections::BTreeSet<&str> = text
         .lines()

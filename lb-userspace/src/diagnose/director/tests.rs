@@ -26,6 +26,7 @@ fn real(a: &str) -> RealView {
         health: None,
         effective_weight: 1,
         in_service: true,
+        sorry: false,
     }
 }
 
@@ -70,9 +71,11 @@ fn good() -> DirectorFacts {
         .collect(),
         counters: vec![("tx".into(), 100), ("drop_no_real".into(), 0)],
         counters_before: None,
-        features: [("rx-vlan-offload".to_string(), true)]
-            .into_iter()
-            .collect(),
+        features: Some(
+            [("rx-vlan-offload".to_string(), true)]
+                .into_iter()
+                .collect(),
+        ),
         vlans: false,
         nic_addresses: vec![("192.0.2.2".parse().unwrap(), 24)],
         local_addresses: ["192.0.2.2".parse().unwrap(), "192.0.2.100".parse().unwrap()]
@@ -182,6 +185,7 @@ fn macs_stale_or_off_the_lan_are_found() {
     f.listing.services[0].reals[1].spec.address = "198.51.100.7".parse().unwrap();
     let p = problems(&f);
     assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, Level::Warning);
     assert!(p[0].1.contains("198.51.100.7 is not on a subnet of eth1"));
 }
 
@@ -202,7 +206,7 @@ fn counters_that_explain_losses_are_findings() {
     assert_eq!(p[1].0, Level::Warning);
     assert!(p[1]
         .1
-        .contains("(pass_tcp_no_conn, since the program was loaded)"));
+        .contains("(pass_tcp_no_conn, since the maps were created)"));
     // With a sample from 60 s ago: what moved since is a problem, what did
     // not is only said.
     f.counters_before = Some((
@@ -240,4 +244,52 @@ fn offloads_and_vips_nobody_answers_for_are_found() {
     // A VRRP router or BGP takes care of it: nothing to say.
     f.managed_vips.insert("192.0.2.100".parse().unwrap());
     assert_eq!(problems(&f), vec![]);
+}
+
+#[test]
+fn a_sorry_server_in_force_and_unchecked_offloads_are_said() {
+    let mut f = good();
+    f.features = None;
+    let all = judge(&f);
+    assert!(all
+        .iter()
+        .any(|x| x.level == Level::Ok && x.what.contains("offloads were not checked")));
+    let svc = &mut f.listing.services[0];
+    for r in &mut svc.reals {
+        r.effective_weight = 0;
+    }
+    let mut sorry = real("192.0.2.99");
+    sorry.sorry = true;
+    svc.reals.push(sorry);
+    let p = problems(&f);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, Level::Warning);
+    assert!(
+        p[0].1
+            .contains("its sorry server 192.0.2.99 takes the new connections"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_port_group_s_vips_are_checked_too() {
+    let mut f = good();
+    let svc = &mut f.listing.services[0];
+    svc.spec.addr = ServiceAddr::fwmark(7, false);
+    f.listing.groups = vec![(
+        7,
+        PortGroup {
+            name: "shop".into(),
+            members: vec![ServiceAddr::new(
+                Protocol::Tcp,
+                "192.0.2.101".parse().unwrap(),
+                443,
+            )],
+        },
+    )];
+    let p = problems(&f);
+    assert!(
+        p.len() == 1 && p[0].1.contains("VIP 192.0.2.101 is on no interface"),
+        "{p:?}"
+    );
 }
