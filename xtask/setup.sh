@@ -64,6 +64,12 @@ if ! command -v bpf-linker >/dev/null 2>&1 || [ "$(cat "$stamp" 2>/dev/null)" !=
   echo "$want" > "$stamp"
 fi
 
+# --- cargo-deb (cargo xtask package) -----------------------------------------
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  log "installing cargo-deb"
+  cargo install cargo-deb --locked
+fi
+
 # --- bpffs ---------------------------------------------------------------------
 if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /sys/fs/bpf; then
   log "mounting bpffs on /sys/fs/bpf"

@@ -24,7 +24,7 @@ fn the_unit_file_verifies() {
     let lbd = paths().lbd();
     std::fs::write(
         &path,
-        unit.replace("/usr/local/sbin/lbd", lbd.to_str().unwrap()),
+        unit.replace("/usr/sbin/lbd", lbd.to_str().unwrap()),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
@@ -122,7 +122,120 @@ fn lbd_tells_systemd_ready_alive_reloading_and_stopping() {
     lab.unload_lbd();
 }
 
+/// The .deb `cargo xtask package` built (`cargo xtask test` builds it
+/// before this suite).
+fn the_package() -> std::path::PathBuf {
+    let dir = xtask::root().join("target/package");
+    std::fs::read_dir(&dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .unwrap_or_else(|| panic!("no .deb in {}: run cargo xtask package", dir.display()))
+}
+
+fn dpkg(args: &[&str]) -> std::process::Output {
+    Command::new("dpkg").args(args).output().expect("dpkg")
+}
+
+/// Removes the package whatever happens to the test.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = dpkg(&["--purge", "lbd"]);
+    }
+}
+
+/// `dpkg -i` the package, check what it installs, then run the lab on the
+/// installed binaries (lbd, and lbadm on the real servers), and purge it.
+fn the_debian_package_installs_and_runs_the_lab() {
+    let deb = the_package();
+    let _ = dpkg(&["--purge", "lbd"]);
+    let _purge = Purge;
+    let out = dpkg(&["-i", deb.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "dpkg -i: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "/usr/sbin/lbd",
+        "/usr/sbin/lbadm",
+        "/usr/lib/systemd/system/lbd.service",
+        "/etc/lbd/lbd.yaml",
+        "/etc/default/lbd",
+        "/usr/share/man/man8/lbd.8.gz",
+        "/usr/share/man/man8/lbadm.8.gz",
+        "/usr/share/bash-completion/completions/lbadm",
+        "/usr/share/zsh/vendor-completions/_lbadm",
+        "/usr/share/fish/vendor_completions.d/lbadm.fish",
+        "/usr/share/doc/lbd/README.md",
+        "/usr/share/doc/lbd/operations.md",
+        "/usr/share/doc/lbd/grafana/lbd-dashboard.json",
+    ] {
+        assert!(std::path::Path::new(f).exists(), "{f} not installed");
+    }
+    let conf = String::from_utf8_lossy(&dpkg(&["-s", "lbd"]).stdout).to_string();
+    assert!(conf.contains("Status: install ok installed"), "{conf}");
+    let conffiles = String::from_utf8_lossy(&dpkg(&["--status", "lbd"]).stdout).to_string();
+    assert!(conffiles.contains("/etc/lbd/lbd.yaml"), "{conffiles}");
+    // The man pages are roff with their title; the completion loads.
+    for (page, title) in [("lbd", ".TH lbd 8"), ("lbadm", ".TH lbadm 8")] {
+        let roff = Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc /usr/share/man/man8/{page}.8.gz"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&roff.stdout);
+        assert!(text.contains(title), "{page}: {text}");
+    }
+    let c = Command::new("bash")
+        .args(["-c", "source /usr/share/bash-completion/completions/lbadm && complete -p lbadm"])
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let v = Command::new("/usr/sbin/lbd").arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{v:?}"
+    );
+    // The installed unit verifies as it is.
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "/usr/lib/systemd/system/lbd.service"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("lbd.service")).collect();
+    assert!(ours.is_empty(), "{err}");
+
+    // The lab on the installed binaries: real servers set up by the
+    // installed lbadm, the director run by the installed lbd.
+    let installed = xtask::lab::Paths {
+        bin_dir: "/usr/sbin".into(),
+        root: xtask::root(),
+    };
+    let prefix = format!("lbe2e{}pkg", std::process::id() % 1000);
+    let lab = xtask::lab::Lab::up(&prefix, 3, installed).expect("lab up");
+    let lbd = Lbd::start(&lab, RR_CONFIG);
+    let seen = tally(&lab, 6);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let listing = lab.lbadm(&["-L", "-n"]).unwrap();
+    assert!(listing.contains("192.0.2.100:80 rr"), "{listing}");
+    drop(lbd);
+    lab.unload_lbd();
+    drop(lab);
+    let out = dpkg(&["--purge", "lbd"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!std::path::Path::new("/usr/sbin/lbd").exists());
+    assert!(!std::path::Path::new("/etc/lbd/lbd.yaml").exists());
+}
+
 pub const TESTS: &[Test] = tests![
     the_unit_file_verifies,
-    lbd_tells_systemd_ready_alive_reloading_and_stopping
+    lbd_tells_systemd_ready_alive_reloading_and_stopping,
+    the_debian_package_installs_and_runs_the_lab
 ];

@@ -47,6 +47,9 @@ enum Cmd {
     DemoEcmp,
     /// Every test tier: unit, packet (BPF_PROG_TEST_RUN), namespace end-to-end.
     Test,
+    /// The Debian package (lbd, lbadm, the systemd unit, the example
+    /// configuration, man pages, shell completions, docs) in target/package.
+    Package,
     /// The benchmark suite: writes bench/results/<date>.json and docs/benchmarks.md.
     Bench {
         /// The short mode (under 2 minutes): smaller tables, fewer rounds.
@@ -148,6 +151,56 @@ fn demo(requests: u32) -> Result<()> {
     res
 }
 
+/// Builds the release binaries, their man pages and completions, then the
+/// Debian package with cargo deb; returns the .deb's path.
+fn package() -> Result<std::path::PathBuf> {
+    setup()?;
+    build(true)?;
+    let r = root();
+    let out = r.join("target/package");
+    std::fs::create_dir_all(&out)?;
+    let bin = |name: &str| r.join("target/release").join(name);
+    let capture = |cmd: &mut Command| -> Result<Vec<u8>> {
+        let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+        if !o.status.success() {
+            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(o.stdout)
+    };
+    let gzip = |name: &str, roff: Vec<u8>| -> Result<()> {
+        let plain = out.join(name);
+        std::fs::write(&plain, roff)?;
+        status(Command::new("gzip").args(["-9nf"]).arg(&plain))
+    };
+    gzip("lbd.8", capture(Command::new(bin("lbd")).arg("--man"))?)?;
+    gzip("lbadm.8", capture(Command::new(bin("lbadm")).arg("man"))?)?;
+    for (shell, file) in [("bash", "lbadm.bash"), ("zsh", "_lbadm"), ("fish", "lbadm.fish")] {
+        let text = capture(Command::new(bin("lbadm")).args(["completions", shell]))?;
+        std::fs::write(out.join(file), text)?;
+    }
+    // Only this build's package in the directory.
+    for e in std::fs::read_dir(&out)?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "deb") {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    status(cargo().current_dir(&r).args([
+        "deb",
+        "-p",
+        "lb-userspace",
+        "--no-build",
+        "--strip",
+        "--output",
+    ]).arg(&out))?;
+    let deb = std::fs::read_dir(&out)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("cargo deb wrote no package")?;
+    println!("package: {}", deb.display());
+    Ok(deb)
+}
+
 fn test() -> Result<()> {
     require_root()?;
     setup()?;
@@ -167,6 +220,8 @@ fn test() -> Result<()> {
         "--test",
         "input_fuzz",
     ]))?;
+    println!("== the Debian package (installed by the e2e suite)");
+    package()?;
     println!("== tier 3: namespace end-to-end");
     build(false)?;
     lab::cleanup_prefix("lbe2e");
@@ -285,6 +340,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Setup => setup(),
+        Cmd::Package => package().map(|_| ()),
         Cmd::Build { release } => {
             setup()?;
             build(release)

@@ -57,6 +57,9 @@ struct Args {
     /// or as JSON objects, one per line (for journald or a log shipper).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Print the man page (roff) and exit (for packaging).
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +102,13 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<()> {
     let args = Args::parse();
+    if args.man {
+        use clap::CommandFactory as _;
+        clap_mangen::Man::new(Args::command())
+            .section("8")
+            .render(&mut std::io::stdout())?;
+        return Ok(());
+    }
     init_logs(args.log_format);
     // Everything is validated before anything is touched.
     let config = match &args.config {
