@@ -141,6 +141,18 @@ fn rules_restored_from_ipvsadm_save_forward_and_apply_keeps_live_connections() {
     );
     let applied = lab.lbadm(&["apply", "-f", cfg.to_str().unwrap()]).unwrap();
     assert!(applied.contains("scheduler rr -> wrr"), "{applied}");
+    // Logged once, with what changed; the dry run is not logged.
+    let log = std::fs::read_to_string(lab.lbd_log()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("configuration {} applied", cfg.display())))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("scheduler rr -> wrr") && lines[0].contains("weight 1 -> 0"),
+        "{}",
+        lines[0]
+    );
     // Every established download finishes on its real server.
     for (c, o) in curls.iter_mut().zip(&outs) {
         assert!(c.wait().unwrap().success(), "a transfer broke during apply");

@@ -74,6 +74,29 @@ fn real_server_macs_follow_the_neighbour_table_at_once() {
     let answers = tally(&lab, 9);
     assert_eq!(answers.get("rs1"), Some(&3), "{answers:?}");
     assert_eq!(answers.get("rs3"), Some(&3), "{answers:?}");
+    // Each change in force is logged once: the edit, rs3's MAC resolved,
+    // rs1's MAC changed (old and new).
+    let log = std::fs::read_to_string(lab.lbd_log()).unwrap();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        lines("table edited by lbadm: + real 192.0.2.13"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        lines("real server's MAC resolved real=192.0.2.13"),
+        1,
+        "{log}"
+    );
+    let changed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("real server's MAC changed"))
+        .collect();
+    assert_eq!(changed.len(), 1, "{log}");
+    assert!(
+        changed[0].contains("real=192.0.2.11") && changed[0].contains(new_mac),
+        "{log}"
+    );
 }
 
 /// The director's link goes down for 5 s (longer than a failed ARP

@@ -22,11 +22,7 @@ fn the_unit_file_verifies() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("lbd.service");
     let lbd = paths().lbd();
-    std::fs::write(
-        &path,
-        unit.replace("/usr/sbin/lbd", lbd.to_str().unwrap()),
-    )
-    .unwrap();
+    std::fs::write(&path, unit.replace("/usr/sbin/lbd", lbd.to_str().unwrap())).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&path)
@@ -194,11 +190,17 @@ fn the_debian_package_installs_and_runs_the_lab() {
         assert!(text.contains(title), "{page}: {text}");
     }
     let c = Command::new("bash")
-        .args(["-c", "source /usr/share/bash-completion/completions/lbadm && complete -p lbadm"])
+        .args([
+            "-c",
+            "source /usr/share/bash-completion/completions/lbadm && complete -p lbadm",
+        ])
         .output()
         .unwrap();
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
-    let v = Command::new("/usr/sbin/lbd").arg("--version").output().unwrap();
+    let v = Command::new("/usr/sbin/lbd")
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(
         String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")),
         "{v:?}"

@@ -174,7 +174,11 @@ fn package() -> Result<std::path::PathBuf> {
     };
     gzip("lbd.8", capture(Command::new(bin("lbd")).arg("--man"))?)?;
     gzip("lbadm.8", capture(Command::new(bin("lbadm")).arg("man"))?)?;
-    for (shell, file) in [("bash", "lbadm.bash"), ("zsh", "_lbadm"), ("fish", "lbadm.fish")] {
+    for (shell, file) in [
+        ("bash", "lbadm.bash"),
+        ("zsh", "_lbadm"),
+        ("fish", "lbadm.fish"),
+    ] {
         let text = capture(Command::new(bin("lbadm")).args(["completions", shell]))?;
         std::fs::write(out.join(file), text)?;
     }
@@ -184,14 +188,19 @@ fn package() -> Result<std::path::PathBuf> {
             std::fs::remove_file(e.path())?;
         }
     }
-    status(cargo().current_dir(&r).args([
-        "deb",
-        "-p",
-        "lb-userspace",
-        "--no-build",
-        "--strip",
-        "--output",
-    ]).arg(&out))?;
+    status(
+        cargo()
+            .current_dir(&r)
+            .args([
+                "deb",
+                "-p",
+                "lb-userspace",
+                "--no-build",
+                "--strip",
+                "--output",
+            ])
+            .arg(&out),
+    )?;
     let deb = std::fs::read_dir(&out)?
         .flatten()
         .map(|e| e.path())

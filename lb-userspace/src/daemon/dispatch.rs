@@ -150,6 +150,8 @@ impl Daemon {
             }
             Request::SetTimeouts { tcp, tcpfin, udp } => {
                 d.set_timeouts(tcp, tcpfin, udp);
+                let (tcp, tcpfin, udp) = d.get_timeouts();
+                tracing::info!(tcp, tcpfin, udp, "timeouts set by lbadm --set");
                 self.save_state();
                 Response::Ok
             }
@@ -181,8 +183,10 @@ impl Daemon {
                 if let Err(e) = edit_table(&mut next.table, edit) {
                     return error(e);
                 }
+                let changes = config::diff(&self.director.inputs().table, &next.table);
                 match self.change(next).await {
                     Ok(_) => {
+                        log_applied("table edited by lbadm", &changes);
                         self.prune_joined();
                         self.save_state();
                         Response::Ok
@@ -246,6 +250,12 @@ impl Daemon {
             return Ok(changes);
         }
         self.change(next).await?;
+        let what = if file.is_empty() {
+            "configuration applied".to_string()
+        } else {
+            format!("configuration {file} applied")
+        };
+        log_applied(&what, &changes);
         if joined != self.joined {
             self.joined = joined;
             self.save_joined();
@@ -327,6 +337,16 @@ impl Daemon {
         );
         let head = "# lbd configuration exported by `lbadm export` (the running state)\n";
         Ok(format!("{head}{}", serde_yaml::to_string(&c)?))
+    }
+}
+
+/// One line per applied change set: what changed, in the apply's words
+/// (`+ service ...`, `~ real ...`).
+fn log_applied(what: &str, changes: &[String]) {
+    if changes.is_empty() {
+        tracing::info!("{what}: nothing changed");
+    } else {
+        tracing::info!(changes = changes.len(), "{what}: {}", changes.join("; "));
     }
 }
 

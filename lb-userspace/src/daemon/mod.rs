@@ -139,7 +139,9 @@ impl Daemon {
                 };
             }
         }
+        let before = self.director.inputs().macs.clone();
         let n = self.director.apply(inputs)?;
+        self.log_macs(&before);
         self.checks = next.checks;
         self.supervisor.reconcile(&wanted);
         Ok(n)
@@ -361,7 +363,8 @@ impl Daemon {
                         Err(e) => Err(e.into()),
                     };
                     match r {
-                        Ok(changes) => info!(config = %file, changes = changes.len(), "configuration reloaded"),
+                        // (apply_config logged what changed.)
+                        Ok(_) => {}
                         Err(e) => error!("reload refused, running state unchanged: {e:#}"),
                     }
                     notify::reloaded(self.director.table().services.len());

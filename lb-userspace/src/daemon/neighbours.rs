@@ -38,6 +38,8 @@ pub struct Neighbours {
     /// Last-known MACs kept while their entry is missing, with when they
     /// were marked.
     pub stale: BTreeMap<IpAddr, Instant>,
+    /// Why a MAC in force went, until the commit logs it.
+    pub lost_why: BTreeMap<IpAddr, &'static str>,
 }
 
 impl Default for Neighbours {
@@ -52,6 +54,7 @@ impl Neighbours {
             link_up,
             up_since: link_up.then_some(now),
             stale: BTreeMap::new(),
+            lost_why: BTreeMap::new(),
         }
     }
 
@@ -90,6 +93,10 @@ impl Neighbours {
             .copied()
             .unwrap_or_else(|| macs.get(&a).copied());
         let mut next = follow(known, n);
+        if known.is_some() && next.is_none() {
+            self.lost_why
+                .insert(a, "its resolution failed (no ARP/ND answer)");
+        }
         match n {
             Neigh::Usable(_) | Neigh::Failed => {
                 self.stale.remove(&a);
@@ -102,7 +109,8 @@ impl Neighbours {
                 // Unconfirmed for too long on a working link: gone.
                 let from = self.up_since.map_or(since, |u| u.max(since));
                 if self.link_up && now.duration_since(from) >= STALE_FOR {
-                    warn!(real = %a, "real server's MAC not confirmed within {STALE_FOR:?}: dropped");
+                    self.lost_why
+                        .insert(a, "not confirmed within 30 s on a working link");
                     self.stale.remove(&a);
                     next = None;
                 }
@@ -150,9 +158,43 @@ impl Daemon {
         if updates.is_empty() {
             return;
         }
-        if let Err(e) = self.director.set_macs(&updates) {
-            error!("applying real-server MACs (retried at the next neighbour dump): {e}");
+        let before = self.director.inputs().macs.clone();
+        match self.director.set_macs(&updates) {
+            Ok(_) => self.log_macs(&before),
+            Err(e) => {
+                error!("applying real-server MACs (retried at the next neighbour dump): {e}")
+            }
         }
+    }
+
+    /// One line per real server whose MAC in force changed since `before`
+    /// (resolved, changed, lost with the reason).
+    pub(super) fn log_macs(&mut self, before: &HashMap<IpAddr, [u8; 6]>) {
+        let inp = self.director.inputs();
+        let wanted = inp.addresses();
+        let fmt = crate::director::codec::fmt_mac;
+        for a in &wanted {
+            match (before.get(a), inp.macs.get(a)) {
+                (None, Some(m)) => info!(real = %a, mac = %fmt(m), "real server's MAC resolved"),
+                (Some(o), Some(m)) if o != m => warn!(
+                    real = %a,
+                    old = %fmt(o),
+                    mac = %fmt(m),
+                    "real server's MAC changed (a replaced NIC, or its address moved)"
+                ),
+                (Some(o), None) => {
+                    let why = self
+                        .neighbours
+                        .lost_why
+                        .get(a)
+                        .copied()
+                        .unwrap_or("its neighbour entry went");
+                    warn!(real = %a, old = %fmt(o), "real server's MAC lost: {why}; nothing is forwarded to it until it answers again");
+                }
+                _ => {}
+            }
+        }
+        self.neighbours.lost_why.clear();
     }
 
     fn link_changed(&mut self, up: bool) {

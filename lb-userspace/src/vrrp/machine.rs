@@ -64,6 +64,10 @@ pub struct Machine {
     pub released: bool,
     /// When the state last changed.
     pub since: Instant,
+    /// Why it changed (logged with the transition).
+    pub why: String,
+    /// The master said it leaves (an advert with priority 0).
+    master_left: bool,
     down_at: Option<Instant>,
     advert_at: Option<Instant>,
     preempt_until: Option<Instant>,
@@ -84,14 +88,22 @@ impl Machine {
             master: None,
             released: false,
             since: now,
+            why: String::new(),
+            master_left: false,
             down_at: None,
             advert_at: None,
             preempt_until: None,
             p,
         };
         let acts = if m.p.priority == 255 || resume_master {
+            m.why = if m.p.priority == 255 {
+                "priority 255: the address owner".into()
+            } else {
+                "it was master before lbd restarted".into()
+            };
             m.enter_master(now)
         } else {
+            m.why = "started".into();
             m.down_at = Some(now + m.master_down());
             vec![Action::BecomeBackup]
         };
@@ -122,6 +134,7 @@ impl Machine {
     }
 
     fn enter_master(&mut self, now: Instant) -> Vec<Action> {
+        self.master_left = false;
         self.state = State::Master;
         self.since = now;
         self.master = Some(self.p.src);
@@ -167,7 +180,20 @@ impl Machine {
 
     pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
         match self.state {
-            State::Backup if self.down_at.is_some_and(|t| now >= t) => self.enter_master(now),
+            State::Backup if self.down_at.is_some_and(|t| now >= t) => {
+                self.why = match (self.master, self.master_left) {
+                    (Some(m), true) => format!("master {m} resigned (priority 0)"),
+                    (Some(m), false) => format!(
+                        "no advertisement from master {m} for {:?} (Master_Down_Interval)",
+                        self.master_down()
+                    ),
+                    (None, _) => format!(
+                        "no master heard for {:?} (Master_Down_Interval)",
+                        self.master_down()
+                    ),
+                };
+                self.enter_master(now)
+            }
             State::Master if self.advert_at.is_some_and(|t| now >= t) => {
                 self.advert_at = Some(now + cs(self.p.interval_cs));
                 vec![self.send()]
@@ -185,6 +211,8 @@ impl Machine {
                 if a.priority == 0 {
                     // The master is leaving: take over after the skew only.
                     self.down_at = Some(now + self.skew());
+                    self.master = Some(src);
+                    self.master_left = true;
                     return Vec::new();
                 }
                 let delaying = self.preempt_until.is_some_and(|t| now < t);
@@ -212,6 +240,7 @@ impl Machine {
                         self.master_adv_cs = a.interval_cs.max(1);
                     }
                     self.master = Some(src);
+                    self.master_left = false;
                     self.down_at = Some(now + self.master_down());
                 }
                 Vec::new()
@@ -227,6 +256,11 @@ impl Machine {
                     if self.p.version == 3 {
                         self.master_adv_cs = a.interval_cs.max(1);
                     }
+                    self.why = if a.priority > ours {
+                        format!("{src} advertises priority {} (ours {ours})", a.priority)
+                    } else {
+                        format!("{src} advertises the same priority {ours} from a higher address")
+                    };
                     self.enter_backup(now, Some(src))
                 } else {
                     // A lower router thinks it is master: tell it now, and
@@ -259,6 +293,7 @@ impl Machine {
         match (on, self.state) {
             (true, State::Fault) | (false, State::Master | State::Backup) => Vec::new(),
             (true, was) => {
+                self.why = "the interface (or a tracked one) is down".into();
                 self.state = State::Fault;
                 self.since = now;
                 self.down_at = None;
@@ -275,6 +310,7 @@ impl Machine {
                 acts
             }
             (false, State::Fault) => {
+                self.why = "the interface is back".into();
                 self.master_adv_cs = self.p.interval_cs;
                 self.enter_backup(now, None);
                 self.since = now;
@@ -294,6 +330,7 @@ impl Machine {
             priority: 0,
             interval_cs: self.p.interval_cs,
         }];
+        self.why = "lbadm vrrp release".into();
         acts.extend(self.enter_backup(now, None));
         acts
     }
@@ -324,6 +361,7 @@ impl Machine {
             priority: 0,
             interval_cs: self.p.interval_cs,
         }];
+        self.why = "lbd stopping: handing over".into();
         acts.extend(self.enter_backup(now, None));
         acts
     }
@@ -410,11 +448,22 @@ mod tests {
         assert!(m.on_timer(t1 + Duration::from_millis(300)).is_empty());
         let acts = m.on_timer(t1 + Duration::from_millis(361));
         assert_eq!(acts, vec![send(100), Action::BecomeMaster]);
+        assert!(
+            m.why
+                .starts_with("no advertisement from master 10.0.0.2 for"),
+            "{}",
+            m.why
+        );
         // Another backup: the master says priority 0, skew only.
         let (mut b, _) = Machine::new(params(100, "10.0.0.3"), t0, false);
         b.on_advert(peer, &adv(150, 100), t1);
         b.on_advert(peer, &adv(0, 100), t1);
         assert_eq!(b.deadline(), Some(t1 + Duration::from_micros(609_375)));
+        b.on_timer(t1 + Duration::from_secs(1));
+        assert_eq!(
+            (b.state, b.why.as_str()),
+            (State::Master, "master 10.0.0.2 resigned (priority 0)")
+        );
     }
 
     #[test]
@@ -434,6 +483,10 @@ mod tests {
             vec![Action::BecomeBackup]
         );
         assert_eq!((m.state, m.master), (State::Backup, Some(peer)));
+        assert_eq!(
+            m.why,
+            "10.0.0.2 advertises the same priority 100 from a higher address"
+        );
         // Backup with preemption: a lower advert is discarded (the timer
         // runs out and we take over); without it, accepted.
         let t1 = t0 + Duration::from_secs(1);

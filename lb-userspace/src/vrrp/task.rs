@@ -260,7 +260,7 @@ impl Router {
     }
 
     async fn become_master(&mut self) {
-        info!(router = self.cfg.name, "VRRP: entering MASTER state");
+        info!(router = self.cfg.name, reason = %self.m.why, "VRRP: entering MASTER state");
         self.transition(State::Master).await;
         self.activate().await;
     }
@@ -313,6 +313,7 @@ impl Router {
         let state = self.m.state;
         info!(
             router = self.cfg.name,
+            reason = %self.m.why,
             "VRRP: entering {} state",
             if state == State::Fault {
                 "FAULT"
