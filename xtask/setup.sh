@@ -65,9 +65,9 @@ if ! command -v bpf-linker >/dev/null 2>&1 || [ "$(cat "$stamp" 2>/dev/null)" !=
 fi
 
 # --- cargo-deb (cargo xtask package) -----------------------------------------
-if ! command -v cargo-deb >/dev/null 2>&1; then
-  log "installing cargo-deb"
-  cargo install cargo-deb --locked
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.'; then
+  log "installing cargo-deb 3.8"
+  cargo install cargo-deb --version '~3.8' --locked
 fi
 
 # --- bpffs ---------------------------------------------------------------------

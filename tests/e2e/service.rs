@@ -149,8 +149,23 @@ impl Drop for Purge {
 /// installed binaries (lbd, and lbadm on the real servers), and purge it.
 fn the_debian_package_installs_and_runs_the_lab() {
     let deb = the_package();
-    let _ = dpkg(&["--purge", "lbd"]);
+    assert!(
+        !dpkg(&["-s", "lbd"]).status.success(),
+        "the lbd package is installed on this machine: the test would replace and purge it (remove it first)"
+    );
     let _purge = Purge;
+    // Its maintainer scripts reload systemd (and restart lbd on upgrade).
+    let scripts = Command::new("dpkg-deb")
+        .arg("-I")
+        .arg(&deb)
+        .arg("postinst")
+        .output()
+        .unwrap();
+    let postinst = String::from_utf8_lossy(&scripts.stdout);
+    assert!(
+        postinst.contains("daemon-reload") && postinst.contains("try-restart lbd.service"),
+        "{postinst}"
+    );
     let out = dpkg(&["-i", deb.to_str().unwrap()]);
     assert!(
         out.status.success(),

@@ -155,6 +155,12 @@ async fn run() -> Result<()> {
         dataplane::unload_held(&dir, lock)
             .with_context(|| format!("removing {}", dir.display()))?;
         let _ = std::fs::remove_file(state_file(&args.state_dir, &instance));
+        // The joined real servers go with the program they were served by.
+        let _ = std::fs::remove_file(lb_userspace::join::Joined::file(
+            config.join.as_ref(),
+            &args.state_dir,
+            &instance,
+        ));
         info!(dir = %dir.display(), "unloaded");
         return Ok(());
     }

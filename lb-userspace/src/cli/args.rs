@@ -422,9 +422,11 @@ pub enum RsAction {
 /// Where the director's join API is and how to authenticate to it.
 #[derive(Debug, clap::Args)]
 pub struct JoinArgs {
-    /// The director's join API (its `join.listen`), HOST:PORT.
-    #[arg(long)]
-    pub director: String,
+    /// The director's join API (its `join.listen`), HOST:PORT; repeat it
+    /// for each director of a pair or an ECMP group (each keeps its own
+    /// joined servers).
+    #[arg(long, required = true)]
+    pub director: Vec<String>,
     /// The virtual service: tcp:VIP:PORT or udp:VIP:PORT.
     #[arg(long, value_parser = crate::join::parse_service)]
     pub service: crate::model::ServiceAddr,

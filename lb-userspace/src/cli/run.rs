@@ -328,7 +328,7 @@ fn print_findings(
     })
 }
 
-/// `realserver join` and `leave`.
+/// `realserver join` and `leave`, with each `--director`.
 fn join_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
     use crate::join::{client, service_name, JoinOp, JoinRequest, JoinResponse, JOIN_VERSION};
     let (a, leave) = match action {
@@ -365,18 +365,18 @@ fn join_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
         .build()?;
     let root = std::path::Path::new("/proc/sys");
     rt.block_on(async {
-        let ask = |op: JoinOp| {
+        let ask = |director: String, op: JoinOp| {
             let req = JoinRequest {
                 version: JOIN_VERSION,
                 token: token.clone(),
                 op,
             };
-            let (director, tls) = (a.director.clone(), tls.clone());
+            let tls = tls.clone();
             async move {
                 match client::call(&director, tls.as_ref(), &req).await? {
                     JoinResponse::Ok { status } => Ok(status),
                     JoinResponse::Error { message } => {
-                        Err(anyhow::anyhow!("the director refused: {message}"))
+                        Err(anyhow::anyhow!("{director} refused: {message}"))
                     }
                 }
             }
@@ -387,45 +387,88 @@ fn join_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
         } else {
             a.nic.clone()
         };
+        let mut failed = 0;
         let Some((drain, keep_vip)) = leave else {
-            // Ready to serve first: the director may send traffic at once.
+            // Ready to serve first: a director may send traffic at once.
             for d in realserver::up(root, &state, vip, &a.dev, &nics).await? {
                 println!("{d}");
             }
-            let st = ask(JoinOp::Join {
-                service: a.service,
-                weight: a.weight,
-            })
-            .await?;
-            println!("joined {name} as {} (weight {})", st.address, st.weight);
-            return Ok(ExitCode::SUCCESS);
-        };
-        let mut st = ask(JoinOp::Leave {
-            service: a.service,
-            drain_s: drain,
-        })
-        .await?;
-        println!(
-            "leaving {name}: draining {} ({} active connection(s))",
-            st.address, st.active_conns
-        );
-        // The director removes it once drained or at its deadline.
-        let give_up =
-            std::time::Instant::now() + std::time::Duration::from_secs(u64::from(drain) + 30);
-        let mut last = st.active_conns;
-        while st.joined {
-            if std::time::Instant::now() > give_up {
-                anyhow::bail!("the director still lists {} in {name}", st.address);
+            for director in &a.director {
+                let op = JoinOp::Join {
+                    service: a.service,
+                    weight: a.weight,
+                };
+                match ask(director.clone(), op).await {
+                    Ok(st) => println!(
+                        "joined {name} at {director} as {} (weight {})",
+                        st.address, st.weight
+                    ),
+                    Err(e) => {
+                        eprintln!("lbadm: {e:#}");
+                        failed += 1;
+                    }
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            st = ask(JoinOp::Status { service: a.service }).await?;
-            if st.joined && st.active_conns != last {
-                println!("{} active connection(s)", st.active_conns);
-                last = st.active_conns;
+            return Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        };
+        // Every director drains it; each removes it once drained (or at
+        // its deadline).
+        let mut waiting = Vec::new();
+        let mut others = false;
+        for director in &a.director {
+            let op = JoinOp::Leave {
+                service: a.service,
+                drain_s: drain,
+            };
+            match ask(director.clone(), op).await {
+                Ok(st) => {
+                    println!(
+                        "leaving {name} at {director}: draining {} (weight 0)",
+                        st.address
+                    );
+                    others |= !st.also_joined.is_empty();
+                    waiting.push((director.clone(), st.active_conns));
+                }
+                Err(e) => {
+                    eprintln!("lbadm: {e:#}");
+                    failed += 1;
+                }
             }
         }
-        println!("left {name}");
-        if !keep_vip {
+        let give_up =
+            std::time::Instant::now() + std::time::Duration::from_secs(u64::from(drain) + 30);
+        while !waiting.is_empty() {
+            if std::time::Instant::now() > give_up {
+                anyhow::bail!("the directors still list this host in {name}");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let mut still = Vec::new();
+            for (director, last) in waiting {
+                let st = ask(director.clone(), JoinOp::Status { service: a.service }).await?;
+                others |= !st.also_joined.is_empty();
+                if !st.joined {
+                    println!("left {name} at {director}");
+                    continue;
+                }
+                if st.active_conns != last {
+                    println!("{director}: {} active connection(s)", st.active_conns);
+                }
+                still.push((director, st.active_conns));
+            }
+            waiting = still;
+        }
+        if failed > 0 {
+            return Ok(ExitCode::from(1));
+        }
+        if keep_vip || others {
+            if others {
+                println!("the VIP stays: this host serves other services of {vip}");
+            }
+        } else {
             for d in realserver::down(&state, vip, &a.dev).await? {
                 println!("{d}");
             }

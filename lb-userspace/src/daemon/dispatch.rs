@@ -210,7 +210,7 @@ impl Daemon {
         let table = c.table(file)?;
         self.needs_restart(&c, file)?;
         let mut next = Desired::of(&c, table);
-        let joined = self.merge_joined(&c, &mut next);
+        let joined = self.merge_joined(&c, &mut next, file.is_empty());
         let inp = self.director.inputs();
         let mut changes = config::diff(&inp.table, &next.table);
         if c.policies() != inp.policies {
@@ -319,15 +319,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// `lbadm export`: the running state as YAML.
+    /// `lbadm export`: the running state as YAML (joined real servers
+    /// aside).
     pub fn export(&self) -> Result<String> {
         let inp = self.director.inputs();
+        // Joined real servers are the joined file's, not the
+        // configuration's.
+        let (table, checks) = self.without_joined();
         let c = config::export(
             &self.base,
             &config::Running {
-                table: &inp.table,
+                table: &table,
                 policies: &inp.policies,
-                checks: &self.checks,
+                checks: &checks,
                 timeouts: self.director.get_timeouts(),
                 expire_nodest_conn: inp.expire_nodest,
                 sloppy_tcp: inp.sloppy_tcp,

@@ -1,5 +1,6 @@
 //! Joined real servers: merged into every configuration applied, added by
-//! `join`, drained and removed by `leave`, kept in a state file.
+//! `join`, drained and removed by `leave`, kept in a state file (and out
+//! of the running state lbd saves and exports: the joined file is theirs).
 
 use std::{
     collections::HashMap,
@@ -14,7 +15,7 @@ use crate::{
     config::Config,
     health::CheckSpec,
     join::{server::JoinJob, service_name, JoinOp, JoinResponse, JoinStatus, Joined, JoinedReal},
-    model::{Forward, RealSpec, ServiceAddr},
+    model::{Forward, Protocol, RealSpec, ServiceAddr, Table},
 };
 
 fn now_unix() -> u64 {
@@ -35,6 +36,13 @@ fn real(svc: &ServiceAddr, address: IpAddr, weight: u32) -> RealSpec {
     }
 }
 
+/// Whether `t` has `address` as a real server of `svc`.
+fn in_table(t: &Table, svc: &ServiceAddr, address: IpAddr) -> bool {
+    t.services
+        .get(svc)
+        .is_some_and(|s| s.reals.contains_key(&(address, svc.port)))
+}
+
 /// Adds `(svc, address)` with `weight` to `next` (or sets its weight), with
 /// the service's check.
 fn put(
@@ -44,16 +52,15 @@ fn put(
     weight: u32,
     check: &Option<CheckSpec>,
 ) -> Result<(), String> {
-    let r = real(svc, address, weight);
     let t = &mut next.table;
-    let known = t
+    let done = match t
         .services
         .get(svc)
-        .is_some_and(|s| s.reals.contains_key(&(address, svc.port)));
-    let done = if known {
-        t.edit_real(svc, r)
-    } else {
-        t.add_real(svc, r)
+        .and_then(|s| s.reals.get(&(address, svc.port)))
+    {
+        // Thresholds an operator set (lbadm -e) stay.
+        Some(r) => t.edit_real(svc, RealSpec { weight, ..*r }),
+        None => t.add_real(svc, real(svc, address, weight)),
     };
     done.map_err(|e| e.to_string())?;
     if let Some(c) = check {
@@ -76,9 +83,14 @@ fn take(next: &mut Desired, svc: &ServiceAddr, address: IpAddr) {
 
 impl Daemon {
     /// The joined real servers merged into `next` (the configuration `c`
-    /// about to be applied): those whose service still takes joins. Returns
-    /// the ones kept; the others are logged.
-    pub(super) fn merge_joined(&self, c: &Config, next: &mut Desired) -> Joined {
+    /// about to be applied): those whose service still takes joins and
+    /// that the configuration does not name itself. Returns the ones kept;
+    /// the others are logged. A start from the pinned maps alone (no
+    /// configuration, `from_pins`) keeps them all: the maps serve them.
+    pub(super) fn merge_joined(&self, c: &Config, next: &mut Desired, from_pins: bool) -> Joined {
+        if from_pins {
+            return self.joined.clone();
+        }
         let joinable = c.joinable();
         let mut kept = Joined::default();
         for ((svc, a), j) in &self.joined.reals {
@@ -86,13 +98,8 @@ impl Daemon {
                 warn!(service = %svc, real = %a, "a joined real server goes: its service no longer takes joins");
                 continue;
             };
-            let declared = next
-                .table
-                .services
-                .get(svc)
-                .is_some_and(|s| s.reals.contains_key(&(*a, svc.port)));
-            if declared {
-                // The configuration names it now: the file wins.
+            if in_table(&next.table, svc, *a) {
+                info!(service = %svc, real = %a, "a joined real server is now in the configuration: the file's entry is in force");
                 continue;
             }
             let w = if j.draining_until.is_some() {
@@ -109,18 +116,26 @@ impl Daemon {
         kept
     }
 
-    /// Joined entries whose real server left the table (an ipvsadm-style
-    /// `-d`, a `-D` of its service) are forgotten.
+    /// After an lbadm edit: joined entries whose real server left the
+    /// table (`-d`, `-D` of its service) are forgotten, and a weight set
+    /// with `-e` is the joined server's from now on.
     pub(super) fn prune_joined(&mut self) {
         let table = &self.director.inputs().table;
-        let before = self.joined.reals.len();
-        self.joined.reals.retain(|(svc, a), _| {
-            table
+        let before = self.joined.clone();
+        self.joined.reals.retain(|(svc, a), j| {
+            let Some(r) = table
                 .services
                 .get(svc)
-                .is_some_and(|s| s.reals.contains_key(&(*a, svc.port)))
+                .and_then(|s| s.reals.get(&(*a, svc.port)))
+            else {
+                return false;
+            };
+            if j.draining_until.is_none() {
+                j.weight = r.weight;
+            }
+            true
         });
-        if self.joined.reals.len() != before {
+        if self.joined != before {
             self.save_joined();
         }
     }
@@ -131,18 +146,51 @@ impl Daemon {
         }
     }
 
-    /// Where `(svc, address)` stands: connection counts from a walk of the
-    /// table now when `fresh`, else from the last sweep.
-    fn join_status(&mut self, svc: &ServiceAddr, address: IpAddr, fresh: bool) -> JoinStatus {
-        let listing = if fresh {
-            self.director.listing()
-        } else {
-            self.director.listing_of_last_sweep().0
-        };
-        status_in(&listing, &self.joined, svc, address)
+    /// The table and checks without the joined real servers (what lbd saves
+    /// and `lbadm export` prints: the joined file restores them).
+    pub(super) fn without_joined(&self) -> (Table, Vec<(ServiceAddr, IpAddr, CheckSpec)>) {
+        let mut table = self.director.inputs().table.clone();
+        let mut checks = self.checks.clone();
+        for (svc, a) in self.joined.reals.keys() {
+            let _ = table.del_real(svc, *a);
+            checks.retain(|(s, r, _)| !(s == svc && r == a));
+        }
+        (table, checks)
     }
 
-    /// Whether `a` may join: of the VIP's family, on the NIC's LAN.
+    /// Where `(svc, address)` stands, with connection counts of the last
+    /// sweep (no walk of the table).
+    fn join_status(&self, svc: &ServiceAddr, address: IpAddr) -> JoinStatus {
+        let t = &self.director.inputs().table;
+        let spec = t
+            .services
+            .get(svc)
+            .and_then(|s| s.reals.get(&(address, svc.port)));
+        let counts = self
+            .director
+            .last_counts_of(svc, address, svc.port)
+            .unwrap_or_default();
+        let j = self.joined.reals.get(&(*svc, address));
+        JoinStatus {
+            service: *svc,
+            address,
+            joined: j.is_some(),
+            weight: spec.map(|r| r.weight).unwrap_or(0),
+            draining_until: j.and_then(|j| j.draining_until),
+            active_conns: counts.active,
+            inactive_conns: counts.inactive,
+            also_joined: self
+                .joined
+                .reals
+                .keys()
+                .filter(|(s, a)| *a == address && s != svc && s.address == svc.address)
+                .map(|(s, _)| *s)
+                .collect(),
+        }
+    }
+
+    /// Whether `a` may join `svc`: of the VIP's family, on the NIC's LAN,
+    /// not link-local, not one of the director's addresses nor a VIP.
     async fn may_join(&self, svc: &ServiceAddr, a: IpAddr) -> Result<(), String> {
         if a.is_ipv4() != svc.address.is_ipv4() {
             return Err(format!(
@@ -150,11 +198,31 @@ impl Daemon {
                 if svc.address.is_ipv4() { 4 } else { 6 }
             ));
         }
+        if let IpAddr::V6(v6) = a {
+            if v6.is_unicast_link_local() {
+                return Err(format!(
+                    "{a} is link-local: join from a global address of the real server"
+                ));
+            }
+        }
+        if self
+            .director
+            .inputs()
+            .table
+            .services
+            .keys()
+            .any(|s| s.address == a)
+        {
+            return Err(format!("{a} is a VIP"));
+        }
         let nets = self
             .resolver
             .all_addresses()
             .await
             .map_err(|e| e.to_string())?;
+        if nets.iter().any(|(_, n, _)| *n == a) {
+            return Err(format!("{a} is an address of the director itself"));
+        }
         let on_lan = nets.iter().any(|(i, n, len)| {
             *i == self.resolver.ifindex && crate::diagnose::director::in_prefix(&a, n, *len)
         });
@@ -167,13 +235,18 @@ impl Daemon {
         Ok(())
     }
 
-    /// One request of the join API.
+    /// One request of the join API (dropped if its client gave up waiting:
+    /// a request answered "timed out" is never applied after all).
     pub(super) async fn join_job(&mut self, job: JoinJob) {
+        if job.reply.is_closed() {
+            warn!(peer = %job.peer, "join API: a request whose client gave up waiting is dropped");
+            return;
+        }
         let peer = job.peer;
         let r = match job.op {
             JoinOp::Join { service, weight } => self.join(service, peer, weight).await,
             JoinOp::Leave { service, drain_s } => self.leave(service, peer, drain_s).await,
-            JoinOp::Status { service } => Ok(self.join_status(&service, peer, false)),
+            JoinOp::Status { service } => Ok(self.join_status(&service, peer)),
         };
         let resp = match r {
             Ok(status) => JoinResponse::Ok { status },
@@ -200,19 +273,19 @@ impl Daemon {
         if weight > 65535 {
             return Err(format!("weight {weight} out of range (0..=65535)"));
         }
-        self.may_join(&svc, a).await?;
-        let declared = self
-            .director
-            .inputs()
-            .table
-            .services
-            .get(&svc)
-            .is_some_and(|s| s.reals.contains_key(&(a, svc.port)));
-        if declared && !self.joined.reals.contains_key(&(svc, a)) {
+        let known = self.joined.reals.contains_key(&(svc, a));
+        if !known && in_table(&self.director.inputs().table, &svc, a) {
             return Err(format!(
                 "{a} is a real server of {name} in the configuration: change it there"
             ));
         }
+        let max = self.base.join.as_ref().map(|j| j.max_joined).unwrap_or(0);
+        if !known && self.joined.reals.len() >= max as usize {
+            return Err(format!(
+                "{max} real servers have joined already (join.max_joined)"
+            ));
+        }
+        self.may_join(&svc, a).await?;
         let mut next = self.desired();
         put(&mut next, &svc, a, weight, &check)?;
         self.change(next).await.map_err(|e| e.to_string())?;
@@ -231,9 +304,8 @@ impl Daemon {
             },
         );
         self.save_joined();
-        self.save_state();
         info!(service = %svc, real = %a, weight, "real server joined");
-        Ok(self.join_status(&svc, a, false))
+        Ok(self.join_status(&svc, a))
     }
 
     async fn leave(
@@ -243,8 +315,12 @@ impl Daemon {
         drain_s: u32,
     ) -> Result<JoinStatus, String> {
         let name = service_name(&svc);
-        if !self.joined.reals.contains_key(&(svc, a)) {
+        let Some(j) = self.joined.reals.get(&(svc, a)) else {
             return Err(format!("{a} has not joined {name}"));
+        };
+        if j.draining_until.is_some() {
+            // Asked again (a client that lost its answer): the drain runs.
+            return Ok(self.join_status(&svc, a));
         }
         let max = self.base.join.as_ref().map(|j| j.max_drain).unwrap_or(3600);
         let drain = drain_s.min(max);
@@ -256,35 +332,35 @@ impl Daemon {
             j.draining_until = Some(now_unix() + u64::from(drain));
         }
         self.save_joined();
-        self.save_state();
         info!(service = %svc, real = %a, drain_s = drain, "real server leaving: draining (weight 0)");
-        // Removed by the sweep tick (its counts are fresh there) once
-        // drained: counts of the last sweep may predate its connections.
-        Ok(self.join_status(&svc, a, true))
+        // Removed by the sweep tick once drained: its counts are fresh
+        // there (the last sweep's may predate connections just opened).
+        Ok(self.join_status(&svc, a))
     }
 
     /// Removes the draining real servers whose connections are done (as of
     /// the sweep just made: call it right after one) or whose drain time is
-    /// up.
+    /// up. TCP waits for its ESTABLISHED connections; UDP for every entry
+    /// (a datagram flow has no end but its timeout).
     pub(super) async fn finish_leaves(&mut self) {
-        let draining: Vec<_> = self
-            .joined
-            .reals
-            .iter()
-            .filter_map(|(k, j)| j.draining_until.map(|t| (*k, t)))
-            .collect();
-        if draining.is_empty() {
-            return;
-        }
         let now = now_unix();
         let mut done = Vec::new();
-        let (listing, _) = self.director.listing_of_last_sweep();
-        for ((svc, a), until) in draining {
-            let active = status_in(&listing, &self.joined, &svc, a).active_conns;
-            if active == 0 {
-                done.push((svc, a, "drained".to_string()));
+        for ((svc, a), j) in &self.joined.reals {
+            let Some(until) = j.draining_until else {
+                continue;
+            };
+            let c = self
+                .director
+                .last_counts_of(svc, *a, svc.port)
+                .unwrap_or_default();
+            let left = match svc.protocol {
+                Protocol::Udp => c.active + c.inactive,
+                _ => c.active,
+            };
+            if left == 0 {
+                done.push((*svc, *a, "drained".to_string()));
             } else if now >= until {
-                done.push((svc, a, format!("drain time up with {active} connection(s)")));
+                done.push((*svc, *a, format!("drain time up with {left} connection(s)")));
             }
         }
         if done.is_empty() {
@@ -303,33 +379,6 @@ impl Daemon {
             info!(service = %svc, real = %a, "real server left: {why}");
         }
         self.save_joined();
-        self.save_state();
-    }
-}
-
-/// Where `(svc, address)` stands in `listing`.
-fn status_in(
-    listing: &crate::control::Listing,
-    joined: &Joined,
-    svc: &ServiceAddr,
-    address: IpAddr,
-) -> JoinStatus {
-    let view = listing
-        .services
-        .iter()
-        .find(|s| s.spec.addr == *svc)
-        .and_then(|s| s.reals.iter().find(|r| r.spec.address == address));
-    JoinStatus {
-        service: *svc,
-        address,
-        joined: joined.reals.contains_key(&(*svc, address)),
-        weight: view.map(|r| r.spec.weight).unwrap_or(0),
-        draining_until: joined
-            .reals
-            .get(&(*svc, address))
-            .and_then(|j| j.draining_until),
-        active_conns: view.map(|r| r.active_conns).unwrap_or(0),
-        inactive_conns: view.map(|r| r.inactive_conns).unwrap_or(0),
     }
 }
 

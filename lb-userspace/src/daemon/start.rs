@@ -123,11 +123,12 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
             },
         );
     }
-    let joined_file = crate::join::Joined::file(&opts.state_dir, &opts.instance);
-    let joined = crate::join::Joined::load(&joined_file).unwrap_or_else(|e| {
-        warn!("the joined real servers are not restored: {e:#}");
-        Default::default()
-    });
+    let joined_file =
+        crate::join::Joined::file(config.join.as_ref(), &opts.state_dir, &opts.instance);
+    // A damaged file is refused (fix or remove it): starting without the
+    // joined servers would drop them from the table and overwrite it.
+    let joined = crate::join::Joined::load(&joined_file)
+        .context("the joined real servers' file (fix it, or remove it to forget them)")?;
     let (events_tx, health_events) = mpsc::channel::<HealthEvent>(1024);
     // The VRRP routers' VIPs stand by from the first commit, unless a
     // router resumes as master after a restart.

@@ -78,6 +78,19 @@ impl<M: Maps> Director<M> {
         (self.listing_with(&self.last_counts), entries)
     }
 
+    /// One real server's connection counts as of the last collecting sweep
+    /// (None: it has no slot in the data plane).
+    pub fn last_counts_of(
+        &self,
+        svc: &crate::model::ServiceAddr,
+        address: IpAddr,
+        port: u16,
+    ) -> Option<ConnCounts> {
+        let sid = self.published.svc_ids.get(svc)?;
+        let id = self.published.real_ids.get(&(*sid, address, port))?;
+        Some(self.last_counts.get(id).copied().unwrap_or_default())
+    }
+
     fn listing_with(&self, counts: &HashMap<u32, ConnCounts>) -> Listing {
         let inp = &self.inputs;
         let mut services = Vec::new();

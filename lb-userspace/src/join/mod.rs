@@ -42,10 +42,24 @@ pub struct JoinCfg {
     /// The longest drain a `leave` may ask for, in seconds (default 3600).
     #[serde(default = "default_max_drain")]
     pub max_drain: u32,
+    /// How many real servers may be joined at once, over every service
+    /// (default 256): each takes a real-server slot and a health check.
+    #[serde(default = "default_max_joined")]
+    pub max_joined: u32,
+    /// Where the joined real servers are kept (default
+    /// `<state-dir>/<instance>.joined.json`, which is on tmpfs under
+    /// /run: give a file on disk, e.g. /var/lib/lbd/joined.json, to keep
+    /// them across reboots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
 }
 
 fn default_max_drain() -> u32 {
     3600
+}
+
+fn default_max_joined() -> u32 {
+    256
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +149,10 @@ pub struct JoinStatus {
     pub draining_until: Option<u64>,
     pub active_conns: u64,
     pub inactive_conns: u64,
+    /// Other services of the same VIP this address has joined (`leave`
+    /// keeps the VIP on lo while there are any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_joined: Vec<ServiceAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,9 +185,11 @@ struct JoinedFile {
 }
 
 impl Joined {
-    /// Where instance `instance` keeps them in `state_dir`.
-    pub fn file(state_dir: &Path, instance: &str) -> PathBuf {
-        state_dir.join(format!("{instance}.joined.json"))
+    /// Where instance `instance` keeps them: `cfg`'s `state_file`, else in
+    /// `state_dir`.
+    pub fn file(cfg: Option<&JoinCfg>, state_dir: &Path, instance: &str) -> PathBuf {
+        cfg.and_then(|c| c.state_file.clone())
+            .unwrap_or_else(|| state_dir.join(format!("{instance}.joined.json")))
     }
 
     /// Reads `p` (absent: none joined).
@@ -199,8 +219,17 @@ impl Joined {
             std::fs::create_dir_all(d)?;
         }
         let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&f)?)?;
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(serde_json::to_string_pretty(&f)?.as_bytes())?;
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, p)?;
+        if let Some(d) = p.parent() {
+            // The rename itself durable.
+            let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
+        }
         Ok(())
     }
 }
@@ -280,7 +309,7 @@ mod tests {
     #[test]
     fn joined_servers_survive_the_file() {
         let dir = std::env::temp_dir().join(format!("lb-joined-{}", std::process::id()));
-        let p = Joined::file(&dir, "eth1");
+        let p = Joined::file(None, &dir, "eth1");
         assert_eq!(Joined::load(&p).unwrap(), Joined::default());
         let mut j = Joined::default();
         j.reals.insert(
@@ -308,6 +337,8 @@ mod tests {
             token_file: None,
             tls: None,
             max_drain: 3600,
+            max_joined: 256,
+            state_file: None,
         };
         assert_eq!(c.check().unwrap_err().0, "join");
         c.tls = Some(TlsCfg {

@@ -33,10 +33,16 @@ pub struct Prepared {
 
 /// A request line is small: anything longer is refused unread.
 const MAX_LINE: usize = 16 * 1024;
-/// One exchange, handshake included, within this.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once (more wait for a slot).
+/// The TLS handshake and the request line within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// One exchange, the daemon's answer included, within this.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections served at once (more wait for a slot), and from one source.
 const CONCURRENT: usize = 32;
+const PER_SOURCE: usize = 4;
+/// Refusals logged per minute at most (then one line saying how many
+/// were not).
+const LOGGED_PER_MINUTE: u32 = 20;
 
 fn certs(p: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let v: Vec<_> = CertificateDer::pem_file_iter(p)
@@ -97,39 +103,112 @@ pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
     })
 }
 
+/// Refusal lines, rate-limited: a flood of bad requests cannot flood the
+/// log.
+struct RefusalLog {
+    window: std::time::Instant,
+    logged: u32,
+    quiet: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: IpAddr, why: &str) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(60) {
+            if self.quiet > 0 {
+                warn!(
+                    not_logged = self.quiet,
+                    "join API: more requests were refused than logged"
+                );
+            }
+            *self = RefusalLog {
+                window: now,
+                logged: 0,
+                quiet: 0,
+            };
+        }
+        if self.logged < LOGGED_PER_MINUTE {
+            self.logged += 1;
+            warn!(%peer, "join API: refused: {why}");
+        } else {
+            self.quiet += 1;
+        }
+    }
+}
+
 /// Serves until lbd exits; authenticated requests go to `jobs`.
 pub fn serve(p: Prepared, jobs: mpsc::Sender<JoinJob>) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(p.listener)?;
     let addr = listener.local_addr()?;
     info!(%addr, tls = p.tls.is_some(), "serving the join API");
+    if addr.ip().is_unspecified() {
+        warn!(
+            %addr,
+            "join API: listening on every address, the VIPs' included (the XDP program passes ports no service uses): prefer a management address"
+        );
+    }
     let slots = Arc::new(Semaphore::new(CONCURRENT));
+    let per_source: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>> =
+        Default::default();
+    let log = Arc::new(std::sync::Mutex::new(RefusalLog {
+        window: std::time::Instant::now(),
+        logged: 0,
+        quiet: 0,
+    }));
     let token = Arc::new(p.token);
     tokio::spawn(async move {
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((stream, from)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let (tls, token, jobs) = (p.tls.clone(), token.clone(), jobs.clone());
             let peer = from.ip().to_canonical();
+            {
+                let mut m = per_source.lock().unwrap_or_else(|e| e.into_inner());
+                let n = m.entry(peer).or_insert(0);
+                if *n >= PER_SOURCE {
+                    drop(m);
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .refused(peer, "too many connections from this address");
+                    continue;
+                }
+                *n += 1;
+            }
+            let (tls, token, jobs) = (p.tls.clone(), token.clone(), jobs.clone());
+            let (per_source, log) = (per_source.clone(), log.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 let r = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
                     match tls {
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(s) => exchange(s, peer, &token, jobs).await,
-                            Err(e) => Err(format!("TLS handshake: {e}")),
-                        },
+                        Some(acceptor) => {
+                            match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => exchange(s, peer, &token, jobs).await,
+                                Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                                Err(_) => Err("no TLS handshake in time".into()),
+                            }
+                        }
                         None => exchange(stream, peer, &token, jobs).await,
                     }
                 })
                 .await
                 .unwrap_or_else(|_| Err("timed out".into()));
                 if let Err(why) = r {
-                    warn!(%peer, "join API: refused: {why}");
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .refused(peer, &why);
+                }
+                let mut m = per_source.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = m.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&peer);
+                    }
                 }
             });
         }
@@ -148,10 +227,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let mut r = BufReader::new(s);
     let mut line = Vec::new();
-    let n = (&mut r)
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut line)
+    let mut limited = (&mut r).take(MAX_LINE as u64 + 1);
+    let n = tokio::time::timeout(REQUEST_TIMEOUT, limited.read_until(b'\n', &mut line))
         .await
+        .map_err(|_| "no request line in time".to_string())?
         .map_err(|e| format!("reading the request: {e}"))?;
     let mut s = r.into_inner();
     let refuse = |why: String| JoinResponse::Error { message: why };
