@@ -130,6 +130,11 @@ pub mod tools {
     pub const CONN4_LOOKUP: &str = "bench_conn4_lookup";
     /// The minimal LB plus a new connection entry (LRU insert).
     pub const CONN_INSERT: &str = "bench_conn_insert";
+    /// The lab's floor load balancer (`lbd --floor-program`): stateless,
+    /// the real server picked by the source port.
+    pub const FLOOR_LB: &str = "bench_floor_lb";
+    /// Its VIP, port and real servers' MACs.
+    pub const MAP_FLOOR_LB: &str = "FLOOR_LB";
     /// The minimal LB's table.
     pub const MAP_BACKENDS: &str = "BENCH_BACKENDS";
     /// `bench_conn_*`: connection entries, real servers' MACs, statistics.

@@ -110,11 +110,18 @@ fn iperf(lab: &Lab, seconds: u32, reverse: bool) -> Result<f64> {
 
 /// The client measurements, identical for every balancer.
 fn client_runs(lab: &Lab, seconds: u32) -> Result<Value> {
+    let mut v = http_runs(lab, seconds)?;
+    v["iperf3_upload_gbit_s"] = json!(iperf(lab, seconds, false)?);
+    v["iperf3_download_gbit_s"] = json!(iperf(lab, seconds, true)?);
+    Ok(v)
+}
+
+/// The HTTP measurements: requests per second over kept-alive connections
+/// and new connections per second.
+fn http_runs(lab: &Lab, seconds: u32) -> Result<Value> {
     Ok(json!({
         "http_requests_per_s_keepalive": wrk(lab, seconds, false)?,
         "http_connections_per_s": wrk(lab, seconds, true)?,
-        "iperf3_upload_gbit_s": iperf(lab, seconds, false)?,
-        "iperf3_download_gbit_s": iperf(lab, seconds, true)?,
     }))
 }
 
@@ -178,6 +185,7 @@ pub fn nginx_servers(lab: &Lab, tmp: &Path) -> Result<Vec<Child>> {
 pub fn run(paths: Paths, quick: bool) -> Result<Value> {
     let seconds = if quick { 2 } else { 5 };
     let prefix = format!("lbbench{}", std::process::id() % 10000);
+    let lbd_bin = paths.lbd();
     let lab = Lab::up(&prefix, 3, paths)?;
     let tmp = std::env::temp_dir().join(format!("{prefix}-bench"));
     // nginx real servers instead of the python ones.
@@ -221,6 +229,29 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
     listed.context("lbd did not list the big configuration")?;
     lab.unload_lbd();
 
+    // 1b. The floor: the tools object's stateless forwarder on the same
+    // NIC (TCP to VIP:80 spread over the same real servers by source port:
+    // no connection table, no scheduler, no health). The most XDP
+    // forwarding can give here. HTTP only: iperf3's control and data
+    // connections would go to different servers.
+    let macs: Vec<String> = (1..=3)
+        .map(|i| lab.mac_of(&lab.rs_ns(i), "eth1"))
+        .collect::<Result<_>>()?;
+    let spec = format!("{}:80={}", lab::VIP, macs.join(","));
+    let st = lab
+        .cmd(&lab.ns("dir"), &lbd_bin)
+        .args(["--interface", "eth1", "--instance", &lab.instance()])
+        .args(["--floor-program", &spec])
+        .status()?;
+    if !st.success() {
+        bail!("attaching the floor program: {st}");
+    }
+    wait_for(Duration::from_secs(10), || lab.curl_vip("/", 1).is_ok())
+        .context("no answer through the floor program")?;
+    let floor = http_runs(&lab, seconds);
+    lab.unload_lbd();
+    let floor = floor?;
+
     // 2. HAProxy (TCP mode) on the director, same real servers.
     let hcfg = haproxy_conf(&tmp, 3)?;
     let mut haproxy = lab
@@ -243,10 +274,10 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
     }
     drop(lab);
     let _ = fs::remove_dir_all(&tmp);
-    let ratio = |k: &str| {
+    let ratio_to = |other: &Value, k: &str| {
         let (a, b) = (
             xdp[k].as_f64().unwrap_or(0.0),
-            hap[k].as_f64().unwrap_or(0.0),
+            other[k].as_f64().unwrap_or(0.0),
         );
         if b > 0.0 {
             json!(((a / b) * 100.0).round() / 100.0)
@@ -254,6 +285,7 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
             Value::Null
         }
     };
+    let ratio = |k: &str| ratio_to(&hap, k);
     if xdp["http_requests_per_s_keepalive"].as_f64().unwrap_or(0.0) <= 0.0 {
         bail!("no traffic measured through the director");
     }
@@ -268,6 +300,11 @@ pub fn run(paths: Paths, quick: bool) -> Result<Value> {
             "http_connections_per_s": ratio("http_connections_per_s"),
             "iperf3_upload_gbit_s": ratio("iperf3_upload_gbit_s"),
             "iperf3_download_gbit_s": ratio("iperf3_download_gbit_s"),
+        },
+        "xdp_floor_lb": floor,
+        "ratio_xdp_to_floor": {
+            "http_requests_per_s_keepalive": ratio_to(&floor, "http_requests_per_s_keepalive"),
+            "http_connections_per_s": ratio_to(&floor, "http_connections_per_s"),
         },
         "lbd_rss_kib": {
             "two_services": rss_small,

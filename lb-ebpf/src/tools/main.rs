@@ -132,6 +132,45 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
     XDP_TX
 }
 
+/// The lab's floor load balancer (`lbd --floor-program`): slot 0 holds the
+/// VIP, the port (network order; 0: every port) and how many real servers
+/// follow; a TCP segment to VIP:port goes to the real server its source
+/// port picks
+/// (stateless: a connection keeps its server), everything else to the
+/// kernel. What forwarding new connections costs with no connection state
+/// at all.
+#[map]
+static FLOOR_LB: Array<[u8; 8]> = Array::with_max_entries(17, 0);
+
+#[xdp]
+pub fn bench_floor_lb(ctx: XdpContext) -> u32 {
+    let p = match ipv4_frame(&ctx) {
+        Ok(p) => p,
+        Err(verdict) => return verdict,
+    };
+    let Some(cfg) = FLOOR_LB.get(0) else {
+        return XDP_PASS;
+    };
+    let ip = unsafe { p.add(ETH_HLEN) };
+    let (ihl, proto) = unsafe { (*ip & 0x0f, *ip.add(9)) };
+    let mut daddr = [0u8; 4];
+    unsafe { core::ptr::copy_nonoverlapping(ip.add(16), daddr.as_mut_ptr(), 4) };
+    let dport = unsafe { core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN + 2) as *const u16) };
+    let port = u16::from_ne_bytes([cfg[4], cfg[5]]);
+    if ihl != 5 || proto != 6 || daddr != cfg[0..4] || (port != 0 && dport != port) {
+        return XDP_PASS;
+    }
+    let n = cfg[6] as u32;
+    if n == 0 {
+        return XDP_PASS;
+    }
+    let sport = unsafe { core::ptr::read_unaligned(ip.add(Ipv4Hdr::LEN) as *const u16) };
+    match FLOOR_LB.get(1 + u16::from_be(sport) as u32 % n) {
+        Some(mac) => forward_to(p, mac),
+        None => XDP_PASS,
+    }
+}
+
 /// The minimal LB: the floor plus one hash lookup keyed by IPv4 destination
 /// address and port (fixed 20-byte IPv4 header), and the MAC rewrite.
 #[xdp]

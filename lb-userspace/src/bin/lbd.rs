@@ -57,6 +57,11 @@ struct Args {
     /// or as JSON objects, one per line (for journald or a log shipper).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Benchmark helper: attach the stateless floor load balancer instead
+    /// of the director (TCP to VIP:PORT spread by source port over the
+    /// MACs) and exit; `--unload` removes it.
+    #[arg(long, hide = true, value_name = "VIP:PORT=MAC,MAC...")]
+    floor_program: Option<String>,
     /// Print the man page (roff) and exit (for packaging).
     #[arg(long, hide = true)]
     man: bool,
@@ -162,6 +167,30 @@ async fn run() -> Result<()> {
             &instance,
         ));
         info!(dir = %dir.display(), "unloaded");
+        return Ok(());
+    }
+    if let Some(spec) = &args.floor_program {
+        let (target, macs) = spec
+            .split_once('=')
+            .context("--floor-program VIP:PORT=MAC,MAC...")?;
+        let (vip, port) =
+            lb_userspace::cli::ipvsadm::parse_addr_port(target).map_err(anyhow::Error::msg)?;
+        let std::net::IpAddr::V4(vip) = vip else {
+            bail!("--floor-program: IPv4 only");
+        };
+        let macs: Vec<[u8; 6]> = macs
+            .split(',')
+            .map(|m| {
+                let b: Vec<u8> = m
+                    .split(':')
+                    .map(|x| u8::from_str_radix(x, 16))
+                    .collect::<std::result::Result<_, _>>()?;
+                <[u8; 6]>::try_from(b).map_err(|_| anyhow::anyhow!("bad MAC {m}"))
+            })
+            .collect::<Result<_>>()
+            .context("--floor-program MACs")?;
+        dataplane::attach_floor_lb(&iface, &dir.join("floor_link"), vip, port, &macs)?;
+        info!(iface, "attached the floor load balancer");
         return Ok(());
     }
     if args.pass_program {

@@ -181,6 +181,57 @@ pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
     attach_pinned(prog, iface, XdpMode::Driver, pin)
 }
 
+/// The lab's floor load balancer for the benchmark: the tools object's
+/// stateless forwarder on `iface` (link pinned at `pin`), TCP to
+/// `vip`:`port` spread over `macs` by source port. Not a director: no
+/// connection state, no health, no scheduling; what forwarding alone costs.
+pub fn attach_floor_lb(
+    iface: &str,
+    pin: &Path,
+    vip: std::net::Ipv4Addr,
+    port: u16,
+    macs: &[[u8; 6]],
+) -> Result<()> {
+    if macs.is_empty() || macs.len() > 16 {
+        return Err(DataplaneError::Link {
+            path: pin.display().to_string(),
+            msg: format!(
+                "the floor program takes 1 to 16 real servers, not {}",
+                macs.len()
+            ),
+        });
+    }
+    if let Some(dir) = pin.parent() {
+        fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
+            path: dir.display().to_string(),
+            cause,
+        })?;
+    }
+    let mut ebpf = EbpfLoader::new().load(TOOLS_OBJECT)?;
+    {
+        let name = tools::MAP_FLOOR_LB;
+        let map = ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing(tools::MAP_FLOOR_LB))?;
+        let mut a: aya::maps::Array<&mut aya::maps::MapData, [u8; 8]> =
+            aya::maps::Array::try_from(map).map_err(super::map_err(name))?;
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&vip.octets());
+        head[4..6].copy_from_slice(&port.to_be_bytes());
+        head[6] = macs.len() as u8;
+        for (i, m) in macs.iter().enumerate() {
+            let mut v = [0u8; 8];
+            v[..6].copy_from_slice(m);
+            a.set(1 + i as u32, v, 0).map_err(super::map_err(name))?;
+        }
+        // The head last: the program forwards only once every MAC is in.
+        a.set(0, head, 0).map_err(super::map_err(name))?;
+    }
+    let prog = program(&mut ebpf, tools::FLOOR_LB)?;
+    prog.load()?;
+    attach_pinned(prog, iface, XdpMode::Driver, pin)
+}
+
 /// The lock one daemon holds on its instance (an exclusive flock on the
 /// pin directory), released when it exits, however it exits.
 #[derive(Debug)]

@@ -98,7 +98,7 @@ pub fn check_bpffs(path: &Path) -> Result<(), String> {
 /// Whether a file in an instance directory is one of lbd's pins.
 fn own_pin(name: &str) -> bool {
     MAPS.iter().any(|(m, _)| *m == name)
-        || matches!(name, "link" | "pass_link")
+        || matches!(name, "link" | "pass_link" | "floor_link")
         || name.starts_with("jump_")
 }
 
@@ -166,7 +166,14 @@ mod tests {
     fn unload_removes_only_lbd_pins() {
         let d = std::env::temp_dir().join(format!("lb-place-{}", std::process::id()));
         fs::create_dir_all(&d).unwrap();
-        for f in ["CONNS", "link", "jump_1_2", "pass_link", "notes.txt"] {
+        for f in [
+            "CONNS",
+            "link",
+            "jump_1_2",
+            "pass_link",
+            "floor_link",
+            "notes.txt",
+        ] {
             fs::write(d.join(f), "x").unwrap();
         }
         let left = remove_own_pins(&d).unwrap();

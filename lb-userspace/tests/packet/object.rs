@@ -68,7 +68,8 @@ fn the_objects_hold_exactly_the_declared_maps_and_programs() {
             tools::MAP_REALS,
             tools::MAP_STATS,
             tools::MAP_CONNS4,
-            tools::MAP_NEW_CONNS
+            tools::MAP_NEW_CONNS,
+            tools::MAP_FLOOR_LB
         ]),
         "maps of the tools object"
     );
@@ -83,13 +84,78 @@ fn the_objects_hold_exactly_the_declared_maps_and_programs() {
             tools::CONN_LOOKUP,
             tools::CONN_STATS,
             tools::CONN4_LOOKUP,
-            tools::CONN_INSERT
+            tools::CONN_INSERT,
+            tools::FLOOR_LB
         ]),
         "programs of the tools object"
     );
 }
 
+/// The lab's floor load balancer (the benchmark's reference for new
+/// connections through the lab): TCP to VIP:port goes to the real server
+/// the source port picks, the same one for every packet of a connection;
+/// anything else to the kernel.
+fn the_floor_load_balancer_spreads_by_source_port_and_passes_the_rest() {
+    use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+    use lb_common::names::tools;
+    use lb_userspace::dataplane::TOOLS_OBJECT;
+
+    let mut ebpf = aya::EbpfLoader::new().load(TOOLS_OBJECT).unwrap();
+    let macs = [rs_mac(11), rs_mac(12), rs_mac(13)];
+    let mut table: aya::maps::Array<_, [u8; 8]> =
+        aya::maps::Array::try_from(ebpf.take_map(tools::MAP_FLOOR_LB).unwrap()).unwrap();
+    for (i, m) in macs.iter().enumerate() {
+        let mut v = [0u8; 8];
+        v[..6].copy_from_slice(m);
+        table.set(1 + i as u32, v, 0).unwrap();
+    }
+    let mut head = |port: u16| {
+        let mut h = [0u8; 8];
+        h[..4].copy_from_slice(&[192, 0, 2, 100]);
+        h[4..6].copy_from_slice(&port.to_be_bytes());
+        h[6] = 3;
+        table.set(0, h, 0).unwrap();
+    };
+    head(80);
+    let prog: &mut Xdp = ebpf
+        .program_mut(tools::FLOOR_LB)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.load().unwrap();
+    let mut run = |frame: Vec<u8>| -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len()];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        (r.return_value, out)
+    };
+    for sport in [40000u16, 40001, 40002, 40003] {
+        for flags in [SYN, ACK] {
+            let (verdict, out) = run(tcp("203.0.113.10", sport, "192.0.2.100", 80, flags).frame());
+            assert_eq!(verdict, XDP_TX, "sport {sport}");
+            assert_eq!(out[..6], macs[sport as usize % 3], "sport {sport}");
+        }
+    }
+    for frame in [
+        tcp("203.0.113.10", 40000, "192.0.2.100", 443, SYN).frame(),
+        tcp("203.0.113.10", 40000, "192.0.2.2", 80, SYN).frame(),
+        udp("203.0.113.10", 40000, "192.0.2.100", 80).frame(),
+    ] {
+        assert_eq!(run(frame).0, XDP_PASS);
+    }
+    // Port 0: every port of the VIP.
+    head(0);
+    let (verdict, out) = run(tcp("203.0.113.10", 40001, "192.0.2.100", 5201, SYN).frame());
+    assert_eq!((verdict, &out[..6]), (XDP_TX, &macs[40001 % 3][..]));
+}
+
 pub const TESTS: &[Test] = tests![
     every_program_leaves_the_verifier_headroom,
     the_objects_hold_exactly_the_declared_maps_and_programs,
+    the_floor_load_balancer_spreads_by_source_port_and_passes_the_rest,
 ];
