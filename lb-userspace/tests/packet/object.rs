@@ -123,7 +123,7 @@ fn the_floor_load_balancer_spreads_by_source_port_and_passes_the_rest() {
         .try_into()
         .unwrap();
     prog.load().unwrap();
-    let mut run = |frame: Vec<u8>| -> (u32, Vec<u8>) {
+    let run = |frame: Vec<u8>| -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len()];
         let r = prog
             .test_run(TestRunOptions {
