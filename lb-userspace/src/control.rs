@@ -213,6 +213,21 @@ pub struct RealView {
     pub sorry: bool,
 }
 
+impl RealView {
+    /// Why new connections cannot go to it (None: they can). The sorry
+    /// server counts as usable here; callers that count real servers set
+    /// it aside.
+    pub fn why_unusable(&self) -> Option<String> {
+        match &self.health {
+            Some(h) if !h.up => Some(format!("down ({})", h.reason)),
+            _ if !self.in_service => Some("removed by its check".into()),
+            _ if self.effective_weight == 0 => Some("weight 0".into()),
+            _ if self.mac.is_none() => Some("MAC unresolved".into()),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceView {
     /// Id of the service in the data plane (--nosort order).

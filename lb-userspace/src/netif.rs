@@ -70,6 +70,25 @@ pub async fn all_addresses(h: &rtnetlink::Handle) -> Result<Vec<(u32, IpAddr, u8
     Ok(out)
 }
 
+/// Whether `a` is inside `net/len`.
+pub fn in_prefix(a: &IpAddr, net: &IpAddr, len: u8) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(*a) & m == u32::from(*n) & m
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(*a) & m == u128::from(*n) & m
+        }
+        _ => false,
+    }
+}
+
 /// A host prefix: /32 or /128.
 pub fn host_prefix(a: &IpAddr) -> u8 {
     match a {

@@ -520,16 +520,6 @@ fn diagnose_finds_what_is_broken_on_a_real_server() {
     assert!(text.contains("ok      default route via eth1"), "{text}");
 }
 
-/// A child process killed and reaped on drop (also on a failed assert).
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub const TESTS: &[Test] = tests![
     metrics_follow_traffic_and_health_and_pass_promtool,
     the_metrics_flag_serves_and_a_taken_port_fails_the_start,

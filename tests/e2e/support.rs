@@ -94,6 +94,16 @@ impl Drop for Lbd<'_> {
     }
 }
 
+/// A child process killed and reaped on drop (also on a failed assert).
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub const RR_CONFIG: &str = r#"
 services:
   - protocol: tcp

@@ -154,7 +154,6 @@ fn demo(requests: u32) -> Result<()> {
 /// Builds the release binaries, their man pages and completions, then the
 /// Debian package with cargo deb; returns the .deb's path.
 fn package() -> Result<std::path::PathBuf> {
-    setup()?;
     build(true)?;
     let r = root();
     let out = r.join("target/package");
@@ -349,7 +348,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Setup => setup(),
-        Cmd::Package => package().map(|_| ()),
+        Cmd::Package => {
+            setup()?;
+            package().map(|_| ())
+        }
         Cmd::Build { release } => {
             setup()?;
             build(release)

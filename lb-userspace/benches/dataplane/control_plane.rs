@@ -166,7 +166,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
                 address: "192.0.2.100".parse().unwrap(),
                 port: (i % 60000) as u16 + 1,
             };
-            metrics.start(&svc, &"127.0.0.1".parse().unwrap());
+            let series = metrics.start(&svc, &"127.0.0.1".parse().unwrap());
             handles.push(health::spawn(
                 i as u64,
                 sp,
@@ -174,7 +174,7 @@ pub(crate) fn health_checker_cpu(o: &Opts, rows: &mut BTreeMap<String, Value>) -
                 "127.0.0.1".parse().unwrap(),
                 i as f64 / checks as f64,
                 tx.clone(),
-                metrics.clone(),
+                series,
             ));
         }
         // Warm-up (the first interval spreads the checks), then measure.

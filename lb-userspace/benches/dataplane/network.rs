@@ -49,11 +49,7 @@ pub(crate) fn link_mac(ns: &str, dev: &str) -> Result<[u8; 6]> {
         .skip_while(|w| *w != "link/ether")
         .nth(1)
         .context("no MAC")?;
-    let v: Vec<u8> = m
-        .split(':')
-        .filter_map(|h| u8::from_str_radix(h, 16).ok())
-        .collect();
-    v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {m}"))
+    lb_userspace::director::codec::parse_mac(m).ok_or_else(|| anyhow::anyhow!("bad MAC {m}"))
 }
 
 /// Packets per second through a director namespace over veth, native XDP:

@@ -181,14 +181,10 @@ async fn run() -> Result<()> {
         let macs: Vec<[u8; 6]> = macs
             .split(',')
             .map(|m| {
-                let b: Vec<u8> = m
-                    .split(':')
-                    .map(|x| u8::from_str_radix(x, 16))
-                    .collect::<std::result::Result<_, _>>()?;
-                <[u8; 6]>::try_from(b).map_err(|_| anyhow::anyhow!("bad MAC {m}"))
+                lb_userspace::director::codec::parse_mac(m)
+                    .ok_or_else(|| anyhow::anyhow!("--floor-program: bad MAC {m}"))
             })
-            .collect::<Result<_>>()
-            .context("--floor-program MACs")?;
+            .collect::<Result<_>>()?;
         dataplane::attach_floor_lb(&iface, &dir.join("floor_link"), vip, port, &macs)?;
         info!(iface, "attached the floor load balancer");
         return Ok(());

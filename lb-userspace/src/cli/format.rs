@@ -63,6 +63,16 @@ fn addr_port(a: &std::net::IpAddr, port: u16, proto: Protocol, f: &Fmt, names: &
 
 /// The service's name as ipvsadm prints it in listings ("TCP  a:p",
 /// "FWM  7") or in rules ("-t a:p", "-f 7").
+/// A service as an ipvsadm rule names it, numerically: `-t VIP:PORT`,
+/// `-u ...`, `-f MARK [-6]` (for a fix a message suggests).
+pub fn rule_service(a: &ServiceAddr) -> String {
+    let f = Fmt {
+        numeric: true,
+        ..Default::default()
+    };
+    svc_name(a, true, &f, &Names::default())
+}
+
 fn svc_name(a: &ServiceAddr, rule: bool, f: &Fmt, names: &Names) -> String {
     if a.is_fwmark() {
         let v6 = a.address.is_ipv6();

@@ -342,15 +342,7 @@ fn join_cmd(action: &RsAction) -> anyhow::Result<ExitCode> {
     };
     realserver::require_root()?;
     let token = match &a.token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", p.display()))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string(),
-        ),
+        Some(p) => Some(crate::join::read_token(p, "--token-file")?),
         None => std::env::var("LB_JOIN_TOKEN").ok(),
     };
     let tls = a.ca.as_ref().map(|ca| client::ClientTls {

@@ -22,7 +22,7 @@ impl Daemon {
         let mut listing = if fresh {
             self.director.listing()
         } else {
-            self.director.listing_of_last_sweep().0
+            self.director.listing_of_last_sweep()
         };
         let checked: std::collections::HashSet<_> =
             self.checks.iter().map(|(s, r, _)| (*s, *r)).collect();
@@ -52,24 +52,30 @@ impl Daemon {
         listing
     }
 
-    /// What one `/metrics` scrape shows (no walk of the connection table).
-    pub(super) async fn snapshot(&mut self) -> crate::metrics::Snapshot {
-        let listing = self.listing(false);
-        // The kernel's word (a pinned link lbd reused says nothing of its
-        // mode).
-        let attached = match self.resolver.xdp().await {
-            Ok(x) => x.map(|(mode, id)| (mode.to_string(), id)),
-            Err(e) => {
-                tracing::debug!("reading the interface's XDP attachment: {e}");
-                None
-            }
-        };
-        crate::metrics::Snapshot {
-            listing,
+    /// What one `/metrics` scrape shows (no walk of the connection table):
+    /// the daemon's part taken now, the kernel's read by the future.
+    pub(super) fn snapshot_job(
+        &mut self,
+    ) -> impl std::future::Future<Output = crate::metrics::Snapshot> + Send + 'static {
+        let mut snap = crate::metrics::Snapshot {
+            listing: self.listing(false),
             counters: self.director.counters(),
-            conn_entries: self.director.listing_of_last_sweep().1,
-            attached,
+            conn_entries: self.director.last_sweep_entries(),
+            attached: None,
             own_prog: self.director.maps_mut().program_id(),
+        };
+        let resolver = self.resolver.clone();
+        // The kernel's word on the NIC's program (a pinned link lbd reused
+        // says nothing of its mode), read off the loop.
+        async move {
+            snap.attached = match resolver.xdp().await {
+                Ok(x) => x.map(|(mode, id)| (mode.to_string(), id)),
+                Err(e) => {
+                    tracing::debug!("reading the interface's XDP attachment: {e}");
+                    None
+                }
+            };
+            snap
         }
     }
 
@@ -210,7 +216,8 @@ impl Daemon {
         let table = c.table(file)?;
         self.needs_restart(&c, file)?;
         let mut next = Desired::of(&c, table);
-        let joined = self.merge_joined(&c, &mut next, file.is_empty());
+        let joinable = c.joinable();
+        let joined = self.merge_joined(&joinable, &mut next, file.is_empty());
         let inp = self.director.inputs();
         let mut changes = config::diff(&inp.table, &next.table);
         if c.policies() != inp.policies {
@@ -242,8 +249,7 @@ impl Daemon {
         if c.bgp != self.base.bgp {
             changes.push("~ bgp (announced VIPs and their attributes)".into());
         }
-        let joinable = c.joinable();
-        if joinable != self.joinable {
+        if joinable != self.base.joinable() {
             changes.push("~ services taking joins".into());
         }
         if dry_run {
@@ -260,7 +266,6 @@ impl Daemon {
             self.joined = joined;
             self.save_joined();
         }
-        self.joinable = joinable;
         self.bgp_configure(c.bgp.clone());
         self.director
             .set_timeouts(timeouts.0, timeouts.1, timeouts.2);
@@ -336,7 +341,7 @@ impl Daemon {
                 expire_nodest_conn: inp.expire_nodest,
                 sloppy_tcp: inp.sloppy_tcp,
                 vlans: &inp.vlans,
-                joinable: &self.joinable,
+                joinable: &self.base.joinable(),
             },
         );
         let head = "# lbd configuration exported by `lbadm export` (the running state)\n";

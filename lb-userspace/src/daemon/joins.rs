@@ -12,7 +12,6 @@ use tracing::{info, warn};
 
 use super::{Daemon, Desired};
 use crate::{
-    config::Config,
     health::CheckSpec,
     join::{server::JoinJob, service_name, JoinOp, JoinResponse, JoinStatus, Joined, JoinedReal},
     model::{Forward, Protocol, RealSpec, ServiceAddr, Table},
@@ -82,16 +81,21 @@ fn take(next: &mut Desired, svc: &ServiceAddr, address: IpAddr) {
 }
 
 impl Daemon {
-    /// The joined real servers merged into `next` (the configuration `c`
-    /// about to be applied): those whose service still takes joins and
+    /// The joined real servers merged into `next` (the configuration about
+    /// to be applied, whose `joinable` services take joins): those whose
+    /// service still takes joins and
     /// that the configuration does not name itself. Returns the ones kept;
     /// the others are logged. A start from the pinned maps alone (no
     /// configuration, `from_pins`) keeps them all: the maps serve them.
-    pub(super) fn merge_joined(&self, c: &Config, next: &mut Desired, from_pins: bool) -> Joined {
+    pub(super) fn merge_joined(
+        &self,
+        joinable: &Joinable,
+        next: &mut Desired,
+        from_pins: bool,
+    ) -> Joined {
         if from_pins {
             return self.joined.clone();
         }
-        let joinable = c.joinable();
         let mut kept = Joined::default();
         for ((svc, a), j) in &self.joined.reals {
             let Some(check) = joinable.get(svc) else {
@@ -205,12 +209,10 @@ impl Daemon {
                 ));
             }
         }
-        if self
-            .director
-            .inputs()
-            .table
-            .services
+        let t = &self.director.inputs().table;
+        if t.services
             .keys()
+            .flat_map(|s| t.entries(s))
             .any(|s| s.address == a)
         {
             return Err(format!("{a} is a VIP"));
@@ -223,9 +225,9 @@ impl Daemon {
         if nets.iter().any(|(_, n, _)| *n == a) {
             return Err(format!("{a} is an address of the director itself"));
         }
-        let on_lan = nets.iter().any(|(i, n, len)| {
-            *i == self.resolver.ifindex && crate::diagnose::director::in_prefix(&a, n, *len)
-        });
+        let on_lan = nets
+            .iter()
+            .any(|(i, n, len)| *i == self.resolver.ifindex && crate::netif::in_prefix(&a, n, *len));
         if !on_lan {
             return Err(format!(
                 "{a} is not on a subnet of {} (direct routing needs the real servers on the director's LAN)",
@@ -265,13 +267,13 @@ impl Daemon {
         weight: u32,
     ) -> Result<JoinStatus, String> {
         let name = service_name(&svc);
-        let Some(check) = self.joinable.get(&svc).cloned() else {
+        let Some(check) = self.base.joinable().get(&svc).cloned() else {
             return Err(format!(
                 "{name} takes no joins (joinable: true in its configuration)"
             ));
         };
-        if weight > 65535 {
-            return Err(format!("weight {weight} out of range (0..=65535)"));
+        if weight > crate::model::MAX_WEIGHT {
+            return Err(crate::model::ModelError::Weight(weight).to_string());
         }
         let known = self.joined.reals.contains_key(&(svc, a));
         if !known && in_table(&self.director.inputs().table, &svc, a) {
@@ -325,7 +327,7 @@ impl Daemon {
         let max = self.base.join.as_ref().map(|j| j.max_drain).unwrap_or(3600);
         let drain = drain_s.min(max);
         let mut next = self.desired();
-        let check = self.joinable.get(&svc).cloned().flatten();
+        let check = self.base.joinable().get(&svc).cloned().flatten();
         put(&mut next, &svc, a, 0, &check)?;
         self.change(next).await.map_err(|e| e.to_string())?;
         if let Some(j) = self.joined.reals.get_mut(&(svc, a)) {

@@ -96,11 +96,10 @@ pub struct Daemon {
     syncd: syncd::Syncd,
     /// VIPs announced through BIRD.
     bgp: bgp::Bgp,
-    /// Real servers that joined through the join API, the file that keeps
-    /// them, and the services that take joins (with their check).
+    /// Real servers that joined through the join API, and the file that
+    /// keeps them (the services that take joins are `base`'s).
     joined: crate::join::Joined,
     joined_file: PathBuf,
-    joinable: joins::Joinable,
     /// The data plane's counters at each sweep tick over the last minute
     /// (for `lbadm diagnose`: what moves now).
     counter_history: std::collections::VecDeque<(std::time::Instant, Vec<(String, u64)>)>,
@@ -306,7 +305,10 @@ impl Daemon {
                 }
                 Some(job) = join_jobs.recv() => self.join_job(job).await,
                 Some(scrape) = snapshots.recv() => {
-                    let _ = scrape.send(self.snapshot().await);
+                    let snapshot = self.snapshot_job();
+                    tokio::spawn(async move {
+                        let _ = scrape.send(snapshot.await);
+                    });
                 }
                 Some(ev) = self.health_events.recv() => self.health_event(ev),
                 Some(ev) = self.ha.events.recv() => self.vrrp_event(ev),

@@ -159,7 +159,6 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         counter_history: Default::default(),
         joined,
         joined_file,
-        joinable: Default::default(),
         _lock: lock,
     };
     daemon

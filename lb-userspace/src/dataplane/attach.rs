@@ -181,6 +181,27 @@ pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
     attach_pinned(prog, iface, XdpMode::Driver, pin)
 }
 
+/// The floor load balancer's table: slot 0 the VIP, the port (network
+/// order; 0: every port) and how many real servers follow, then their
+/// MACs.
+pub fn floor_lb_entries(
+    vip: std::net::Ipv4Addr,
+    port: u16,
+    macs: &[[u8; 6]],
+) -> Vec<(u32, [u8; 8])> {
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&vip.octets());
+    head[4..6].copy_from_slice(&port.to_be_bytes());
+    head[6] = macs.len() as u8;
+    let mut v = vec![(0, head)];
+    for (i, m) in macs.iter().enumerate() {
+        let mut e = [0u8; 8];
+        e[..6].copy_from_slice(m);
+        v.push((1 + i as u32, e));
+    }
+    v
+}
+
 /// The lab's floor load balancer for the benchmark: the tools object's
 /// stateless forwarder on `iface` (link pinned at `pin`), TCP to
 /// `vip`:`port` spread over `macs` by source port. Not a director: no
@@ -215,17 +236,11 @@ pub fn attach_floor_lb(
             .ok_or(DataplaneError::Missing(tools::MAP_FLOOR_LB))?;
         let mut a: aya::maps::Array<&mut aya::maps::MapData, [u8; 8]> =
             aya::maps::Array::try_from(map).map_err(super::map_err(name))?;
-        let mut head = [0u8; 8];
-        head[..4].copy_from_slice(&vip.octets());
-        head[4..6].copy_from_slice(&port.to_be_bytes());
-        head[6] = macs.len() as u8;
-        for (i, m) in macs.iter().enumerate() {
-            let mut v = [0u8; 8];
-            v[..6].copy_from_slice(m);
-            a.set(1 + i as u32, v, 0).map_err(super::map_err(name))?;
+        // The head (slot 0) last: the program forwards only once every MAC
+        // is in.
+        for (slot, v) in floor_lb_entries(vip, port, macs).into_iter().rev() {
+            a.set(slot, v, 0).map_err(super::map_err(name))?;
         }
-        // The head last: the program forwards only once every MAC is in.
-        a.set(0, head, 0).map_err(super::map_err(name))?;
     }
     let prog = program(&mut ebpf, tools::FLOOR_LB)?;
     prog.load()?;

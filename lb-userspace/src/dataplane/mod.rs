@@ -35,8 +35,8 @@ use lb_common::{
 };
 
 pub use attach::{
-    attach_floor_lb, attach_pass, instance_dir, lock_instance, unload, unload_held, Attached,
-    InstanceLock,
+    attach_floor_lb, attach_pass, floor_lb_entries, instance_dir, lock_instance, unload,
+    unload_held, Attached, InstanceLock,
 };
 pub use faulty::{snapshot, AfterWrite, Faulty};
 pub use limits::{AttachMode, Limits};

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::Finding;
-use crate::{control::Listing, model::fmt_addr_port};
+use crate::{cli::format::rule_service, control::Listing, model::fmt_addr_port, netif::in_prefix};
 
 /// A real server's entry in the NIC's neighbour table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,25 +47,6 @@ pub struct DirectorFacts {
     pub local_addresses: BTreeSet<IpAddr>,
     /// VIPs a VRRP router manages or BGP announces (not expected local).
     pub managed_vips: BTreeSet<IpAddr>,
-}
-
-/// Whether `a` is inside `net/len`.
-pub fn in_prefix(a: &IpAddr, net: &IpAddr, len: u8) -> bool {
-    match (a, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            u32::from(*a) & m == u32::from(*n) & m
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            u128::from(*a) & m == u128::from(*n) & m
-        }
-        _ => false,
-    }
 }
 
 /// Why the data plane drops or passes what it does, per counter: (counter,
@@ -198,15 +179,8 @@ fn services(f: &DirectorFacts, out: &mut Vec<Finding>) {
         let sorry = s.reals.iter().find(|r| r.sorry);
         for r in s.reals.iter().filter(|r| !r.sorry) {
             let a = fmt_addr_port(&r.spec.address, r.spec.port);
-            let reason = match &r.health {
-                Some(h) if !h.up => Some(format!("{a} down ({})", h.reason)),
-                _ if !r.in_service => Some(format!("{a} removed by its check")),
-                _ if r.effective_weight == 0 => Some(format!("{a} weight 0")),
-                _ if r.mac.is_none() => Some(format!("{a} MAC unresolved")),
-                _ => None,
-            };
-            match reason {
-                Some(w) => why.push(w),
+            match r.why_unusable() {
+                Some(w) => why.push(format!("{a} {w}")),
                 None => usable += 1,
             }
         }
@@ -216,17 +190,16 @@ fn services(f: &DirectorFacts, out: &mut Vec<Finding>) {
             } else {
                 why.join(", ")
             };
-            let vip = s.spec.addr.address;
             if let Some(sr) = sorry {
                 out.push(Finding::warning(
                     format!("virtual service {name} has no usable real server ({detail}): its sorry server {} takes the new connections", sr.spec.address),
-                    format!("bring a real server up (lbadm -Ln --health says why each is out) or add one: lbadm -a {} -r ADDRESS -g", ipvsadm_service(&s.spec.addr, vip)),
+                    format!("bring a real server up (lbadm -Ln --health says why each is out) or add one: lbadm -a {} -r ADDRESS -g", rule_service(&s.spec.addr)),
                 ));
                 continue;
             }
             out.push(Finding::error(
                 format!("virtual service {name} has no usable real server ({detail}): its new connections are dropped"),
-                format!("bring one up (lbadm -Ln --health says why each is out) or add one: lbadm -a {} -r ADDRESS -g", ipvsadm_service(&s.spec.addr, vip)),
+                format!("bring one up (lbadm -Ln --health says why each is out) or add one: lbadm -a {} -r ADDRESS -g", rule_service(&s.spec.addr)),
             ));
         } else {
             out.push(Finding::ok(format!(
@@ -235,18 +208,6 @@ fn services(f: &DirectorFacts, out: &mut Vec<Finding>) {
             )));
         }
     }
-}
-
-/// `-t VIP:PORT`, `-u VIP:PORT` or `-f MARK` for a service.
-fn ipvsadm_service(a: &crate::model::ServiceAddr, vip: IpAddr) -> String {
-    if a.is_fwmark() {
-        return format!("-f {}", a.fwmark);
-    }
-    let flag = match a.protocol {
-        crate::model::Protocol::Udp => "-u",
-        _ => "-t",
-    };
-    format!("{flag} {}", fmt_addr_port(&vip, a.port))
 }
 
 /// Each real server's MAC (once per address), and whether it is on the

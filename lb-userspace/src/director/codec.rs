@@ -84,6 +84,15 @@ pub fn service_flags(a: &ServiceAddr, s: &Service) -> u32 {
     flags
 }
 
+/// A MAC as `aa:bb:cc:dd:ee:ff` (None if it is not one).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let b: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).ok())
+        .collect::<Option<_>>()?;
+    <[u8; 6]>::try_from(b).ok()
+}
+
 pub fn fmt_mac(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))

@@ -44,11 +44,7 @@ use std::{
 use lb_common::{rs_flags, tcp_state, RealLoad};
 use tracing::{error, info, warn};
 
-use self::{
-    codec::{bytes_addr, fmt_mac},
-    rings::RingCache,
-    sweep::Evictions,
-};
+use self::{codec::bytes_addr, rings::RingCache, sweep::Evictions};
 pub use self::{
     commit::CommitError,
     plan::{Inputs, Plan, PlanError, Published},
@@ -360,13 +356,8 @@ impl<M: Maps> Director<M> {
                 None => next.macs.remove(a),
             };
         }
+        // (The daemon logs each change in force, with its reason.)
         self.apply(next)?;
-        for (a, m) in changed {
-            match m {
-                Some(mac) => info!(real = %a, mac = %fmt_mac(&mac), "real server MAC resolved"),
-                None => info!(real = %a, "real server MAC unresolved: no traffic to it"),
-            }
-        }
         Ok(true)
     }
 

@@ -68,14 +68,18 @@ impl<M: Maps> Director<M> {
 
     /// The listing with the connection counts of the last collecting sweep
     /// (every 2 s, 10 s past 200,000 entries): no walk of its own, for
-    /// `/metrics`. Also the entries that sweep found, templates included.
-    pub fn listing_of_last_sweep(&self) -> (Listing, u64) {
-        let entries = self
-            .last_counts
+    /// `/metrics`.
+    pub fn listing_of_last_sweep(&self) -> Listing {
+        self.listing_with(&self.last_counts)
+    }
+
+    /// The connection entries (templates included) the last collecting
+    /// sweep found.
+    pub fn last_sweep_entries(&self) -> u64 {
+        self.last_counts
             .values()
             .map(|c| c.active + c.inactive + c.persistent)
-            .sum();
-        (self.listing_with(&self.last_counts), entries)
+            .sum()
     }
 
     /// One real server's connection counts as of the last collecting sweep

@@ -2,13 +2,9 @@
 //! histogram) and result, per (virtual service, real server address).
 //! Cheap clones share the same series: every check task holds one.
 
-use std::{
-    collections::HashSet,
-    net::IpAddr,
-    sync::{Arc, Mutex},
-};
+use std::net::IpAddr;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::model::ServiceAddr;
 
@@ -24,10 +20,24 @@ pub struct CheckMetrics {
     pub duration: HistogramVec,
     /// `lb_check_probes_total{service, address, result}`.
     pub probes: IntCounterVec,
-    /// The checks that run: a probe of a check stopped meanwhile (an
-    /// aborted task can finish the poll it was in) records nothing, so
-    /// that a removed check's series do not come back.
-    live: Arc<Mutex<HashSet<(ServiceAddr, IpAddr)>>>,
+}
+
+/// One check's series, held by its task: a probe is recorded without a
+/// lookup. Once the check is forgotten they are no longer exported, so a
+/// probe an aborted task finishes late records nowhere visible.
+#[derive(Clone)]
+pub struct CheckSeries {
+    duration: Histogram,
+    ok: IntCounter,
+    failed: IntCounter,
+}
+
+impl CheckSeries {
+    /// One probe: its result and duration.
+    pub fn observe(&self, ok: bool, seconds: f64) {
+        self.duration.observe(seconds);
+        if ok { &self.ok } else { &self.failed }.inc();
+    }
 }
 
 impl Default for CheckMetrics {
@@ -49,42 +59,25 @@ impl Default for CheckMetrics {
             &["service", "address", "result"],
         )
         .expect("static counter options are valid");
-        CheckMetrics {
-            duration,
-            probes,
-            live: Default::default(),
-        }
+        CheckMetrics { duration, probes }
     }
 }
 
 impl CheckMetrics {
-    /// The check of `real` in `service` runs (its probes count).
-    pub fn start(&self, service: &ServiceAddr, real: &IpAddr) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.insert((*service, *real));
-    }
-
-    /// One probe of the check of `real` in `service`.
-    pub fn observe(&self, service: &ServiceAddr, real: &IpAddr, ok: bool, seconds: f64) {
-        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if !live.contains(&(*service, *real)) {
-            return;
-        }
+    /// The series of the check of `real` in `service`, for its task.
+    pub fn start(&self, service: &ServiceAddr, real: &IpAddr) -> CheckSeries {
         let (s, a) = (service.to_string(), real.to_string());
-        self.duration
-            .with_label_values(&[s.as_str(), a.as_str()])
-            .observe(seconds);
-        let result = if ok { "ok" } else { "failed" };
-        self.probes
-            .with_label_values(&[s.as_str(), a.as_str(), result])
-            .inc();
+        let (s, a) = (s.as_str(), a.as_str());
+        CheckSeries {
+            duration: self.duration.with_label_values(&[s, a]),
+            ok: self.probes.with_label_values(&[s, a, "ok"]),
+            failed: self.probes.with_label_values(&[s, a, "failed"]),
+        }
     }
 
     /// The check stopped (its real server or its spec went): its series go
     /// too, so that labels stay bounded by what is configured.
     pub fn forget(&self, service: &ServiceAddr, real: &IpAddr) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.remove(&(*service, *real));
         let (s, a) = (service.to_string(), real.to_string());
         let _ = self.duration.remove_label_values(&[s.as_str(), a.as_str()]);
         for result in ["ok", "failed"] {

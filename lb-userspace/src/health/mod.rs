@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
 pub use agent::parse_agent;
-pub use metrics::CheckMetrics;
+pub use metrics::{CheckMetrics, CheckSeries};
 pub use policy::{effective_weight, OnFailure, ServicePolicy, Verdict};
 pub use supervisor::Supervisor;
 pub use task::{spawn, HealthEvent, Hysteresis};

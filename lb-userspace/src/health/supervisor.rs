@@ -101,7 +101,7 @@ impl Supervisor {
                 };
                 self.next_task += 1;
                 let task = self.next_task;
-                self.metrics.start(&k.0, &k.1);
+                let series = self.metrics.start(&k.0, &k.1);
                 let h = spawn(
                     task,
                     spec.clone(),
@@ -109,7 +109,7 @@ impl Supervisor {
                     k.1,
                     phase,
                     self.events.clone(),
-                    self.metrics.clone(),
+                    series,
                 );
                 self.tasks.insert(*k, (spec.clone(), task, h));
             }

@@ -84,7 +84,7 @@ pub fn spawn(
     real: IpAddr,
     phase: f64,
     events: mpsc::Sender<HealthEvent>,
-    metrics: super::CheckMetrics,
+    metrics: super::CheckSeries,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let port = spec.port.unwrap_or(service.port);
@@ -100,7 +100,7 @@ pub fn spawn(
             let timed = || async {
                 let started = std::time::Instant::now();
                 let o = probe(&spec, target).await;
-                metrics.observe(&service, &real, o.ok, started.elapsed().as_secs_f64());
+                metrics.observe(o.ok, started.elapsed().as_secs_f64());
                 o
             };
             let mut o = timed().await;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
-use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{pem::PemObject as _, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 
 use super::{JoinRequest, JoinResponse};
@@ -19,11 +19,9 @@ pub struct ClientTls {
 
 fn connector(t: &ClientTls) -> Result<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in
-        CertificateDer::pem_file_iter(&t.ca).with_context(|| format!("--ca {}", t.ca.display()))?
-    {
+    for c in super::read_certs(&t.ca, "--ca")? {
         roots
-            .add(c.with_context(|| format!("--ca {}", t.ca.display()))?)
+            .add(c)
             .with_context(|| format!("--ca {}", t.ca.display()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -32,10 +30,7 @@ fn connector(t: &ClientTls) -> Result<tokio_rustls::TlsConnector> {
         .with_root_certificates(roots);
     let config = match (&t.cert, &t.key) {
         (Some(c), Some(k)) => {
-            let chain = CertificateDer::pem_file_iter(c)
-                .with_context(|| format!("--cert {}", c.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("--cert {}", c.display()))?;
+            let chain = super::read_certs(c, "--cert")?;
             let key = PrivateKeyDer::from_pem_file(k)
                 .with_context(|| format!("--key {}", k.display()))?;
             builder

@@ -98,9 +98,7 @@ impl JoinCfg {
         let Some(p) = &self.token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| anyhow::anyhow!("join.token_file {}: {e}", p.display()))?;
-        let t = text.lines().next().unwrap_or("").trim().to_string();
+        let t = read_token(p, "join.token_file")?;
         if t.len() < 16 {
             anyhow::bail!(
                 "join.token_file {}: the token must be at least 16 characters",
@@ -109,6 +107,31 @@ impl JoinCfg {
         }
         Ok(Some(t))
     }
+}
+
+/// A token file's first line, trimmed (`what` names it in errors).
+pub fn read_token(p: &Path, what: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{what} {}: {e}", p.display()))?;
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
+}
+
+/// The certificates of a PEM file (at least one; `what` names it in
+/// errors).
+pub fn read_certs(
+    p: &Path,
+    what: &str,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let v: Vec<_> = CertificateDer::pem_file_iter(p)
+        .with_context(|| format!("{what}: {}", p.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{what}: {}", p.display()))?;
+    if v.is_empty() {
+        anyhow::bail!("{what}: {}: no certificate in it", p.display());
+    }
+    Ok(v)
 }
 
 /// What a real server asks.

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
-use rustls::pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{pem::PemObject as _, PrivateKeyDer};
 use tokio::{
     io::{
         AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
@@ -44,17 +44,6 @@ const PER_SOURCE: usize = 4;
 /// were not).
 const LOGGED_PER_MINUTE: u32 = 20;
 
-fn certs(p: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let v: Vec<_> = CertificateDer::pem_file_iter(p)
-        .with_context(|| format!("join.tls.{what}: {}", p.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("join.tls.{what}: {}", p.display()))?;
-    if v.is_empty() {
-        anyhow::bail!("join.tls.{what}: {}: no certificate in it", p.display());
-    }
-    Ok(v)
-}
-
 /// Binds and reads everything the API needs, before lbd touches anything
 /// (a bad certificate or a taken port fails the start).
 pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
@@ -63,7 +52,7 @@ pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
     let tls = match &cfg.tls {
         None => None,
         Some(t) => {
-            let chain = certs(&t.cert, "cert")?;
+            let chain = super::read_certs(&t.cert, "join.tls.cert")?;
             let key = PrivateKeyDer::from_pem_file(&t.key)
                 .with_context(|| format!("join.tls.key: {}", t.key.display()))?;
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -72,7 +61,7 @@ pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
             let builder = match &t.client_ca {
                 Some(ca) => {
                     let mut roots = rustls::RootCertStore::empty();
-                    for c in certs(ca, "client_ca")? {
+                    for c in super::read_certs(ca, "join.tls.client_ca")? {
                         roots
                             .add(c)
                             .with_context(|| format!("join.tls.client_ca: {}", ca.display()))?;

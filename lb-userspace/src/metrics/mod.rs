@@ -266,11 +266,7 @@ fn services(f: &Families, l: &Listing) {
 
 /// A real server new connections can go to (the sorry server aside).
 fn usable(r: &RealView) -> bool {
-    !r.sorry
-        && r.in_service
-        && r.effective_weight > 0
-        && r.mac.is_some()
-        && r.health.as_ref().is_none_or(|h| h.up)
+    !r.sorry && r.why_unusable().is_none()
 }
 
 /// The data plane's verdict counters and the connection table.

@@ -249,11 +249,10 @@ fn a_stopped_check_leaves_no_series() {
     let svc = snapshot().listing.services[0].spec.addr;
     let a: std::net::IpAddr = "192.0.2.11".parse().unwrap();
     let b: std::net::IpAddr = "192.0.2.12".parse().unwrap();
-    m.start(&svc, &a);
-    m.start(&svc, &b);
-    m.observe(&svc, &a, true, 0.002);
-    m.observe(&svc, &a, false, 0.3);
-    m.observe(&svc, &b, true, 0.004);
+    let (sa, sb) = (m.start(&svc, &a), m.start(&svc, &b));
+    sa.observe(true, 0.002);
+    sa.observe(false, 0.3);
+    sb.observe(true, 0.004);
     let text = render(&snapshot(), &m);
     let addr = ("address", "192.0.2.11");
     let svc_l = ("service", "tcp 192.0.2.10:80");
@@ -279,7 +278,7 @@ fn a_stopped_check_leaves_no_series() {
     );
     m.forget(&svc, &a);
     // A probe that finishes after its check stopped records nothing.
-    m.observe(&svc, &a, true, 0.002);
+    sa.observe(true, 0.002);
     let text = render(&snapshot(), &m);
     assert!(!text.contains("address=\"192.0.2.11\""), "{text}");
     assert!(text.contains("address=\"192.0.2.12\""), "{text}");
@@ -388,8 +387,7 @@ fn the_grafana_dashboard_queries_only_metrics_that_exist() {
     let m = CheckMetrics::default();
     let svc = snapshot().listing.services[0].spec.addr;
     let a = "192.0.2.11".parse().unwrap();
-    m.start(&svc, &a);
-    m.observe(&svc, &a, true, 0.01);
+    m.start(&svc, &a).observe(true, 0.01);
     let text = render(&snapshot_with_ha(), &m);
     let served: std::collections::BTreeSet<&str> = text
         .lines()

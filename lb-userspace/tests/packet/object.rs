@@ -104,17 +104,11 @@ fn the_floor_load_balancer_spreads_by_source_port_and_passes_the_rest() {
     let macs = [rs_mac(11), rs_mac(12), rs_mac(13)];
     let mut table: aya::maps::Array<_, [u8; 8]> =
         aya::maps::Array::try_from(ebpf.take_map(tools::MAP_FLOOR_LB).unwrap()).unwrap();
-    for (i, m) in macs.iter().enumerate() {
-        let mut v = [0u8; 8];
-        v[..6].copy_from_slice(m);
-        table.set(1 + i as u32, v, 0).unwrap();
-    }
     let mut head = |port: u16| {
-        let mut h = [0u8; 8];
-        h[..4].copy_from_slice(&[192, 0, 2, 100]);
-        h[4..6].copy_from_slice(&port.to_be_bytes());
-        h[6] = 3;
-        table.set(0, h, 0).unwrap();
+        let vip = "192.0.2.100".parse().unwrap();
+        for (slot, v) in lb_userspace::dataplane::floor_lb_entries(vip, port, &macs) {
+            table.set(slot, v, 0).unwrap();
+        }
     };
     head(80);
     let prog: &mut Xdp = ebpf
