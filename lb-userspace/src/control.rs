@@ -213,6 +213,36 @@ pub struct RealView {
     pub sorry: bool,
 }
 
+#[cfg(test)]
+impl RealView {
+    /// For tests: `a`:80 with `weight` (in force), in service, unchecked,
+    /// its MAC known, no connection.
+    pub fn test(a: &str, weight: u32) -> RealView {
+        RealView {
+            id: 0,
+            rate: Default::default(),
+            spec: RealSpec {
+                u_threshold: 0,
+                l_threshold: 0,
+                address: a.parse().unwrap(),
+                port: 80,
+                weight,
+                forward: crate::model::Forward::Route,
+            },
+            active_conns: 0,
+            inactive_conns: 0,
+            stats: StatsView::default(),
+            mac: Some("02:00:00:00:00:0b".into()),
+            mac_stale: false,
+            persistent_conns: 0,
+            health: None,
+            effective_weight: weight,
+            in_service: true,
+            sorry: false,
+        }
+    }
+}
+
 impl RealView {
     /// Why new connections cannot go to it (None: they can). The sorry
     /// server counts as usable here; callers that count real servers set

@@ -6,28 +6,12 @@ use crate::{
 };
 
 fn real(a: &str, port: u16, w: u32, act: u64, inact: u64) -> RealView {
-    RealView {
-        id: 0,
-        rate: Default::default(),
-        spec: RealSpec {
-            u_threshold: 0,
-            l_threshold: 0,
-            address: a.parse().unwrap(),
-            port,
-            weight: w,
-            forward: Forward::Route,
-        },
-        active_conns: act,
-        inactive_conns: inact,
-        stats: StatsView::default(),
-        mac: None,
-        mac_stale: false,
-        persistent_conns: 0,
-        health: None,
-        effective_weight: w,
-        in_service: true,
-        sorry: false,
-    }
+    let mut r = RealView::test(a, w);
+    r.spec.port = port;
+    r.active_conns = act;
+    r.inactive_conns = inact;
+    r.mac = None;
+    r
 }
 
 #[test]

@@ -165,17 +165,23 @@ impl Dataplane {
     }
 }
 
-/// Attaches the lab's XDP_PASS program to `iface` and pins its link at
-/// `pin`. A veth only delivers XDP_TX frames if its peer runs an XDP
-/// program too: the lab puts this one on the director's peer.
-pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
+/// The tools object loaded, with the directory of `pin` (where its link
+/// goes) made.
+fn tools_object(pin: &Path) -> Result<aya::Ebpf> {
     if let Some(dir) = pin.parent() {
         fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
             path: dir.display().to_string(),
             cause,
         })?;
     }
-    let mut ebpf = EbpfLoader::new().load(TOOLS_OBJECT)?;
+    Ok(EbpfLoader::new().load(TOOLS_OBJECT)?)
+}
+
+/// Attaches the lab's XDP_PASS program to `iface` and pins its link at
+/// `pin`. A veth only delivers XDP_TX frames if its peer runs an XDP
+/// program too: the lab puts this one on the director's peer.
+pub fn attach_pass(iface: &str, pin: &Path) -> Result<()> {
+    let mut ebpf = tools_object(pin)?;
     let prog = program(&mut ebpf, tools::PASS)?;
     prog.load()?;
     attach_pinned(prog, iface, XdpMode::Driver, pin)
@@ -222,13 +228,7 @@ pub fn attach_floor_lb(
             ),
         });
     }
-    if let Some(dir) = pin.parent() {
-        fs::create_dir_all(dir).map_err(|cause| DataplaneError::PinDir {
-            path: dir.display().to_string(),
-            cause,
-        })?;
-    }
-    let mut ebpf = EbpfLoader::new().load(TOOLS_OBJECT)?;
+    let mut ebpf = tools_object(pin)?;
     {
         let name = tools::MAP_FLOOR_LB;
         let map = ebpf

@@ -5,35 +5,22 @@ use crate::{
 };
 
 fn real(a: &str, weight: u32, health: Option<bool>) -> RealView {
-    RealView {
-        id: 0,
-        rate: Default::default(),
-        spec: RealSpec {
-            u_threshold: 0,
-            l_threshold: 0,
-            address: a.parse().unwrap(),
-            port: 80,
-            weight,
-            forward: Forward::Route,
-        },
-        active_conns: 3,
-        inactive_conns: 12,
-        stats: StatsView {
-            conns: 40,
-            in_packets: 400,
-            in_bytes: 40_000,
-        },
-        mac: Some("02:00:00:00:00:0b".into()),
-        mac_stale: false,
-        persistent_conns: 0,
-        health: health.map(|up| HealthView {
-            up,
-            reason: "connect refused".into(),
-        }),
-        effective_weight: if health == Some(false) { 0 } else { weight },
-        in_service: true,
-        sorry: false,
+    let mut r = RealView::test(a, weight);
+    r.active_conns = 3;
+    r.inactive_conns = 12;
+    r.stats = StatsView {
+        conns: 40,
+        in_packets: 400,
+        in_bytes: 40_000,
+    };
+    r.health = health.map(|up| HealthView {
+        up,
+        reason: "connect refused".into(),
+    });
+    if health == Some(false) {
+        r.effective_weight = 0;
     }
+    r
 }
 
 fn snapshot() -> Snapshot {

@@ -311,9 +311,7 @@ impl Router {
     async fn become_backup(&mut self) {
         self.activating = None;
         let state = self.m.state;
-        info!(
-            router = self.cfg.name,
-            reason = %self.m.why,
+        info!(router = self.cfg.name, reason = %self.m.why,
             "VRRP: entering {} state",
             if state == State::Fault {
                 "FAULT"

@@ -6,28 +6,7 @@ use crate::{
 };
 
 fn real(a: &str) -> RealView {
-    RealView {
-        id: 0,
-        rate: Default::default(),
-        spec: RealSpec {
-            u_threshold: 0,
-            l_threshold: 0,
-            address: a.parse().unwrap(),
-            port: 80,
-            weight: 1,
-            forward: Forward::Route,
-        },
-        active_conns: 0,
-        inactive_conns: 0,
-        stats: StatsView::default(),
-        mac: Some("02:00:00:00:00:0b".into()),
-        mac_stale: false,
-        persistent_conns: 0,
-        health: None,
-        effective_weight: 1,
-        in_service: true,
-        sorry: false,
-    }
+    RealView::test(a, 1)
 }
 
 fn good() -> DirectorFacts {
