@@ -7,7 +7,7 @@ set -euo pipefail
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Debian packages the lab and the tests use --------------------------------
-pkgs=(bpftool iproute2 ethtool socat curl nginx-light tcpdump iputils-ping python3 procps wrk haproxy iperf3 hping3 netbase keepalived bird2 systemd)
+pkgs=(bpftool iproute2 ethtool socat curl nginx-light tcpdump iputils-ping python3 procps wrk haproxy iperf3 hping3 netbase keepalived bird2 systemd chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -115,6 +115,15 @@ pub enum Request {
         file: String,
         #[serde(default)]
         dry_run: bool,
+        /// Who asks (the console's user), for the log line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// Refused unless the running configuration still exports to
+        /// YAML with this version ([`crate::console::config_version`]):
+        /// a change made against a configuration read earlier cannot undo
+        /// one made since.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_unchanged: Option<String>,
     },
     /// The running state as a YAML configuration (`lbadm export`).
     Export,

@@ -47,4 +47,7 @@ pub mod daemon;
 /// `/metrics` for Prometheus.
 pub mod metrics;
 
+/// The web console on the HTTP listener.
+pub mod console;
+
 pub mod cli;

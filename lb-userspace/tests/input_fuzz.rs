@@ -665,6 +665,8 @@ fn request_seeds() -> Vec<String> {
             yaml: CHECKED.into(),
             file: "x.yaml".into(),
             dry_run: true,
+            by: Some("alice".into()),
+            if_unchanged: Some("0123".into()),
         },
         Request::Export,
         Request::Version,

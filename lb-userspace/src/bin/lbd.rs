@@ -218,13 +218,19 @@ async fn run() -> Result<()> {
     // One daemon per instance: refused before anything is touched.
     let lock = dataplane::lock_instance(&dir)?;
     let listener = bind_socket(&args.socket)?;
-    let metrics = match args
-        .metrics
-        .or(source.config().and_then(|c| c.metrics).map(|m| m.listen))
-    {
-        Some(a) => Some(lb_userspace::metrics::bind(a)?),
+    let metrics_cfg = source.config().and_then(|c| c.metrics.as_ref());
+    let metrics = match args.metrics.or(metrics_cfg.map(|m| m.listen)) {
+        Some(a) => Some(lb_userspace::metrics::prepare(
+            a,
+            metrics_cfg.and_then(|m| m.tls.as_ref()),
+        )?),
         None => None,
     };
+    if metrics.is_none() && source.config().is_some_and(|c| c.console.is_some()) {
+        anyhow::bail!(
+            "console: the web console is served on lbd's HTTP listener: set metrics.listen (or --metrics)"
+        );
+    }
     let join = match source.config().and_then(|c| c.join.as_ref()) {
         Some(j) => Some(lb_userspace::join::server::prepare(j)?),
         None => None,

@@ -91,6 +91,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 yaml,
                 file: file.display().to_string(),
                 dry_run: *dry_run,
+                by: None,
+                if_unchanged: None,
             };
             return match control::call(&cli.socket, req)? {
                 Response::Applied { changes } => {

@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::IpAddr};
 use crate::{
     config::{Config, MemberCfg, Persistence, PortGroupCfg, RealCfg, ServiceCfg, TimeoutsCfg},
     health::{CheckSpec, ServicePolicy},
-    model::{Table, DEFAULT_PERSISTENCE},
+    model::{ServiceAddr, Table, DEFAULT_PERSISTENCE},
 };
 
 /// One line per change from `old` to `new`: `+` added, `-` removed, `~`
@@ -129,7 +129,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("fwmark{m}"))
     };
-    let port_groups = table
+    let port_groups: Vec<PortGroupCfg> = table
         .groups
         .iter()
         .map(|(m, g)| PortGroupCfg {
@@ -204,6 +204,7 @@ pub fn export(base: &Config, running: &Running) -> Config {
                     upper_threshold: r.u_threshold,
                     lower_threshold: r.l_threshold,
                     health_check: if shared.is_some() { None } else { c },
+                    active: true,
                 })
                 .collect(),
             // A service that takes joins keeps its check with no real server.
@@ -213,8 +214,10 @@ pub fn export(base: &Config, running: &Running) -> Config {
             quorum: p.quorum,
             hysteresis: p.hysteresis,
             joinable: joinable.contains_key(a),
+            active: true,
         });
     }
+    keep_inactive(base, &port_groups, &mut services);
     let defaults = lb_common::tcp_state::DEFAULT_TIMEOUTS;
     let t = TimeoutsCfg {
         tcp: timeouts.0,
@@ -234,13 +237,46 @@ pub fn export(base: &Config, running: &Running) -> Config {
         expire_nodest_conn,
         sloppy_tcp,
         vlans: vlans.iter().copied().collect(),
-        metrics: base.metrics,
+        metrics: base.metrics.clone(),
+        console: base.console.clone(),
         join: base.join.clone(),
         vrrp: base.vrrp.clone(),
         sync: base.sync.clone(),
         bgp: base.bgp.clone(),
         port_groups,
         services,
+    }
+}
+
+/// Adds what `base` declares inactive (it is in no running table) to
+/// `services`: inactive services the running table has not taken back
+/// (lbadm may have added the same address since), and inactive real
+/// servers of the services still running.
+fn keep_inactive(base: &Config, groups: &[PortGroupCfg], services: &mut Vec<ServiceCfg>) {
+    let key = |c: &Config, s: &ServiceCfg, i: usize| c.service_addr(s, i, "").ok();
+    let running: Vec<Option<ServiceAddr>> = {
+        let c = Config {
+            port_groups: groups.to_vec(),
+            ..Default::default()
+        };
+        services.iter().enumerate().map(|(i, s)| key(&c, s, i)).collect()
+    };
+    for (i, b) in base.services.iter().enumerate() {
+        let Some(addr) = key(base, b, i) else {
+            continue;
+        };
+        match running.iter().position(|r| *r == Some(addr)) {
+            None if !b.active => services.push(b.clone()),
+            Some(at) if b.active => {
+                let s = &mut services[at];
+                for r in b.real_servers.iter().filter(|r| !r.active) {
+                    if s.real_servers.iter().all(|x| x.address != r.address) {
+                        s.real_servers.push(r.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

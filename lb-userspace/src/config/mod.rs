@@ -69,6 +69,18 @@ pub struct RealCfg {
     /// Overrides the service's health check for this real server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<CheckSpec>,
+    /// false: declared and validated, but out of the table (Piranha's
+    /// "deactivate"); `lbadm export` keeps it.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -133,6 +145,10 @@ pub struct ServiceCfg {
     /// realserver join`), checked with the service's health_check.
     #[serde(default, skip_serializing_if = "is_false")]
     pub joinable: bool,
+    /// false: declared and validated, but out of the table with its real
+    /// servers and checks (Piranha's "deactivate"); `lbadm export` keeps it.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
 }
 
 fn default_quorum() -> u32 {
@@ -203,6 +219,9 @@ pub struct Config {
     /// lbd's HTTP listener for Prometheus (`--metrics` overrides it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsCfg>,
+    /// The web console on the metrics listener (docs/console.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<crate::console::ConsoleCfg>,
     /// The join API for real servers that register themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<crate::join::JoinCfg>,
@@ -216,12 +235,17 @@ pub struct Config {
     pub services: Vec<ServiceCfg>,
 }
 
-/// `metrics:`: where `/metrics` is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `metrics:`: lbd's HTTP listener, where `/metrics` (and the console,
+/// when configured) are served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsCfg {
     /// ADDR:PORT to listen on (e.g. `127.0.0.1:9469`, `[::]:9469`).
     pub listen: std::net::SocketAddr,
+    /// HTTPS instead of HTTP; with `client_ca`, only clients with a
+    /// certificate it signed may connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::join::TlsCfg>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -170,6 +170,9 @@ impl Config {
         if let Some(Err((field, msg))) = cfg.bgp.as_ref().map(|b| b.check()) {
             return Err(invalid(&field, msg));
         }
+        if let Some(Err((field, msg))) = cfg.console.as_ref().map(|c| c.check()) {
+            return Err(invalid(&field, msg));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, v) in cfg.vlans.iter().enumerate() {
             if !(1..=4094).contains(v) {
@@ -265,7 +268,10 @@ impl Config {
             let Ok(addr) = self.service_addr(s, i, "") else {
                 continue;
             };
-            for r in &s.real_servers {
+            if !s.active {
+                continue;
+            }
+            for r in s.real_servers.iter().filter(|r| r.active) {
                 if let Some(c) = r.health_check.as_ref().or(s.health_check.as_ref()) {
                     v.push((addr, r.address, c.clone()));
                 }
@@ -280,7 +286,7 @@ impl Config {
         self.services
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.joinable)
+            .filter(|(_, s)| s.joinable && s.active)
             .filter_map(|(i, s)| Some((self.service_addr(s, i, "").ok()?, s.health_check.clone())))
             .collect()
     }
@@ -290,6 +296,7 @@ impl Config {
         self.services
             .iter()
             .enumerate()
+            .filter(|(_, s)| s.active)
             .filter_map(|(i, s)| Some((self.service_addr(s, i, "").ok()?, s)))
             .map(|(addr, s)| {
                 (
@@ -394,6 +401,18 @@ impl Config {
                         e => invalid(f, e.to_string()),
                     }
                 })?;
+            }
+        }
+        // Inactive services and real servers were validated with the
+        // rest (a duplicate is still one); they stay out of the table.
+        for (i, s) in self.services.iter().enumerate() {
+            let addr = self.service_addr(s, i, file)?;
+            if !s.active {
+                let _ = t.del_service(&addr);
+                continue;
+            }
+            for r in s.real_servers.iter().filter(|r| !r.active) {
+                let _ = t.del_real(&addr, r.address);
             }
         }
         Ok(t)

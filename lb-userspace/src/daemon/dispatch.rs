@@ -173,10 +173,23 @@ impl Daemon {
                 yaml,
                 file,
                 dry_run,
+                by,
+                if_unchanged,
             } => {
+                if let Some(v) = if_unchanged {
+                    match self.export() {
+                        Ok(now) if crate::console::config_version(&now) == v => {}
+                        Ok(_) => {
+                            return error(
+                                "the running configuration changed since it was read (lbadm or another session changed it): reload and make the change again",
+                            )
+                        }
+                        Err(e) => return error(format!("{e:#}")),
+                    }
+                }
                 let parsed = parsed.unwrap_or_else(|| Config::parse(&yaml, &file));
                 let r = match parsed {
-                    Ok(c) => self.apply_config(c, &file, dry_run).await,
+                    Ok(c) => self.apply_config(c, &file, dry_run, by.as_deref()).await,
                     Err(e) => Err(e.into()),
                 };
                 match r {
@@ -212,6 +225,7 @@ impl Daemon {
         c: Config,
         file: &str,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<Vec<String>> {
         let table = c.table(file)?;
         self.needs_restart(&c, file)?;
@@ -256,11 +270,14 @@ impl Daemon {
             return Ok(changes);
         }
         self.change(next).await?;
-        let what = if file.is_empty() {
+        let mut what = if file.is_empty() {
             "configuration applied".to_string()
         } else {
             format!("configuration {file} applied")
         };
+        if let Some(by) = by {
+            what = format!("{what} by {by}");
+        }
         log_applied(&what, &changes);
         if joined != self.joined {
             self.joined = joined;
@@ -282,7 +299,10 @@ impl Daemon {
             anyhow::bail!("{file}: limits differ from the running ones: that {restart}");
         }
         if c.metrics != self.base.metrics {
-            anyhow::bail!("{file}: metrics: moving the metrics listener {restart}");
+            anyhow::bail!("{file}: metrics: changing the metrics listener {restart}");
+        }
+        if c.console != self.base.console {
+            anyhow::bail!("{file}: console: changing the web console {restart}");
         }
         if c.join != self.base.join {
             anyhow::bail!("{file}: join: changing the join API {restart}");

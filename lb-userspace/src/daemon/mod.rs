@@ -30,7 +30,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 pub use self::{
-    socket::{bind_socket, Job},
+    socket::{bind_socket, parse_off_loop, Job},
     start::{start, state_file, Source, StartOptions},
 };
 use crate::{
@@ -237,21 +237,30 @@ impl Daemon {
     pub async fn run(
         mut self,
         listener: UnixListener,
-        metrics: Option<std::net::TcpListener>,
+        metrics: Option<crate::metrics::Prepared>,
         join: Option<crate::join::server::Prepared>,
     ) -> Result<()> {
         let (tx, mut jobs) = mpsc::channel::<Job>(64);
         let (reload_tx, mut reloads) = mpsc::channel::<Reloaded>(4);
         let (snapshot_tx, mut snapshots) = mpsc::channel::<crate::metrics::SnapshotRequest>(8);
-        socket::serve(listener, tx);
+        socket::serve(listener, tx.clone());
         let (join_tx, mut join_jobs) = mpsc::channel::<crate::join::server::JoinJob>(16);
         if let Some(p) = join {
             crate::join::server::serve(p, join_tx)?;
         }
-        if let Some(l) = metrics {
-            let addr = l.local_addr()?;
-            crate::metrics::serve(l, snapshot_tx, self.supervisor.metrics().clone())?;
-            info!(%addr, "serving /metrics");
+        if let Some(p) = metrics {
+            let addr = p.listener.local_addr()?;
+            let scheme = if p.tls.is_some() { "https" } else { "http" };
+            let console = self.base.console.clone().map(|c| {
+                info!(
+                    url = %format!("{scheme}://{addr}/console"),
+                    read_only = c.read_only || c.users.is_empty(),
+                    "serving the web console"
+                );
+                crate::console::routes(c, tx.clone(), snapshot_tx.clone(), p.tls.is_some())
+            });
+            crate::metrics::serve(p, snapshot_tx, self.supervisor.metrics().clone(), console)?;
+            info!(%addr, scheme, "serving /metrics");
         }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -361,7 +370,7 @@ impl Daemon {
                     }
                     let file = self.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
                     let r = match loaded {
-                        Ok(c) => self.apply_config(c, &file, false).await,
+                        Ok(c) => self.apply_config(c, &file, false, None).await,
                         Err(e) => Err(e.into()),
                     };
                     match r {

@@ -30,6 +30,22 @@ pub struct Job {
     pub reply: oneshot::Sender<Response>,
 }
 
+/// Parses (and validates) a configuration on a blocking thread: a huge or
+/// hostile one never stalls the daemon loop or an async worker.
+pub async fn parse_off_loop(yaml: String, file: String) -> Result<Config, ConfigError> {
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || Config::parse(&yaml, &file))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ConfigError::Syntax {
+                file: f,
+                line: 0,
+                column: 0,
+                msg: "the YAML parser failed on this input".into(),
+            })
+        })
+}
+
 /// Accepts connections on `listener` and hands every request to `jobs`.
 pub fn serve(listener: UnixListener, jobs: mpsc::Sender<Job>) {
     tokio::spawn(async move {
@@ -69,20 +85,7 @@ async fn serve_conn(stream: UnixStream, jobs: mpsc::Sender<Job>) {
             Ok(req) => {
                 let parsed = match &req {
                     Request::Apply { yaml, file, .. } => {
-                        let (yaml, file) = (yaml.clone(), file.clone());
-                        let f = file.clone();
-                        Some(
-                            tokio::task::spawn_blocking(move || Config::parse(&yaml, &file))
-                                .await
-                                .unwrap_or_else(|_| {
-                                    Err(ConfigError::Syntax {
-                                        file: f,
-                                        line: 0,
-                                        column: 0,
-                                        msg: "the YAML parser failed on this input".into(),
-                                    })
-                                }),
-                        )
+                        Some(parse_off_loop(yaml.clone(), file.clone()).await)
                     }
                     _ => None,
                 };

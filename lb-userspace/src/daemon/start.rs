@@ -162,7 +162,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         _lock: lock,
     };
     daemon
-        .apply_config(config, &file, false)
+        .apply_config(config, &file, false, None)
         .await
         .context("applying the configuration")?;
     let attached = daemon

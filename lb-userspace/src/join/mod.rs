@@ -116,6 +116,41 @@ pub fn read_token(p: &Path, what: &str) -> anyhow::Result<String> {
     Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
+/// A TLS acceptor for `t` (`what` names the section in errors: a bad
+/// certificate or key fails lbd's start).
+pub fn tls_acceptor(t: &TlsCfg, what: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use rustls::pki_types::{pem::PemObject as _, PrivateKeyDer};
+    let chain = read_certs(&t.cert, &format!("{what}.cert"))?;
+    let key = PrivateKeyDer::from_pem_file(&t.key)
+        .with_context(|| format!("{what}.key: {}", t.key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &t.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(ca, &format!("{what}.client_ca"))? {
+                roots
+                    .add(c)
+                    .with_context(|| format!("{what}.client_ca: {}", ca.display()))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .with_context(|| format!("{what}.client_ca"))?;
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{what}: the key does not match the certificate"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 /// The certificates of a PEM file (at least one; `what` names it in
 /// errors).
 pub fn read_certs(

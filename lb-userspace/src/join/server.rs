@@ -4,7 +4,6 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
-use rustls::pki_types::{pem::PemObject as _, PrivateKeyDer};
 use tokio::{
     io::{
         AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
@@ -51,36 +50,7 @@ pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
     let token = cfg.token()?;
     let tls = match &cfg.tls {
         None => None,
-        Some(t) => {
-            let chain = super::read_certs(&t.cert, "join.tls.cert")?;
-            let key = PrivateKeyDer::from_pem_file(&t.key)
-                .with_context(|| format!("join.tls.key: {}", t.key.display()))?;
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()?;
-            let builder = match &t.client_ca {
-                Some(ca) => {
-                    let mut roots = rustls::RootCertStore::empty();
-                    for c in super::read_certs(ca, "join.tls.client_ca")? {
-                        roots
-                            .add(c)
-                            .with_context(|| format!("join.tls.client_ca: {}", ca.display()))?;
-                    }
-                    let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                        Arc::new(roots),
-                        provider,
-                    )
-                    .build()
-                    .context("join.tls.client_ca")?;
-                    builder.with_client_cert_verifier(v)
-                }
-                None => builder.with_no_client_auth(),
-            };
-            let config = builder
-                .with_single_cert(chain, key)
-                .context("join.tls: the key does not match the certificate")?;
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-        }
+        Some(t) => Some(super::tls_acceptor(t, "join.tls")?),
     };
     let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("join: listening on {}", cfg.listen))?;

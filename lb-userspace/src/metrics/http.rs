@@ -1,26 +1,25 @@
-//! lbd's HTTP listener (`--metrics` / `metrics.listen`): `/metrics` for
-//! Prometheus.
+//! lbd's HTTP listener (`--metrics` / `metrics.listen`, HTTPS with
+//! `metrics.tls`): `/metrics` for Prometheus, and the web console when
+//! `console:` is configured.
 
 use std::{
     net::SocketAddr,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
 use axum::{
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::{mpsc, oneshot, Semaphore},
 };
 
 use super::{render, Snapshot};
@@ -45,9 +44,19 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// costs the daemon loop one snapshot).
 const REUSE: Duration = Duration::from_secs(1);
 
-/// Binds the listener before anything is touched (a taken port fails lbd's
-/// start, not a scrape later).
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+/// The listener, bound, and its TLS acceptor (`metrics.tls`).
+pub struct Prepared {
+    pub listener: std::net::TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Binds the listener and reads its certificate before anything is
+/// touched (a taken port or a bad key fails lbd's start, not a scrape
+/// later).
+pub fn prepare(addr: SocketAddr, tls: Option<&crate::join::TlsCfg>) -> Result<Prepared> {
+    let tls = tls
+        .map(|t| crate::join::tls_acceptor(t, "metrics.tls"))
+        .transpose()?;
     let l = std::net::TcpListener::bind(addr)
         .with_context(|| format!("metrics: listening on {addr}"))?;
     l.set_nonblocking(true)?;
@@ -57,98 +66,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
             "metrics: listening on every address, the VIPs' included (the XDP program passes ports no service uses): /metrics has no authentication, prefer a management address"
         );
     }
-    Ok(l)
-}
-
-/// The TCP listener with a bound on connections and their lifetime.
-struct Limited {
-    inner: TcpListener,
-    slots: Arc<Semaphore>,
-}
-
-/// An accepted connection holding its slot until it closes or its time
-/// is up.
-struct Conn {
-    stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Conn {
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        std::future::Future::poll(self.deadline.as_mut(), cx).is_ready()
-    }
-}
-
-fn timed_out() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, "connection lifetime over")
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.expired(cx) {
-            return Poll::Ready(Err(timed_out()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.expired(cx) {
-            return Poll::Ready(Err(timed_out()));
-        }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl axum::serve::Listener for Limited {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Conn, SocketAddr) {
-        let slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let deadline = Box::pin(tokio::time::sleep(CONNECTION_LIFETIME));
-                    return (
-                        Conn {
-                            stream,
-                            _slot: slot,
-                            deadline,
-                        },
-                        addr,
-                    );
-                }
-                // Out of descriptors and the like: wait, do not spin.
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
+    Ok(Prepared { listener: l, tls })
 }
 
 #[derive(Clone)]
@@ -162,17 +80,17 @@ struct Ctx {
 /// A scrape's text and when it was rendered.
 type Rendered = (Instant, Arc<String>);
 
-/// Serves `listener` until lbd exits.
+/// Serves `listener` until lbd exits: each connection in its own task,
+/// at most MAX_CONNECTIONS at once, each for at most CONNECTION_LIFETIME
+/// (then it is closed after the response in progress).
 pub fn serve(
-    listener: std::net::TcpListener,
+    prepared: Prepared,
     snapshots: mpsc::Sender<SnapshotRequest>,
     checks: CheckMetrics,
+    console: Option<Router>,
 ) -> Result<()> {
-    let listener = Limited {
-        inner: TcpListener::from_std(listener)?,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-    };
-    let app = Router::new()
+    let listener = TcpListener::from_std(prepared.listener)?;
+    let mut app = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .with_state(Ctx {
@@ -180,16 +98,90 @@ pub fn serve(
             checks,
             last: Default::default(),
         });
+    if let Some(console) = console {
+        app = app.merge(console);
+    }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tls = prepared.tls;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics listener stopped: {e}");
+        loop {
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                // Out of descriptors and the like: wait, do not spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (app, tls) = (app.clone(), tls.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let deadline = tokio::time::sleep(CONNECTION_LIFETIME);
+                match tls {
+                    None => connection(stream, peer, app, deadline).await,
+                    Some(acceptor) => {
+                        let hs = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await;
+                        if let Ok(Ok(s)) = hs {
+                            connection(s, peer, app, deadline).await;
+                        }
+                    }
+                }
+            });
         }
     });
     Ok(())
 }
 
+/// How long a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a connection past its lifetime may take to finish the
+/// response in progress.
+const LAST_RESPONSE: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on one connection; the peer's address reaches handlers
+/// as `ConnectInfo`.
+async fn connection<I>(io: I, peer: SocketAddr, app: Router, deadline: tokio::time::Sleep)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt as _;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    tokio::pin!(conn, deadline);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = &mut deadline => {}
+    }
+    // Lifetime over: no keep-alive after the response in progress (a
+    // browser then opens a new connection instead of finding this one
+    // cut under its next request).
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(LAST_RESPONSE, conn).await;
+}
+
+/// A snapshot from the daemon loop (None if it did not answer in time).
+pub async fn take_snapshot(snapshots: &mpsc::Sender<SnapshotRequest>) -> Option<Snapshot> {
+    let (tx, rx) = oneshot::channel();
+    let snapshot = async {
+        snapshots.send(tx).await.ok()?;
+        rx.await.ok()
+    };
+    tokio::time::timeout(LOOP_WAIT, snapshot).await.ok().flatten()
+}
+
 async fn index() -> &'static str {
-    "lbd: /metrics (Prometheus text format)\n"
+    "lbd: /metrics (Prometheus text format); /console (the web console, when configured)\n"
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
@@ -204,12 +196,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
     if let Some(text) = recent {
         return ok(text);
     }
-    let (tx, rx) = oneshot::channel();
-    let snapshot = async {
-        ctx.snapshots.send(tx).await.ok()?;
-        rx.await.ok()
-    };
-    let Ok(Some(s)) = tokio::time::timeout(LOOP_WAIT, snapshot).await else {
+    let Some(s) = take_snapshot(&ctx.snapshots).await else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "lbd's daemon loop did not answer in time\n",

@@ -1,0 +1,102 @@
+use super::*;
+
+fn cfg() -> ConsoleCfg {
+    ConsoleCfg {
+        read_only: false,
+        users: vec![ConsoleUser {
+            name: "alice".into(),
+            password_hash: hash_password("pw-alice-123").unwrap(),
+        }],
+        login_to_view: false,
+        session_idle: 1800,
+    }
+}
+
+#[test]
+fn console_section_is_checked_with_field_names() {
+    let mut c = cfg();
+    assert!(c.check().is_ok());
+    c.users[0].password_hash = "secret".into();
+    let (f, m) = c.check().unwrap_err();
+    assert_eq!(f, "console.users[0].password_hash");
+    assert!(m.contains("PHC"), "{m}");
+    let mut c = cfg();
+    c.users.push(c.users[0].clone());
+    assert_eq!(c.check().unwrap_err().0, "console.users[1].name");
+    let mut c = cfg();
+    c.users.clear();
+    c.login_to_view = true;
+    assert_eq!(c.check().unwrap_err().0, "console.login_to_view");
+    let mut c = cfg();
+    c.session_idle = 5;
+    assert_eq!(c.check().unwrap_err().0, "console.session_idle");
+}
+
+#[test]
+fn the_loaders_errors_name_their_field() {
+    let bad_weight = "services:\n  - {protocol: tcp, address: 192.0.2.1, port: 80, real_servers: [{address: 192.0.2.11, weight: 70000}]}\n";
+    let e = crate::config::Config::parse(bad_weight, FILE).unwrap_err();
+    let (f, m) = field_of(&e);
+    assert_eq!(f.as_deref(), Some("services[0].real_servers[0].weight"));
+    assert_eq!(m, "weight 70000 out of range (0..=65535)");
+    let bad_type = "services:\n  - protocol: tcp\n    address: 192.0.2.1\n    port: 80\n    real_servers:\n      - address: 192.0.2.11\n        weight: heavy\n";
+    let e = crate::config::Config::parse(bad_type, FILE).unwrap_err();
+    let (f, m) = field_of(&e);
+    assert_eq!(f.as_deref(), Some("services[0].real_servers[0].weight"), "{e}");
+    assert!(m.contains("invalid type"), "{m}");
+    assert!(e.to_string().starts_with("console:7:"), "{e}");
+}
+
+#[test]
+fn changes_get_the_running_console_section_and_cannot_touch_it() {
+    let (jobs, _) = mpsc::channel(1);
+    let (snaps, _) = mpsc::channel(1);
+    let c = Console {
+        cfg: cfg(),
+        auth: Auth::new(vec![], Duration::from_secs(60)),
+        jobs,
+        snapshots: snaps,
+        tls: false,
+    };
+    let text = "services: []\n";
+    let y = c
+        .yaml_of(&Change {
+            config: None,
+            yaml: Some(text.into()),
+            version: String::new(),
+        })
+        .unwrap();
+    // The user's lines stay where they were; the console section follows.
+    assert!(y.starts_with(text), "{y}");
+    let parsed = crate::config::Config::parse(&y, FILE).unwrap();
+    assert_eq!(parsed.console.as_ref(), Some(&c.cfg));
+    let e = c
+        .yaml_of(&Change {
+            config: Some(json!({"console": {"read_only": true}})),
+            yaml: None,
+            version: String::new(),
+        })
+        .unwrap_err();
+    assert!(e.starts_with("console:"), "{e}");
+    // The browser never sees the hashes.
+    let exported = serde_yaml::to_string(&parsed).unwrap();
+    let v = without_console(&exported).unwrap();
+    assert!(v.get("console").is_none());
+    assert!(!v.to_string().contains("argon2"));
+}
+
+#[test]
+fn session_cookie_is_found_among_others() {
+    let mut h = HeaderMap::new();
+    h.insert(header::COOKIE, HeaderValue::from_static("a=1; lbd_session=abc; b=2"));
+    assert_eq!(cookie_session(&h).as_deref(), Some("abc"));
+    h.insert(header::COOKIE, HeaderValue::from_static("lbd_sessionx=abc"));
+    assert_eq!(cookie_session(&h), None);
+}
+
+#[test]
+fn versions_follow_the_text() {
+    assert_eq!(config_version("a"), config_version("a"));
+    assert_ne!(config_version("a"), config_version("b"));
+    assert_eq!(config_version("a").len(), 32);
+}
