@@ -239,7 +239,7 @@ fn real_servers_join_leave_and_a_restart_keeps_them() {
 /// Writes a CA, a server certificate for 192.0.2.2 and a client
 /// certificate (both signed by the CA) into `dir`; a second CA's client
 /// certificate too. Returns nothing: the files are named by role.
-fn write_pki(dir: &std::path::Path) {
+pub(crate) fn write_pki(dir: &std::path::Path) {
     use rcgen::{
         BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     };
@@ -249,6 +249,10 @@ fn write_pki(dir: &std::path::Path) {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL (curl) takes a leaf whose issuer is its
+        // own subject for a self-signed certificate.
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("lab {name}"));
         let cert = p.self_signed(&key).unwrap();
         write(&format!("{name}.pem"), cert.pem());
         Issuer::new(p, key)
@@ -256,6 +260,7 @@ fn write_pki(dir: &std::path::Path) {
     let leaf = |issuer: &Issuer<'_, KeyPair>, name: &str, san: &str, eku| {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec![san.to_string()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, san);
         p.extended_key_usages = vec![eku];
         let cert = p.signed_by(&key, issuer).unwrap();
         write(&format!("{name}.pem"), cert.pem());

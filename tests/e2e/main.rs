@@ -4,6 +4,8 @@
 //! each builds a whole lab); see lb-userspace/tests/common/harness.rs for
 //! how they report without root.
 
+mod browser;
+mod console;
 mod ecmp;
 mod forwarding;
 mod ha;
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
             ("service", service::TESTS),
             ("ops", ops::TESTS),
             ("join", join::TESTS),
+            ("console", console::TESTS),
             ("ha", ha::TESTS),
             ("ecmp", ecmp::TESTS),
         ],

@@ -297,6 +297,9 @@ pub enum Sub {
     },
     /// Print the running state as a YAML configuration (lbd --config takes it).
     Export,
+    /// Print an argon2 hash of a password read from standard input (one
+    /// line), for `console.users[].password_hash`.
+    ConsolePassword,
     /// VRRP routers: state, master, priority (in force), last transition;
     /// `release` hands over at once (priority 0) and stays backup until
     /// `resume`.

@@ -31,6 +31,16 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.sub {
         Some(Sub::Realserver { action }) => return realserver_cmd(action),
+        Some(Sub::ConsolePassword) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            if pw.len() < 8 {
+                anyhow::bail!("the password must be at least 8 characters");
+            }
+            println!("{}", crate::console::hash_password(pw)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(Sub::Diagnose {
             realserver,
             rs,
