@@ -141,7 +141,8 @@ impl Browser {
                     .unwrap_or("?")
             )),
             Some("Runtime.consoleAPICalled") if p["type"] == "error" || p["type"] == "assert" => {
-                self.errors.push(format!("console.{}: {}", p["type"], p["args"]))
+                self.errors
+                    .push(format!("console.{}: {}", p["type"], p["args"]))
             }
             Some("Log.entryAdded") if p["entry"]["level"] == "error" => self.errors.push(format!(
                 "log: {} {}",
@@ -221,7 +222,9 @@ impl Browser {
     pub fn click(&mut self, selector: &str) {
         let sel = serde_json::to_string(selector).unwrap();
         self.wait(
-            &format!("(e => e && !e.disabled && e.offsetParent !== null)(document.querySelector({sel}))"),
+            &format!(
+                "(e => e && !e.disabled && e.offsetParent !== null)(document.querySelector({sel}))"
+            ),
             &format!("{selector} to be clickable"),
         );
         self.eval(&format!("document.querySelector({sel}).click()"));

@@ -72,9 +72,10 @@ fn apply_reviewed(b: &mut Browser, expect: &str) {
     b.wait("!document.querySelector('#review').hidden", "the review");
     let changes = b.text("#review-changes");
     assert!(changes.contains(expect), "review shows:\n{changes}");
+    let n = b.eval("Number(document.body.dataset.applied || 0)");
     b.click("#review-apply");
     b.wait(
-        "document.querySelector('#review').hidden && document.querySelector('#banner').innerText.startsWith('Applied')",
+        &format!("Number(document.body.dataset.applied || 0) === {n} + 1"),
         "the apply",
     );
 }
@@ -102,13 +103,24 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
     b.fill("[data-path='services.0.address']", "192.0.2.100");
     b.fill("[data-path='services.0.scheduler']", "rr");
     b.fill("#check-type", "http");
-    for (k, v) in [("interval", "0.5"), ("timeout", "0.5"), ("rise", "1"), ("fall", "1")] {
+    for (k, v) in [
+        ("interval", "0.5"),
+        ("timeout", "0.5"),
+        ("rise", "1"),
+        ("fall", "1"),
+    ] {
         b.fill(&format!("[data-path='services.0.health_check.{k}']"), v);
     }
     b.click("#editor-add-real");
     b.click("#editor-add-real");
-    b.fill("[data-path='services.0.real_servers.0.address']", "192.0.2.11");
-    b.fill("[data-path='services.0.real_servers.1.address']", "192.0.2.12");
+    b.fill(
+        "[data-path='services.0.real_servers.0.address']",
+        "192.0.2.11",
+    );
+    b.fill(
+        "[data-path='services.0.real_servers.1.address']",
+        "192.0.2.12",
+    );
     // A bad weight: the loader's message next to the field, nothing applied.
     b.fill("[data-path='services.0.real_servers.1.weight']", "70000");
     b.click("#editor-review");
@@ -150,7 +162,10 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
     // Quiesce rs1 from the console: no new connection goes to it.
     b.click("#tabs button[data-tab=configure]");
     b.click("button[data-action=quiesce][data-path='services.0.real_servers.0']");
-    apply_reviewed(&mut b, "~ real 192.0.2.11 of tcp 192.0.2.100:80: weight 1 -> 0");
+    apply_reviewed(
+        &mut b,
+        "~ real 192.0.2.11 of tcp 192.0.2.100:80: weight 1 -> 0",
+    );
     let counts = tally(&lab, 6);
     assert_eq!(counts.get("rs2"), Some(&6), "{counts:?}");
     b.click("#tabs button[data-tab=monitor]");
@@ -174,7 +189,24 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
     assert!(row.contains("down ("), "{row}");
     b.screenshot(&screenshots().join("console-monitor.png"));
     lab.start_rs_http(2).unwrap();
-    b.wait(&format!("{} === 'up'", state_of("192.0.2.12:80")), "rs2 up again");
+    b.wait(
+        &format!("{} === 'up'", state_of("192.0.2.12:80")),
+        "rs2 up again",
+    );
+
+    // Deactivated: out of the table, still in the configuration; then back.
+    b.click("#tabs button[data-tab=configure]");
+    b.click("[data-index='0'] .svc-head button[data-action=deactivate]");
+    apply_reviewed(&mut b, "- service tcp 192.0.2.100:80");
+    assert!(!lab.lbadm(&["-L", "-n"]).unwrap().contains("192.0.2.100"));
+    assert!(lab.lbadm(&["export"]).unwrap().contains("active: false"));
+    b.click("[data-index='0'] .svc-head button[data-action=activate]");
+    apply_reviewed(&mut b, "+ service tcp 192.0.2.100:80");
+    b.click("#tabs button[data-tab=monitor]");
+    for r in ["192.0.2.11:80", "192.0.2.12:80"] {
+        b.wait(&format!("{} === 'up'", state_of(r)), &format!("{r} up"));
+    }
+    assert_eq!(tally(&lab, 4).len(), 2);
 
     // On a phone: nothing wider than the screen.
     b.viewport(390, 844, true);
@@ -192,7 +224,7 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
         .lines()
         .filter(|l| l.contains("applied by console user admin from 192.0.2.1"))
         .count();
-    assert_eq!(by, 3, "{log}");
+    assert_eq!(by, 5, "{log}");
     assert!(log.contains("console: logged in"), "{log}");
 }
 
@@ -216,12 +248,29 @@ impl<'a> Client<'a> {
         }
     }
 
-    fn req(&self, method: &str, path: &str, body: Option<&Value>, headers: &[&str]) -> (u16, Value) {
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[&str],
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let jar = self.jar.to_str().unwrap().to_string();
         let data = body.map(|b| b.to_string());
         let mut args: Vec<&str> = vec![
-            "curl", "-sS", "--max-time", "10", "-X", method, "-b", &jar, "-c", &jar, "-w", "\n%{http_code}",
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-X",
+            method,
+            "-b",
+            &jar,
+            "-c",
+            &jar,
+            "-w",
+            "\n%{http_code}",
         ];
         args.extend(self.extra.iter().map(String::as_str));
         for h in headers {
@@ -240,7 +289,12 @@ impl<'a> Client<'a> {
     }
 
     fn login(&self, pw: &str) -> (u16, Value) {
-        self.req("POST", "/api/login", Some(&json!({"user": "admin", "password": pw})), &[])
+        self.req(
+            "POST",
+            "/api/login",
+            Some(&json!({"user": "admin", "password": pw})),
+            &[],
+        )
     }
 }
 
@@ -328,7 +382,10 @@ fn the_console_refuses_and_changes_nothing() {
     assert!(export().contains("weight: 5"));
     let (_, stale) = c.req("POST", "/api/apply", Some(&change), &[&token]);
     assert!(
-        stale["error"].as_str().unwrap().contains("changed since it was read"),
+        stale["error"]
+            .as_str()
+            .unwrap()
+            .contains("changed since it was read"),
         "{stale}"
     );
 
@@ -351,11 +408,19 @@ fn the_console_refuses_and_changes_nothing() {
     let pki = std::env::temp_dir().join(format!("{}-pki", lab.prefix));
     crate::join::write_pki(&pki);
     let f = |n: &str| pki.join(n).to_str().unwrap().to_string();
-    let tls = format!(", tls: {{cert: \"{}\", key: \"{}\"}}", f("server.pem"), f("server.key"));
+    let tls = format!(
+        ", tls: {{cert: \"{}\", key: \"{}\"}}",
+        f("server.pem"),
+        f("server.key")
+    );
     let mut ro = Lbd::start(&lab, &config("  read_only: true", &tls, services));
     let before = export();
     let ca = f("ca.pem");
-    let c = Client::new(&lab, &format!("https://{DIRECTOR_IP}:{PORT}"), &["--cacert", &ca]);
+    let c = Client::new(
+        &lab,
+        &format!("https://{DIRECTOR_IP}:{PORT}"),
+        &["--cacert", &ca],
+    );
     let (code, _) = c.req("GET", "/console", None, &[]);
     assert_eq!(code, 200);
     let (code, body) = c.login(PASSWORD);
@@ -369,7 +434,10 @@ fn the_console_refuses_and_changes_nothing() {
         .unwrap_or_else(|| panic!("{jar}"))
         .split('\t')
         .collect();
-    assert!(cookie[0].starts_with("#HttpOnly_") && cookie[3] == "TRUE", "{jar}");
+    assert!(
+        cookie[0].starts_with("#HttpOnly_") && cookie[3] == "TRUE",
+        "{jar}"
+    );
     let token = format!("X-CSRF-Token: {}", body["csrf"].as_str().unwrap());
     let (_, cfg) = c.req("GET", "/api/config", None, &[]);
     let mut changed = cfg["config"].clone();
@@ -381,7 +449,10 @@ fn the_console_refuses_and_changes_nothing() {
         &[&token],
     );
     assert_eq!(code, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("read-only"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
     assert_eq!(export(), before);
     ro.kill();
     let _ = std::fs::remove_dir_all(&pki);

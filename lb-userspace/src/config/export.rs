@@ -259,7 +259,11 @@ fn keep_inactive(base: &Config, groups: &[PortGroupCfg], services: &mut Vec<Serv
             port_groups: groups.to_vec(),
             ..Default::default()
         };
-        services.iter().enumerate().map(|(i, s)| key(&c, s, i)).collect()
+        services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| key(&c, s, i))
+            .collect()
     };
     for (i, b) in base.services.iter().enumerate() {
         let Some(addr) = key(base, b, i) else {
@@ -350,6 +354,58 @@ services:
         assert!(again.sloppy_tcp);
         assert_eq!(again.vlans, [42, 100]);
         assert_eq!(again.timeouts.map(|t| t.tcp), Some(3600));
+    }
+
+    #[test]
+    fn inactive_services_and_reals_stay_out_of_the_table_and_in_the_export() {
+        let text = r#"
+services:
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 80
+    health_check: {type: tcp}
+    real_servers:
+      - {address: 192.0.2.11}
+      - {address: 192.0.2.12, active: false}
+  - protocol: tcp
+    address: 192.0.2.100
+    port: 443
+    active: false
+    sorry_server: 192.0.2.99
+    real_servers: [{address: 192.0.2.11}]
+"#;
+        let c = Config::parse(text, "a.yaml").unwrap();
+        let table = c.table("a.yaml").unwrap();
+        assert_eq!(table.services.len(), 1);
+        let web = table.services.values().next().unwrap();
+        assert_eq!(web.reals.len(), 1);
+        assert_eq!(c.checks().len(), 1, "no check for inactive real servers");
+        assert_eq!(c.policies().len(), 1);
+        let out = export(
+            &c,
+            &Running {
+                table: &table,
+                policies: &c.policies(),
+                checks: &c.checks(),
+                timeouts: (900, 120, 300),
+                expire_nodest_conn: false,
+                sloppy_tcp: false,
+                vlans: &Default::default(),
+                joinable: &c.joinable(),
+            },
+        );
+        let again = Config::parse(&serde_yaml::to_string(&out).unwrap(), "b.yaml").unwrap();
+        assert_eq!(again.table("b.yaml").unwrap(), table);
+        assert_eq!(again.services.len(), 2);
+        assert!(!again.services[1].active);
+        assert_eq!(again.services[1].sorry_server, c.services[1].sorry_server);
+        let reals = &again.services[0].real_servers;
+        assert_eq!(reals.len(), 2);
+        assert!(reals[0].active && !reals[1].active);
+        // Still validated: an inactive duplicate is a duplicate.
+        let dup = text.replace("port: 443", "port: 80");
+        let e = Config::parse(&dup, "c.yaml").unwrap_err().to_string();
+        assert!(e.contains("services[1]: duplicate service"), "{e}");
     }
 
     #[test]

@@ -59,7 +59,11 @@ pub fn random_token() -> String {
 
 /// Equal in time independent of where they differ.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// An argon2id hash (PHC string) of `password` with a random salt: what
@@ -237,7 +241,10 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert_eq!(a.login(ip, "alice", "nope").unwrap_err(), LoginError::Wrong);
-        assert_eq!(a.login(ip, "bob", "s3cret-pass").unwrap_err(), LoginError::Wrong);
+        assert_eq!(
+            a.login(ip, "bob", "s3cret-pass").unwrap_err(),
+            LoginError::Wrong
+        );
         for _ in 2..MAX_FAILURES {
             assert!(a.login(ip, "alice", "nope").is_err());
         }

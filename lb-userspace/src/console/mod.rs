@@ -80,10 +80,7 @@ impl ConsoleCfg {
         if !(60..=7 * 86400).contains(&self.session_idle) {
             return Err((
                 "console.session_idle".into(),
-                format!(
-                    "{} s out of range (60..=604800)",
-                    self.session_idle
-                ),
+                format!("{} s out of range (60..=604800)", self.session_idle),
             ));
         }
         for (i, u) in self.users.iter().enumerate() {
@@ -183,11 +180,17 @@ async fn headers(mut r: Response) -> Response {
 }
 
 async fn page() -> Response {
-    asset("text/html; charset=utf-8", include_str!("assets/index.html"))
+    asset(
+        "text/html; charset=utf-8",
+        include_str!("assets/index.html"),
+    )
 }
 
 async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", include_str!("assets/app.js"))
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/app.js"),
+    )
 }
 
 async fn style() -> Response {
@@ -198,8 +201,17 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
+/// A refusal: its status, and its message as `{"ok": false, "error"}`.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "ok": false, "error": self.1 }))).into_response()
+    }
+}
+
 fn refuse(code: StatusCode, message: impl Into<String>) -> Response {
-    (code, Json(json!({ "ok": false, "error": message.into() }))).into_response()
+    Refusal(code, message.into()).into_response()
 }
 
 fn cookie_session(h: &HeaderMap) -> Option<String> {
@@ -222,43 +234,54 @@ impl Console {
     }
 
     /// The session of a request that may look at the monitoring panel.
-    fn viewer(&self, h: &HeaderMap) -> Result<Option<Session>, Response> {
+    fn viewer(&self, h: &HeaderMap) -> Result<Option<Session>, Refusal> {
         let s = self.session(h);
         if self.cfg.login_to_view && s.is_none() {
-            return Err(refuse(StatusCode::UNAUTHORIZED, "log in to see this director"));
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "log in to see this director".into(),
+            ));
         }
         Ok(s)
     }
 
     /// The session of a request that may change the configuration: logged
     /// in, with the session's CSRF token, on a console that takes changes.
-    fn editor(&self, h: &HeaderMap) -> Result<Session, Response> {
+    fn editor(&self, h: &HeaderMap) -> Result<Session, Refusal> {
         if self.cfg.read_only {
-            return Err(refuse(
+            return Err(Refusal(
                 StatusCode::FORBIDDEN,
-                "the console is read-only (console.read_only): change the configuration with lbadm",
+                "the console is read-only (console.read_only): change the configuration with lbadm"
+                    .into(),
             ));
         }
-        let s = self
-            .session(h)
-            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "log in first (or the session ended)"))?;
+        let s = self.session(h).ok_or_else(|| {
+            Refusal(
+                StatusCode::UNAUTHORIZED,
+                "log in first (or the session ended)".into(),
+            )
+        })?;
         self.csrf(h, &s)?;
         Ok(s)
     }
 
-    fn csrf(&self, h: &HeaderMap, s: &Session) -> Result<(), Response> {
+    fn csrf(&self, h: &HeaderMap, s: &Session) -> Result<(), Refusal> {
         let sent = h.get("x-csrf-token").and_then(|v| v.to_str().ok());
         match sent {
             Some(t) if auth::same(t, &s.csrf) => Ok(()),
-            _ => Err(refuse(
+            _ => Err(Refusal(
                 StatusCode::FORBIDDEN,
-                "missing or wrong CSRF token (X-CSRF-Token): reload the page",
+                "missing or wrong CSRF token (X-CSRF-Token): reload the page".into(),
             )),
         }
     }
 
     /// Sends a request to the daemon loop and waits for its answer.
-    async fn ask(&self, req: Request, parsed: Option<Result<crate::config::Config, ConfigError>>) -> Answer {
+    async fn ask(
+        &self,
+        req: Request,
+        parsed: Option<Result<crate::config::Config, ConfigError>>,
+    ) -> Answer {
         let (reply, rx) = oneshot::channel();
         let asked = async {
             self.jobs.send(Job { req, parsed, reply }).await.ok()?;
@@ -276,11 +299,11 @@ impl Console {
     }
 
     /// The running configuration as YAML (`lbadm export`).
-    async fn export(&self) -> Result<String, Response> {
+    async fn export(&self) -> Result<String, Refusal> {
         match self.ask(Request::Export, None).await {
             Answer::Export { yaml } => Ok(yaml),
-            Answer::Error { message } => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, message)),
-            other => Err(refuse(
+            Answer::Error { message } => Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, message)),
+            other => Err(Refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("unexpected answer {other:?}"),
             )),
@@ -298,6 +321,7 @@ async fn session(State(c): Ctx, h: HeaderMap) -> Response {
         "login_to_view": c.cfg.login_to_view,
         "logins": c.auth.has_users(),
         "version": env!("CARGO_PKG_VERSION"),
+        "director": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
     }))
     .into_response()
 }
@@ -334,7 +358,9 @@ async fn login(
             );
             (
                 [(header::SET_COOKIE, cookie)],
-                Json(json!({ "ok": true, "user": s.user, "csrf": s.csrf, "can_edit": c.can_edit() })),
+                Json(
+                    json!({ "ok": true, "user": s.user, "csrf": s.csrf, "can_edit": c.can_edit() }),
+                ),
             )
                 .into_response()
         }
@@ -355,7 +381,7 @@ async fn logout(State(c): Ctx, h: HeaderMap) -> Response {
         return Json(json!({ "ok": true })).into_response();
     };
     if let Err(r) = c.csrf(&h, &s) {
-        return r;
+        return r.into_response();
     }
     if let Some(id) = cookie_session(&h) {
         c.auth.logout(&id);
@@ -367,7 +393,7 @@ async fn logout(State(c): Ctx, h: HeaderMap) -> Response {
 
 async fn state(State(c): Ctx, h: HeaderMap) -> Response {
     if let Err(r) = c.viewer(&h) {
-        return r;
+        return r.into_response();
     }
     match crate::metrics::take_snapshot(&c.snapshots).await {
         Some(s) => Json(view::View::of(&s)).into_response(),
@@ -391,11 +417,14 @@ fn without_console(yaml: &str) -> Result<Value, String> {
 
 async fn config(State(c): Ctx, h: HeaderMap) -> Response {
     if c.session(&h).is_none() {
-        return refuse(StatusCode::UNAUTHORIZED, "log in first (or the session ended)");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "log in first (or the session ended)",
+        );
     }
     let yaml = match c.export().await {
         Ok(y) => y,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match without_console(&yaml) {
         Ok(config) => Json(json!({
@@ -410,18 +439,24 @@ async fn config(State(c): Ctx, h: HeaderMap) -> Response {
 
 async fn config_yaml(State(c): Ctx, h: HeaderMap) -> Response {
     if c.session(&h).is_none() {
-        return refuse(StatusCode::UNAUTHORIZED, "log in first (or the session ended)");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "log in first (or the session ended)",
+        );
     }
     match c.export().await {
         Ok(yaml) => (
             [
                 (header::CONTENT_TYPE, "application/yaml; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"lbd.yaml\""),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"lbd.yaml\"",
+                ),
             ],
             yaml,
         )
             .into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -453,25 +488,30 @@ impl Console {
         if parsed.get("console").is_some() {
             return Err("console: the console's own section is changed in lbd's configuration file (and needs a restart), not here".into());
         }
-        let console = serde_yaml::to_string(&json!({ "console": self.cfg }))
-            .map_err(|e| e.to_string())?;
+        let console =
+            serde_yaml::to_string(&json!({ "console": self.cfg })).map_err(|e| e.to_string())?;
         Ok(format!("{}\n{console}", text.trim_end()))
     }
 
     async fn change(&self, h: &HeaderMap, peer: SocketAddr, ch: Change, dry_run: bool) -> Response {
         let s = match self.editor(h) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         };
         let yaml = match self.yaml_of(&ch) {
             Ok(y) => y,
-            Err(e) => return Json(json!({ "ok": false, "error": e, "field": Value::Null })).into_response(),
+            Err(e) => {
+                return Json(json!({ "ok": false, "error": e, "field": Value::Null }))
+                    .into_response()
+            }
         };
         let parsed = parse_off_loop(yaml.clone(), FILE.into()).await;
         if let Err(e) = &parsed {
             let (field, msg) = field_of(e);
-            return Json(json!({ "ok": false, "error": e.to_string(), "field": field, "message": msg }))
-                .into_response();
+            return Json(
+                json!({ "ok": false, "error": e.to_string(), "field": field, "message": msg }),
+            )
+            .into_response();
         }
         let by = format!("console user {} from {}", s.user, peer.ip());
         let req = Request::Apply {
@@ -510,7 +550,8 @@ fn field_of(e: &ConfigError) -> (Option<String>, String) {
             match msg.split_once(": ") {
                 Some((p, rest))
                     if !p.is_empty()
-                        && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c)) =>
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c)) =>
                 {
                     (Some(p.to_string()), rest.to_string())
                 }

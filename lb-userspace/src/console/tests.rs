@@ -42,7 +42,11 @@ fn the_loaders_errors_name_their_field() {
     let bad_type = "services:\n  - protocol: tcp\n    address: 192.0.2.1\n    port: 80\n    real_servers:\n      - address: 192.0.2.11\n        weight: heavy\n";
     let e = crate::config::Config::parse(bad_type, FILE).unwrap_err();
     let (f, m) = field_of(&e);
-    assert_eq!(f.as_deref(), Some("services[0].real_servers[0].weight"), "{e}");
+    assert_eq!(
+        f.as_deref(),
+        Some("services[0].real_servers[0].weight"),
+        "{e}"
+    );
     assert!(m.contains("invalid type"), "{m}");
     assert!(e.to_string().starts_with("console:7:"), "{e}");
 }
@@ -88,7 +92,10 @@ fn changes_get_the_running_console_section_and_cannot_touch_it() {
 #[test]
 fn session_cookie_is_found_among_others() {
     let mut h = HeaderMap::new();
-    h.insert(header::COOKIE, HeaderValue::from_static("a=1; lbd_session=abc; b=2"));
+    h.insert(
+        header::COOKIE,
+        HeaderValue::from_static("a=1; lbd_session=abc; b=2"),
+    );
     assert_eq!(cookie_session(&h).as_deref(), Some("abc"));
     h.insert(header::COOKIE, HeaderValue::from_static("lbd_sessionx=abc"));
     assert_eq!(cookie_session(&h), None);

@@ -167,3 +167,45 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::HealthView;
+
+    #[test]
+    fn each_real_server_gets_its_state_and_why() {
+        let up = RealView::test("192.0.2.11", 1);
+        let mut down = RealView::test("192.0.2.12", 1);
+        down.health = Some(HealthView {
+            up: false,
+            reason: "connection refused".into(),
+        });
+        down.effective_weight = 0;
+        let quiesced = RealView::test("192.0.2.13", 0);
+        let mut removed = RealView::test("192.0.2.14", 1);
+        removed.in_service = false;
+        let mut no_mac = RealView::test("192.0.2.15", 1);
+        no_mac.mac = None;
+        let mut sorry = RealView::test("192.0.2.99", 1);
+        sorry.sorry = true;
+        let states: Vec<(&str, String)> = [up, down, quiesced, removed, no_mac, sorry]
+            .iter()
+            .map(|r| {
+                let v = real(r);
+                (v.state, v.reason)
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("up", String::new()),
+                ("down", "down (connection refused)".into()),
+                ("quiesced", "weight 0".into()),
+                ("removed", "removed by its check".into()),
+                ("no-mac", "MAC unresolved".into()),
+                ("sorry", String::new()),
+            ]
+        );
+    }
+}

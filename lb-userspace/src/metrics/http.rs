@@ -177,7 +177,10 @@ pub async fn take_snapshot(snapshots: &mpsc::Sender<SnapshotRequest>) -> Option<
         snapshots.send(tx).await.ok()?;
         rx.await.ok()
     };
-    tokio::time::timeout(LOOP_WAIT, snapshot).await.ok().flatten()
+    tokio::time::timeout(LOOP_WAIT, snapshot)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn index() -> &'static str {

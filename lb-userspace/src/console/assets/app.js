@@ -8,27 +8,28 @@
   const CHECKS = ['tcp', 'http', 'https', 'udp', 'dns', 'icmp', 'external', 'agent'];
   // Health-check fields, and the check types that use them.
   const CHECK_FIELDS = [
-    ['port', 'num', 'Port', ['tcp', 'http', 'https', 'udp', 'dns', 'agent']],
-    ['interval', 'num', 'Interval (s)', CHECKS],
-    ['timeout', 'num', 'Timeout (s)', CHECKS],
-    ['rise', 'num', 'Rise', CHECKS],
-    ['fall', 'num', 'Fall', CHECKS],
-    ['retry', 'num', 'Retries', CHECKS],
-    ['retry_delay', 'num', 'Retry delay (s)', CHECKS],
-    ['path', 'text', 'HTTP path', ['http', 'https']],
-    ['host', 'text', 'Host header', ['http', 'https']],
-    ['sni', 'text', 'TLS SNI', ['https']],
-    ['status.0', 'num', 'Status from', ['http', 'https']],
-    ['status.1', 'num', 'Status to', ['http', 'https']],
-    ['regex', 'text', 'Body regex', ['http', 'https']],
-    ['digest', 'text', 'Body MD5', ['http', 'https']],
-    ['send', 'text', 'Send string', ['tcp', 'udp']],
-    ['expect', 'text', 'Expect string', ['tcp', 'udp', 'http', 'https', 'agent']],
-    ['name', 'text', 'DNS name', ['dns']],
-    ['qtype', 'text', 'DNS type', ['dns']],
-    ['command', 'args', 'Program and arguments ({address} {port})', ['external']],
-    ['address', 'text', 'Probe address', CHECKS],
-    ['source', 'text', 'Source address', CHECKS],
+    // [key, kind, label, types, placeholder (lbd's default)]
+    ['port', 'num', 'Port', ['tcp', 'http', 'https', 'udp', 'dns', 'agent'], 'the service\'s'],
+    ['interval', 'num', 'Interval (s)', CHECKS, '2'],
+    ['timeout', 'num', 'Timeout (s)', CHECKS, '1'],
+    ['rise', 'num', 'Rise', CHECKS, '2'],
+    ['fall', 'num', 'Fall', CHECKS, '2'],
+    ['retry', 'num', 'Retries', CHECKS, '0'],
+    ['retry_delay', 'num', 'Retry delay (s)', CHECKS, '0.2'],
+    ['path', 'text', 'HTTP path', ['http', 'https'], '/'],
+    ['host', 'text', 'Host header', ['http', 'https'], 'the address'],
+    ['sni', 'text', 'TLS SNI', ['https'], 'the host'],
+    ['status.0', 'num', 'Status from', ['http', 'https'], '200'],
+    ['status.1', 'num', 'Status to', ['http', 'https'], '299'],
+    ['regex', 'text', 'Body regex', ['http', 'https'], ''],
+    ['digest', 'text', 'Body MD5', ['http', 'https'], ''],
+    ['send', 'text', 'Send string', ['tcp', 'udp'], '\\r\\n escapes'],
+    ['expect', 'text', 'Expect string', ['tcp', 'udp', 'http', 'https', 'agent'], ''],
+    ['name', 'text', 'DNS name', ['dns'], '.'],
+    ['qtype', 'text', 'DNS type', ['dns'], 'SOA'],
+    ['command', 'args', 'Program and arguments ({address} {port})', ['external'], '/usr/lib/lbd/check {address} {port}'],
+    ['address', 'text', 'Probe address', CHECKS, 'the real server'],
+    ['source', 'text', 'Source address', CHECKS, ''],
   ];
 
   const S = {
@@ -81,7 +82,10 @@
     return { status: r.status, ok: r.ok, body: j };
   }
 
-  function banner(text, ok) {
+  let bannerTimer = null;
+  function banner(text, ok, forMs) {
+    clearTimeout(bannerTimer);
+    if (forMs) bannerTimer = setTimeout(() => banner(''), forMs);
     const b = $('#banner');
     b.textContent = text || '';
     b.hidden = !text;
@@ -107,6 +111,8 @@
   // ---- session and tabs --------------------------------------------------
   function renderWho() {
     const s = S.session || {};
+    $('h1').textContent = 'lbd' + (s.director ? ' · ' + s.director : '');
+    document.title = 'lbd ' + (s.director || '') + ' console';
     $('#user').textContent = s.user ? s.user + (s.can_edit ? '' : ' (read-only)') : (s.logins ? '' : 'read-only');
     $('#logout').hidden = !s.user;
     $('#show-login').hidden = !!s.user || !s.logins;
@@ -208,11 +214,12 @@
     $('#services').replaceChildren(...(svcs.length ? svcs : [el('p', { class: 'muted', text: 'No virtual service.' })]));
     const prev = S.prev && new Map(S.prev.view.counters);
     const dt = S.prev ? (S.at - S.prev.at) / 1000 : 0;
-    $('#counters tbody').replaceChildren(...v.counters.map(([name, value]) => {
+    const zero = v.counters.filter(([, value]) => value === 0).map(([name]) => name);
+    $('#counters tbody').replaceChildren(...v.counters.filter(([, value]) => value !== 0).map(([name, value]) => {
       const was = prev && prev.get(name);
       const rate = prev && dt > 0 && was !== undefined && value >= was ? ((value - was) / dt).toFixed(0) : '';
       return el('tr', { data: { counter: name } }, el('td', { class: 'mono', text: name }), el('td', { class: 'n', text: num(value) }), el('td', { class: 'n', text: rate }));
-    }));
+    }), ...(zero.length ? [el('tr', {}, el('td', { colspan: 3, class: 'muted', text: 'At zero: ' + zero.join(', ') }))] : []));
     const ha = [];
     if (v.vrrp.length) {
       ha.push(el('h3', { text: 'VRRP' }), el('table', {},
@@ -400,8 +407,8 @@
     const renderCheck = () => {
       const c = s.health_check;
       if (!c) { checkBox.replaceChildren(el('p', { class: 'muted', text: 'No health check: the real servers count as up.' })); return; }
-      checkBox.replaceChildren(el('div', { class: 'grid' }, CHECK_FIELDS.filter(([, , , types]) => types.includes(c.type)).map(([k, kind, label]) =>
-        field(label, bound(c, k, kind, p + 'health_check.' + k)))));
+      checkBox.replaceChildren(el('div', { class: 'grid' }, CHECK_FIELDS.filter(([, , , types]) => types.includes(c.type)).map(([k, kind, label, , dflt]) =>
+        field(label, bound(c, k, kind, p + 'health_check.' + k, { placeholder: dflt || null })))));
     };
     renderCheck();
     const typeSelect = el('select', {
@@ -535,8 +542,9 @@
       return;
     }
     S.reviewing = null;
-    banner('Applied: ' + r.body.changes.length + ' change' + (r.body.changes.length === 1 ? '' : 's') + '.', true);
-    setTimeout(() => banner(''), 5000);
+    // Applies so far (what a script driving the page can wait on).
+    document.body.dataset.applied = String(Number(document.body.dataset.applied || 0) + 1);
+    banner('Applied: ' + r.body.changes.length + ' change' + (r.body.changes.length === 1 ? '' : 's') + '.', true, 5000);
     S.config = null;
     show(rv.from);
   }
