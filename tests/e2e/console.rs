@@ -317,6 +317,13 @@ fn the_console_refuses_and_changes_nothing() {
     assert_eq!(code, 200);
     assert_eq!(state["services"][0]["name"], "tcp 192.0.2.100:80");
     assert_eq!(c.req("GET", "/api/config", None, &[]).0, 401);
+    assert_eq!(c.req("GET", "/api/config.yaml", None, &[]).0, 401);
+    let any = json!({"yaml": "services: []\n", "version": "x"});
+    assert_eq!(c.req("POST", "/api/plan", Some(&any), &[]).0, 401);
+    assert_eq!(c.req("POST", "/api/apply", Some(&any), &[]).0, 401);
+    // Another name for this address (DNS rebinding) is refused.
+    let (code, _) = c.req("GET", "/api/state", None, &["Host: lb.evil.example"]);
+    assert_eq!(code, 421);
 
     // A wrong password: refused and logged.
     let (code, body) = c.login("wrong-password");
@@ -341,9 +348,37 @@ fn the_console_refuses_and_changes_nothing() {
     let (code, body) = c.req("POST", "/api/apply", Some(&change), &[]);
     assert_eq!(code, 403, "{body}");
     assert!(body["error"].as_str().unwrap().contains("CSRF"), "{body}");
-    let (code, _) = c.req("POST", "/api/apply", Some(&change), &["X-CSRF-Token: 00ff"]);
+    let wrong = format!("X-CSRF-Token: {}", "0".repeat(64));
+    let (code, _) = c.req("POST", "/api/apply", Some(&change), &[&wrong]);
+    assert_eq!(code, 403);
+    // The right token from another origin's page: refused.
+    let (code, _) = c.req(
+        "POST",
+        "/api/apply",
+        Some(&change),
+        &[&token, "Origin: http://evil.example"],
+    );
     assert_eq!(code, 403);
     assert_eq!(export(), before);
+    // The download holds no password hash either.
+    let (code, yaml) = c.req("GET", "/api/config.yaml", None, &[]);
+    assert_eq!(code, 200);
+    let yaml = yaml.as_str().unwrap_or_default().to_string();
+    assert!(
+        yaml.contains("192.0.2.100") && !yaml.contains("argon2"),
+        "{yaml}"
+    );
+    // Nor can a change carry the console's section.
+    let (_, body) = c.req(
+        "POST",
+        "/api/plan",
+        Some(&json!({"yaml": "console: {read_only: true}\nservices: []\n", "version": version})),
+        &[&token],
+    );
+    assert!(
+        body["error"].as_str().unwrap().starts_with("console:"),
+        "{body}"
+    );
 
     // An invalid weight: the loader's message and field, nothing applied.
     let mut bad = cfg["config"].clone();
@@ -376,6 +411,10 @@ fn the_console_refuses_and_changes_nothing() {
     // against the old version again is refused.
     let (_, plan) = c.req("POST", "/api/plan", Some(&change), &[&token]);
     assert_eq!(plan["ok"], true, "{plan}");
+    assert_eq!(
+        plan["changes"][0],
+        "~ real 192.0.2.11 of tcp 192.0.2.100:80: weight 1 -> 5"
+    );
     assert_eq!(export(), before);
     let (_, done) = c.req("POST", "/api/apply", Some(&change), &[&token]);
     assert_eq!(done["ok"], true, "{done}");

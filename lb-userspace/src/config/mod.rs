@@ -235,6 +235,13 @@ pub struct Config {
     pub services: Vec<ServiceCfg>,
 }
 
+/// What a configuration declares inactive ([`Config::inactive`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Inactive {
+    pub services: std::collections::HashSet<crate::model::ServiceAddr>,
+    pub reals: std::collections::HashSet<(crate::model::ServiceAddr, IpAddr)>,
+}
+
 /// `metrics:`: lbd's HTTP listener, where `/metrics` (and the console,
 /// when configured) are served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -291,6 +291,25 @@ impl Config {
             .collect()
     }
 
+    /// What is declared inactive: services, and real servers of active
+    /// services (joined servers of these are kept, not put in the table).
+    pub fn inactive(&self) -> super::Inactive {
+        let mut out = super::Inactive::default();
+        for (i, s) in self.services.iter().enumerate() {
+            let Ok(addr) = self.service_addr(s, i, "") else {
+                continue;
+            };
+            if !s.active {
+                out.services.insert(addr);
+                continue;
+            }
+            for r in s.real_servers.iter().filter(|r| !r.active) {
+                out.reals.insert((addr, r.address));
+            }
+        }
+        out
+    }
+
     /// Health policy (on_failure, sorry server, quorum) per service.
     pub fn policies(&self) -> std::collections::HashMap<ServiceAddr, ServicePolicy> {
         self.services

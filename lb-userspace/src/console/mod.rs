@@ -50,6 +50,10 @@ pub struct ConsoleCfg {
     /// Seconds a session may stay unused before it ends (default 1800).
     #[serde(default = "default_idle")]
     pub session_idle: u32,
+    /// Host names the console answers to, besides IP addresses and
+    /// localhost (a page of another name is refused: DNS rebinding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +126,14 @@ pub struct Console {
     snapshots: mpsc::Sender<SnapshotRequest>,
     /// Served over TLS (the cookie is then Secure).
     tls: bool,
+    /// The last `/api/state` and when it was made: polls within a second
+    /// share it (a flood of them costs the daemon loop one snapshot a
+    /// second).
+    last_state: std::sync::Mutex<Option<(std::time::Instant, Arc<String>)>>,
 }
+
+/// Bodies of changes (a whole configuration) are at most this big.
+const MAX_BODY: usize = 4 << 20;
 
 type Ctx = State<Arc<Console>>;
 
@@ -137,13 +148,16 @@ pub fn routes(
     tls: bool,
 ) -> Router {
     let idle = Duration::from_secs(u64::from(cfg.session_idle));
-    let c = Console {
+    let c = Arc::new(Console {
         auth: Auth::new(cfg.users.clone(), idle),
         cfg,
         jobs,
         snapshots,
         tls,
-    };
+        last_state: Default::default(),
+    });
+    // Authenticated before the body is read.
+    let editor = || axum::middleware::from_fn_with_state(c.clone(), require_editor);
     Router::new()
         .route("/console", get(page))
         .route("/console/app.js", get(script))
@@ -154,10 +168,87 @@ pub fn routes(
         .route("/api/state", get(state))
         .route("/api/config", get(config))
         .route("/api/config.yaml", get(config_yaml))
-        .route("/api/plan", post(plan))
-        .route("/api/apply", post(apply))
+        .route("/api/plan", post(plan).layer(editor()))
+        .route("/api/apply", post(apply).layer(editor()))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(c.clone(), same_site))
         .layer(axum::middleware::map_response(headers))
-        .with_state(Arc::new(c))
+        .with_state(c)
+}
+
+/// The host part of a Host header (`192.0.2.2:9469` -> `192.0.2.2`,
+/// `[2001:db8::2]:9469` -> `2001:db8::2`).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+impl Console {
+    /// Whether a request names this director as the console knows it: an
+    /// IP address, localhost or one of `console.hosts` (a page served
+    /// under another name that resolves here, DNS rebinding, is refused);
+    /// a change must come from a page of the same origin.
+    fn same_site(&self, method: &axum::http::Method, h: &HeaderMap) -> Result<(), Refusal> {
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let name = host_name(host);
+        let known = name.parse::<std::net::IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || self.cfg.hosts.iter().any(|n| n.eq_ignore_ascii_case(name));
+        if !known {
+            return Err(Refusal(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("this console answers to its IP addresses, localhost and console.hosts, not to '{name}'"),
+            ));
+        }
+        if method != axum::http::Method::GET {
+            let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+            if let Some(o) = origin {
+                let o_host = o.split_once("://").map(|(_, r)| r).unwrap_or("");
+                if !o_host.eq_ignore_ascii_case(host) {
+                    return Err(Refusal(
+                        StatusCode::FORBIDDEN,
+                        format!("a change from another origin ({o}) is refused"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn same_site(
+    State(c): Ctx,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match c.same_site(req.method(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Plan and apply: a session, its CSRF token, a console that takes
+/// changes; checked before the body is read.
+async fn require_editor(
+    State(c): Ctx,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match c.editor(req.headers()) {
+        Ok(s) => {
+            req.extensions_mut().insert(s);
+            next.run(req).await
+        }
+        Err(r) => r.into_response(),
+    }
 }
 
 /// Every answer: no caching, no framing, no sniffing, only our own
@@ -225,8 +316,9 @@ fn cookie_session(h: &HeaderMap) -> Option<String> {
 }
 
 impl Console {
-    fn session(&self, h: &HeaderMap) -> Option<Session> {
-        self.auth.session(&cookie_session(h)?)
+    /// The request's session; `touch` for what a user does (not polls).
+    fn session(&self, h: &HeaderMap, touch: bool) -> Option<Session> {
+        self.auth.session(&cookie_session(h)?, touch)
     }
 
     fn can_edit(&self) -> bool {
@@ -235,7 +327,7 @@ impl Console {
 
     /// The session of a request that may look at the monitoring panel.
     fn viewer(&self, h: &HeaderMap) -> Result<Option<Session>, Refusal> {
-        let s = self.session(h);
+        let s = self.session(h, false);
         if self.cfg.login_to_view && s.is_none() {
             return Err(Refusal(
                 StatusCode::UNAUTHORIZED,
@@ -255,7 +347,7 @@ impl Console {
                     .into(),
             ));
         }
-        let s = self.session(h).ok_or_else(|| {
+        let s = self.session(h, true).ok_or_else(|| {
             Refusal(
                 StatusCode::UNAUTHORIZED,
                 "log in first (or the session ended)".into(),
@@ -293,7 +385,10 @@ impl Console {
                 message: "lbd is shutting down".into(),
             },
             Err(_) => Answer::Error {
-                message: "lbd's daemon loop did not answer in time".into(),
+                message: format!(
+                    "lbd's daemon loop did not answer in {} s: a change may still be applied; reload to see what runs",
+                    LOOP_WAIT.as_secs()
+                ),
             },
         }
     }
@@ -312,7 +407,7 @@ impl Console {
 }
 
 async fn session(State(c): Ctx, h: HeaderMap) -> Response {
-    let s = c.session(&h);
+    let s = c.session(&h, false);
     Json(json!({
         "user": s.as_ref().map(|s| s.user.clone()),
         "csrf": s.as_ref().map(|s| s.csrf.clone()),
@@ -351,9 +446,10 @@ async fn login(
     match r {
         Ok(Ok((id, s))) => {
             tracing::info!(user = %s.user, %from, "console: logged in");
+            // A session cookie (gone with the browser); lbd ends the
+            // session itself when idle.
             let cookie = format!(
-                "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-                c.auth.idle().as_secs(),
+                "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{}",
                 if c.tls { "; Secure" } else { "" }
             );
             (
@@ -377,7 +473,7 @@ async fn login(
 }
 
 async fn logout(State(c): Ctx, h: HeaderMap) -> Response {
-    let Some(s) = c.session(&h) else {
+    let Some(s) = c.session(&h, false) else {
         return Json(json!({ "ok": true })).into_response();
     };
     if let Err(r) = c.csrf(&h, &s) {
@@ -395,8 +491,29 @@ async fn state(State(c): Ctx, h: HeaderMap) -> Response {
     if let Err(r) = c.viewer(&h) {
         return r.into_response();
     }
+    let json = |body: Arc<String>| {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    let recent = c.last_state.lock().ok().and_then(|g| {
+        g.as_ref()
+            .filter(|(t, _)| t.elapsed() < Duration::from_secs(1))
+            .map(|(_, s)| s.clone())
+    });
+    if let Some(body) = recent {
+        return json(body);
+    }
     match crate::metrics::take_snapshot(&c.snapshots).await {
-        Some(s) => Json(view::View::of(&s)).into_response(),
+        Some(s) => {
+            let body = Arc::new(serde_json::to_string(&view::View::of(&s)).unwrap_or_default());
+            if let Ok(mut g) = c.last_state.lock() {
+                *g = Some((std::time::Instant::now(), body.clone()));
+            }
+            json(body)
+        }
         None => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "lbd's daemon loop did not answer in time",
@@ -416,7 +533,7 @@ fn without_console(yaml: &str) -> Result<Value, String> {
 }
 
 async fn config(State(c): Ctx, h: HeaderMap) -> Response {
-    if c.session(&h).is_none() {
+    if c.session(&h, true).is_none() {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "log in first (or the session ended)",
@@ -437,27 +554,43 @@ async fn config(State(c): Ctx, h: HeaderMap) -> Response {
     }
 }
 
+/// `lbadm export` without the `console:` section, as a download; its
+/// version (of the whole export) in `X-Config-Version`.
 async fn config_yaml(State(c): Ctx, h: HeaderMap) -> Response {
-    if c.session(&h).is_none() {
+    if c.session(&h, true).is_none() {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "log in first (or the session ended)",
         );
     }
-    match c.export().await {
-        Ok(yaml) => (
-            [
-                (header::CONTENT_TYPE, "application/yaml; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"lbd.yaml\"",
-                ),
-            ],
-            yaml,
-        )
-            .into_response(),
-        Err(r) => r.into_response(),
-    }
+    let yaml = match c.export().await {
+        Ok(y) => y,
+        Err(r) => return r.into_response(),
+    };
+    let text = match without_console(&yaml)
+        .and_then(|v| serde_yaml::to_string(&v).map_err(|e| e.to_string()))
+    {
+        Ok(t) => t,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/yaml; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"lbd.yaml\"".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-config-version"),
+                config_version(&yaml),
+            ),
+        ],
+        text,
+    )
+        .into_response()
 }
 
 /// A change: the whole configuration as the console's forms hold it
@@ -484,8 +617,11 @@ impl Console {
             (None, Some(v)) => serde_yaml::to_string(v).map_err(|e| e.to_string())?,
             _ => return Err("send either config or yaml".into()),
         };
-        let parsed: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_default();
-        if parsed.get("console").is_some() {
+        // Unreadable text goes on to the loader, whose message names the
+        // place; readable text must not hold the console's section.
+        let parsed: serde_yaml::Value =
+            serde_yaml::from_str(&text).unwrap_or(serde_yaml::Value::Null);
+        if parsed.get("console").is_some() || text.lines().any(|l| l.starts_with("console:")) {
             return Err("console: the console's own section is changed in lbd's configuration file (and needs a restart), not here".into());
         }
         let console =
@@ -493,11 +629,7 @@ impl Console {
         Ok(format!("{}\n{console}", text.trim_end()))
     }
 
-    async fn change(&self, h: &HeaderMap, peer: SocketAddr, ch: Change, dry_run: bool) -> Response {
-        let s = match self.editor(h) {
-            Ok(s) => s,
-            Err(r) => return r.into_response(),
-        };
+    async fn change(&self, s: Session, peer: SocketAddr, ch: Change, dry_run: bool) -> Response {
         let yaml = match self.yaml_of(&ch) {
             Ok(y) => y,
             Err(e) => {
@@ -523,12 +655,7 @@ impl Console {
         };
         match self.ask(req, Some(parsed)).await {
             Answer::Applied { changes } => {
-                let version = if dry_run {
-                    None
-                } else {
-                    self.export().await.ok().map(|y| config_version(&y))
-                };
-                Json(json!({ "ok": true, "changes": changes, "version": version })).into_response()
+                Json(json!({ "ok": true, "changes": changes })).into_response()
             }
             Answer::Error { message } => {
                 Json(json!({ "ok": false, "error": message, "field": Value::Null })).into_response()
@@ -565,19 +692,19 @@ fn field_of(e: &ConfigError) -> (Option<String>, String) {
 async fn plan(
     State(c): Ctx,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
+    axum::Extension(s): axum::Extension<Session>,
     Json(ch): Json<Change>,
 ) -> Response {
-    c.change(&h, peer, ch, true).await
+    c.change(s, peer, ch, true).await
 }
 
 async fn apply(
     State(c): Ctx,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
+    axum::Extension(s): axum::Extension<Session>,
     Json(ch): Json<Change>,
 ) -> Response {
-    c.change(&h, peer, ch, false).await
+    c.change(s, peer, ch, false).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ fn cfg() -> ConsoleCfg {
         }],
         login_to_view: false,
         session_idle: 1800,
+        hosts: vec!["lb1.example.net".into()],
     }
 }
 
@@ -61,6 +62,7 @@ fn changes_get_the_running_console_section_and_cannot_touch_it() {
         jobs,
         snapshots: snaps,
         tls: false,
+        last_state: Default::default(),
     };
     let text = "services: []\n";
     let y = c
@@ -106,4 +108,48 @@ fn versions_follow_the_text() {
     assert_eq!(config_version("a"), config_version("a"));
     assert_ne!(config_version("a"), config_version("b"));
     assert_eq!(config_version("a").len(), 32);
+}
+
+#[test]
+fn only_known_hosts_and_same_origin_changes_pass() {
+    let (jobs, _) = mpsc::channel(1);
+    let (snaps, _) = mpsc::channel(1);
+    let c = Console {
+        cfg: cfg(),
+        auth: Auth::new(vec![], Duration::from_secs(60)),
+        jobs,
+        snapshots: snaps,
+        tls: false,
+        last_state: Default::default(),
+    };
+    let h = |host: &str, origin: Option<&str>| {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        h
+    };
+    let get = axum::http::Method::GET;
+    let post = axum::http::Method::POST;
+    for ok in [
+        "192.0.2.2:9469",
+        "[2001:db8::2]:9469",
+        "localhost:9469",
+        "LB1.example.net",
+        "192.0.2.2",
+    ] {
+        assert!(c.same_site(&get, &h(ok, None)).is_ok(), "{ok}");
+    }
+    for bad in ["evil.example:9469", "", "192.0.2.2.evil.example"] {
+        assert!(c.same_site(&get, &h(bad, None)).is_err(), "{bad}");
+    }
+    assert!(c
+        .same_site(&post, &h("192.0.2.2:9469", Some("http://192.0.2.2:9469")))
+        .is_ok());
+    assert!(c
+        .same_site(&post, &h("192.0.2.2:9469", Some("http://evil.example")))
+        .is_err());
+    assert_eq!(host_name("[2001:db8::2]:80"), "2001:db8::2");
+    assert_eq!(host_name("a.example:80"), "a.example");
 }

@@ -231,7 +231,7 @@ impl Daemon {
         self.needs_restart(&c, file)?;
         let mut next = Desired::of(&c, table);
         let joinable = c.joinable();
-        let joined = self.merge_joined(&joinable, &mut next, file.is_empty());
+        let joined = self.merge_joined(&joinable, &c.inactive(), &mut next, file.is_empty());
         let inp = self.director.inputs();
         let mut changes = config::diff(&inp.table, &next.table);
         if c.policies() != inp.policies {

@@ -90,6 +90,7 @@ impl Daemon {
     pub(super) fn merge_joined(
         &self,
         joinable: &Joinable,
+        inactive: &crate::config::Inactive,
         next: &mut Desired,
         from_pins: bool,
     ) -> Joined {
@@ -98,6 +99,16 @@ impl Daemon {
         }
         let mut kept = Joined::default();
         for ((svc, a), j) in &self.joined.reals {
+            if inactive.services.contains(svc) {
+                // Kept for when the service is activated again, out of
+                // the table meanwhile.
+                kept.reals.insert((*svc, *a), j.clone());
+                continue;
+            }
+            if inactive.reals.contains(&(*svc, *a)) {
+                info!(service = %svc, real = %a, "a joined real server is declared inactive in the configuration: the file's entry is in force");
+                continue;
+            }
             let Some(check) = joinable.get(svc) else {
                 warn!(service = %svc, real = %a, "a joined real server goes: its service no longer takes joins");
                 continue;
@@ -125,8 +136,12 @@ impl Daemon {
     /// with `-e` is the joined server's from now on.
     pub(super) fn prune_joined(&mut self) {
         let table = &self.director.inputs().table;
+        let dormant = self.base.inactive().services;
         let before = self.joined.clone();
         self.joined.reals.retain(|(svc, a), j| {
+            if dormant.contains(svc) && !table.services.contains_key(svc) {
+                return true; // kept until the service is active again
+            }
             let Some(r) = table
                 .services
                 .get(svc)

@@ -252,6 +252,12 @@ impl Daemon {
             let addr = p.listener.local_addr()?;
             let scheme = if p.tls.is_some() { "https" } else { "http" };
             let console = self.base.console.clone().map(|c| {
+                if !c.users.is_empty() && p.tls.is_none() && !addr.ip().is_loopback() {
+                    warn!(
+                        %addr,
+                        "console: logins over plain HTTP: passwords and session cookies cross the network in clear (set metrics.tls, or listen on loopback behind a tunnel)"
+                    );
+                }
                 info!(
                     url = %format!("{scheme}://{addr}/console"),
                     read_only = c.read_only || c.users.is_empty(),

@@ -3,7 +3,8 @@
 //! `console:` is configured.
 
 use std::{
-    net::SocketAddr,
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -36,7 +37,10 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const LOOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 64;
+/// Connections from one address at once; more are closed at once (a
+/// browser uses a few, a scraper one: one host cannot take every slot).
+const PER_SOURCE: usize = 8;
 /// A connection lives at most this long (a client that sends nothing holds
 /// no slot for longer).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
@@ -102,6 +106,7 @@ pub fn serve(
         app = app.merge(console);
     }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let sources: Arc<Mutex<HashMap<IpAddr, usize>>> = Default::default();
     let tls = prepared.tls;
     tokio::spawn(async move {
         loop {
@@ -118,9 +123,12 @@ pub fn serve(
                     continue;
                 }
             };
+            let Some(source) = Source::take(&sources, peer.ip()) else {
+                continue; // dropped: closed, its slot free again
+            };
             let (app, tls) = (app.clone(), tls.clone());
             tokio::spawn(async move {
-                let _slot = slot;
+                let _slot = (slot, source);
                 let deadline = tokio::time::sleep(CONNECTION_LIFETIME);
                 match tls {
                     None => connection(stream, peer, app, deadline).await,
@@ -135,6 +143,40 @@ pub fn serve(
         }
     });
     Ok(())
+}
+
+/// One connection counted against its source address while it lives.
+struct Source {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Source {
+    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Source> {
+        let mut m = map.lock().ok()?;
+        let n = m.entry(ip).or_default();
+        if *n >= PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(Source {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
 }
 
 /// How long a TLS handshake may take.

@@ -366,10 +366,22 @@
             el('td', { class: 'mono' }, r.address, r.active === false ? el('span', { class: 'state inactive', text: 'inactive' }) : null),
             el('td', {}, bound(r, 'weight', 'num', path + '.weight', { disabled: !canEdit, size: 6, placeholder: '1' })),
             el('td', {}, w === 0
-              ? el('button', { class: 'small', disabled: !canEdit, data: { action: 'restore', path }, onclick: () => { r.weight = S.weights[key] || 1; review({ config: S.draft }); }, text: 'Restore weight' })
-              : el('button', { class: 'small', disabled: !canEdit, data: { action: 'quiesce', path }, onclick: () => { S.weights[key] = w; r.weight = 0; review({ config: S.draft }); }, text: 'Quiesce' })),
+              ? el('button', { class: 'small', disabled: !canEdit, data: { action: 'restore', path }, onclick: () => { r.weight = remembered(key) || 1; review({ config: S.draft }); }, text: 'Restore weight' })
+              : el('button', { class: 'small', disabled: !canEdit, data: { action: 'quiesce', path }, onclick: () => { remember(key, w); r.weight = 0; review({ config: S.draft }); }, text: 'Quiesce' })),
             el('td', {}, el('button', { class: 'small', disabled: !canEdit, data: { action: r.active === false ? 'activate' : 'deactivate', path }, onclick: () => { toggleActive(r); review({ config: S.draft }); }, text: r.active === false ? 'Activate' : 'Deactivate' })));
         })))));
+  }
+
+  // The weight a real server had before Quiesce, for Restore (kept in the
+  // browser across reloads).
+  function remember(key, w) {
+    S.weights[key] = w;
+    try { localStorage.setItem('lbd.weight.' + key, String(w)); } catch (e) { /* private mode */ }
+  }
+  function remembered(key) {
+    let w = S.weights[key];
+    try { w = w || Number(localStorage.getItem('lbd.weight.' + key)); } catch (e) { /* private mode */ }
+    return w || 0;
   }
 
   function toggleActive(o) {
@@ -468,20 +480,10 @@
     const r = await fetch('/api/config.yaml', { credentials: 'same-origin' }).catch(() => null);
     if (!r || !r.ok) { $('#yaml-error').textContent = 'cannot read the configuration'; return; }
     const text = await r.text();
+    S.yamlVersion = r.headers.get('X-Config-Version');
     // The console section (password hashes) is left out: it cannot be changed here.
-    $('#yaml-text').value = stripConsole(text);
+    $('#yaml-text').value = text;
     $('#yaml-review').disabled = !S.session.can_edit;
-  }
-
-  function stripConsole(text) {
-    const out = [];
-    let skip = false;
-    for (const line of text.split('\n')) {
-      if (/^console:/.test(line)) { skip = true; continue; }
-      if (skip && /^\S/.test(line)) skip = false;
-      if (!skip) out.push(line);
-    }
-    return out.join('\n');
   }
 
   // ---- review and apply --------------------------------------------------
@@ -514,15 +516,16 @@
   async function review(change) {
     clearErrors();
     banner('');
-    const body = Object.assign({ version: S.version }, change);
+    const body = Object.assign({ version: change.yaml !== undefined ? S.yamlVersion : S.version }, change);
     const r = await api('POST', '/api/plan', body);
     if (!r.ok) { banner(r.body.error || ('refused (' + r.status + ')')); if (r.status === 401) show(S.tab); return; }
     if (!r.body.ok) {
+      if (stale(r.body)) return;
       if (S.tab === 'configure' && S.editing === null) renderConfig();
-      showError(r.body, !!change.yaml);
+      showError(r.body, change.yaml !== undefined);
       return;
     }
-    S.reviewing = { body, from: S.tab };
+    S.reviewing = { body, from: S.tab === 'review' ? 'configure' : S.tab };
     const changes = r.body.changes;
     $('#review-changes').replaceChildren(...(changes.length ? changes.map((c) => el('li', { text: c })) : [el('li', { text: 'No change.' })]));
     $('#review-apply').disabled = !changes.length;
@@ -531,11 +534,25 @@
     $('#review-apply').focus();
   }
 
+  // lbadm or another session changed the configuration since this page
+  // read it: read it again (the edits made here are lost, and said so).
+  function stale(body) {
+    if (!/changed since it was read/.test(body.error || '')) return false;
+    banner(body.error + ' The configuration was read again: make the change again.');
+    S.reviewing = null;
+    $('#review').hidden = true;
+    S.config = null;
+    S.editing = null;
+    show(S.tab === 'yaml' ? 'yaml' : 'configure');
+    return true;
+  }
+
   async function applyReviewed() {
     const rv = S.reviewing;
     if (!rv) return;
     $('#review-apply').disabled = true;
     const r = await api('POST', '/api/apply', rv.body);
+    if (r.ok && stale(r.body)) return;
     if (!r.ok || !r.body.ok) {
       $('#review-error').textContent = r.body.error || ('refused (' + r.status + ')');
       $('#review-apply').disabled = false;
