@@ -119,7 +119,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
         /// Refused unless the running configuration still exports to
-        /// YAML with this version ([`crate::console::config_version`]):
+        /// YAML with this version ([`crate::config::config_version`]):
         /// a change made against a configuration read earlier cannot undo
         /// one made since.
         #[serde(default, skip_serializing_if = "Option::is_none")]

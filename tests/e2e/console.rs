@@ -237,8 +237,8 @@ struct Client<'a> {
 }
 
 impl<'a> Client<'a> {
-    fn new(lab: &'a Lab, base: &str, extra: &[&str]) -> Client<'a> {
-        let jar = std::env::temp_dir().join(format!("{}-jar-{}", lab.prefix, base.len()));
+    fn new(lab: &'a Lab, name: &str, base: &str, extra: &[&str]) -> Client<'a> {
+        let jar = std::env::temp_dir().join(format!("{}-jar-{name}", lab.prefix));
         let _ = std::fs::remove_file(&jar);
         Client {
             lab,
@@ -310,7 +310,7 @@ fn the_console_refuses_and_changes_nothing() {
     let mut lbd = Lbd::start(&lab, &config("", "", services));
     let export = || lab.lbadm(&["export"]).unwrap();
     let before = export();
-    let c = Client::new(&lab, &format!("http://{DIRECTOR_IP}:{PORT}"), &[]);
+    let c = Client::new(&lab, "http", &format!("http://{DIRECTOR_IP}:{PORT}"), &[]);
 
     // Not logged in: the monitor is open, the configuration is not.
     let (code, state) = c.req("GET", "/api/state", None, &[]);
@@ -444,9 +444,8 @@ fn the_console_refuses_and_changes_nothing() {
     // Read-only, over TLS: logins work, changes do not.
     drop(c);
     lbd.kill();
-    let pki = std::env::temp_dir().join(format!("{}-pki", lab.prefix));
-    crate::join::write_pki(&pki);
-    let f = |n: &str| pki.join(n).to_str().unwrap().to_string();
+    let pki = Pki::new(&lab);
+    let f = |n: &str| pki.path(n);
     let tls = format!(
         ", tls: {{cert: \"{}\", key: \"{}\"}}",
         f("server.pem"),
@@ -457,6 +456,7 @@ fn the_console_refuses_and_changes_nothing() {
     let ca = f("ca.pem");
     let c = Client::new(
         &lab,
+        "https",
         &format!("https://{DIRECTOR_IP}:{PORT}"),
         &["--cacert", &ca],
     );
@@ -494,7 +494,6 @@ fn the_console_refuses_and_changes_nothing() {
     );
     assert_eq!(export(), before);
     ro.kill();
-    let _ = std::fs::remove_dir_all(&pki);
 }
 
 pub const TESTS: &[Test] = tests![

@@ -236,63 +236,10 @@ fn real_servers_join_leave_and_a_restart_keeps_them() {
     let _ = std::fs::remove_file(&token_file);
 }
 
-/// Writes a CA, a server certificate for 192.0.2.2 and a client
-/// certificate (both signed by the CA) into `dir`; a second CA's client
-/// certificate too. Returns nothing: the files are named by role.
-pub(crate) fn write_pki(dir: &std::path::Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).unwrap();
-    let ca = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // Distinct names: OpenSSL (curl) takes a leaf whose issuer is its
-        // own subject for a self-signed certificate.
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, format!("lab {name}"));
-        let cert = p.self_signed(&key).unwrap();
-        write(&format!("{name}.pem"), cert.pem());
-        Issuer::new(p, key)
-    };
-    let leaf = |issuer: &Issuer<'_, KeyPair>, name: &str, san: &str, eku| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![san.to_string()]).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, san);
-        p.extended_key_usages = vec![eku];
-        let cert = p.signed_by(&key, issuer).unwrap();
-        write(&format!("{name}.pem"), cert.pem());
-        write(&format!("{name}.key"), key.serialize_pem());
-    };
-    let good = ca("ca");
-    leaf(
-        &good,
-        "server",
-        "192.0.2.2",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    leaf(
-        &good,
-        "client",
-        "rs.lab",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    let other = ca("other-ca");
-    leaf(
-        &other,
-        "stranger",
-        "rs.lab",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-}
-
 fn a_join_over_mutual_tls_needs_a_client_certificate_of_the_ca() {
     let lab = lab();
-    let pki = std::env::temp_dir().join(format!("{}-pki", lab.prefix));
-    write_pki(&pki);
-    let f = |n: &str| pki.join(n).to_str().unwrap().to_string();
+    let pki = Pki::new(&lab);
+    let f = |n: &str| pki.path(n);
     let _lbd = Lbd::start(
         &lab,
         &config(&format!(
@@ -352,7 +299,6 @@ fn a_join_over_mutual_tls_needs_a_client_certificate_of_the_ca() {
     );
     let both: BTreeSet<String> = ["192.0.2.11".to_string(), "192.0.2.12".to_string()].into();
     assert_eq!(reals(&lab), both);
-    let _ = std::fs::remove_dir_all(&pki);
 }
 
 pub const TESTS: &[Test] = tests![

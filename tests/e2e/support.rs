@@ -274,3 +274,78 @@ impl Drop for SynLoad {
         let _ = self.0.wait();
     }
 }
+
+/// Certificates for a test (see [`write_pki`]) in a directory of their
+/// own, removed on drop (also on a failed assert).
+pub struct Pki(std::path::PathBuf);
+
+impl Pki {
+    pub fn new(lab: &Lab) -> Pki {
+        let dir = std::env::temp_dir().join(format!("{}-pki", lab.prefix));
+        write_pki(&dir);
+        Pki(dir)
+    }
+
+    /// The path of `name` (server.pem, ca.pem, client.key, ...).
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a CA, a server certificate for 192.0.2.2 and a client
+/// certificate (both signed by the CA) into `dir`; a second CA's client
+/// certificate too. Returns nothing: the files are named by role.
+fn write_pki(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).unwrap();
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL (curl) takes a leaf whose issuer is its
+        // own subject for a self-signed certificate.
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("lab {name}"));
+        let cert = p.self_signed(&key).unwrap();
+        write(&format!("{name}.pem"), cert.pem());
+        Issuer::new(p, key)
+    };
+    let leaf = |issuer: &Issuer<'_, KeyPair>, name: &str, san: &str, eku| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![san.to_string()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, san);
+        p.extended_key_usages = vec![eku];
+        let cert = p.signed_by(&key, issuer).unwrap();
+        write(&format!("{name}.pem"), cert.pem());
+        write(&format!("{name}.key"), key.serialize_pem());
+    };
+    let good = ca("ca");
+    leaf(
+        &good,
+        "server",
+        "192.0.2.2",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    leaf(
+        &good,
+        "client",
+        "rs.lab",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let other = ca("other-ca");
+    leaf(
+        &other,
+        "stranger",
+        "rs.lab",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+}

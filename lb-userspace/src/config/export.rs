@@ -217,7 +217,8 @@ pub fn export(base: &Config, running: &Running) -> Config {
             active: true,
         });
     }
-    keep_inactive(base, &port_groups, &mut services);
+    let running: Vec<ServiceAddr> = table.services.keys().copied().collect();
+    keep_inactive(base, &running, &mut services);
     let defaults = lb_common::tcp_state::DEFAULT_TIMEOUTS;
     let t = TimeoutsCfg {
         tcp: timeouts.0,
@@ -248,28 +249,23 @@ pub fn export(base: &Config, running: &Running) -> Config {
     }
 }
 
+/// The version of an exported configuration (its MD5, hex): what a
+/// change was made against (`Request::Apply::if_unchanged`).
+pub fn config_version(yaml: &str) -> String {
+    crate::health::md5_hex(yaml.as_bytes())
+}
+
 /// Adds what `base` declares inactive (it is in no running table) to
-/// `services`: inactive services the running table has not taken back
-/// (lbadm may have added the same address since), and inactive real
-/// servers of the services still running.
-fn keep_inactive(base: &Config, groups: &[PortGroupCfg], services: &mut Vec<ServiceCfg>) {
-    let key = |c: &Config, s: &ServiceCfg, i: usize| c.service_addr(s, i, "").ok();
-    let running: Vec<Option<ServiceAddr>> = {
-        let c = Config {
-            port_groups: groups.to_vec(),
-            ..Default::default()
-        };
-        services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| key(&c, s, i))
-            .collect()
-    };
+/// `services` (one per address of `running`, in its order): inactive
+/// services the running table has not taken back (lbadm may have added
+/// the same address since), and inactive real servers of the services
+/// still running.
+fn keep_inactive(base: &Config, running: &[ServiceAddr], services: &mut Vec<ServiceCfg>) {
     for (i, b) in base.services.iter().enumerate() {
-        let Some(addr) = key(base, b, i) else {
+        let Ok(addr) = base.service_addr(b, i, "") else {
             continue;
         };
-        match running.iter().position(|r| *r == Some(addr)) {
+        match running.iter().position(|r| *r == addr) {
             None if !b.active => services.push(b.clone()),
             Some(at) if b.active => {
                 let s = &mut services[at];

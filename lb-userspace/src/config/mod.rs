@@ -42,7 +42,7 @@ mod export;
 mod locate;
 mod validate;
 
-pub use export::{diff, export, sorted_checks, Running};
+pub use export::{config_version, diff, export, sorted_checks, Running};
 
 fn at_str(at: &Option<(usize, usize)>) -> String {
     match at {
@@ -87,7 +87,7 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
-fn is_false(v: &bool) -> bool {
+pub(crate) fn is_false(v: &bool) -> bool {
     !*v
 }
 

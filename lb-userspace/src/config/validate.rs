@@ -264,13 +264,7 @@ impl Config {
     /// check), the real server's own check overriding the service's.
     pub fn checks(&self) -> Vec<(ServiceAddr, IpAddr, CheckSpec)> {
         let mut v = Vec::new();
-        for (i, s) in self.services.iter().enumerate() {
-            let Ok(addr) = self.service_addr(s, i, "") else {
-                continue;
-            };
-            if !s.active {
-                continue;
-            }
+        for (addr, s) in self.services_with_addr().filter(|(_, s)| s.active) {
             for r in s.real_servers.iter().filter(|r| r.active) {
                 if let Some(c) = r.health_check.as_ref().or(s.health_check.as_ref()) {
                     v.push((addr, r.address, c.clone()));
@@ -283,22 +277,25 @@ impl Config {
     /// The services that take joins, with the check a joined real server
     /// gets (the service's).
     pub fn joinable(&self) -> std::collections::HashMap<ServiceAddr, Option<CheckSpec>> {
+        self.services_with_addr()
+            .filter(|(_, s)| s.joinable && s.active)
+            .map(|(addr, s)| (addr, s.health_check.clone()))
+            .collect()
+    }
+
+    /// Each service that names a valid address, with it.
+    fn services_with_addr(&self) -> impl Iterator<Item = (ServiceAddr, &ServiceCfg)> {
         self.services
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.joinable && s.active)
-            .filter_map(|(i, s)| Some((self.service_addr(s, i, "").ok()?, s.health_check.clone())))
-            .collect()
+            .filter_map(|(i, s)| Some((self.service_addr(s, i, "").ok()?, s)))
     }
 
     /// What is declared inactive: services, and real servers of active
     /// services (joined servers of these are kept, not put in the table).
     pub fn inactive(&self) -> super::Inactive {
         let mut out = super::Inactive::default();
-        for (i, s) in self.services.iter().enumerate() {
-            let Ok(addr) = self.service_addr(s, i, "") else {
-                continue;
-            };
+        for (addr, s) in self.services_with_addr() {
             if !s.active {
                 out.services.insert(addr);
                 continue;
@@ -312,11 +309,8 @@ impl Config {
 
     /// Health policy (on_failure, sorry server, quorum) per service.
     pub fn policies(&self) -> std::collections::HashMap<ServiceAddr, ServicePolicy> {
-        self.services
-            .iter()
-            .enumerate()
+        self.services_with_addr()
             .filter(|(_, s)| s.active)
-            .filter_map(|(i, s)| Some((self.service_addr(s, i, "").ok()?, s)))
             .map(|(addr, s)| {
                 (
                     addr,
@@ -424,15 +418,12 @@ impl Config {
         }
         // Inactive services and real servers were validated with the
         // rest (a duplicate is still one); they stay out of the table.
-        for (i, s) in self.services.iter().enumerate() {
-            let addr = self.service_addr(s, i, file)?;
-            if !s.active {
-                let _ = t.del_service(&addr);
-                continue;
-            }
-            for r in s.real_servers.iter().filter(|r| !r.active) {
-                let _ = t.del_real(&addr, r.address);
-            }
+        let inactive = self.inactive();
+        for addr in &inactive.services {
+            let _ = t.del_service(addr);
+        }
+        for (addr, r) in &inactive.reals {
+            let _ = t.del_real(addr, *r);
         }
         Ok(t)
     }

@@ -83,15 +83,6 @@ pub fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Equal in time independent of where they differ.
-pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// An argon2id hash (PHC string) of `password` with a random salt: what
 /// `lbadm console-password` prints for `console.users[].password_hash`.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
@@ -321,12 +312,5 @@ mod tests {
         assert!(check_hash(&hash_password("x").unwrap()).is_ok());
         assert!(check_hash("plain").unwrap_err().contains("PHC"));
         assert!(check_hash("$5$rounds=1000$abc$def").is_err());
-    }
-
-    #[test]
-    fn same_compares() {
-        assert!(same("abc", "abc"));
-        assert!(!same("abc", "abd"));
-        assert!(!same("abc", "ab"));
     }
 }

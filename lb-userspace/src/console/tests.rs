@@ -1,4 +1,8 @@
-use super::*;
+use super::{
+    change::{field_of, Change, FILE},
+    guard::{cookie_session, host_name},
+    *,
+};
 
 fn cfg() -> ConsoleCfg {
     ConsoleCfg {
@@ -52,43 +56,50 @@ fn the_loaders_errors_name_their_field() {
     assert!(e.to_string().starts_with("console:7:"), "{e}");
 }
 
-#[test]
-fn changes_get_the_running_console_section_and_cannot_touch_it() {
+fn console() -> Console {
     let (jobs, _) = mpsc::channel(1);
     let (snaps, _) = mpsc::channel(1);
-    let c = Console {
+    Console {
         cfg: cfg(),
         auth: Auth::new(vec![], Duration::from_secs(60)),
         jobs,
         snapshots: snaps,
         tls: false,
-        last_state: Default::default(),
+        last_state: Recent::default(),
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn changes_get_the_running_console_section_and_cannot_touch_it() {
+    let c = console();
+    let change = |config: Option<serde_json::Value>, yaml: Option<&str>| Change {
+        config,
+        yaml: yaml.map(str::to_string),
+        version: String::new(),
     };
-    let text = "services: []\n";
-    let y = c
-        .yaml_of(&Change {
-            config: None,
-            yaml: Some(text.into()),
-            version: String::new(),
-        })
-        .unwrap();
-    // The user's lines stay where they were; the console section follows.
-    assert!(y.starts_with(text), "{y}");
-    let parsed = crate::config::Config::parse(&y, FILE).unwrap();
+    let parsed = block_on(c.parse(&change(None, Some("services: []\n")))).unwrap();
     assert_eq!(parsed.console.as_ref(), Some(&c.cfg));
-    let e = c
-        .yaml_of(&Change {
-            config: Some(json!({"console": {"read_only": true}})),
-            yaml: None,
-            version: String::new(),
-        })
-        .unwrap_err();
-    assert!(e.starts_with("console:"), "{e}");
-    // The browser never sees the hashes.
-    let exported = serde_yaml::to_string(&parsed).unwrap();
-    let v = without_console(&exported).unwrap();
-    assert!(v.get("console").is_none());
-    assert!(!v.to_string().contains("argon2"));
+    let parsed =
+        block_on(c.parse(&change(Some(serde_json::json!({"services": []})), None))).unwrap();
+    assert_eq!(parsed.console.as_ref(), Some(&c.cfg));
+    // The section cannot come with a change, from JSON or YAML.
+    for ch in [
+        change(
+            Some(serde_json::json!({"console": {"read_only": true}})),
+            None,
+        ),
+        change(None, Some("console: {read_only: true}\n")),
+        change(None, None),
+    ] {
+        assert!(block_on(c.parse(&ch)).is_err());
+    }
 }
 
 #[test]
@@ -105,6 +116,7 @@ fn session_cookie_is_found_among_others() {
 
 #[test]
 fn versions_follow_the_text() {
+    use crate::config::config_version;
     assert_eq!(config_version("a"), config_version("a"));
     assert_ne!(config_version("a"), config_version("b"));
     assert_eq!(config_version("a").len(), 32);
@@ -112,16 +124,7 @@ fn versions_follow_the_text() {
 
 #[test]
 fn only_known_hosts_and_same_origin_changes_pass() {
-    let (jobs, _) = mpsc::channel(1);
-    let (snaps, _) = mpsc::channel(1);
-    let c = Console {
-        cfg: cfg(),
-        auth: Auth::new(vec![], Duration::from_secs(60)),
-        jobs,
-        snapshots: snaps,
-        tls: false,
-        last_state: Default::default(),
-    };
+    let c = console();
     let h = |host: &str, origin: Option<&str>| {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_str(host).unwrap());

@@ -178,7 +178,7 @@ impl Daemon {
             } => {
                 if let Some(v) = if_unchanged {
                     match self.export() {
-                        Ok(now) if crate::console::config_version(&now) == v => {}
+                        Ok(now) if config::config_version(&now) == v => {}
                         Ok(_) => {
                             return error(
                                 "the running configuration changed since it was read (lbadm or another session changed it): reload and make the change again",
@@ -234,7 +234,7 @@ impl Daemon {
         let joined = self.merge_joined(&joinable, &c.inactive(), &mut next, file.is_empty());
         let inp = self.director.inputs();
         let mut changes = config::diff(&inp.table, &next.table);
-        if c.policies() != inp.policies {
+        if next.policies != inp.policies {
             changes.push("~ health policies (on_failure, sorry server, quorum)".into());
         }
         if config::sorted_checks(next.checks.clone()) != config::sorted_checks(self.checks.clone())

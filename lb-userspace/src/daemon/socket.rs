@@ -30,6 +30,39 @@ pub struct Job {
     pub reply: oneshot::Sender<Response>,
 }
 
+impl Job {
+    /// Sends `req` (with its configuration already parsed, if any) to the
+    /// daemon loop and waits for the answer, at most `wait`.
+    pub async fn ask(
+        jobs: &mpsc::Sender<Job>,
+        req: Request,
+        parsed: Option<Result<Config, ConfigError>>,
+        wait: Option<Duration>,
+    ) -> Response {
+        let (reply, rx) = oneshot::channel();
+        let asked = async {
+            jobs.send(Job { req, parsed, reply }).await.ok()?;
+            rx.await.ok()
+        };
+        let answer = match wait {
+            Some(w) => tokio::time::timeout(w, asked).await.map_err(|_| w),
+            None => Ok(asked.await),
+        };
+        match answer {
+            Ok(Some(a)) => a,
+            Ok(None) => Response::Error {
+                message: "daemon is shutting down".into(),
+            },
+            Err(w) => Response::Error {
+                message: format!(
+                    "lbd's daemon loop did not answer in {} s: a change may still be applied; see what runs",
+                    w.as_secs()
+                ),
+            },
+        }
+    }
+}
+
 /// Parses (and validates) a configuration on a blocking thread: a huge or
 /// hostile one never stalls the daemon loop or an async worker.
 pub async fn parse_off_loop(yaml: String, file: String) -> Result<Config, ConfigError> {
@@ -89,13 +122,7 @@ async fn serve_conn(stream: UnixStream, jobs: mpsc::Sender<Job>) {
                     }
                     _ => None,
                 };
-                let (reply, rx) = oneshot::channel();
-                if jobs.send(Job { req, parsed, reply }).await.is_err() {
-                    return;
-                }
-                rx.await.unwrap_or(Response::Error {
-                    message: "daemon is shutting down".into(),
-                })
+                Job::ask(&jobs, req, parsed, None).await
             }
             Err(message) => Response::Error { message },
         };

@@ -61,11 +61,7 @@ async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if let Some(d) = &spec.digest {
-        use md5::{Digest, Md5};
-        let got: String = Md5::digest(body)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got = super::md5_hex(body);
         if !got.eq_ignore_ascii_case(d) {
             return Outcome::fail(format!("HTTP body digest {got}"));
         }

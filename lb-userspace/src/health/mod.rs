@@ -338,3 +338,13 @@ pub async fn probe(spec: &CheckSpec, target: SocketAddr) -> Outcome {
 
 #[cfg(test)]
 mod tests;
+
+/// The MD5 of `bytes`, lower-case hex (keepalived's `digest`; the
+/// console's configuration versions).
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

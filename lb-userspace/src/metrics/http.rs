@@ -77,12 +77,29 @@ pub fn prepare(addr: SocketAddr, tls: Option<&crate::join::TlsCfg>) -> Result<Pr
 struct Ctx {
     snapshots: mpsc::Sender<SnapshotRequest>,
     checks: CheckMetrics,
-    /// The last scrape's text and when it was made.
-    last: Arc<Mutex<Option<Rendered>>>,
+    /// The last scrape's text.
+    last: Arc<Recent>,
 }
 
-/// A scrape's text and when it was rendered.
-type Rendered = (Instant, Arc<String>);
+/// An answer rendered less than REUSE ago: requests within it share it
+/// (a burst costs the daemon loop one snapshot).
+#[derive(Default)]
+pub struct Recent(Mutex<Option<(Instant, Arc<String>)>>);
+
+impl Recent {
+    pub fn get(&self) -> Option<Arc<String>> {
+        let g = self.0.lock().ok()?;
+        g.as_ref()
+            .filter(|(t, _)| t.elapsed() < REUSE)
+            .map(|(_, s)| s.clone())
+    }
+
+    pub fn put(&self, s: Arc<String>) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some((Instant::now(), s));
+        }
+    }
+}
 
 /// Serves `listener` until lbd exits: each connection in its own task,
 /// at most MAX_CONNECTIONS at once, each for at most CONNECTION_LIFETIME
@@ -233,12 +250,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
     let ok = |text: Arc<String>| {
         ([(header::CONTENT_TYPE, TEXT_FORMAT)], text.to_string()).into_response()
     };
-    let recent = ctx.last.lock().ok().and_then(|g| {
-        g.as_ref()
-            .filter(|(t, _)| t.elapsed() < REUSE)
-            .map(|(_, s)| s.clone())
-    });
-    if let Some(text) = recent {
+    if let Some(text) = ctx.last.get() {
         return ok(text);
     }
     let Some(s) = take_snapshot(&ctx.snapshots).await else {
@@ -253,9 +265,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
     match tokio::task::spawn_blocking(move || render(&s, &checks)).await {
         Ok(text) => {
             let text = Arc::new(text);
-            if let Ok(mut g) = ctx.last.lock() {
-                *g = Some((Instant::now(), text.clone()));
-            }
+            ctx.last.put(text.clone());
             ok(text)
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),

@@ -14,7 +14,7 @@ use prometheus::{
     core::Collector, Encoder as _, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::http::{prepare, serve, take_snapshot, Prepared, SnapshotRequest};
+pub use self::http::{prepare, serve, take_snapshot, Prepared, Recent, SnapshotRequest};
 use crate::{
     control::{Listing, RealView},
     health::CheckMetrics,
