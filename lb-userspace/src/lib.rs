@@ -40,6 +40,9 @@ pub mod sync;
 /// `lbadm diagnose`: findings on a director or a real server.
 pub mod diagnose;
 
+/// lbd's TCP listeners: TLS, bounds, refusal logs.
+pub mod listen;
+
 /// Real servers that register themselves (`lbadm realserver join`).
 pub mod join;
 

@@ -252,7 +252,7 @@ pub struct MetricsCfg {
     /// HTTPS instead of HTTP; with `client_ca`, only clients with a
     /// certificate it signed may connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<crate::join::TlsCfg>,
+    pub tls: Option<crate::listen::TlsCfg>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -121,7 +121,8 @@ pub(super) async fn login(
                 .into_response()
         }
         Ok(Err(e)) => {
-            tracing::warn!(user = %user, %from, "console: login refused: {e}");
+            c.refusals
+                .refused(from, &format!("login refused for user {user:?}: {e}"));
             let code = match e {
                 LoginError::Locked(..) => StatusCode::TOO_MANY_REQUESTS,
                 LoginError::Wrong => StatusCode::UNAUTHORIZED,

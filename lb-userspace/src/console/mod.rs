@@ -48,6 +48,8 @@ pub struct Console {
     /// The last `/api/state`: polls within a second share it (a flood of
     /// them costs the daemon loop one snapshot a second).
     last_state: Recent,
+    /// Refused logins, logged at a bounded rate.
+    refusals: crate::listen::RefusalLog,
 }
 
 type Ctx = State<Arc<Console>>;
@@ -72,6 +74,7 @@ pub fn routes(
         snapshots,
         tls,
         last_state: Recent::default(),
+        refusals: crate::listen::RefusalLog::new("console"),
     });
     // Authenticated before the body is read.
     let editor = || axum::middleware::from_fn_with_state(c.clone(), guard::require_editor);

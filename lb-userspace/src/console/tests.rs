@@ -66,6 +66,7 @@ fn console() -> Console {
         snapshots: snaps,
         tls: false,
         last_state: Recent::default(),
+        refusals: crate::listen::RefusalLog::new("console"),
     }
 }
 

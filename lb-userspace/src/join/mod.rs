@@ -20,6 +20,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::listen::{read_certs, TlsCfg};
 use crate::model::{fmt_addr_port, Protocol, ServiceAddr};
 
 /// The join API's protocol version.
@@ -62,20 +63,6 @@ fn default_max_joined() -> u32 {
     256
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsCfg {
-    /// The director's certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Its private key (PEM).
-    pub key: PathBuf,
-    /// CA certificates (PEM) that sign the real servers' client
-    /// certificates: with it, a client without such a certificate is
-    /// refused during the handshake.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_ca: Option<PathBuf>,
-}
-
 impl JoinCfg {
     /// What is wrong with it, as (field, message).
     pub fn check(&self) -> Result<(), (&'static str, String)> {
@@ -114,59 +101,6 @@ pub fn read_token(p: &Path, what: &str) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{what} {}: {e}", p.display()))?;
     Ok(text.lines().next().unwrap_or("").trim().to_string())
-}
-
-/// A TLS acceptor for `t` (`what` names the section in errors: a bad
-/// certificate or key fails lbd's start).
-pub fn tls_acceptor(t: &TlsCfg, what: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use anyhow::Context as _;
-    use rustls::pki_types::{pem::PemObject as _, PrivateKeyDer};
-    let chain = read_certs(&t.cert, &format!("{what}.cert"))?;
-    let key = PrivateKeyDer::from_pem_file(&t.key)
-        .with_context(|| format!("{what}.key: {}", t.key.display()))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let builder = match &t.client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in read_certs(ca, &format!("{what}.client_ca"))? {
-                roots
-                    .add(c)
-                    .with_context(|| format!("{what}.client_ca: {}", ca.display()))?;
-            }
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                std::sync::Arc::new(roots),
-                provider,
-            )
-            .build()
-            .with_context(|| format!("{what}.client_ca"))?;
-            builder.with_client_cert_verifier(v)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder
-        .with_single_cert(chain, key)
-        .with_context(|| format!("{what}: the key does not match the certificate"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
-}
-
-/// The certificates of a PEM file (at least one; `what` names it in
-/// errors).
-pub fn read_certs(
-    p: &Path,
-    what: &str,
-) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use anyhow::Context as _;
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
-    let v: Vec<_> = CertificateDer::pem_file_iter(p)
-        .with_context(|| format!("{what}: {}", p.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{what}: {}", p.display()))?;
-    if v.is_empty() {
-        anyhow::bail!("{what}: {}: no certificate in it", p.display());
-    }
-    Ok(v)
 }
 
 /// What a real server asks.

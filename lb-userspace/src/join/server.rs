@@ -9,7 +9,7 @@ use tokio::{
         AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _,
         BufReader,
     },
-    sync::{mpsc, oneshot, Semaphore},
+    sync::{mpsc, oneshot},
 };
 use tracing::{info, warn};
 
@@ -39,9 +39,6 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections served at once (more wait for a slot), and from one source.
 const CONCURRENT: usize = 32;
 const PER_SOURCE: usize = 4;
-/// Refusals logged per minute at most (then one line saying how many
-/// were not).
-const LOGGED_PER_MINUTE: u32 = 20;
 
 /// Binds and reads everything the API needs, before lbd touches anything
 /// (a bad certificate or a taken port fails the start).
@@ -50,7 +47,7 @@ pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
     let token = cfg.token()?;
     let tls = match &cfg.tls {
         None => None,
-        Some(t) => Some(super::tls_acceptor(t, "join.tls")?),
+        Some(t) => Some(crate::listen::tls_acceptor(t, "join.tls")?),
     };
     let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("join: listening on {}", cfg.listen))?;
@@ -60,39 +57,6 @@ pub fn prepare(cfg: &JoinCfg) -> Result<Prepared> {
         tls,
         token,
     })
-}
-
-/// Refusal lines, rate-limited: a flood of bad requests cannot flood the
-/// log.
-struct RefusalLog {
-    window: std::time::Instant,
-    logged: u32,
-    quiet: u64,
-}
-
-impl RefusalLog {
-    fn refused(&mut self, peer: IpAddr, why: &str) {
-        let now = std::time::Instant::now();
-        if now.duration_since(self.window) >= Duration::from_secs(60) {
-            if self.quiet > 0 {
-                warn!(
-                    not_logged = self.quiet,
-                    "join API: more requests were refused than logged"
-                );
-            }
-            *self = RefusalLog {
-                window: now,
-                logged: 0,
-                quiet: 0,
-            };
-        }
-        if self.logged < LOGGED_PER_MINUTE {
-            self.logged += 1;
-            warn!(%peer, "join API: refused: {why}");
-        } else {
-            self.quiet += 1;
-        }
-    }
 }
 
 /// Serves until lbd exits; authenticated requests go to `jobs`.
@@ -106,70 +70,19 @@ pub fn serve(p: Prepared, jobs: mpsc::Sender<JoinJob>) -> Result<()> {
             "join API: listening on every address, the VIPs' included (the XDP program passes ports no service uses): prefer a management address"
         );
     }
-    let slots = Arc::new(Semaphore::new(CONCURRENT));
-    let per_source: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>> =
-        Default::default();
-    let log = Arc::new(std::sync::Mutex::new(RefusalLog {
-        window: std::time::Instant::now(),
-        logged: 0,
-        quiet: 0,
-    }));
     let token = Arc::new(p.token);
-    tokio::spawn(async move {
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let Ok((stream, from)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let peer = from.ip().to_canonical();
-            {
-                let mut m = per_source.lock().unwrap_or_else(|e| e.into_inner());
-                let n = m.entry(peer).or_insert(0);
-                if *n >= PER_SOURCE {
-                    drop(m);
-                    log.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .refused(peer, "too many connections from this address");
-                    continue;
-                }
-                *n += 1;
-            }
-            let (tls, token, jobs) = (p.tls.clone(), token.clone(), jobs.clone());
-            let (per_source, log) = (per_source.clone(), log.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                let r = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
-                    match tls {
-                        Some(acceptor) => {
-                            match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => exchange(s, peer, &token, jobs).await,
-                                Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
-                                Err(_) => Err("no TLS handshake in time".into()),
-                            }
-                        }
-                        None => exchange(stream, peer, &token, jobs).await,
-                    }
-                })
+    let bounds = crate::listen::Bounds {
+        concurrent: CONCURRENT,
+        per_source: PER_SOURCE,
+        handshake: REQUEST_TIMEOUT,
+    };
+    let log = Arc::new(crate::listen::RefusalLog::new("join API"));
+    crate::listen::serve(listener, p.tls, bounds, log, move |stream, peer| {
+        let (token, jobs) = (token.clone(), jobs.clone());
+        async move {
+            tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, peer.ip(), &token, jobs))
                 .await
-                .unwrap_or_else(|_| Err("timed out".into()));
-                if let Err(why) = r {
-                    log.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .refused(peer, &why);
-                }
-                let mut m = per_source.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(n) = m.get_mut(&peer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.remove(&peer);
-                    }
-                }
-            });
+                .unwrap_or_else(|_| Err("timed out".into()))
         }
     });
     Ok(())

@@ -3,8 +3,7 @@
 //! `console:` is configured.
 
 use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -18,9 +17,8 @@ use axum::{
     Router,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
     net::TcpListener,
-    sync::{mpsc, oneshot, Semaphore},
+    sync::{mpsc, oneshot},
 };
 
 use super::{render, Snapshot};
@@ -57,9 +55,9 @@ pub struct Prepared {
 /// Binds the listener and reads its certificate before anything is
 /// touched (a taken port or a bad key fails lbd's start, not a scrape
 /// later).
-pub fn prepare(addr: SocketAddr, tls: Option<&crate::join::TlsCfg>) -> Result<Prepared> {
+pub fn prepare(addr: SocketAddr, tls: Option<&crate::listen::TlsCfg>) -> Result<Prepared> {
     let tls = tls
-        .map(|t| crate::join::tls_acceptor(t, "metrics.tls"))
+        .map(|t| crate::listen::tls_acceptor(t, "metrics.tls"))
         .transpose()?;
     let l = std::net::TcpListener::bind(addr)
         .with_context(|| format!("metrics: listening on {addr}"))?;
@@ -122,78 +120,16 @@ pub fn serve(
     if let Some(console) = console {
         app = app.merge(console);
     }
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let sources: Arc<Mutex<HashMap<IpAddr, usize>>> = Default::default();
-    let tls = prepared.tls;
-    tokio::spawn(async move {
-        loop {
-            let slot = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let (stream, peer) = match listener.accept().await {
-                Ok(x) => x,
-                // Out of descriptors and the like: wait, do not spin.
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Some(source) = Source::take(&sources, peer.ip()) else {
-                continue; // dropped: closed, its slot free again
-            };
-            let (app, tls) = (app.clone(), tls.clone());
-            tokio::spawn(async move {
-                let _slot = (slot, source);
-                let deadline = tokio::time::sleep(CONNECTION_LIFETIME);
-                match tls {
-                    None => connection(stream, peer, app, deadline).await,
-                    Some(acceptor) => {
-                        let hs = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await;
-                        if let Ok(Ok(s)) = hs {
-                            connection(s, peer, app, deadline).await;
-                        }
-                    }
-                }
-            });
-        }
+    let bounds = crate::listen::Bounds {
+        concurrent: MAX_CONNECTIONS,
+        per_source: PER_SOURCE,
+        handshake: HANDSHAKE,
+    };
+    let log = Arc::new(crate::listen::RefusalLog::new("HTTP listener"));
+    crate::listen::serve(listener, prepared.tls, bounds, log, move |stream, peer| {
+        connection(stream, peer, app.clone())
     });
     Ok(())
-}
-
-/// One connection counted against its source address while it lives.
-struct Source {
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl Source {
-    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Source> {
-        let mut m = map.lock().ok()?;
-        let n = m.entry(ip).or_default();
-        if *n >= PER_SOURCE {
-            return None;
-        }
-        *n += 1;
-        Some(Source {
-            map: map.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock() {
-            if let Some(n) = m.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&self.ip);
-                }
-            }
-        }
-    }
 }
 
 /// How long a TLS handshake may take.
@@ -204,10 +140,12 @@ const LAST_RESPONSE: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 on one connection; the peer's address reaches handlers
 /// as `ConnectInfo`.
-async fn connection<I>(io: I, peer: SocketAddr, app: Router, deadline: tokio::time::Sleep)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn connection(
+    io: Box<dyn crate::listen::Stream>,
+    peer: SocketAddr,
+    app: Router,
+) -> Result<(), String> {
+    let deadline = tokio::time::sleep(CONNECTION_LIFETIME);
     use tower::ServiceExt as _;
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -219,7 +157,7 @@ where
         .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     tokio::pin!(conn, deadline);
     tokio::select! {
-        _ = conn.as_mut() => return,
+        _ = conn.as_mut() => return Ok(()),
         _ = &mut deadline => {}
     }
     // Lifetime over: no keep-alive after the response in progress (a
@@ -227,6 +165,7 @@ where
     // cut under its next request).
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(LAST_RESPONSE, conn).await;
+    Ok(())
 }
 
 /// A snapshot from the daemon loop (None if it did not answer in time).
