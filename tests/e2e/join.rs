@@ -72,13 +72,11 @@ fn real_servers_join_leave_and_a_restart_keeps_them() {
     let lab = lab();
     let token_file = std::env::temp_dir().join(format!("{}-join.token", lab.prefix));
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let mut lbd = Lbd::start(
-        &lab,
-        &config(&format!(
-            "{{listen: \"192.0.2.2:9470\", token_file: \"{}\"}}",
-            token_file.display()
-        )),
-    );
+    let yaml = config(&format!(
+        "{{listen: \"192.0.2.2:9470\", token_file: \"{}\"}}",
+        token_file.display()
+    ));
+    let mut lbd = Lbd::start(&lab, &yaml);
     let join = |i: usize, service: &str, env: &[(&str, &str)]| {
         rs_lbadm(
             &lab,
@@ -166,6 +164,25 @@ fn real_servers_join_leave_and_a_restart_keeps_them() {
     lbd.restart_without_config();
     assert_eq!(reals(&lab), both);
     lbd.restart();
+    assert_eq!(reals(&lab), both);
+
+    // The service deactivated (`active: false`): out of the table, rs2
+    // kept meanwhile (an lbadm edit in between does not forget it), and
+    // back with the service when it is active again.
+    let file = std::env::temp_dir().join(format!("{}-join-apply.yaml", lab.prefix));
+    let apply = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        lab.lbadm(&["apply", "-f", file.to_str().unwrap()]).unwrap()
+    };
+    apply(&yaml.replace(
+        "    joinable: true\n",
+        "    joinable: true\n    active: false\n",
+    ));
+    assert!(reals(&lab).is_empty());
+    lab.lbadm(&["-A", "-t", "192.0.2.100:8081", "-s", "rr"])
+        .unwrap();
+    apply(&yaml);
+    let _ = std::fs::remove_file(&file);
     assert_eq!(reals(&lab), both);
 
     // Leave under load: rs2 drains (no new connection) and goes once its
