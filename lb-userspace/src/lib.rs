@@ -17,6 +17,9 @@
 //! - [`cli`]: lbadm, the ipvsadm-compatible command line.
 //!
 
+/// Files written whole.
+pub mod files;
+
 pub mod model;
 
 pub mod netif;

@@ -142,7 +142,7 @@ async fn run(mut rx: watch::Receiver<Want>, status: watch::Sender<Status>) {
             }
         } else {
             if on_disk.as_ref() != Some(&text) {
-                match write_whole(&text.0, &text.1) {
+                match crate::files::write_whole(&text.0, text.1.as_bytes()) {
                     Ok(()) => on_disk = Some(text.clone()),
                     Err(e) => warn!("BGP: rewriting {}: {e}", text.0.display()),
                 }
@@ -199,7 +199,8 @@ async fn reload(
     text: &str,
     on_disk: &mut Option<(PathBuf, String)>,
 ) -> Result<(), String> {
-    write_whole(include, text).map_err(|e| format!("writing {}: {e}", include.display()))?;
+    crate::files::write_whole(include, text.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", include.display()))?;
     *on_disk = Some((include.to_path_buf(), text.to_string()));
     let out = birdc(cfg, &["configure"]).await?;
     if out.contains("Reconfigured") || out.contains("Reconfiguration in progress") {
@@ -212,22 +213,6 @@ async fn reload(
             out.trim().replace('\n', " | ")
         ))
     }
-}
-
-/// Writes `text` to `path` whole: a new file, synced, renamed over.
-pub fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// Runs birdc with `args`; its output (stdout and stderr).

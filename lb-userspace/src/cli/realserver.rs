@@ -167,13 +167,8 @@ impl RsState {
                 _ => Ok(()),
             };
         }
-        if let Some(d) = p.parent() {
-            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        let tmp = p.with_extension("tmp");
-        fs::write(&tmp, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))
+        crate::files::write_whole(p, serde_json::to_string_pretty(self)?.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))
     }
 
     /// Records the sysctls of `list` that need writing (with what they

@@ -79,7 +79,7 @@ impl Bgp {
 
     fn save_drained(&self) -> Result<(), String> {
         let text = serde_json::to_string(&self.drained).map_err(|e| e.to_string())?;
-        crate::bgp::bird::write_whole(&self.drain_file, &text)
+        crate::files::write_whole(&self.drain_file, text.as_bytes())
             .map_err(|e| format!("recording the drain in {}: {e}", self.drain_file.display()))
     }
 }

@@ -151,12 +151,7 @@ impl Daemon {
     /// the old one.
     fn save_state(&self) {
         let r = self.export().and_then(|yaml| {
-            let tmp = self.state_file.with_extension("tmp");
-            if let Some(dir) = self.state_file.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&tmp, yaml)?;
-            std::fs::rename(&tmp, &self.state_file)?;
+            crate::files::write_whole(&self.state_file, yaml.as_bytes())?;
             Ok(())
         });
         if let Err(e) = r {

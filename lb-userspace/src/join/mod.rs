@@ -207,21 +207,7 @@ impl Joined {
                 .map(|((s, a), r)| (*s, *a, r.clone()))
                 .collect(),
         };
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        let tmp = p.with_extension("tmp");
-        {
-            use std::io::Write as _;
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(serde_json::to_string_pretty(&f)?.as_bytes())?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, p)?;
-        if let Some(d) = p.parent() {
-            // The rename itself durable.
-            let _ = std::fs::File::open(d).and_then(|d| d.sync_all());
-        }
+        crate::files::write_whole(p, serde_json::to_string_pretty(&f)?.as_bytes())?;
         Ok(())
     }
 }

@@ -73,11 +73,9 @@ pub fn read_record(p: &Path) -> Record {
 }
 
 pub fn write_record(p: &Path, r: &Record) {
-    let tmp = p.with_extension("tmp");
     let ok = serde_json::to_string(r)
         .ok()
-        .and_then(|t| std::fs::write(&tmp, t).ok())
-        .and_then(|_| std::fs::rename(&tmp, p).ok());
+        .and_then(|t| crate::files::write_whole(p, t.as_bytes()).ok());
     if ok.is_none() {
         tracing::warn!(file = %p.display(), "recording the VRRP states failed");
     }
