@@ -14,7 +14,37 @@ fn error(message: impl Into<String>) -> Response {
     }
 }
 
+/// The answer to a control request: now, or later from a future run off
+/// the daemon loop (what reads the kernel or asks BIRD must not hold it).
+pub(super) enum Answer {
+    Now(Response),
+    Later(futures::future::BoxFuture<'static, Response>),
+}
+
 impl Daemon {
+    /// Answers `req` (its configuration parsed already, for an apply).
+    pub(super) async fn answer(
+        &mut self,
+        req: Request,
+        parsed: Option<Result<Config, ConfigError>>,
+    ) -> Answer {
+        match req {
+            Request::Diagnose => {
+                let findings = self.diagnose_job();
+                Answer::Later(Box::pin(async move {
+                    Response::Diagnosis {
+                        findings: findings.await,
+                    }
+                }))
+            }
+            Request::Bgp { action, vip } => match self.bgp_job(action, vip) {
+                Ok(answer) => Answer::Later(Box::pin(answer)),
+                Err(e) => Answer::Now(error(e)),
+            },
+            req => Answer::Now(self.dispatch(req, parsed).await),
+        }
+    }
+
     /// The listing as `lbadm -L` shows it: the director's (connection
     /// counts from a walk now when `fresh`, else from the last sweep) with
     /// the checks' latest word, stale MACs, VRRP, sync and BGP.
@@ -96,7 +126,7 @@ impl Daemon {
     }
 
     /// Serves one control request.
-    pub async fn dispatch(
+    async fn dispatch(
         &mut self,
         req: Request,
         parsed: Option<Result<Config, ConfigError>>,
@@ -130,18 +160,8 @@ impl Daemon {
                     Err(e) => error(e),
                 }
             }
-            // The run loop awaits the answer off the loop (bgp_job); here
-            // inline.
-            Request::Bgp { action, vip } => match self.bgp_job(action, vip) {
-                Ok(answer) => answer.await,
-                Err(e) => error(e),
-            },
             Request::ListConns { limit } => Response::Conns {
                 conns: d.connections(limit.min(1_000_000)),
-            },
-            // The run loop awaits the answer off the loop; here inline.
-            Request::Diagnose => Response::Diagnosis {
-                findings: self.diagnose_job().await,
             },
             Request::Counters => Response::Counters {
                 counters: d.counters(),

@@ -290,29 +290,16 @@ impl Daemon {
                     self.director.maps().retire_old_jumps();
                     retired = true;
                 }
-                Some(job) = jobs.recv() => {
-                    if let crate::control::Request::Diagnose = job.req {
-                        let findings = self.diagnose_job();
-                        tokio::spawn(async move {
-                            let findings = findings.await;
-                            let _ = job.reply.send(crate::control::Response::Diagnosis { findings });
-                        });
-                    } else if let crate::control::Request::Bgp { action, vip } = job.req {
-                        match self.bgp_job(action, vip) {
-                            Ok(answer) => {
-                                tokio::spawn(async move {
-                                    let _ = job.reply.send(answer.await);
-                                });
-                            }
-                            Err(message) => {
-                                let _ = job.reply.send(crate::control::Response::Error { message });
-                            }
-                        }
-                    } else {
-                        let resp = self.dispatch(job.req, job.parsed).await;
-                        let _ = job.reply.send(resp);
+                Some(job) = jobs.recv() => match self.answer(job.req, job.parsed).await {
+                    dispatch::Answer::Now(r) => {
+                        let _ = job.reply.send(r);
                     }
-                }
+                    dispatch::Answer::Later(answer) => {
+                        tokio::spawn(async move {
+                            let _ = job.reply.send(answer.await);
+                        });
+                    }
+                },
                 Some(job) = join_jobs.recv() => self.join_job(job).await,
                 Some(scrape) = snapshots.recv() => {
                     let snapshot = self.snapshot_job();
