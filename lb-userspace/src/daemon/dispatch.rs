@@ -16,6 +16,8 @@ fn error(message: impl Into<String>) -> Response {
 
 /// The answer to a control request: now, or later from a future run off
 /// the daemon loop (what reads the kernel or asks BIRD must not hold it).
+/// One per request, moved once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Answer {
     Now(Response),
     Later(futures::future::BoxFuture<'static, Response>),
