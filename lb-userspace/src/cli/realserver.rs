@@ -77,6 +77,33 @@ pub fn missing_sysctls(list: &[Sysctl]) -> Vec<String> {
         .collect()
 }
 
+/// What is missing for ARP suppression as the kernel applies it: on each
+/// NIC the maximum of `all`'s value and its own must reach arp_ignore=1
+/// and arp_announce=2 (a NIC at 0 is fine while `all` is set).
+pub fn missing_arp(root: &Path, nics: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, want) in [("arp_ignore", 1), ("arp_announce", 2)] {
+        let all = match read_sysctl(&conf_dir(root, "all").join(name)) {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        for nic in nics {
+            match read_sysctl(&conf_dir(root, nic).join(name)) {
+                Ok(v) if all.max(v) >= want => {}
+                Ok(v) => out.push(format!(
+                    "net.ipv4.conf.{nic}.{name} in force is {} (the maximum of all's {all} and {nic}'s {v}), needs {want}",
+                    all.max(v)
+                )),
+                Err(e) => out.push(format!("{e:#}")),
+            }
+        }
+    }
+    out
+}
+
 pub async fn has_vip(dev: &str, vip: &IpAddr) -> Result<bool> {
     let h = netlink().await?;
     let idx = ifindex(&h, dev).await?;
@@ -296,7 +323,7 @@ pub async fn down(state: &Path, vip: IpAddr, dev: &str) -> Result<Vec<String>> {
 pub async fn check(root: &Path, vip: IpAddr, dev: &str, nics: &[String]) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     if vip.is_ipv4() {
-        missing.extend(missing_sysctls(&arp_sysctls(root, nics)));
+        missing.extend(missing_arp(root, nics));
     }
     if !has_vip(dev, &vip).await? {
         missing.push(format!("{vip}/{} is not on {dev}", host_prefix(&vip)));
@@ -337,6 +364,23 @@ mod tests {
         // a higher value (arp_ignore=2) also suppresses
         write_sysctl(&list[0].path, 2).unwrap();
         assert!(missing_sysctls(&list).is_empty());
+        assert!(missing_arp(&root, &nics).is_empty());
+        // What is in force is the maximum of all and the NIC: eth0 at 0 is
+        // fine while all says 2 and 2; all at 0 is fine while eth0 says so.
+        let eth0 = |n: &str| conf_dir(&root, "eth0").join(n);
+        let all = |n: &str| conf_dir(&root, "all").join(n);
+        write_sysctl(&eth0("arp_ignore"), 0).unwrap();
+        write_sysctl(&eth0("arp_announce"), 0).unwrap();
+        assert!(missing_arp(&root, &nics).is_empty());
+        write_sysctl(&all("arp_announce"), 1).unwrap();
+        assert_eq!(
+            missing_arp(&root, &nics),
+            ["net.ipv4.conf.eth0.arp_announce in force is 1 (the maximum of all's 1 and eth0's 0), needs 2"]
+        );
+        write_sysctl(&eth0("arp_announce"), 2).unwrap();
+        write_sysctl(&all("arp_ignore"), 0).unwrap();
+        write_sysctl(&eth0("arp_ignore"), 1).unwrap();
+        assert!(missing_arp(&root, &nics).is_empty());
         fs::remove_dir_all(&root).unwrap();
     }
 
