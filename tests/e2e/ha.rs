@@ -20,6 +20,36 @@ fn pair_config(prio: u8) -> String {
     )
 }
 
+/// `pair_config` with the web console's monitor (read-only, no users) on
+/// director `i`'s address.
+fn pair_config_with_console(prio: u8, i: usize) -> String {
+    let ip = xtask::halab::DIRECTOR_IPS[i];
+    format!(
+        "metrics: {{listen: \"{ip}:9469\"}}\nconsole: {{}}\n{}",
+        pair_config(prio)
+    )
+}
+
+/// The VRRP state director `i`'s console shows (from the lab's router).
+fn console_vrrp_state(h: &HaLab, i: usize) -> String {
+    let ip = xtask::halab::DIRECTOR_IPS[i];
+    let out = h
+        .lab
+        .exec_out(
+            &h.lab.ns("router"),
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{ip}:9469/api/state"),
+            ],
+        )
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["vrrp"][0]["state"].as_str().unwrap_or("").to_string()
+}
+
 fn ha_lab() -> HaLab {
     let prefix = format!(
         "lbe2e{}{}",
@@ -77,8 +107,8 @@ impl Drop for Killed {
 fn the_pair_elects_one_master_and_fails_over() {
     let h = ha_lab();
     let lbds = Killed(vec![
-        h.start_lbd(0, &pair_config(150)).unwrap(),
-        h.start_lbd(1, &pair_config(100)).unwrap(),
+        h.start_lbd(0, &pair_config_with_console(150, 0)).unwrap(),
+        h.start_lbd(1, &pair_config_with_console(100, 1)).unwrap(),
     ]);
     h.wait_ready(0).unwrap();
     h.wait_ready(1).unwrap();
@@ -87,6 +117,17 @@ fn the_pair_elects_one_master_and_fails_over() {
         (h.state(0).as_str(), h.state(1).as_str()),
         ("master", "backup")
     );
+    // Each director's console shows its side (polled: a second's reuse).
+    wait_for(Duration::from_secs(5), || {
+        console_vrrp_state(&h, 0) == "master" && console_vrrp_state(&h, 1) == "backup"
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "consoles say {:?} / {:?}",
+            console_vrrp_state(&h, 0),
+            console_vrrp_state(&h, 1)
+        )
+    });
     assert_eq!(
         tally(&h.lab, 6).len(),
         3,
@@ -99,6 +140,10 @@ fn the_pair_elects_one_master_and_fails_over() {
         .unwrap();
     let took = wait_holder(&h, 1, Duration::from_secs(5));
     eprintln!("takeover after {took:?}");
+    wait_for(Duration::from_secs(5), || {
+        console_vrrp_state(&h, 1) == "master"
+    })
+    .expect("the new master's console says master");
     wait_for(Duration::from_secs(5), || h.lab.curl_vip("/", 1).is_ok())
         .expect("new connections through the new master");
     assert_eq!(tally(&h.lab, 6).len(), 3);
