@@ -128,6 +128,22 @@ fn the_pair_elects_one_master_and_fails_over() {
             console_vrrp_state(&h, 1)
         )
     });
+    // The page shows the router: state, heartbeat, when a backup assumes
+    // the master dead (3 adverts and the skew of priority 150).
+    let mut b = crate::browser::Browser::start(&h.lab, &h.lab.ns("router"));
+    b.goto("http://192.0.2.2:9469/console");
+    b.wait(
+        "document.querySelector('tr[data-vrrp=web]')?.innerText.includes('master')",
+        "the VRRP row",
+    );
+    let row = b.text("tr[data-vrrp=web]");
+    assert!(
+        row.contains("0.2 s") && row.contains("0.68 s") && row.contains(VIP),
+        "{row}"
+    );
+    let errors = b.errors();
+    assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
+    drop(b);
     assert_eq!(
         tally(&h.lab, 6).len(),
         3,

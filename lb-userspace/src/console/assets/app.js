@@ -222,14 +222,25 @@
     }), ...(zero.length ? [el('tr', {}, el('td', { colspan: 3, class: 'muted', text: 'At zero: ' + zero.join(', ') }))] : []));
     const ha = [];
     if (v.vrrp.length) {
-      ha.push(el('h3', { text: 'VRRP' }), el('table', {},
-        el('thead', {}, el('tr', {}, ['Router', 'State', 'Priority', 'Master', 'Transitions'].map((h) => el('th', { text: h })))),
+      // VRRP's master-down interval: 3 adverts and a skew for the priority
+      // (a backup assumes the master dead after it).
+      const deadAfter = (r) => (3 * r.advert_int + ((256 - r.effective_priority) * r.advert_int) / 256) / 100;
+      const since = (t) => {
+        const s = Math.max(0, Math.round(Date.now() / 1000 - t));
+        return s < 120 ? s + ' s' : s < 7200 ? Math.round(s / 60) + ' min' : Math.round(s / 3600) + ' h';
+      };
+      ha.push(el('h3', { text: 'VRRP' }), el('div', { class: 'table-wrap' }, el('table', {},
+        el('thead', {}, el('tr', {}, ['Router', 'State', 'Since', 'Priority', 'Master', 'Heartbeat', 'Dead after', 'VIPs', 'Transitions'].map((h) => el('th', { text: h })))),
         el('tbody', {}, v.vrrp.map((r) => el('tr', { data: { vrrp: r.name } },
           el('td', { text: r.name + ' (' + r.interface + ', vrid ' + r.virtual_router_id + ')' }),
-          el('td', {}, el('span', { class: 'state ' + (r.state === 'master' ? 'up' : r.state === 'fault' ? 'down' : 'inactive'), text: r.state })),
+          el('td', {}, el('span', { class: 'state ' + (r.state === 'master' ? 'up' : r.state === 'fault' ? 'down' : 'inactive'), text: r.state + (r.released ? ' (released)' : '') })),
+          el('td', { text: since(r.since_unix) }),
           el('td', { text: r.effective_priority + (r.effective_priority !== r.priority ? ' (' + r.priority + ')' : '') }),
           el('td', { class: 'mono', text: r.master || '' }),
-          el('td', { text: r.transitions }))))));
+          el('td', { text: (r.advert_int / 100) + ' s' }),
+          el('td', { text: deadAfter(r).toFixed(2) + ' s' }),
+          el('td', { class: 'mono', text: r.virtual_addresses.join(' ') }),
+          el('td', { text: r.transitions })))))));
     }
     if (v.sync.length) {
       ha.push(el('h3', { text: 'Connection sync' }), el('ul', {}, v.sync.map((d) => el('li', { class: 'mono', text: d.line + ' · sent ' + d.stats.sent_records + ' · received ' + d.stats.received_records + ' · applied ' + d.stats.applied }))));
