@@ -49,8 +49,9 @@ struct Args {
     /// XDP_TX frames only if the peer runs an XDP program.
     #[arg(long, hide = true)]
     pass_program: bool,
-    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (overrides the
-    /// config's `metrics.listen`), e.g. 127.0.0.1:9469.
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics, and the web
+    /// console on /console when the config has a `console:` section
+    /// (overrides the config's `metrics.listen`), e.g. 127.0.0.1:9469.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
     /// Log lines as text (colours only on a terminal, none with NO_COLOR)
