@@ -279,6 +279,20 @@ pub struct ServiceView {
     pub reals: Vec<RealView>,
 }
 
+/// A change put in force by an apply or an lbadm edit, as logged (the
+/// console's recent changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Seconds since the epoch.
+    pub unix: u64,
+    /// What applied it and who: "configuration /etc/lbd/lbd.yaml applied",
+    /// "configuration console applied by console user alice from
+    /// 192.0.2.1", "table edited by lbadm".
+    pub what: String,
+    /// Its lines, as `lbadm apply --dry-run` prints them.
+    pub changes: Vec<String>,
+}
+
 /// One connection entry as `ipvsadm -Lnc` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnView {

@@ -225,6 +225,18 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
         .filter(|l| l.contains("applied by console user admin from 192.0.2.1"))
         .count();
     assert_eq!(by, 5, "{log}");
+    // The monitor lists them, newest first.
+    b.viewport(1280, 1000, false);
+    b.wait(
+        "document.querySelectorAll('#history-list > li').length === 5",
+        "five recent changes",
+    );
+    let newest = b.text("#history-list > li");
+    assert!(
+        newest.contains("by console user admin from 192.0.2.1")
+            && newest.contains("+ service tcp 192.0.2.100:80"),
+        "{newest}"
+    );
     assert!(log.contains("console: logged in"), "{log}");
 }
 
@@ -419,6 +431,20 @@ fn the_console_refuses_and_changes_nothing() {
     let (_, done) = c.req("POST", "/api/apply", Some(&change), &[&token]);
     assert_eq!(done["ok"], true, "{done}");
     assert!(export().contains("weight: 5"));
+    // Recent changes: the newest first, with who made it (for users only).
+    let (_, state) = c.req("GET", "/api/state", None, &[]);
+    let last = &state["history"][0];
+    assert_eq!(
+        last["what"],
+        "configuration console applied by console user admin from 192.0.2.1"
+    );
+    assert_eq!(
+        last["changes"][0],
+        "~ real 192.0.2.11 of tcp 192.0.2.100:80: weight 1 -> 5"
+    );
+    let anonymous = Client::new(&lab, "anon", &format!("http://{DIRECTOR_IP}:{PORT}"), &[]);
+    let (_, state) = anonymous.req("GET", "/api/state", None, &[]);
+    assert_eq!(state["history"], json!([]), "{state}");
     let (_, stale) = c.req("POST", "/api/apply", Some(&change), &[&token]);
     assert!(
         stale["error"]

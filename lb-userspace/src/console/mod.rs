@@ -47,7 +47,7 @@ pub struct Console {
     tls: bool,
     /// The last `/api/state`: polls within a second share it (a flood of
     /// them costs the daemon loop one snapshot a second).
-    last_state: Recent,
+    last_state: Recent<view::View>,
     /// Refused logins, logged at a bounded rate.
     refusals: crate::listen::RefusalLog,
 }

@@ -9,7 +9,7 @@ use crate::{
     model::fmt_addr_port,
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct View {
     pub services: Vec<Service>,
     /// The data plane's counters (name, value): the page shows their
@@ -22,22 +22,24 @@ pub struct View {
     pub vrrp: Vec<crate::vrrp::VrrpView>,
     pub sync: Vec<Sync>,
     pub bgp: Option<crate::bgp::BgpView>,
+    /// The last changes applied, newest first.
+    pub history: Vec<crate::control::ChangeRecord>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Xdp {
     pub mode: String,
     pub ours: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Sync {
     pub role: String,
     pub line: String,
     pub stats: crate::sync::SyncStats,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Service {
     /// As the logs name it: `tcp 192.0.2.10:80`, `fwmark 7`.
     pub name: String,
@@ -56,7 +58,7 @@ pub struct Service {
     pub reals: Vec<Real>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Real {
     /// address:port.
     pub name: String,
@@ -164,6 +166,7 @@ impl View {
                 })
                 .collect(),
             bgp: s.listing.bgp.clone(),
+            history: s.history.iter().rev().cloned().collect(),
         }
     }
 }

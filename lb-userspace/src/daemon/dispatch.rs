@@ -14,6 +14,9 @@ fn error(message: impl Into<String>) -> Response {
     }
 }
 
+/// Changes kept for the console.
+const HISTORY: usize = 50;
+
 /// The answer to a control request: now, or later from a future run off
 /// the daemon loop (what reads the kernel or asks BIRD must not hold it).
 /// One per request, moved once: its size does not matter.
@@ -24,6 +27,27 @@ pub(super) enum Answer {
 }
 
 impl Daemon {
+    /// Logs a change put in force, once, in apply's words, and keeps it
+    /// among the last HISTORY (what changed nothing is logged, not kept).
+    fn applied(&mut self, what: String, changes: Vec<String>) {
+        if changes.is_empty() {
+            tracing::info!("{what}: nothing changed");
+            return;
+        }
+        tracing::info!(changes = changes.len(), "{what}: {}", changes.join("; "));
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(control::ChangeRecord {
+            unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            what,
+            changes,
+        });
+    }
+
     /// Answers `req` (its configuration parsed already, for an apply).
     pub(super) async fn answer(
         &mut self,
@@ -90,6 +114,7 @@ impl Daemon {
         &mut self,
     ) -> impl std::future::Future<Output = crate::metrics::Snapshot> + Send + 'static {
         let mut snap = crate::metrics::Snapshot {
+            history: self.history.iter().cloned().collect(),
             listing: self.listing(false),
             counters: self.director.counters(),
             conn_entries: self.director.last_sweep_entries(),
@@ -227,7 +252,7 @@ impl Daemon {
                 let changes = config::diff(&self.director.inputs().table, &next.table);
                 match self.change(next).await {
                     Ok(_) => {
-                        log_applied("table edited by lbadm", &changes);
+                        self.applied("table edited by lbadm".into(), changes);
                         self.prune_joined();
                         self.save_state();
                         Response::Ok
@@ -300,7 +325,7 @@ impl Daemon {
         if let Some(by) = by {
             what = format!("{what} by {by}");
         }
-        log_applied(&what, &changes);
+        self.applied(what, changes.clone());
         if joined != self.joined {
             self.joined = joined;
             self.save_joined();
@@ -393,13 +418,6 @@ impl Daemon {
 
 /// One line per applied change set: what changed, in the apply's words
 /// (`+ service ...`, `~ real ...`).
-fn log_applied(what: &str, changes: &[String]) {
-    if changes.is_empty() {
-        tracing::info!("{what}: nothing changed");
-    } else {
-        tracing::info!(changes = changes.len(), "{what}: {}", changes.join("; "));
-    }
-}
 
 /// (tcp, tcpfin, udp) in force under `t`: absent or 0 is the default.
 fn effective_timeouts(t: Option<TimeoutsCfg>) -> (u32, u32, u32) {

@@ -103,6 +103,9 @@ pub struct Daemon {
     /// The data plane's counters at each sweep tick over the last minute
     /// (for `lbadm diagnose`: what moves now).
     counter_history: std::collections::VecDeque<(std::time::Instant, Vec<(String, u64)>)>,
+    /// The last changes applied (the console shows them; lbd's log keeps
+    /// them all).
+    history: std::collections::VecDeque<crate::control::ChangeRecord>,
     /// Held for the daemon's life: one lbd per instance.
     _lock: crate::dataplane::InstanceLock,
 }

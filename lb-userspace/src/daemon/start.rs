@@ -157,6 +157,7 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         syncd,
         bgp: super::bgp::Bgp::new(&opts.state_dir, &opts.instance),
         counter_history: Default::default(),
+        history: Default::default(),
         joined,
         joined_file,
         _lock: lock,

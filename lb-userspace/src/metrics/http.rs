@@ -76,23 +76,28 @@ struct Ctx {
     snapshots: mpsc::Sender<SnapshotRequest>,
     checks: CheckMetrics,
     /// The last scrape's text.
-    last: Arc<Recent>,
+    last: Arc<Recent<String>>,
 }
 
 /// An answer rendered less than REUSE ago: requests within it share it
 /// (a burst costs the daemon loop one snapshot).
-#[derive(Default)]
-pub struct Recent(Mutex<Option<(Instant, Arc<String>)>>);
+pub struct Recent<T>(Mutex<Option<(Instant, Arc<T>)>>);
 
-impl Recent {
-    pub fn get(&self) -> Option<Arc<String>> {
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Recent(Mutex::new(None))
+    }
+}
+
+impl<T> Recent<T> {
+    pub fn get(&self) -> Option<Arc<T>> {
         let g = self.0.lock().ok()?;
         g.as_ref()
             .filter(|(t, _)| t.elapsed() < REUSE)
             .map(|(_, s)| s.clone())
     }
 
-    pub fn put(&self, s: Arc<String>) {
+    pub fn put(&self, s: Arc<T>) {
         if let Ok(mut g) = self.0.lock() {
             *g = Some((Instant::now(), s));
         }

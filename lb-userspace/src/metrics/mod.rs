@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub attached: Option<(String, u32)>,
     /// The id of lbd's own program.
     pub own_prog: Option<u32>,
+    /// The last changes applied, oldest first.
+    pub history: Vec<crate::control::ChangeRecord>,
 }
 
 /// Builds the families of one scrape in a fresh registry.

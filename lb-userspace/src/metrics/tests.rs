@@ -74,6 +74,7 @@ fn snapshot() -> Snapshot {
         conn_entries: 45,
         attached: Some(("native".into(), 7)),
         own_prog: Some(7),
+        history: Vec::new(),
     }
 }
 

@@ -100,7 +100,7 @@
     if (n >= 1e4) return (n / 1e3).toFixed(1) + 'k';
     return String(n);
   }
-  function bytes(n) { return num(n) + 'B'; }
+  function bytes(n) { return num(n) + ' B'; }
   function hostPort(a, p) { return (a && a.includes(':') ? '[' + a + ']' : a) + ':' + p; }
   function serviceLabel(s) {
     if (s.port_group) return 'port group ' + s.port_group;
@@ -249,6 +249,11 @@
       ha.push(el('h3', { text: 'BGP' + (v.bgp.drained ? ' (drained)' : '') }), el('ul', {}, v.bgp.vips.map((x) => el('li', { class: 'mono', text: JSON.stringify(x) }))));
     }
     $('#ha').replaceChildren(...(ha.length ? [el('details', { open: true }, el('summary', { text: 'Directors (VRRP, sync, BGP)' }), ...ha)] : []));
+    const hist = v.history || [];
+    $('#history').hidden = !hist.length;
+    $('#history-list').replaceChildren(...hist.map((c) => el('li', { data: { change: c.unix } },
+      el('span', { class: 'muted', text: new Date(c.unix * 1000).toLocaleString() + ' · ' + c.what }),
+      el('ul', {}, c.changes.map((line) => el('li', { class: 'mono', text: line }))))));
     $('#refreshed').textContent = 'Refreshed ' + new Date(S.at).toLocaleTimeString() + ', every ' + POLL_MS / 1000 + ' s';
   }
 
