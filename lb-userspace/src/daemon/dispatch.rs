@@ -416,9 +416,6 @@ impl Daemon {
     }
 }
 
-/// One line per applied change set: what changed, in the apply's words
-/// (`+ service ...`, `~ real ...`).
-
 /// (tcp, tcpfin, udp) in force under `t`: absent or 0 is the default.
 fn effective_timeouts(t: Option<TimeoutsCfg>) -> (u32, u32, u32) {
     let d = lb_common::tcp_state::DEFAULT_TIMEOUTS;
