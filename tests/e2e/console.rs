@@ -208,6 +208,22 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
     }
     assert_eq!(tally(&lab, 4).len(), 2);
 
+    // The YAML tab: the configuration as text (no console section), an
+    // edit reviewed and applied.
+    b.click("#tabs button[data-tab=yaml]");
+    b.wait(
+        "document.querySelector('#yaml-text').value.includes('scheduler: rr')",
+        "the YAML",
+    );
+    let text = b.eval("document.querySelector('#yaml-text').value");
+    let text = text.as_str().unwrap();
+    assert!(!text.contains("console") && !text.contains("argon2"), "{text}");
+    b.fill("#yaml-text", &text.replace("scheduler: rr", "scheduler: wrr"));
+    b.click("#yaml-review");
+    apply_reviewed(&mut b, "~ service tcp 192.0.2.100:80: scheduler rr -> wrr");
+    assert!(lab.lbadm(&["-L", "-n"]).unwrap().contains("wrr"));
+    b.click("#tabs button[data-tab=monitor]");
+
     // On a phone: nothing wider than the screen.
     b.viewport(390, 844, true);
     b.wait(
@@ -224,17 +240,17 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
         .lines()
         .filter(|l| l.contains("applied by console user admin from 192.0.2.1"))
         .count();
-    assert_eq!(by, 5, "{log}");
+    assert_eq!(by, 6, "{log}");
     // The monitor lists them, newest first.
     b.viewport(1280, 1000, false);
     b.wait(
-        "document.querySelectorAll('#history-list > li').length === 5",
-        "five recent changes",
+        "document.querySelectorAll('#history-list > li').length === 6",
+        "six recent changes",
     );
     let newest = b.text("#history-list > li");
     assert!(
         newest.contains("by console user admin from 192.0.2.1")
-            && newest.contains("+ service tcp 192.0.2.100:80"),
+            && newest.contains("scheduler rr -> wrr"),
         "{newest}"
     );
     assert!(log.contains("console: logged in"), "{log}");

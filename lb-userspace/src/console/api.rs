@@ -10,7 +10,7 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{
     auth::{LoginError, COOKIE},
@@ -50,12 +50,13 @@ impl Console {
     /// password hashes never reach a browser, and the console cannot
     /// change it), and its version (of the whole export, as `if_unchanged`
     /// compares).
-    async fn config(&self, h: &HeaderMap) -> Result<(Value, String), Refusal> {
+    async fn config(&self, h: &HeaderMap) -> Result<(serde_yaml::Value, String), Refusal> {
         self.logged_in(h)?;
         let yaml = self.export().await?;
-        let mut v: Value = serde_yaml::from_str(&yaml)
+        // A YAML mapping keeps the export's order of keys.
+        let mut v: serde_yaml::Value = serde_yaml::from_str(&yaml)
             .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        if let Some(m) = v.as_object_mut() {
+        if let Some(m) = v.as_mapping_mut() {
             m.remove("console");
         }
         Ok((v, config_version(&yaml)))
