@@ -217,8 +217,14 @@ fn a_console_session_adds_quiesces_and_watches_real_servers() {
     );
     let text = b.eval("document.querySelector('#yaml-text').value");
     let text = text.as_str().unwrap();
-    assert!(!text.contains("console") && !text.contains("argon2"), "{text}");
-    b.fill("#yaml-text", &text.replace("scheduler: rr", "scheduler: wrr"));
+    assert!(
+        !text.contains("console") && !text.contains("argon2"),
+        "{text}"
+    );
+    b.fill(
+        "#yaml-text",
+        &text.replace("scheduler: rr", "scheduler: wrr"),
+    );
     b.click("#yaml-review");
     apply_reviewed(&mut b, "~ service tcp 192.0.2.100:80: scheduler rr -> wrr");
     assert!(lab.lbadm(&["-L", "-n"]).unwrap().contains("wrr"));

@@ -122,8 +122,12 @@ pub(super) async fn login(
                 .into_response()
         }
         Ok(Err(e)) => {
-            c.refusals
-                .refused(from, &format!("login refused for user {user:?}: {e}"));
+            // A locked-out source's further attempts are not logged (its
+            // lockout was, with the refusals that led to it).
+            if e == LoginError::Wrong {
+                c.refusals
+                    .refused(from, &format!("login refused for user {user:?}: {e}"));
+            }
             let code = match e {
                 LoginError::Locked(..) => StatusCode::TOO_MANY_REQUESTS,
                 LoginError::Wrong => StatusCode::UNAUTHORIZED,

@@ -76,6 +76,10 @@ impl Console {
         };
         match self.ask(req, Some(Ok(parsed))).await {
             Answer::Applied { changes } => {
+                if !dry_run {
+                    // The monitor shows the change at its next poll.
+                    self.last_state.clear();
+                }
                 Json(json!({ "ok": true, "changes": changes })).into_response()
             }
             Answer::Error { message } => failed(message, None, None),

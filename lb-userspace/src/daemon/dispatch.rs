@@ -14,8 +14,9 @@ fn error(message: impl Into<String>) -> Response {
     }
 }
 
-/// Changes kept for the console.
+/// Changes kept for the console, and lines kept of each.
 const HISTORY: usize = 50;
+const HISTORY_LINES: usize = 20;
 
 /// The answer to a control request: now, or later from a future run off
 /// the daemon loop (what reads the kernel or asks BIRD must not hold it).
@@ -37,6 +38,12 @@ impl Daemon {
         tracing::info!(changes = changes.len(), "{what}: {}", changes.join("; "));
         if self.history.len() >= HISTORY {
             self.history.pop_front();
+        }
+        let mut changes = changes;
+        if changes.len() > HISTORY_LINES {
+            let more = changes.len() - HISTORY_LINES;
+            changes.truncate(HISTORY_LINES);
+            changes.push(format!("... and {more} more (in lbd's log)"));
         }
         self.history.push_back(control::ChangeRecord {
             unix: std::time::SystemTime::now()
@@ -202,9 +209,18 @@ impl Daemon {
                 Response::Timeouts { tcp, tcpfin, udp }
             }
             Request::SetTimeouts { tcp, tcpfin, udp } => {
+                let was = d.get_timeouts();
                 d.set_timeouts(tcp, tcpfin, udp);
-                let (tcp, tcpfin, udp) = d.get_timeouts();
-                tracing::info!(tcp, tcpfin, udp, "timeouts set by lbadm --set");
+                let now = d.get_timeouts();
+                let changes = if now == was {
+                    vec![]
+                } else {
+                    vec![format!(
+                        "~ timeouts (tcp tcpfin udp) {} {} {} -> {} {} {}",
+                        was.0, was.1, was.2, now.0, now.1, now.2
+                    )]
+                };
+                self.applied("timeouts set by lbadm --set".into(), changes);
                 self.save_state();
                 Response::Ok
             }

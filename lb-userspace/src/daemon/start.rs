@@ -166,6 +166,9 @@ pub async fn start(opts: &StartOptions, source: Source, lock: InstanceLock) -> R
         .apply_config(config, &file, false, None)
         .await
         .context("applying the configuration")?;
+    // What the start put in force is all there is: recent changes start
+    // empty.
+    daemon.history.clear();
     let attached = daemon
         .director
         .maps_mut()

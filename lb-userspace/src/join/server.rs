@@ -80,7 +80,10 @@ pub fn serve(p: Prepared, jobs: mpsc::Sender<JoinJob>) -> Result<()> {
     crate::listen::serve(listener, p.tls, bounds, log, move |stream, peer| {
         let (token, jobs) = (token.clone(), jobs.clone());
         async move {
-            tokio::time::timeout(EXCHANGE_TIMEOUT, exchange(stream, peer.ip(), &token, jobs))
+            // The handshake had REQUEST_TIMEOUT of the exchange's time:
+            // the whole within EXCHANGE_TIMEOUT, which the client waits.
+            let left = EXCHANGE_TIMEOUT - REQUEST_TIMEOUT;
+            tokio::time::timeout(left, exchange(stream, peer.ip(), &token, jobs))
                 .await
                 .unwrap_or_else(|_| Err("timed out".into()))
         }

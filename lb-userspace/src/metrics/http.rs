@@ -97,6 +97,13 @@ impl<T> Recent<T> {
             .map(|(_, s)| s.clone())
     }
 
+    /// Forgets the answer (what it showed has changed).
+    pub fn clear(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = None;
+        }
+    }
+
     pub fn put(&self, s: Arc<T>) {
         if let Ok(mut g) = self.0.lock() {
             *g = Some((Instant::now(), s));

@@ -294,6 +294,7 @@ fn snapshot_with_ha() -> Snapshot {
         virtual_addresses: vec!["192.0.2.100".parse().unwrap()],
         advert_int: 100,
         source: any,
+        master_down_ms: 3_000,
     }];
     s.listing.sync = vec![crate::sync::SyncView {
         role: crate::sync::Role::Master,

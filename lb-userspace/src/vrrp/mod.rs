@@ -53,6 +53,10 @@ pub struct VrrpView {
     /// Centiseconds.
     pub advert_int: u16,
     pub source: IpAddr,
+    /// Milliseconds a backup waits for the master's advert before taking
+    /// over (Master_Down_Interval, as this router computes it now).
+    #[serde(default)]
+    pub master_down_ms: u64,
 }
 
 /// Where lbd records its routers' states, for the next lbd: a restart of a

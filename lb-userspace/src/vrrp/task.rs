@@ -174,6 +174,7 @@ pub async fn start(
         virtual_addresses: cfg.virtual_addresses.clone(),
         advert_int: cfg.advert_int,
         source: src,
+        master_down_ms: m.master_down().as_millis() as u64,
     };
     let (status, status_rx) = watch::channel(view.clone());
     let (cmd_tx, cmds) = mpsc::channel(16);
@@ -265,8 +266,7 @@ impl Router {
         self.activate().await;
     }
 
-    /// Asks the daemon to make the data plane active for the VIPs (the
-    /// answer comes back in the run loop, adverts going on meanwhile).
+    /// Asks the daemon to activate the data plane for the VIPs (answered in the run loop).
     async fn activate(&mut self) {
         let (done, wait) = oneshot::channel();
         let vips = self.cfg.virtual_addresses.clone();
@@ -345,6 +345,7 @@ impl Router {
         self.view.effective_priority = self.m.effective;
         self.view.master = self.m.master;
         self.view.released = self.m.released;
+        self.view.master_down_ms = self.m.master_down().as_millis() as u64;
         self.status.send_replace(self.view.clone());
     }
 

@@ -222,9 +222,6 @@
     }), ...(zero.length ? [el('tr', {}, el('td', { colspan: 3, class: 'muted', text: 'At zero: ' + zero.join(', ') }))] : []));
     const ha = [];
     if (v.vrrp.length) {
-      // VRRP's master-down interval: 3 adverts and a skew for the priority
-      // (a backup assumes the master dead after it).
-      const deadAfter = (r) => (3 * r.advert_int + ((256 - r.effective_priority) * r.advert_int) / 256) / 100;
       const since = (t) => {
         const s = Math.max(0, Math.round(Date.now() / 1000 - t));
         return s < 120 ? s + ' s' : s < 7200 ? Math.round(s / 60) + ' min' : Math.round(s / 3600) + ' h';
@@ -238,7 +235,7 @@
           el('td', { text: r.effective_priority + (r.effective_priority !== r.priority ? ' (' + r.priority + ')' : '') }),
           el('td', { class: 'mono', text: r.master || '' }),
           el('td', { text: (r.advert_int / 100) + ' s' }),
-          el('td', { text: deadAfter(r).toFixed(2) + ' s' }),
+          el('td', { text: (r.master_down_ms / 1000).toFixed(2) + ' s' }),
           el('td', { class: 'mono', text: r.virtual_addresses.join(' ') }),
           el('td', { text: r.transitions })))))));
     }
