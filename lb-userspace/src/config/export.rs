@@ -219,17 +219,12 @@ pub fn export(base: &Config, running: &Running) -> Config {
     }
     let running: Vec<ServiceAddr> = table.services.keys().copied().collect();
     keep_inactive(base, &running, &mut services);
-    let defaults = lb_common::tcp_state::DEFAULT_TIMEOUTS;
     let t = TimeoutsCfg {
         tcp: timeouts.0,
         tcpfin: timeouts.1,
         udp: timeouts.2,
     };
-    let default_t = (
-        defaults[lb_common::tcp_state::ESTABLISHED as usize],
-        defaults[lb_common::tcp_state::FIN_WAIT as usize],
-        defaults[lb_common::tcp_state::UDP as usize],
-    );
+    let default_t = TimeoutsCfg::in_force(None);
     Config {
         interface: base.interface.clone(),
         xdp_mode: base.xdp_mode,
@@ -322,25 +317,30 @@ services:
     health_check: {type: tcp}
 "#;
 
-    #[test]
-    fn export_reproduces_the_configuration() {
-        let c = Config::parse(CFG, "a.yaml").unwrap();
-        let table = c.table("a.yaml").unwrap();
-        let t = c.timeouts.unwrap();
+    /// `c` exported as if it ran unchanged with `table`.
+    fn exported(c: &Config, table: &Table) -> Config {
+        let (tcp, tcpfin, udp) = TimeoutsCfg::in_force(c.timeouts);
         let vlans = c.vlans.iter().copied().collect();
-        let out = export(
-            &c,
+        export(
+            c,
             &Running {
-                table: &table,
+                table,
                 policies: &c.policies(),
                 checks: &c.checks(),
-                timeouts: (t.tcp, 120, 300),
-                expire_nodest_conn: true,
+                timeouts: (tcp, tcpfin, udp),
+                expire_nodest_conn: c.expire_nodest_conn,
                 sloppy_tcp: c.sloppy_tcp,
                 vlans: &vlans,
                 joinable: &c.joinable(),
             },
-        );
+        )
+    }
+
+    #[test]
+    fn export_reproduces_the_configuration() {
+        let c = Config::parse(CFG, "a.yaml").unwrap();
+        let table = c.table("a.yaml").unwrap();
+        let out = exported(&c, &table);
         let text = serde_yaml::to_string(&out).unwrap();
         let again = Config::parse(&text, "exported.yaml").unwrap();
         assert_eq!(again.table("exported.yaml").unwrap(), table, "{text}");
@@ -377,19 +377,7 @@ services:
         assert_eq!(web.reals.len(), 1);
         assert_eq!(c.checks().len(), 1, "no check for inactive real servers");
         assert_eq!(c.policies().len(), 1);
-        let out = export(
-            &c,
-            &Running {
-                table: &table,
-                policies: &c.policies(),
-                checks: &c.checks(),
-                timeouts: (900, 120, 300),
-                expire_nodest_conn: false,
-                sloppy_tcp: false,
-                vlans: &Default::default(),
-                joinable: &c.joinable(),
-            },
-        );
+        let out = exported(&c, &table);
         let again = Config::parse(&serde_yaml::to_string(&out).unwrap(), "b.yaml").unwrap();
         assert_eq!(again.table("b.yaml").unwrap(), table);
         assert_eq!(again.services.len(), 2);

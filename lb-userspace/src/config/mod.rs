@@ -269,6 +269,24 @@ pub struct TimeoutsCfg {
     pub udp: u32,
 }
 
+impl TimeoutsCfg {
+    /// (tcp, tcpfin, udp) in force under `t`: absent or 0 is the default.
+    pub fn in_force(t: Option<TimeoutsCfg>) -> (u32, u32, u32) {
+        use lb_common::tcp_state::{DEFAULT_TIMEOUTS as D, ESTABLISHED, FIN_WAIT, UDP};
+        let or = |v: u32, i: u8| if v == 0 { D[i as usize] } else { v };
+        let t = t.unwrap_or(TimeoutsCfg {
+            tcp: 0,
+            tcpfin: 0,
+            udp: 0,
+        });
+        (
+            or(t.tcp, ESTABLISHED),
+            or(t.tcpfin, FIN_WAIT),
+            or(t.udp, UDP),
+        )
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

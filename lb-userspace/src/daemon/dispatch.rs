@@ -315,7 +315,7 @@ impl Daemon {
             changes.push(format!("~ vlans -> {vlans:?}"));
         }
         // The file is the truth for timeouts too: absent or 0 is the default.
-        let timeouts = effective_timeouts(c.timeouts);
+        let timeouts = TimeoutsCfg::in_force(c.timeouts);
         let running = self.director.get_timeouts();
         if timeouts != running {
             changes.push(format!(
@@ -430,21 +430,4 @@ impl Daemon {
         let head = "# lbd configuration exported by `lbadm export` (the running state)\n";
         Ok(format!("{head}{}", serde_yaml::to_string(&c)?))
     }
-}
-
-/// (tcp, tcpfin, udp) in force under `t`: absent or 0 is the default.
-fn effective_timeouts(t: Option<TimeoutsCfg>) -> (u32, u32, u32) {
-    let d = lb_common::tcp_state::DEFAULT_TIMEOUTS;
-    let or = |v: u32, i: u8| if v == 0 { d[i as usize] } else { v };
-    let t = t.unwrap_or(TimeoutsCfg {
-        tcp: 0,
-        tcpfin: 0,
-        udp: 0,
-    });
-    use lb_common::tcp_state::{ESTABLISHED, FIN_WAIT, UDP};
-    (
-        or(t.tcp, ESTABLISHED),
-        or(t.tcpfin, FIN_WAIT),
-        or(t.udp, UDP),
-    )
 }
