@@ -542,6 +542,31 @@ fn the_console_refuses_and_changes_nothing() {
     );
     assert_eq!(export(), before);
     ro.kill();
+    drop(c);
+
+    // The same over TLS, not read-only: the change is taken.
+    let _rw = Lbd::start(&lab, &config("", &tls, services));
+    let c = Client::new(
+        &lab,
+        "https-rw",
+        &format!("https://{DIRECTOR_IP}:{PORT}"),
+        &["--cacert", &ca],
+    );
+    let (code, body) = c.login(PASSWORD);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["can_edit"], true);
+    let token = format!("X-CSRF-Token: {}", body["csrf"].as_str().unwrap());
+    let (_, cfg) = c.req("GET", "/api/config", None, &[]);
+    let mut changed = cfg["config"].clone();
+    changed["services"][0]["real_servers"][0]["weight"] = json!(7);
+    let (code, body) = c.req(
+        "POST",
+        "/api/apply",
+        Some(&json!({"config": changed, "version": cfg["version"]})),
+        &[&token],
+    );
+    assert_eq!((code, &body["ok"]), (200, &json!(true)), "{body}");
+    assert!(export().contains("weight: 7"));
 }
 
 pub const TESTS: &[Test] = tests![
