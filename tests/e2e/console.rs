@@ -322,6 +322,20 @@ impl<'a> Client<'a> {
         )
     }
 
+    /// The first real server's weight set to `w` through the console,
+    /// against the configuration read now.
+    fn set_weight(&self, token: &str, w: u32) -> (u16, Value) {
+        let (_, cfg) = self.req("GET", "/api/config", None, &[]);
+        let mut changed = cfg["config"].clone();
+        changed["services"][0]["real_servers"][0]["weight"] = json!(w);
+        self.req(
+            "POST",
+            "/api/apply",
+            Some(&json!({"config": changed, "version": cfg["version"]})),
+            &[token],
+        )
+    }
+
     fn login(&self, pw: &str) -> (u16, Value) {
         self.req(
             "POST",
@@ -502,12 +516,15 @@ fn the_console_refuses_and_changes_nothing() {
     let mut ro = Lbd::start(&lab, &config("  read_only: true", &tls, services));
     let before = export();
     let ca = f("ca.pem");
-    let c = Client::new(
-        &lab,
-        "https",
-        &format!("https://{DIRECTOR_IP}:{PORT}"),
-        &["--cacert", &ca],
-    );
+    let https = |name: &str| {
+        Client::new(
+            &lab,
+            name,
+            &format!("https://{DIRECTOR_IP}:{PORT}"),
+            &["--cacert", &ca],
+        )
+    };
+    let c = https("https");
     let (code, _) = c.req("GET", "/console", None, &[]);
     assert_eq!(code, 200);
     let (code, body) = c.login(PASSWORD);
@@ -526,15 +543,7 @@ fn the_console_refuses_and_changes_nothing() {
         "{jar}"
     );
     let token = format!("X-CSRF-Token: {}", body["csrf"].as_str().unwrap());
-    let (_, cfg) = c.req("GET", "/api/config", None, &[]);
-    let mut changed = cfg["config"].clone();
-    changed["services"][0]["real_servers"][0]["weight"] = json!(7);
-    let (code, body) = c.req(
-        "POST",
-        "/api/apply",
-        Some(&json!({"config": changed, "version": cfg["version"]})),
-        &[&token],
-    );
+    let (code, body) = c.set_weight(&token, 7);
     assert_eq!(code, 403, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("read-only"),
@@ -546,25 +555,12 @@ fn the_console_refuses_and_changes_nothing() {
 
     // The same over TLS, not read-only: the change is taken.
     let _rw = Lbd::start(&lab, &config("", &tls, services));
-    let c = Client::new(
-        &lab,
-        "https-rw",
-        &format!("https://{DIRECTOR_IP}:{PORT}"),
-        &["--cacert", &ca],
-    );
+    let c = https("https-rw");
     let (code, body) = c.login(PASSWORD);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["can_edit"], true);
     let token = format!("X-CSRF-Token: {}", body["csrf"].as_str().unwrap());
-    let (_, cfg) = c.req("GET", "/api/config", None, &[]);
-    let mut changed = cfg["config"].clone();
-    changed["services"][0]["real_servers"][0]["weight"] = json!(7);
-    let (code, body) = c.req(
-        "POST",
-        "/api/apply",
-        Some(&json!({"config": changed, "version": cfg["version"]})),
-        &[&token],
-    );
+    let (code, body) = c.set_weight(&token, 7);
     assert_eq!((code, &body["ok"]), (200, &json!(true)), "{body}");
     assert!(export().contains("weight: 7"));
 }
